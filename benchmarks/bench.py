@@ -1,0 +1,138 @@
+"""Side-by-side speed of npgan and PyTorch, one process, same shapes and threads.
+
+    python benchmarks/bench.py [--only SUBSTRING] [--repeat N] [--json FILE] [--device cpu|gpu]
+
+Each case lives in a ``cases_*.py`` module beside this file, as a list ``CASES``
+of :class:`Case`: a name and two builders that return a zero-argument callable
+(one step of the work) for npgan and for torch. The table shows median
+milliseconds over ``--repeat`` timed calls (after warm-up) and the ratio
+npgan/torch (below 1 means npgan is faster). A case may add notes (e.g. peak
+memory) by returning ``(callable, {"note": ...})`` from its npgan builder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+
+@dataclass
+class Case:
+    name: str
+    npgan: Callable[[str], Any]   # device -> step() or (step, notes)
+    torch: Callable[[str], Any] | None  # device -> step()
+    sync: bool = True
+
+
+def peak_extra_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes allocated (numpy arrays included, via tracemalloc) while ``fn`` runs, above the start."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - base
+
+
+def _sync(device: str) -> None:
+    if device != "cpu":
+        import npgan.backend as B
+        if B.cupy is not None:
+            B.cupy.cuda.Device().synchronize()
+        try:
+            import torch
+            torch.cuda.synchronize()
+        except Exception:
+            pass
+
+
+def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float = 0.05) -> float:
+    """Median milliseconds of one call of ``step`` (each timed sample averages enough calls to last ``min_time``)."""
+    for _ in range(3):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    one = max(time.perf_counter() - t0, 1e-6)
+    inner = max(1, int(min_time / one))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            step()
+        _sync(device)
+        samples.append((time.perf_counter() - t0) / inner * 1e3)
+    return statistics.median(samples)
+
+
+def load_cases() -> list[Case]:
+    cases: list[Case] = []
+    for f in sorted(HERE.glob("cases_*.py")):
+        mod = importlib.import_module(f.stem)
+        cases.extend(getattr(mod, "CASES", []))
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default="", help="run only cases whose name contains this")
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--json", default=None, help="also write {case: {npgan_ms, torch_ms, ratio}} here")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = ap.parse_args(argv)
+
+    import npgan
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+    except ImportError:
+        torch = None
+        print("torch is not installed: only npgan's times are shown (pip install torch)")
+    if args.device == "gpu":
+        npgan.set_device("gpu")
+
+    results: dict[str, dict[str, Any]] = {}
+    print(f"npgan {npgan.__version__} | torch {getattr(torch, '__version__', '-')} | device {args.device} | "
+          f"threads {args.threads} | median of {args.repeat}")
+    print(f"{'case':<52} {'npgan ms':>10} {'torch ms':>10} {'ratio':>7}  notes")
+    for case in load_cases():
+        if args.only not in case.name:
+            continue
+        npgan.manual_seed(0)
+        built = case.npgan(args.device)
+        step, notes = (built if isinstance(built, tuple) else (built, {}))
+        n_ms = time_ms(step, args.repeat, args.device)
+        t_ms = None
+        if torch is not None and case.torch is not None:
+            torch.manual_seed(0)
+            t_ms = time_ms(case.torch(args.device), args.repeat, args.device)
+        ratio = n_ms / t_ms if t_ms else None
+        results[case.name] = {"npgan_ms": n_ms, "torch_ms": t_ms, "ratio": ratio, **notes}
+        note = " ".join(f"{k}={v}" for k, v in notes.items())
+        print(f"{case.name:<52} {n_ms:>10.3f} {t_ms if t_ms is not None else float('nan'):>10.3f} "
+              f"{ratio if ratio is not None else float('nan'):>7.2f}  {note}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

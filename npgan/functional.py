@@ -1,0 +1,421 @@
+"""Neural-network functions, each one Function with a hand-written backward.
+
+Imported as ``import npgan.functional as F``. Activations, the dense layer,
+dropout, batch normalisation and the binary cross-entropies live here; the
+convolutions are in :mod:`npgan.conv` and re-exported; the KDE entropy is in
+:mod:`npgan.losses`.
+
+Notation in the docstrings: ``gy`` is the gradient arriving at the output,
+``gx`` the one sent to the input ``x``; σ is the logistic sigmoid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backend
+from .backend import get_array_module
+from .ops import _lift
+from .tensor import Function, Tensor, sum_to
+
+__all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "logsigmoid", "dropout",
+           "binary_cross_entropy_with_logits", "binary_cross_entropy", "batch_norm", "stable_sigmoid"]
+
+
+def stable_sigmoid(x: Any) -> Any:
+    """σ(x) on a raw array, exact in both tails: 1/(1+e^−x) for x ≥ 0, e^x/(1+e^x) for x < 0."""
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    r = 1.0 / (1.0 + e)
+    return xp.where(x >= 0, r, e * r)
+
+
+def _log1p_exp_neg_abs(x: Any) -> Any:
+    """log(1 + e^−|x|) on a raw array: never overflows."""
+    xp = get_array_module(x)
+    return xp.log1p(xp.exp(-xp.abs(x)))
+
+
+# ============================================================================ dense layer
+class Linear(Function):
+    """y = x Wᵀ + b,  x: (..., in), W: (out, in), b: (out,) or None.
+
+    gx = gy W,   gW = Σ_batch gyᵀ x  (gy, x flattened to 2-D),   gb = Σ_batch gy.
+    """
+
+    def forward(self, x, w, b=None):
+        if x.ndim == 0 or w.ndim != 2 or x.shape[-1] != w.shape[1]:
+            raise ValueError(f"linear: input of shape {x.shape} does not fit weight of shape {w.shape} "
+                             f"(the input's last axis must equal in_features = weight.shape[1])")
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"linear: bias of shape {b.shape} does not fit weight of shape {w.shape}")
+        self.x, self.w = x, w
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, w = self.x, self.w
+        need = self.needs_grad
+        gx = gy @ w if need[0] else None
+        gw = gb = None
+        if need[1]:
+            g2 = gy.reshape(-1, gy.shape[-1])
+            gw = g2.T @ x.reshape(-1, x.shape[-1])
+        if len(need) > 2 and need[2]:
+            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0)
+        return gx, gw, gb
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x Wᵀ + b (PyTorch's layout: weight is (out_features, in_features))."""
+    if bias is None:
+        return Linear()(x, weight)
+    return Linear()(x, weight, bias)
+
+
+# ============================================================================ activations
+class ReLU(Function):
+    """y = max(x, 0).   gx = gy · [x > 0]."""
+
+    def forward(self, x):
+        y = get_array_module(x).maximum(x, 0)
+        self.y = y
+        return y
+
+    def backward(self, gy):
+        return gy * (self.y > 0)
+
+
+class LeakyReLU(Function):
+    """y = x if x > 0 else a·x.   gx = gy · (1 if x > 0 else a)."""
+
+    def __init__(self, slope: float):
+        self.slope = slope
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.pos = x > 0
+        return xp.where(self.pos, x, x * x.dtype.type(self.slope))
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return xp.where(self.pos, gy, gy * gy.dtype.type(self.slope))
+
+
+class Sigmoid(Function):
+    """y = σ(x) = 1/(1 + e^−x).   gx = gy · y (1 − y)."""
+
+    def forward(self, x):
+        self.y = stable_sigmoid(x)
+        return self.y
+
+    def backward(self, gy):
+        y = self.y
+        return gy * y * (1 - y)
+
+
+class Tanh(Function):
+    """y = tanh(x).   gx = gy · (1 − y²)."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).tanh(x)
+        return self.y
+
+    def backward(self, gy):
+        y = self.y
+        return gy * (1 - y * y)
+
+
+class Softplus(Function):
+    """y = log(1 + e^x) = max(x, 0) + log(1 + e^−|x|).   gx = gy · σ(x)."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).maximum(x, 0) + _log1p_exp_neg_abs(x)
+
+    def backward(self, gy):
+        return gy * stable_sigmoid(self.x)
+
+
+class LogSigmoid(Function):
+    """y = log σ(x) = min(x, 0) − log(1 + e^−|x|).   gx = gy · (1 − σ(x)) = gy · σ(−x)."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).minimum(x, 0) - _log1p_exp_neg_abs(x)
+
+    def backward(self, gy):
+        return gy * stable_sigmoid(-self.x)
+
+
+class Dropout(Function):
+    """y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element.   gx = gy · m / (1 − p)."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def forward(self, x):
+        keep = backend.rng().random(x.shape) >= self.p
+        self.scale = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self.scale
+
+    def backward(self, gy):
+        return gy * self.scale
+
+
+def relu(x: Tensor) -> Tensor:
+    return ReLU()(x)
+
+
+def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
+    return LeakyReLU(float(negative_slope))(x)
+
+
+def sigmoid(x: Tensor) -> Tensor:
+    return Sigmoid()(x)
+
+
+def tanh(x: Tensor) -> Tensor:
+    return Tanh()(x)
+
+
+def softplus(x: Tensor) -> Tensor:
+    return Softplus()(x)
+
+
+def logsigmoid(x: Tensor) -> Tensor:
+    return LogSigmoid()(x)
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability ``p`` and scale the rest by 1/(1 − p) (identity unless training)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    return Dropout(float(p))(x)
+
+
+# ============================================================================ binary cross-entropy
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_bce(name: str, x: Tensor, t: Any, reduction: str) -> Tensor:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    t = _lift(t, x)
+    if t.shape != x.shape:
+        raise ValueError(f"{name}: target shape {t.shape} differs from input shape {x.shape}; "
+                         "they must be equal (use .reshape or .squeeze on one of them)")
+    return t
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean() if loss.size else loss.sum() * float("nan")
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _reduce_grad(gy, shape, reduction, dtype):
+    if reduction == "none":
+        return gy
+    n = 1
+    for s in shape:
+        n *= s
+    return gy / n if reduction == "mean" else gy
+
+
+class SigmoidBCEWithLogits(Function):
+    """Fused sigmoid + binary cross-entropy on logits x with targets t.
+
+    ℓ_i = max(x_i, 0) − x_i t_i + log(1 + e^−|x_i|)     (= −t log σ(x) − (1 − t) log(1 − σ(x)))
+    reduced by mean (÷ n), sum or none.
+
+    gx_i = (σ(x_i) − t_i) · gy / n     (n = 1 for "sum", elementwise gy for "none")
+    gt_i = −x_i · gy / n
+    Stable for any finite x: no exp of a positive number is ever taken.
+    """
+
+    def __init__(self, reduction: str):
+        self.reduction = reduction
+
+    def forward(self, x, t):
+        xp = get_array_module(x)
+        self.x, self.t = x, t
+        loss = xp.maximum(x, 0) - x * t + _log1p_exp_neg_abs(x)
+        return _reduce(loss, self.reduction)
+
+    def backward(self, gy):
+        x, t = self.x, self.t
+        g = _reduce_grad(gy, x.shape, self.reduction, x.dtype)
+        gx = (stable_sigmoid(x) - t) * g if self.needs_grad[0] else None
+        gt = sum_to(-x * g, t.shape) if self.needs_grad[1] else None
+        return gx, gt
+
+
+class BinaryCrossEntropy(Function):
+    """Binary cross-entropy on probabilities p ∈ [0, 1] with targets t.
+
+    ℓ_i = −(t_i max(log p_i, −100) + (1 − t_i) max(log(1 − p_i), −100))   (PyTorch's clamp)
+    gp_i = (p_i − t_i) / max(p_i (1 − p_i), 1e−12) · gy / n
+    gt_i = (max(log(1 − p_i), −100) − max(log p_i, −100)) · gy / n
+    """
+
+    def __init__(self, reduction: str):
+        self.reduction = reduction
+
+    def forward(self, p, t):
+        xp = get_array_module(p)
+        if p.size and (float(p.min()) < 0 or float(p.max()) > 1):
+            raise ValueError("binary_cross_entropy: input probabilities must lie in [0, 1] "
+                             f"(got values in [{float(p.min())}, {float(p.max())}]); "
+                             "for logits use binary_cross_entropy_with_logits")
+        with backend.np.errstate(divide="ignore"):
+            lp = xp.maximum(xp.log(p), -100)
+            l1p = xp.maximum(xp.log1p(-p), -100)
+        self.p, self.t, self.lp, self.l1p = p, t, lp, l1p
+        return _reduce(-(t * lp + (1 - t) * l1p), self.reduction)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        p, t = self.p, self.t
+        g = _reduce_grad(gy, p.shape, self.reduction, p.dtype)
+        gp = (p - t) / xp.maximum(p * (1 - p), 1e-12) * g if self.needs_grad[0] else None
+        gt = (self.l1p - self.lp) * g if self.needs_grad[1] else None
+        return gp, gt
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of σ(logits) against ``target`` in one stable, fused op.
+
+    logits: any shape; target: the same shape (a tensor, an array or a scalar
+    broadcast to it); reduction: "mean" | "sum" | "none".
+    """
+    if not isinstance(target, Tensor) and not backend.is_array(target):
+        xp = get_array_module(logits.data)
+        target = Tensor(xp.full(logits.shape, target, dtype=logits.dtype))
+    t = _check_bce("binary_cross_entropy_with_logits", logits, target, reduction)
+    return SigmoidBCEWithLogits(reduction)(logits, t)
+
+
+def binary_cross_entropy(prob: Tensor, target: Any, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of probabilities ``prob`` against ``target`` (log clamped at −100, as PyTorch)."""
+    if not isinstance(target, Tensor) and not backend.is_array(target):
+        xp = get_array_module(prob.data)
+        target = Tensor(xp.full(prob.shape, target, dtype=prob.dtype))
+    t = _check_bce("binary_cross_entropy", prob, target, reduction)
+    return BinaryCrossEntropy(reduction)(prob, t)
+
+
+# ============================================================================ batch normalisation
+class BatchNorm(Function):
+    """Batch normalisation over every axis but the channel axis 1, in one op.
+
+    Training (statistics of this batch, m = elements per channel):
+        μ = mean(x),  v = mean((x − μ)²),  s = 1/√(v + ε),  x̂ = (x − μ)·s,  y = γ x̂ + β
+        gx̂ = gy · γ
+        gx = (s / m) · (m·gx̂ − Σ gx̂ − x̂ · Σ(gx̂ · x̂))
+        gγ = Σ gy · x̂,   gβ = Σ gy          (Σ over every axis but 1)
+    Evaluation (running statistics μ_r, v_r held constant):
+        y = γ (x − μ_r)/√(v_r + ε) + β,  gx = gy · γ /√(v_r + ε)
+    Keeps x̂ and s for backward (x̂ has the input's size).
+    """
+
+    def __init__(self, eps: float, training: bool, running_mean=None, running_var=None):
+        self.eps, self.training = eps, training
+        self.rm, self.rv = running_mean, running_var
+
+    def forward(self, x, gamma, beta):
+        xp = get_array_module(x)
+        axes = (0,) + tuple(range(2, x.ndim))
+        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        if self.training:
+            mu = x.mean(axis=axes)
+            xc = x - mu.reshape(shape)
+            var = (xc * xc).mean(axis=axes)
+            self.batch_mean, self.batch_var = mu, var
+        else:
+            xc = x - self.rm.reshape(shape).astype(x.dtype, copy=False)
+            var = self.rv.astype(x.dtype, copy=False)
+        s = 1.0 / xp.sqrt(var + self.eps)
+        xhat = xc * s.reshape(shape)
+        self.xhat, self.s, self.gamma, self.axes, self.shape = xhat, s, gamma, axes, shape
+        return xhat * gamma.reshape(shape) + beta.reshape(shape)
+
+    def backward(self, gy):
+        xhat, s, axes, shape = self.xhat, self.s, self.axes, self.shape
+        need = self.needs_grad
+        ggamma = (gy * xhat).sum(axis=axes) if need[1] else None
+        gbeta = gy.sum(axis=axes) if need[2] else None
+        gx = None
+        if need[0]:
+            gxhat = gy * self.gamma.reshape(shape)
+            if self.training:
+                m = gy.size // gy.shape[1]
+                sg = gxhat.sum(axis=axes).reshape(shape)
+                sgx = (gxhat * xhat).sum(axis=axes).reshape(shape)
+                gx = (s.reshape(shape) / m) * (m * gxhat - sg - xhat * sgx)
+            else:
+                gx = gxhat * s.reshape(shape)
+        return gx, ggamma, gbeta
+
+
+def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,
+               bias: Tensor | None = None, training: bool = False, momentum: float | None = 0.1,
+               eps: float = 1e-5, num_batches_tracked: Any = None) -> Tensor:
+    """Batch normalisation over axis 1 of x: (N, C) or (N, C, *); PyTorch's semantics.
+
+    In training, normalise with the batch's statistics and update the running
+    buffers in place: r ← (1 − momentum)·r + momentum·stat (running_var takes the
+    unbiased variance); ``momentum=None`` keeps a cumulative average using
+    ``num_batches_tracked`` (a 0-d integer array, incremented in place).
+    In evaluation, normalise with the running statistics.
+    """
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: input must be (N, C) or (N, C, ...), got shape {x.shape}")
+    C = x.shape[1]
+    xp = get_array_module(x.data)
+    if weight is None:
+        weight = Tensor(xp.ones(C, dtype=x.dtype))
+    if bias is None:
+        bias = Tensor(xp.zeros(C, dtype=x.dtype))
+    if weight.shape != (C,) or bias.shape != (C,):
+        raise ValueError(f"batch_norm: input has {C} channels (shape {x.shape}) but weight/bias have shapes "
+                         f"{weight.shape}/{bias.shape}")
+    use_batch = training or running_mean is None
+    m = x.size // C if C else 0
+    if use_batch and m <= 1:
+        raise ValueError(f"batch_norm: training needs more than 1 value per channel, got input shape {x.shape}")
+    fn = BatchNorm(eps, use_batch, running_mean, running_var)
+    y = fn(x, weight, bias)
+    if training and running_mean is not None:
+        if num_batches_tracked is not None:
+            num_batches_tracked += 1
+        f = (1.0 / float(num_batches_tracked)) if momentum is None else momentum
+        running_mean *= 1 - f
+        running_mean += f * fn.batch_mean.astype(running_mean.dtype, copy=False)
+        running_var *= 1 - f
+        running_var += (f * m / (m - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
+    return y
+
+
+# The convolutions and the KDE entropy live in their own modules; F exposes them too.
+try:
+    from .conv import conv2d, conv_transpose2d  # noqa: E402,F401
+
+    __all__ += ["conv2d", "conv_transpose2d"]
+except ImportError:  # pragma: no cover - only while the module is being written
+    pass
+
+try:
+    from .losses import kde_entropy  # noqa: E402,F401
+
+    __all__ += ["kde_entropy"]
+except ImportError:  # pragma: no cover - only while the module is being written
+    pass

@@ -1,0 +1,191 @@
+"""Dense layers, activations, dropout, reshaping and batch normalisation as modules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import backend
+from .. import functional as F
+from ..ops import flatten, reshape
+from ..tensor import Tensor
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity", "Flatten", "Unflatten",
+           "Dropout", "BatchNorm1d", "BatchNorm2d"]
+
+
+def _empty(*shape: int) -> Any:
+    return backend.current_xp().empty(shape, dtype=backend.get_default_dtype())
+
+
+def _check_int(name: str, v: Any, minimum: int = 1) -> int:
+    if not isinstance(v, (int, backend.np.integer)) or isinstance(v, bool) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+class Linear(Module):
+    """y = x Wᵀ + b;  weight: (out_features, in_features), bias: (out_features,).
+
+    Initialised as PyTorch: W ~ U(±1/√in), b ~ U(±1/√in).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = _check_int("in_features", in_features)
+        self.out_features = _check_int("out_features", out_features)
+        self.weight = Parameter(_empty(out_features, in_features))
+        self.bias = Parameter(_empty(out_features)) if bias else None
+        init.default_linear_init_(self.weight, self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear({self.in_features}, {self.out_features}): input of shape {tuple(x.shape)} "
+                             f"does not fit weight of shape {self.weight.shape}; the last axis must be "
+                             f"{self.in_features}")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        return f"negative_slope={self.negative_slope}"
+
+
+class Sigmoid(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.tanh(x)
+
+
+class Softplus(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x)
+
+
+class Identity(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Flatten(Module):
+    """Merge axes start_dim..end_dim (default: all but the batch axis)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return flatten(x, self.start_dim, self.end_dim)
+
+
+class Unflatten(Module):
+    """Split axis ``dim`` into ``unflattened_size`` (e.g. (N, 784) → (N, 1, 28, 28))."""
+
+    def __init__(self, dim: int, unflattened_size: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(int(s) for s in unflattened_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.dim % x.ndim
+        n = 1
+        for s in self.unflattened_size:
+            n *= s
+        if x.shape[d] != n:
+            raise ValueError(f"Unflatten: axis {self.dim} of input shape {x.shape} has size {x.shape[d]}, "
+                             f"but {self.unflattened_size} needs {n}")
+        return reshape(x, x.shape[:d] + self.unflattened_size + x.shape[d + 1:])
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
+
+
+class Dropout(Module):
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _BatchNorm(Module):
+    _dims: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True) -> None:
+        super().__init__()
+        self.num_features = _check_int("num_features", num_features)
+        if not eps > 0:
+            raise ValueError(f"eps must be positive, got {eps}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum} "
+                             "(BatchNorm's second positional argument is eps, not momentum)")
+        self.eps, self.momentum, self.affine = float(eps), momentum, affine
+        self.track_running_stats = track_running_stats
+        xp, dt = backend.current_xp(), backend.get_default_dtype()
+        if affine:
+            self.weight = Parameter(xp.ones(num_features, dtype=dt))
+            self.bias = Parameter(xp.zeros(num_features, dtype=dt))
+        else:
+            self.weight = None
+            self.bias = None
+        if track_running_stats:
+            self.register_buffer("running_mean", xp.zeros(num_features, dtype=dt))
+            self.register_buffer("running_var", xp.ones(num_features, dtype=dt))
+            self.register_buffer("num_batches_tracked", xp.zeros((), dtype=backend.int64))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in self._dims or x.shape[1] != self.num_features:
+            dims = " or ".join(f"{d}-D" for d in self._dims)
+            raise ValueError(f"{type(self).__name__}({self.num_features}): expected a {dims} input with "
+                             f"{self.num_features} channels on axis 1, got shape {tuple(x.shape)}")
+        tracking = self.track_running_stats
+        return F.batch_norm(
+            x, self._buffers.get("running_mean") if tracking else None,
+            self._buffers.get("running_var") if tracking else None,
+            self.weight, self.bias, training=self.training or not tracking,
+            momentum=self.momentum, eps=self.eps,
+            num_batches_tracked=self._buffers.get("num_batches_tracked") if self.training and tracking else None)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of (N, C) or (N, C, L) over everything but C; running statistics as PyTorch.
+
+    The second positional argument is eps (not momentum).
+    """
+
+    _dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of (N, C, H, W) over N, H, W per channel; running statistics as PyTorch."""
+
+    _dims = (4,)

@@ -1,0 +1,769 @@
+"""Primitive differentiable operations: arithmetic, reductions, shapes, indexing.
+
+Each op is a :class:`~npgan.tensor.Function` with its forward and its
+hand-written backward side by side; the backward's formula is in the class
+docstring (``gy`` is the gradient arriving at the output, ``gx`` the one sent to
+input ``x``). Broadcasting follows NumPy; the gradient of a broadcast input is
+summed back to its shape (:func:`~npgan.tensor.sum_to`). The lowercase
+functions are the public face; the operators of :class:`Tensor` are bound to
+them at the bottom of this module.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Sequence
+from typing import Any
+
+from . import backend
+from .backend import get_array_module
+from .tensor import Function, Tensor, sum_to
+
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "max", "min", "reshape",
+           "transpose", "permute", "getitem", "concatenate", "cat", "stack", "exp", "log", "sqrt", "abs",
+           "clip", "clamp", "where", "maximum", "minimum", "astype", "to_device", "flatten", "squeeze",
+           "unsqueeze", "expand_dims", "broadcast_to", "var", "square"]
+
+
+def _lift(other: Any, like: Tensor) -> Tensor:
+    """A Python/numpy scalar or array as a constant tensor of ``like``'s dtype (no type promotion)."""
+    if isinstance(other, Tensor):
+        return other
+    xp = get_array_module(like.data)
+    if backend.is_array(other):
+        if backend.device_of(other) != backend.device_of(like.data):
+            raise ValueError(f"operands live on different devices: {backend.device_of(like.data)} and "
+                             f"{backend.device_of(other)}")
+        return Tensor(other)
+    return Tensor(xp.asarray(other, dtype=like.data.dtype if like.data.dtype.kind == "f" else None))
+
+
+def _check_devices(a: Any, b: Any) -> None:
+    xa, xb = get_array_module(a), get_array_module(b)
+    if xa is not xb or (xa is not backend.np and a.device != b.device):
+        raise ValueError(f"operands live on different devices: {backend.device_of(a)} and "
+                         f"{backend.device_of(b)}")
+
+
+# ============================================================================ arithmetic
+class Add(Function):
+    """y = a + b.   ga = sum_to(gy, a.shape),  gb = sum_to(gy, b.shape)."""
+
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        return sum_to(gy, self.sa), sum_to(gy, self.sb)
+
+
+class Sub(Function):
+    """y = a − b.   ga = sum_to(gy, a.shape),  gb = −sum_to(gy, b.shape)."""
+
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return a - b
+
+    def backward(self, gy):
+        return sum_to(gy, self.sa), (-sum_to(gy, self.sb) if self.needs_grad[1] else None)
+
+
+class Mul(Function):
+    """y = a · b (elementwise).   ga = sum_to(gy · b),  gb = sum_to(gy · a)."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b  # each is the other's gradient factor
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.a, self.b
+        ga = sum_to(gy * b, a.shape) if self.needs_grad[0] else None
+        gb = sum_to(gy * a, b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    """y = a / b.   ga = sum_to(gy / b),  gb = −sum_to(gy · a / b²) = −sum_to(gy · y / b)."""
+
+    def forward(self, a, b):
+        y = a / b
+        self.sa, self.b, self.y = a.shape, b, y
+        return y
+
+    def backward(self, gy):
+        b = self.b
+        ga = sum_to(gy / b, self.sa) if self.needs_grad[0] else None
+        gb = sum_to(-gy * self.y / b, b.shape) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    """y = −x.   gx = −gy."""
+
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """y = x^p for a constant scalar p.   gx = gy · p · x^(p−1)."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.p
+
+    def backward(self, gy):
+        p = self.p
+        if p == 2:
+            return gy * 2 * self.x
+        return gy * p * self.x ** (p - 1)
+
+
+class MatMul(Function):
+    """y = a @ b with NumPy's matmul rules (1-D operands, batched and broadcast stacks).
+
+    ga = gy @ bᵀ,  gb = aᵀ @ gy  (ᵀ swaps the last two axes), each summed back over
+    broadcast batch axes; a 1-D operand is treated as a row (a) or column (b) vector.
+    """
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
+        ka = a.shape[-1]
+        kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if ka != kb:
+            raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
+                             f"(inner dimensions {ka} != {kb})")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.a, self.b
+        xp = get_array_module(gy)
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = gy
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2 if b.ndim > 1 else 0)
+        if b.ndim == 1:
+            g2 = g2[..., None]
+        ga = gb = None
+        if self.needs_grad[0]:
+            ga = g2 @ xp.swapaxes(b2, -1, -2)
+            ga = sum_to(ga, a2.shape).reshape(a.shape)
+        if self.needs_grad[1]:
+            gb = xp.swapaxes(a2, -1, -2) @ g2
+            gb = sum_to(gb, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+# ============================================================================ elementwise math
+class Exp(Function):
+    """y = exp(x).   gx = gy · y."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y
+
+
+class Log(Function):
+    """y = log(x).   gx = gy / x."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.x
+
+
+class Sqrt(Function):
+    """y = √x.   gx = gy / (2y)."""
+
+    def forward(self, x):
+        self.y = get_array_module(x).sqrt(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy / (2 * self.y)
+
+
+class Abs(Function):
+    """y = |x|.   gx = gy · sign(x)  (0 at x = 0, as PyTorch)."""
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).abs(x)
+
+    def backward(self, gy):
+        return gy * get_array_module(gy).sign(self.x)
+
+
+class Clip(Function):
+    """y = min(max(x, lo), hi).   gx = gy where lo ≤ x ≤ hi, else 0 (PyTorch's convention at the bounds)."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        mask = xp.ones(x.shape, dtype=bool)
+        if self.lo is not None:
+            mask &= x >= self.lo
+        if self.hi is not None:
+            mask &= x <= self.hi
+        self.mask = mask
+        return xp.clip(x, self.lo, self.hi)
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+class Where(Function):
+    """y = where(c, a, b) for a constant boolean c.   ga = sum_to(gy · c),  gb = sum_to(gy · ¬c)."""
+
+    def __init__(self, cond):
+        self.cond = cond
+
+    def forward(self, a, b):
+        self.sa, self.sb = a.shape, b.shape
+        return get_array_module(a).where(self.cond, a, b)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        c = self.cond
+        ga = sum_to(xp.where(c, gy, 0), self.sa) if self.needs_grad[0] else None
+        gb = sum_to(xp.where(c, 0, gy), self.sb) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Maximum(Function):
+    """y = max(a, b) elementwise.   Where a = b the gradient is split in halves (as torch.maximum).
+
+    ga = sum_to(gy · ([a > b] + ½[a = b])),  gb = sum_to(gy · ([b > a] + ½[a = b])).
+    """
+
+    sign = 1
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        self.sa, self.sb = a.shape, b.shape
+        d = (a - b) * self.sign
+        self.wa = (d > 0) + 0.5 * (d == 0)
+        return xp.maximum(a, b) if self.sign > 0 else xp.minimum(a, b)
+
+    def backward(self, gy):
+        wa = self.wa.astype(gy.dtype, copy=False)
+        ga = sum_to(gy * wa, self.sa) if self.needs_grad[0] else None
+        gb = sum_to(gy * (1 - wa), self.sb) if self.needs_grad[1] else None
+        return ga, gb
+
+
+class Minimum(Maximum):
+    """y = min(a, b) elementwise; gradient as :class:`Maximum` with the roles swapped."""
+
+    sign = -1
+
+
+class AsType(Function):
+    """y = x cast to another float dtype.   gx = gy cast back."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.src = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.src)
+
+
+class ToDevice(Function):
+    """y = x copied to another device.   gx = gy copied back."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, x):
+        self.src = backend.device_of(x)
+        return backend.asarray(x, device=self.device)
+
+    def backward(self, gy):
+        return backend.asarray(gy, device=self.src)
+
+
+# ============================================================================ reductions
+def _norm_axis(axis, ndim):
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < builtins.max(ndim, 1):
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+        out.append(a % builtins.max(ndim, 1))
+    return tuple(out)
+
+
+def _expand_reduced(g, shape, axis, keepdims):
+    """Reshape a reduced gradient so it broadcasts against the input ``shape``."""
+    if axis is None or keepdims:
+        return g if axis is not None or keepdims else g.reshape((1,) * len(shape))
+    shp = list(shape)
+    for a in axis:
+        shp[a] = 1
+    return g.reshape(shp)
+
+
+class Sum(Function):
+    """y = Σ_axis x.   gx = gy broadcast back over the summed axes."""
+
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.axis = _norm_axis(self.axis, x.ndim)
+        self.shape = x.shape
+        return x.sum(axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        g = _expand_reduced(gy, self.shape, self.axis, self.keepdims)
+        return get_array_module(gy).broadcast_to(g, self.shape).copy()
+
+
+class Mean(Sum):
+    """y = (1/n) Σ_axis x (n = number of summed elements).   gx = gy / n broadcast back."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        n = x.size // builtins.max(y.size, 1) if x.size else 0
+        self.n = n
+        return y / n if n else y * float("nan")
+
+    def backward(self, gy):
+        return super().backward(gy / self.n)
+
+
+class Max(Function):
+    """y = max_axis x.   gx = gy · [x = y] / (number of maxima): ties share the gradient (as torch.amax)."""
+
+    def __init__(self, axis=None, keepdims=False, sign=1):
+        self.axis, self.keepdims, self.sign = axis, keepdims, sign
+
+    def forward(self, x):
+        if x.size == 0:
+            raise ValueError(f"max/min of an empty tensor (shape {x.shape})")
+        self.axis = _norm_axis(self.axis, x.ndim)
+        y = x.max(axis=self.axis, keepdims=True) if self.sign > 0 else x.min(axis=self.axis, keepdims=True)
+        mask = (x == y)
+        self.w = mask / mask.sum(axis=self.axis, keepdims=True)
+        if not self.keepdims:
+            y = y.reshape(()) if self.axis is None else y.squeeze(self.axis)
+        return y
+
+    def backward(self, gy):
+        g = _expand_reduced(gy, self.w.shape, self.axis, self.keepdims)
+        return (g * self.w).astype(gy.dtype, copy=False)
+
+
+# ============================================================================ shapes and indexing
+class Reshape(Function):
+    """y = x.reshape(shape).   gx = gy.reshape(x.shape)."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+    def forward(self, x):
+        self.src = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"cannot reshape a tensor of shape {x.shape} ({x.size} elements) "
+                             f"into shape {tuple(self.shape)}") from None
+
+    def backward(self, gy):
+        return gy.reshape(self.src)
+
+
+class Permute(Function):
+    """y = x.transpose(axes).   gx = gy.transpose(argsort(axes))."""
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        if sorted(a % x.ndim for a in self.axes) != list(range(x.ndim)) or len(self.axes) != x.ndim:
+            raise ValueError(f"permute: {tuple(self.axes)} is not a permutation of the {x.ndim} axes of shape "
+                             f"{x.shape}")
+        self.axes = tuple(a % x.ndim for a in self.axes)
+        return x.transpose(self.axes)
+
+    def backward(self, gy):
+        inv = [0] * len(self.axes)
+        for i, a in enumerate(self.axes):
+            inv[a] = i
+        return gy.transpose(inv)
+
+
+class BroadcastTo(Function):
+    """y = broadcast_to(x, shape).   gx = sum_to(gy, x.shape)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.src = x.shape
+        return get_array_module(x).broadcast_to(x, self.shape)
+
+    def backward(self, gy):
+        return sum_to(gy, self.src)
+
+
+def _is_advanced(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    for k in keys:
+        if isinstance(k, (list, Tensor)) or backend.is_array(k):
+            return True
+    return False
+
+
+def _unwrap_key(key):
+    if isinstance(key, tuple):
+        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
+    return key.data if isinstance(key, Tensor) else key
+
+
+class GetItem(Function):
+    """y = x[key] (basic slicing or integer/boolean array indexing).
+
+    gx = zeros_like(x) with gy scattered back to the selected places; repeated
+    indices accumulate (``add.at``).
+    """
+
+    def __init__(self, key):
+        self.key = _unwrap_key(key)
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        try:
+            return x[self.key]
+        except IndexError as exc:
+            raise IndexError(f"index {self.key!r} is out of range for shape {x.shape}: {exc}") from None
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, dtype=gy.dtype)
+        if _is_advanced(self.key):
+            xp.add.at(gx, self.key, gy)
+        else:
+            gx[self.key] = gy
+        return gx
+
+
+class Concatenate(Function):
+    """y = concatenate(xs, axis).   g_xi = the slice of gy that x_i occupies."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = get_array_module(*xs)
+        try:
+            y = xp.concatenate(xs, axis=self.axis)
+        except ValueError as exc:
+            raise ValueError(f"concatenate along axis {self.axis}: shapes {[x.shape for x in xs]} "
+                             f"do not fit ({exc})") from None
+        self.axis = self.axis % y.ndim
+        self.sizes = [x.shape[self.axis] for x in xs]
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        cuts = list(backend.np.cumsum(self.sizes)[:-1])
+        return tuple(xp.split(gy, cuts, axis=self.axis))
+
+
+class Stack(Function):
+    """y = stack(xs, axis).   g_xi = gy taken at index i of the new axis."""
+
+    def __init__(self, axis=0):
+        self.axis = axis
+
+    def forward(self, *xs):
+        xp = get_array_module(*xs)
+        try:
+            y = xp.stack(xs, axis=self.axis)
+        except ValueError as exc:
+            raise ValueError(f"stack: shapes {[x.shape for x in xs]} must all be equal ({exc})") from None
+        self.axis = self.axis % y.ndim
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return tuple(xp.moveaxis(gy, self.axis, 0))
+
+
+# ============================================================================ public functions
+def add(a, b) -> Tensor:
+    """a + b (broadcasting)."""
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return Add()(a, _lift(b, a))
+
+
+def sub(a, b) -> Tensor:
+    """a − b (broadcasting)."""
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return Sub()(a, _lift(b, a))
+
+
+def mul(a, b) -> Tensor:
+    """a · b elementwise (broadcasting)."""
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return Mul()(a, _lift(b, a))
+
+
+def div(a, b) -> Tensor:
+    """a / b elementwise (broadcasting)."""
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return Div()(a, _lift(b, a))
+
+
+def neg(x: Tensor) -> Tensor:
+    return Neg()(x)
+
+
+def pow(x: Tensor, p: float) -> Tensor:  # noqa: A001 - mirrors torch.pow
+    """x ** p for a constant scalar exponent p."""
+    if isinstance(p, Tensor) or backend.is_array(p):
+        raise TypeError("pow: the exponent must be a Python number (x ** p with tensor p is not supported)")
+    return Pow(p)(x)
+
+
+def square(x: Tensor) -> Tensor:
+    return Pow(2)(x)
+
+
+def matmul(a, b) -> Tensor:
+    """a @ b (NumPy matmul semantics, batched and broadcast)."""
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return MatMul()(a, _lift(b, a))
+
+
+def exp(x: Tensor) -> Tensor:
+    return Exp()(x)
+
+
+def log(x: Tensor) -> Tensor:
+    return Log()(x)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return Sqrt()(x)
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001
+    return Abs()(x)
+
+
+def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+    """Clamp to [min, max]; either bound may be None."""
+    if min is None and max is None:
+        raise ValueError("clip: at least one of min and max must be given")
+    if min is not None and max is not None and min > max:
+        raise ValueError(f"clip: min ({min}) is larger than max ({max})")
+    return Clip(min, max)(x)
+
+
+clamp = clip
+
+
+def where(cond, a, b) -> Tensor:
+    """Elementwise ``a`` where ``cond`` else ``b``; ``cond`` is a constant boolean array or tensor."""
+    c = cond.data if isinstance(cond, Tensor) else cond
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(a)
+    return Where(c)(_lift(a, like), _lift(b, like))
+
+
+def maximum(a, b) -> Tensor:
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return Maximum()(a, _lift(b, a))
+
+
+def minimum(a, b) -> Tensor:
+    a = _lift(a, b) if not isinstance(a, Tensor) else a
+    return Minimum()(a, _lift(b, a))
+
+
+def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Sum(axis, keepdims)(x)
+
+
+def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    return Mean(axis, keepdims)(x)
+
+
+def var(x: Tensor, axis=None, keepdims: bool = False, unbiased: bool = False) -> Tensor:
+    """Variance, composed of differentiable ops (biased unless ``unbiased``)."""
+    m = mean(x, axis, keepdims=True)
+    d = x - m
+    n = x.size if axis is None else backend.np.prod([x.shape[a] for a in _norm_axis(axis, x.ndim)])
+    return sum(d * d, axis, keepdims) / (n - 1 if unbiased else n)
+
+
+def max(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Max(axis, keepdims)(x)
+
+
+def min(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    return Max(axis, keepdims, sign=-1)(x)
+
+
+def reshape(x: Tensor, *shape) -> Tensor:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    return Reshape(shape)(x)
+
+
+def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge axes start_dim..end_dim into one (PyTorch's ``torch.flatten``)."""
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    shp = x.shape[:s] + (-1,) + x.shape[e + 1:]
+    if x.size == 0:
+        shp = x.shape[:s] + (int(backend.np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
+    return reshape(x, shp)
+
+
+def squeeze(x: Tensor, axis=None) -> Tensor:
+    shp = tuple(s for i, s in enumerate(x.shape)
+                if not (s == 1 and (axis is None or i in _norm_axis(axis, x.ndim))))
+    return reshape(x, shp)
+
+
+def unsqueeze(x: Tensor, axis: int) -> Tensor:
+    axis = axis % (x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+expand_dims = unsqueeze
+
+
+def broadcast_to(x: Tensor, shape) -> Tensor:
+    return BroadcastTo(shape)(x)
+
+
+def permute(x: Tensor, *axes) -> Tensor:
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = tuple(axes[0])
+    return Permute(axes)(x)
+
+
+def transpose(x: Tensor, dim0: int | None = None, dim1: int | None = None) -> Tensor:
+    """Swap axes dim0 and dim1 (PyTorch); with no axes, reverse them all (NumPy's ``.T``)."""
+    if dim0 is None and dim1 is None:
+        return Permute(tuple(range(x.ndim))[::-1])(x)
+    if dim0 is None or dim1 is None:
+        raise ValueError("transpose needs both dim0 and dim1 (or neither, to reverse all axes)")
+    axes = list(range(x.ndim))
+    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    return Permute(tuple(axes))(x)
+
+
+def getitem(x: Tensor, key) -> Tensor:
+    return GetItem(key)(x)
+
+
+def concatenate(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
+    if len(xs) == 0:
+        raise ValueError("concatenate needs at least one tensor")
+    return Concatenate(axis)(*xs)
+
+
+cat = concatenate
+
+
+def stack(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
+    if len(xs) == 0:
+        raise ValueError("stack needs at least one tensor")
+    return Stack(axis)(*xs)
+
+
+def astype(x: Tensor, dtype) -> Tensor:
+    if x.dtype == dtype:
+        return x
+    if backend.dtype(dtype).kind != "f" and x.requires_grad:
+        return Tensor(x.data.astype(dtype))
+    return AsType(dtype)(x)
+
+
+def to_device(x: Tensor, device: str) -> Tensor:
+    target = backend._parse_device(device)
+    target_name = "cpu" if target[0] == "cpu" else f"gpu:{target[1]}"
+    if x.device == target_name:
+        return x
+    return ToDevice(target_name)(x)
+
+
+# ============================================================================ Tensor operators
+def _cmp(op):
+    def f(self, other):
+        o = other.data if isinstance(other, Tensor) else other
+        return Tensor(op(self.data, o))
+    return f
+
+
+def _bind() -> None:
+    T = Tensor
+    T.__add__ = lambda a, b: add(a, b)
+    T.__radd__ = lambda a, b: add(b, a)
+    T.__sub__ = lambda a, b: sub(a, b)
+    T.__rsub__ = lambda a, b: sub(b, a)
+    T.__mul__ = lambda a, b: mul(a, b)
+    T.__rmul__ = lambda a, b: mul(b, a)
+    T.__truediv__ = lambda a, b: div(a, b)
+    T.__rtruediv__ = lambda a, b: div(b, a)
+    T.__neg__ = neg
+    T.__pos__ = lambda a: a
+    T.__pow__ = pow
+    T.__matmul__ = lambda a, b: matmul(a, b)
+    T.__rmatmul__ = lambda a, b: matmul(b, a)
+    T.__getitem__ = getitem
+    T.__abs__ = abs
+    T.__lt__ = _cmp(lambda a, b: a < b)
+    T.__le__ = _cmp(lambda a, b: a <= b)
+    T.__gt__ = _cmp(lambda a, b: a > b)
+    T.__ge__ = _cmp(lambda a, b: a >= b)
+    T.sum = sum
+    T.mean = mean
+    T.var = var
+    T.max = max
+    T.min = min
+    T.exp = exp
+    T.log = log
+    T.sqrt = sqrt
+    T.abs = abs
+    T.clip = clip
+    T.clamp = clip
+    T.reshape = reshape
+    T.view = reshape
+    T.flatten = flatten
+    T.squeeze = squeeze
+    T.unsqueeze = unsqueeze
+    T.permute = permute
+    T.transpose = transpose
+    T.T = property(lambda a: transpose(a))
+    T.matmul = matmul
+    T.pow = pow
+
+
+_bind()

@@ -1,0 +1,356 @@
+"""The autograd core: :class:`Tensor`, :class:`Function` and reverse-mode backward.
+
+A :class:`Function` turns raw arrays into a raw array in ``forward`` and maps the
+output's gradient to its inputs' gradients in ``backward``; calling it on
+tensors records it in the graph when gradients are wanted. ``Tensor.backward``
+walks the recorded graph once, in reverse topological order, without recursion.
+
+Graph semantics (the same as PyTorch's):
+  * gradients of leaf tensors accumulate in ``.grad`` across ``backward`` calls;
+    ``zero_grad`` (modules, optimizers) or ``t.grad = None`` resets them;
+  * ``backward()`` frees what the graph saved for the backward pass; a second
+    ``backward`` through the same graph raises unless the first one used
+    ``retain_graph=True``;
+  * inside ``with no_grad():`` nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from . import backend
+from .backend import get_array_module, is_array
+
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor",
+           "zeros", "ones", "randn", "rand", "as_tensor", "sum_to"]
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Context manager in which operations record no graph (inference, parameter updates)."""
+    global _grad_enabled
+    prev, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = prev
+
+
+@contextlib.contextmanager
+def enable_grad() -> Iterator[None]:
+    """Context manager that turns recording back on inside ``no_grad``."""
+    global _grad_enabled
+    prev, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = prev
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _as_data(data: Any, dtype: Any = None) -> Any:
+    """Turn user data into a backend array; Python floats/lists get the default dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if is_array(data):
+        return data if dtype is None or data.dtype == dtype else data.astype(dtype)
+    xp = backend.current_xp()
+    arr = backend.np.asarray(data)
+    if dtype is None:
+        if arr.dtype.kind == "f":
+            dtype = backend.get_default_dtype()
+        elif arr.dtype.kind not in "iub":
+            raise TypeError(f"cannot make a tensor from {type(data).__name__} data of dtype {arr.dtype}")
+    return xp.asarray(arr, dtype=dtype)
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    Args:
+        data: array-like (list, scalar, numpy/cupy array). Python floats and
+            lists of floats get the default dtype (``npgan.set_default_dtype``);
+            arrays keep theirs.
+        requires_grad: when True, ``backward`` fills ``.grad``.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "creator", "name", "__weakref__")
+    __array_priority__ = 1000  # numpy scalars/arrays defer to Tensor's operators
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, name: str | None = None):
+        self.data = _as_data(data, dtype)
+        self.grad: Any = None
+        self.requires_grad = bool(requires_grad)
+        if self.requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only float tensors can require gradients, got dtype {self.data.dtype}")
+        self.creator: Function | None = None
+        self.name = name
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.creator is None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = repr(backend.to_numpy(self.data)).replace("array(", "tensor(", 1)
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        if self.creator is not None:
+            extra = f", grad_fn=<{type(self.creator).__name__}>"
+        return body[:-1] + extra + ")" if body.endswith(")") else body
+
+    # ------------------------------------------------------------------ conversion
+    def numpy(self) -> Any:
+        """The data as a host numpy array (a copy when it lives on the GPU)."""
+        return backend.to_numpy(self.data)
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self) -> Any:
+        return self.numpy().tolist()
+
+    def detach(self) -> Tensor:
+        """A tensor sharing the data, cut from the graph."""
+        return Tensor(self.data)
+
+    def astype(self, dtype: Any) -> Tensor:
+        from .ops import astype
+        return astype(self, dtype)
+
+    def float(self) -> Tensor:
+        return self.astype(backend.get_default_dtype())
+
+    def to(self, device: str) -> Tensor:
+        """A copy on ``device`` ("cpu", "gpu", "gpu:N"), or self when already there."""
+        from .ops import to_device
+        return to_device(self, device)
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only float tensors can require gradients, got dtype {self.data.dtype}")
+        self.requires_grad = bool(flag)
+        return self
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ------------------------------------------------------------------ backward
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        ``grad`` is the gradient of some scalar with respect to ``self``; it may be
+        left out only when ``self`` holds one element (then it is 1).
+        """
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input of the computation had requires_grad=True)")
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward() without a gradient argument needs a one-element tensor; "
+                                   f"got shape {self.shape}: pass grad= of that shape, or reduce first")
+            g = xp.ones_like(self.data)
+        else:
+            g = _as_data(grad, self.data.dtype)
+            if g.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {g.shape}, tensor has shape {self.shape}")
+        if self.creator is None:
+            self.grad = g.copy() if self.grad is None else self.grad + g
+            return
+        run_backward(self, g, retain_graph)
+
+    # ------------------------------------------------------------------ operators (bound in ops.py)
+    def __hash__(self) -> int:
+        return id(self)
+
+
+def _topo_order(root: Tensor) -> list[Function]:
+    """Functions reachable from ``root`` in an order where every function comes before its inputs'."""
+    order: list[Function] = []
+    seen: set[int] = set()
+    stack: list[tuple[Function, bool]] = [(root.creator, False)]  # type: ignore[list-item]
+    while stack:
+        f, expanded = stack.pop()
+        if expanded:
+            order.append(f)
+            continue
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        stack.append((f, True))
+        if f.inputs is None:
+            raise RuntimeError(
+                f"backward through the graph a second time ({type(f).__name__}): its saved values were "
+                "freed by the first backward(); call backward(retain_graph=True) the first time")
+        for t in f.inputs:
+            c = t.creator
+            if c is not None and id(c) not in seen:
+                stack.append((c, False))
+    order.reverse()  # post-order reversed = outputs first
+    return order
+
+
+def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
+    """Propagate ``grad`` from ``root`` to every leaf that requires grad."""
+    order = _topo_order(root)
+    grads: dict[int, Any] = {id(root.creator): grad}
+    for f in order:
+        gy = grads.pop(id(f), None)
+        if gy is None:
+            continue
+        gxs = f.backward(gy)
+        if not isinstance(gxs, tuple):
+            gxs = (gxs,)
+        for t, gx in zip(f.inputs, gxs):
+            if gx is None or not t.requires_grad:
+                continue
+            if gx.shape != t.data.shape:
+                raise RuntimeError(f"internal error: {type(f).__name__}.backward returned a gradient of "
+                                   f"shape {gx.shape} for an input of shape {t.data.shape}")
+            c = t.creator
+            if c is None:
+                t.grad = gx.copy() if t.grad is None else t.grad + gx
+            else:
+                k = id(c)
+                prev = grads.get(k)
+                grads[k] = gx if prev is None else prev + gx
+        if not retain_graph:
+            f.release()
+
+
+class Function:
+    """Base class of differentiable operations.
+
+    Subclasses implement ``forward(*arrays) -> array`` and
+    ``backward(gy) -> grad or tuple of grads`` (one per input, ``None`` for an
+    input that needs none) on raw backend arrays, and keep in ``self`` exactly
+    what ``backward`` needs. ``self.needs_grad[i]`` tells whether input ``i``
+    wants a gradient, so a backward can skip work.
+    """
+
+    __slots__ = ("inputs", "needs_grad", "__dict__")
+
+    def __call__(self, *inputs: Any) -> Tensor:
+        ts = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        y = self.forward(*[t.data for t in ts])
+        out = Tensor.__new__(Tensor)
+        out.data = y
+        out.grad = None
+        out.name = None
+        out.creator = None
+        out.requires_grad = False
+        if _grad_enabled:
+            needs = tuple(t.requires_grad for t in ts)
+            if True in needs:
+                out.requires_grad = True
+                out.creator = self
+                self.inputs = ts
+                self.needs_grad = needs
+        return out
+
+    def forward(self, *xs: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, gy: Any) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Drop the inputs and everything saved for backward (after a backward pass)."""
+        self.inputs = None
+        self.__dict__.clear()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+
+def sum_to(g: Any, shape: Sequence[int]) -> Any:
+    """Sum ``g`` over the axes that broadcasting added or stretched, down to ``shape``."""
+    if g.shape == tuple(shape):
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    if lead:
+        g = g.reshape(shape)
+    return g
+
+
+# ----------------------------------------------------------------------------- factories
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """A new tensor holding a copy of ``data``."""
+    d = _as_data(data, dtype)
+    if is_array(data) or isinstance(data, Tensor):
+        d = d.copy()
+    return Tensor(d, requires_grad=requires_grad)
+
+
+def as_tensor(data: Any, dtype: Any = None) -> Tensor:
+    """``data`` as a tensor, sharing memory where possible."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype == dtype):
+        return data
+    return Tensor(data, dtype=dtype)
+
+
+def _shape(shape: tuple) -> tuple[int, ...]:
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, (int, backend.np.integer)) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"shape must be non-negative integers, got {shape}")
+    return tuple(int(s) for s in shape)
+
+
+def zeros(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    xp = backend.current_xp()
+    return Tensor(xp.zeros(_shape(shape), dtype=dtype or backend.get_default_dtype()), requires_grad)
+
+
+def ones(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    xp = backend.current_xp()
+    return Tensor(xp.ones(_shape(shape), dtype=dtype or backend.get_default_dtype()), requires_grad)
+
+
+def randn(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Standard normal samples from npgan's seeded generator."""
+    d = backend.np.dtype(dtype or backend.get_default_dtype())
+    return Tensor(backend.rng().standard_normal(_shape(shape), dtype=d), requires_grad)
+
+
+def rand(*shape: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Uniform [0, 1) samples from npgan's seeded generator."""
+    d = backend.np.dtype(dtype or backend.get_default_dtype())
+    return Tensor(backend.rng().random(_shape(shape), dtype=d), requires_grad)

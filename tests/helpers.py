@@ -1,0 +1,45 @@
+"""Test helpers: the PyTorch twin (skipped without torch) and array comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npgan
+
+
+def torch_or_skip():
+    """The torch module, or skip the test with a reason."""
+    return pytest.importorskip("torch", reason="PyTorch is not installed: parity tests need torch==2.13.0")
+
+
+def to_np(x):
+    """Host numpy array of an npgan tensor, a torch tensor, or an array."""
+    if isinstance(x, npgan.Tensor):
+        return x.numpy()
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def assert_close(a, b, rtol=1e-6, atol=1e-12, what=""):
+    a, b = to_np(a), to_np(b)
+    assert a.shape == b.shape, f"{what}: shapes differ {a.shape} vs {b.shape}"
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=what)
+
+
+def copy_state_to_torch(np_module, torch_module):
+    """Load npgan weights into the torch twin (through state_dict, PyTorch's keys)."""
+    torch = torch_or_skip()
+    sd = {k: torch.from_numpy(np.array(npgan.backend.to_numpy(v))) for k, v in np_module.state_dict().items()}
+    torch_module.load_state_dict(sd, strict=True)
+
+
+def compare_module_grads(np_module, torch_module, rtol=1e-6, atol=1e-12):
+    """Every parameter's gradient, by PyTorch's names."""
+    tparams = dict(torch_module.named_parameters())
+    for name, p in np_module.named_parameters():
+        tp = tparams[name]
+        assert (p.grad is None) == (tp.grad is None), f"gradient presence differs for {name}"
+        if p.grad is not None:
+            assert_close(p.grad, tp.grad, rtol, atol, what=f"grad of {name}")
