@@ -1,0 +1,302 @@
+"""2-D convolution and transposed convolution on NCHW arrays, by im2col and one GEMM.
+
+Notation (one spatial axis shown; the other is the same):
+
+    x: (N, C, H, W)      w: (O, C, kh, kw)      y: (N, O, OH, OW)
+    y[n, o, a, b] = Σ_{c,i,j} w[o, c, i, j] · x̃[n, c, a·s + i·d, b·s + j·d]   (+ bias[o])
+
+where x̃ is x zero-padded by p on each side, s the stride, d the dilation and
+
+    OH = ⌊(H + 2p − d·(kh − 1) − 1) / s⌋ + 1.
+
+The column matrix lays the receptive fields side by side:
+
+    col[(c, i, j), (n, a, b)] = x̃[n, c, a·s + i·d, b·s + j·d]      shape (C·kh·kw, N·OH·OW)
+
+so that the convolution is one matrix product ``Y = W₂ · col`` with W₂ = w reshaped to
+(O, C·kh·kw) and Y = y laid out as (O, N·OH·OW). ``_im2col`` builds ``col`` from ONE strided view
+of x̃ (no copy) and ONE reshape copy; ``_col2im`` is its adjoint (scatter-add back, one strided
+slice per kernel offset).
+
+The transposed convolution is the adjoint of the convolution with respect to its input: with
+its weight read as the (O, C, kh, kw) weight of a convolution from the transposed conv's output
+(C channels) to its input (O channels), its forward is that convolution's input gradient and its
+input gradient is that convolution's forward. Both :class:`Conv2d` and :class:`ConvTranspose2d`
+therefore run on the same three private routines:
+
+    _conv_forward(x, w, ...)        y  = conv(x, w)
+    _conv_input_grad(gy, w, ...)    gx = convᵀ(gy, w)         (col2im(W₂ᵀ · gy₂))
+    _conv_weight_grad(col, gy, ...) gw = gy₂ · colᵀ
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import backend
+from .backend import get_array_module
+from .tensor import Function, Tensor
+
+__all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size"]
+
+Pair = tuple[int, int]
+
+
+# ============================================================================ argument handling
+def _pair(name: str, v: Any, minimum: int) -> Pair:
+    """``v`` (an int or a pair of ints) as a pair, each at least ``minimum``; ValueError otherwise."""
+    vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    ok = len(vals) == 2 and all(isinstance(a, (int, backend.np.integer)) and not isinstance(a, bool)
+                                for a in vals)
+    if not ok or min(vals) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum} or a pair of them, got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Output length of a convolution along one axis: ⌊(size + 2p − d(k − 1) − 1)/s⌋ + 1.
+
+    Returns a value < 1 when the (padded) input is shorter than the dilated kernel, d(k − 1) + 1.
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    return span // stride + 1 if span >= 0 else 0
+
+
+def conv_transpose_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0,
+                               output_padding: int = 0, dilation: int = 1) -> int:
+    """Output length of a transposed convolution along one axis: (size − 1)s − 2p + d(k − 1) + op + 1.
+
+    The convolution with the same (kernel, stride, padding, dilation) maps every length in
+    [that value − op, that value − op + s − 1] back to ``size``: ``output_padding`` picks one.
+    """
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def _geometry(name: str, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, Pair, Pair]:
+    return (_pair(f"{name}: stride", stride, 1), _pair(f"{name}: padding", padding, 0),
+            _pair(f"{name}: dilation", dilation, 1))
+
+
+def _check_operands(name: str, x: Any, w: Any, b: Any, in_axis: int) -> None:
+    """4-D input, 4-D weight, channels of x on axis 1 equal to weight axis ``in_axis``, bias (out,)."""
+    if x.ndim != 4:
+        raise ValueError(f"{name}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if w.ndim != 4:
+        raise ValueError(f"{name}: weight must be 4-D, got shape {tuple(w.shape)}")
+    if x.shape[1] != w.shape[in_axis]:
+        raise ValueError(f"{name}: input has {x.shape[1]} channels (shape {tuple(x.shape)}) but the weight "
+                         f"of shape {tuple(w.shape)} expects {w.shape[in_axis]} (weight axis {in_axis})")
+    out = w.shape[1 - in_axis]
+    if b is not None and tuple(b.shape) != (out,):
+        raise ValueError(f"{name}: bias must have shape ({out},) for weight of shape {tuple(w.shape)}, "
+                         f"got {tuple(b.shape)}")
+
+
+# ============================================================================ the shared kernels
+def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
+    """Columns of x (N, C, H, W): col[(c,i,j), (n,a,b)] = x̃[n, c, a·s + i·d, b·s + j·d], (C·kh·kw, N·OH·OW).
+
+    One strided view of the padded input (C, kh, kw, N, OH, OW) — no copy — then one reshape copy.
+    """
+    xp = get_array_module(x)
+    N, C = x.shape[:2]
+    if p[0] or p[1]:
+        x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
+    sN, sC, sH, sW = x.strides
+    view = xp.lib.stride_tricks.as_strided(
+        x, shape=(C, k[0], k[1], N, out[0], out[1]),
+        strides=(sC, sH * d[0], sW * d[1], sN, sH * s[0], sW * s[1]))
+    return view.reshape(C * k[0] * k[1], N * out[0] * out[1])
+
+
+def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
+    """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(c,i,j), (n,a,b)].
+
+    One strided, in-place add per kernel offset (i, j) into the zero-padded gradient; the padding is
+    cut off at the end.
+    """
+    xp = get_array_module(col)
+    N, C, H, W = x_shape
+    gx = xp.zeros((N, C, H + 2 * p[0], W + 2 * p[1]), dtype=col.dtype)
+    c6 = col.reshape(C, k[0], k[1], N, out[0], out[1])
+    for i in range(k[0]):
+        r0 = i * d[0]
+        rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
+        for j in range(k[1]):
+            c0 = j * d[1]
+            gx[:, :, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]] += c6[:, i, j].transpose(1, 0, 2, 3)
+    if p[0] or p[1]:
+        gx = gx[:, :, p[0]:p[0] + H, p[1]:p[1] + W]
+    return gx
+
+
+def _rows(g: Any) -> Any:
+    """(N, O, OH, OW) → (O, N·OH·OW), the layout of Y = W₂ · col (one copy)."""
+    N, O = g.shape[:2]
+    return g.transpose(1, 0, 2, 3).reshape(O, -1)
+
+
+def _unrows(y2: Any, N: int, out: Pair) -> Any:
+    """(O, N·OH·OW) → a contiguous (N, O, OH, OW) (one copy, the size of the output)."""
+    xp = get_array_module(y2)
+    return xp.ascontiguousarray(y2.reshape(-1, N, out[0], out[1]).transpose(1, 0, 2, 3))
+
+
+def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[Any, Any]:
+    """y = conv(x, w): (N, C, H, W) × (O, C, kh, kw) → (N, O, OH, OW); also returns the columns.
+
+    Y = W₂ · col with W₂ = w.reshape(O, C·kh·kw).
+    """
+    col = _im2col(x, w.shape[2:], out, s, p, d)
+    y = _unrows(w.reshape(w.shape[0], -1) @ col, x.shape[0], out)
+    return y, col
+
+
+def _conv_input_grad(gy: Any, w: Any, x_shape: tuple[int, ...], s: Pair, p: Pair, d: Pair) -> Any:
+    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(W₂ᵀ · gy₂), gy: (N, O, OH, OW) → gx: x_shape = (N, C, H, W)."""
+    gcol = w.reshape(w.shape[0], -1).T @ _rows(gy)
+    return _col2im(gcol, x_shape, w.shape[2:], gy.shape[2:], s, p, d)
+
+
+def _conv_weight_grad(col: Any, gy: Any, w_shape: tuple[int, ...]) -> Any:
+    """gw = ∂⟨gy, conv(x, w)⟩/∂w = gy₂ · colᵀ, reshaped to w_shape = (O, C, kh, kw)."""
+    return (_rows(gy) @ col.T).reshape(w_shape)
+
+
+# ============================================================================ Functions
+class Conv2d(Function):
+    """y = conv(x, w) + b (cross-correlation, as PyTorch), NCHW.
+
+    Shapes: x (N, C, H, W), w (O, C, kh, kw), b (O,) or absent, y (N, O, OH, OW) with
+    OH = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1 (same for W).
+
+    Forward: with col = im2col(x) of shape (C·kh·kw, N·OH·OW) and W₂ = w as (O, C·kh·kw),
+        y₂ = W₂ · col  (+ b[o] on row o),   y = y₂ reshaped to (N, O, OH, OW).
+
+    Backward (gy₂ = gy laid out as (O, N·OH·OW)). Since y₂[o, r] = Σ_q W₂[o, q] col[q, r]:
+        ∂L/∂W₂ = gy₂ · colᵀ                      → gw = that reshaped to (O, C, kh, kw)
+        ∂L/∂col = W₂ᵀ · gy₂                     → gx = col2im(W₂ᵀ · gy₂): every x̃ element gets the sum
+                                                   of the column entries it was copied to (adjoint of a
+                                                   copy is a scatter-add); the padding's share is dropped
+        ∂L/∂b[o] = Σ_{n,a,b} gy[n, o, a, b]
+
+    Keeps the column matrix (for gw) and the weight (for gx): col is C·kh·kw/(s_h·s_w) times the
+    size of x, the price of one GEMM per gradient.
+    """
+
+    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, out: Pair):
+        self.s, self.p, self.d, self.out = stride, padding, dilation, out
+
+    def forward(self, x, w, b=None):
+        y, col = _conv_forward(x, w, self.out, self.s, self.p, self.d)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        self.col, self.w, self.x_shape = col, w, x.shape
+        return y
+
+    def backward(self, gy):
+        need = self.needs_grad
+        gx = _conv_input_grad(gy, self.w, self.x_shape, self.s, self.p, self.d) if need[0] else None
+        gw = _conv_weight_grad(self.col, gy, self.w.shape) if need[1] else None
+        gb = gy.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
+        return gx, gw, gb
+
+
+class ConvTranspose2d(Function):
+    """y = convᵀ(x, w) + b: the adjoint (input gradient) of a convolution, NCHW.
+
+    Shapes: x (N, Cin, H, W), w (Cin, Cout, kh, kw) (PyTorch's layout), b (Cout,) or absent,
+    y (N, Cout, OH, OW) with OH = (H − 1)s − 2p + d(kh − 1) + op_h + 1 (same for W).
+
+    Read w as the weight of the convolution conv_w: (N, Cout, OH, OW) → (N, Cin, H, W) with the same
+    stride, padding and dilation (its "O" is Cin, its "C" is Cout). Then
+        y = conv_wᵀ(x) = col2im(W₂ᵀ · x₂) (+ b),         x₂ = x as (Cin, N·H·W), W₂ = w as (Cin, Cout·kh·kw)
+    i.e. y[n, co, a·s + i·d − p, b·s + j·d − p] += Σ_ci x[n, ci, a, b] · w[ci, co, i, j].
+
+    Backward. y is linear in x with adjoint conv_w, and in w through the same bilinear form
+    ⟨gy, conv_wᵀ(x)⟩ = ⟨conv_w(gy), x⟩ = ⟨W₂ · im2col(gy), x₂⟩:
+        gx = conv_w(gy) = W₂ · col,        col = im2col(gy) of shape (Cout·kh·kw, N·H·W)
+        gw = x₂ · colᵀ  reshaped to (Cin, Cout, kh, kw)
+        gb[co] = Σ_{n,a,b} gy[n, co, a, b]
+    The col of gy is built once and serves both gx and gw.
+
+    Keeps x (for gw) and w (for gx).
+    """
+
+    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, out: Pair):
+        self.s, self.p, self.d, self.out = stride, padding, dilation, out
+
+    def forward(self, x, w, b=None):
+        y_shape = (x.shape[0], w.shape[1]) + self.out
+        y = _conv_input_grad(x, w, y_shape, self.s, self.p, self.d)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        self.x, self.w = x, w
+        return y
+
+    def backward(self, gy):
+        need = self.needs_grad
+        x, w = self.x, self.w
+        gx = gw = gb = None
+        if need[0] or need[1]:
+            col = _im2col(gy, w.shape[2:], x.shape[2:], self.s, self.p, self.d)
+            if need[0]:
+                gx = _unrows(w.reshape(w.shape[0], -1) @ col, x.shape[0], x.shape[2:])
+            if need[1]:
+                gw = _conv_weight_grad(col, x, w.shape)
+        if len(need) > 2 and need[2]:
+            gb = gy.sum(axis=(0, 2, 3))
+        return gx, gw, gb
+
+
+# ============================================================================ public functions
+def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1) -> Tensor:
+    """2-D convolution (cross-correlation) of x (N, C, H, W) with weight (O, C, kh, kw), PyTorch's semantics.
+
+    ``stride``, ``padding`` (zeros) and ``dilation`` are ints or (h, w) pairs; groups = 1. Output
+    (N, O, OH, OW) with OH = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1. See :class:`Conv2d` for the math.
+
+    Example: ``conv2d(x, w, stride=2, padding=1)`` with x (64, 3, 64, 64), w (64, 3, 4, 4) → (64, 64, 32, 32).
+    """
+    name = "conv2d"
+    s, p, d = _geometry(name, stride, padding, dilation)
+    _check_operands(name, x, weight, bias, in_axis=1)
+    k = tuple(weight.shape[2:])
+    out = tuple(conv_output_size(x.shape[2 + a], k[a], s[a], p[a], d[a]) for a in (0, 1))
+    if min(out) < 1:
+        raise ValueError(
+            f"{name}: input of spatial size {tuple(x.shape[2:])} is too small for kernel {k}, stride {s}, "
+            f"padding {p}, dilation {d}: the computed output size is {out} (each side needs "
+            f"H + 2p >= d(k - 1) + 1 = {tuple(d[a] * (k[a] - 1) + 1 for a in (0, 1))})")
+    fn = Conv2d(s, p, d, out)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
+
+
+def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 1, padding: Any = 0,
+                     output_padding: Any = 0, dilation: Any = 1) -> Tensor:
+    """2-D transposed convolution of x (N, Cin, H, W) with weight (Cin, Cout, kh, kw), PyTorch's semantics.
+
+    Output (N, Cout, OH, OW) with OH = (H − 1)s − 2p + d(kh − 1) + output_padding + 1; output_padding
+    must be smaller than the stride or the dilation (it only picks one of the sizes that the matching
+    convolution maps to H). groups = 1. See :class:`ConvTranspose2d` for the math.
+
+    Example: ``conv_transpose2d(z, w, stride=2, padding=1)`` with z (64, 128, 7, 7), w (128, 64, 4, 4)
+    → (64, 64, 14, 14).
+    """
+    name = "conv_transpose2d"
+    s, p, d = _geometry(name, stride, padding, dilation)
+    op = _pair(f"{name}: output_padding", output_padding, 0)
+    for a in (0, 1):
+        if op[a] >= max(s[a], d[a]):
+            raise ValueError(f"{name}: output_padding {op} must be smaller than either stride {s} or "
+                             f"dilation {d} (on axis {'HW'[a]}: {op[a]} >= max({s[a]}, {d[a]}))")
+    _check_operands(name, x, weight, bias, in_axis=0)
+    k = tuple(weight.shape[2:])
+    out = tuple(conv_transpose_output_size(x.shape[2 + a], k[a], s[a], p[a], op[a], d[a]) for a in (0, 1))
+    if min(out) < 1:
+        raise ValueError(
+            f"{name}: input of spatial size {tuple(x.shape[2:])} with kernel {k}, stride {s}, padding {p}, "
+            f"output_padding {op}, dilation {d} gives the output size {out}; the padding is too large")
+    fn = ConvTranspose2d(s, p, d, out)
+    return fn(x, weight) if bias is None else fn(x, weight, bias)
