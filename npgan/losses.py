@@ -23,7 +23,6 @@ import math
 from typing import Any
 
 from . import backend
-from . import functional as F
 from .backend import get_array_module
 from .tensor import Function, Tensor
 
@@ -164,8 +163,9 @@ class KDEEntropy(Function):
 
     LSE_j is a log-sum-exp over each row, computed as M_i + log Σ_j exp(max(L_ij − M_i, −80))
     with M_i = max_j L_ij (−700 instead of −80 in float64; see _EXP_FLOOR). Squared distances
-    come from ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j on the centred points (H is translation-invariant and
-    centring keeps the cancellation small), clamped at 0, diagonal set to exactly 0.
+    come from ‖x_i‖² + ‖x_j‖² − 2 x_i·x_j on x − x_c, x_c the data point nearest the mean (H is
+    translation-invariant; this keeps the cancellation at the scale of the data's spread and makes
+    a collapsed batch exactly 0), clamped at 0, diagonal set to exactly 0.
 
     Backward. With W_ij = exp(L_ij) / Σ_j' exp(L_ij') (row softmax; W_ii = 0 with leave-one-out)
     and ∂L_ij/∂x_k = −(x_i − x_j)(δ_ik − δ_jk)/σ²:
@@ -176,7 +176,7 @@ class KDEEntropy(Function):
                 = (1/(nσ²)) (diag(rowsum S) x − S x)
 
     computed as gx = gy/(nσ²) · (r ⊙ x − W x − Wᵀ x), r = rowsum(W) + colsum(W): two matrix
-    products, no (n, n, d) array and no second (n, n) array. Keeps W (n, n) and the centred x
+    products, no (n, n, d) array and no second (n, n) array. Keeps W (n, n) and x − x_c
     (n, d) for backward. ``bandwidth`` is σ or a rule evaluated on x in forward (the median rule
     reuses the distance matrix); either way σ is a constant of the gradient (see :func:`kde_entropy`).
     """
@@ -255,10 +255,11 @@ def kde_entropy(x: Tensor, bandwidth: float | str = "silverman", leave_one_out: 
     (1/(nσ²)) (diag(rowsum S) x − S x), S = W + Wᵀ, W the row softmax of −‖x_i − x_j‖²/(2σ²).
 
     A data-dependent σ (a rule) is held constant in the gradient: the rule picks the estimator's
-    smoothing, it is not part of the entropy being estimated. Differentiating through it would add
-    (d/2)·∂log σ²/∂x from the normaliser — for Scott/Silverman a push to scale the whole batch up
-    regardless of how its points are arranged, for the median rule a non-smooth one — and it is
-    how the bandwidth is treated by scipy's gaussian_kde and the PyTorch recipe in shared/FINDINGS.md.
+    smoothing, like a hyper-parameter; it is not part of the entropy being estimated.
+    Differentiating through it would add (∂H/∂σ)·(∂σ/∂x): for Scott/Silverman (σ ∝ the batch's
+    standard deviation) a push of every point along its deviation from the mean — a rescaling of
+    the whole batch, whatever the arrangement of its points, with ∂H/∂σ dominated by the
+    normaliser's d/σ — and for the median rule a non-smooth one.
 
     Example:
         >>> h = kde_entropy(G(z), bandwidth=0.2, leave_one_out=True)   # maximise: loss = adv − λ·h
@@ -308,6 +309,8 @@ def discriminator_loss(d_real: Tensor, d_fake: Tensor, kind: str = "non_saturati
 
     Returns a 0-d tensor; unknown ``kind`` raises ValueError listing :data:`LOSS_KINDS`.
     """
+    from . import functional as F  # here, not at the top: functional re-exports kde_entropy from us
+
     name = "discriminator_loss"
     _check_kind(kind, name)
     d_real, d_fake = _check_out(d_real, "d_real", name), _check_out(d_fake, "d_fake", name)
@@ -345,6 +348,8 @@ def generator_loss(d_fake_logits: Tensor, kind: str = "non_saturating", fake: Te
     Returns (loss, entropy): entropy is the KDE entropy tensor of ``fake`` when entropy_weight > 0
     (part of the loss's graph, e.g. for logging with ``.item()``), else None.
     """
+    from . import functional as F
+
     name = "generator_loss"
     _check_kind(kind, name)
     d_fake = _check_out(d_fake_logits, "d_fake_logits", name)
