@@ -201,7 +201,9 @@ class MLPClassifier(nn.Module):
         """log p(y|x) as a raw (N, C) array, evaluated without a graph, in chunks of ``batch_size``."""
         x = _array(images)
         self._check(x.shape)
-        xp = get_array_module(x)
+        xp = get_array_module(self.net[1].weight.data)
+        if get_array_module(x) is not xp:  # images on another device than the weights: bring them over
+            x = xp.asarray(backend.to_numpy(x))
         was = self.training
         self.eval()
         try:
@@ -473,8 +475,8 @@ def prdc(real: Any, fake: Any, k: int = 5, chunk: int = 1024) -> dict[str, float
         n, m = r.shape[0], f.shape[0]
         raise ValueError(f"prdc: k must be an integer in [1, min(N, M) − 1] = [1, {min(n, m) - 1}], "
                          f"got {k!r} (N={n} real, M={m} fake)")
-    xp = get_array_module(r)
-    f = xp.asarray(f)
+    xp = get_array_module(r, f)  # one device for both: the GPU when either lives there
+    r, f = xp.asarray(r), xp.asarray(f)
     r_rad, f_rad = _knn_radii(r, k, chunk), _knn_radii(f, k, chunk)
     f_sq = (f * f).sum(axis=1)
     inside = xp.zeros(f.shape[0], dtype=backend.int64)  # how many real balls hold fake j
