@@ -9,14 +9,15 @@ where x̃ is x zero-padded by p on each side, s the stride, d the dilation and
 
     OH = ⌊(H + 2p − d·(kh − 1) − 1) / s⌋ + 1.
 
-The column matrix lays the receptive fields side by side:
+The column matrix lays the receptive fields side by side, one row per output pixel, channels last:
 
-    col[(c, i, j), (n, a, b)] = x̃[n, c, a·s + i·d, b·s + j·d]      shape (C·kh·kw, N·OH·OW)
+    col[(n, a, b), (i, j, c)] = x̃[n, c, a·s + i·d, b·s + j·d]      shape (N·OH·OW, kh·kw·C)
 
-so that the convolution is one matrix product ``Y = W₂ · col`` with W₂ = w reshaped to
-(O, C·kh·kw) and Y = y laid out as (O, N·OH·OW). ``_im2col`` builds ``col`` from ONE strided view
-of x̃ (no copy) and ONE reshape copy; ``_col2im`` is its adjoint (scatter-add back, one strided
-slice per kernel offset).
+so that the convolution is one matrix product ``Y = col · W₂ᵀ`` with W₂ = w laid out as
+(O, kh·kw·C) and Y = y laid out as (N·OH·OW, O). ``_im2col`` builds ``col`` from ONE strided view
+of x̃ (no copy; x̃ is held channels-last, (N, H, W, C), so that the innermost run kw·C is contiguous)
+and ONE reshape copy; ``_col2im`` is its adjoint (scatter-add back, one strided slice per kernel
+offset, each a contiguous run of C channels).
 
 The transposed convolution is the adjoint of the convolution with respect to its input: with
 its weight read as the (O, C, kh, kw) weight of a convolution from the transposed conv's output
@@ -24,9 +25,11 @@ its weight read as the (O, C, kh, kw) weight of a convolution from the transpose
 input gradient is that convolution's forward. Both :class:`Conv2d` and :class:`ConvTranspose2d`
 therefore run on the same three private routines:
 
-    _conv_forward(x, w, ...)        y  = conv(x, w)
-    _conv_input_grad(gy, w, ...)    gx = convᵀ(gy, w)         (col2im(W₂ᵀ · gy₂))
-    _conv_weight_grad(col, gy, ...) gw = gy₂ · colᵀ
+    _conv_forward(x, w, ...)        y  = conv(x, w)           (col · W₂ᵀ, also returns col)
+    _conv_input_grad(gy, w, ...)    gx = convᵀ(gy, w)         (col2im(gy₂ · W₂))
+    _conv_weight_grad(col, gy, ...) gw = gy₂ᵀ · col
+
+where gy₂ is gy laid out as (N·OH·OW, O).
 """
 
 from __future__ import annotations
@@ -93,74 +96,99 @@ def _check_operands(name: str, x: Any, w: Any, b: Any, in_axis: int) -> None:
 
 
 # ============================================================================ the shared kernels
-def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
-    """Columns of x (N, C, H, W): col[(c,i,j), (n,a,b)] = x̃[n, c, a·s + i·d, b·s + j·d], (C·kh·kw, N·OH·OW).
+def _padded_nhwc(x: Any, p: Pair) -> Any:
+    """x (N, C, H, W) → x̃ channels-last (N, H + 2p_h, W + 2p_w, C), zero border (one copy of x)."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    out = xp.empty((N, H + 2 * p[0], W + 2 * p[1], C), dtype=x.dtype)
+    if p[0] or p[1]:
+        out[:, :p[0]] = 0
+        out[:, H + p[0]:] = 0
+        out[:, :, :p[1]] = 0
+        out[:, :, W + p[1]:] = 0
+    out[:, p[0]:p[0] + H, p[1]:p[1] + W] = x.transpose(0, 2, 3, 1)
+    return out
 
-    One strided view of the padded input (C, kh, kw, N, OH, OW) — no copy — then one reshape copy.
+
+def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
+    """Columns of x (N, C, H, W): col[(n,a,b), (i,j,c)] = x̃[n, c, a·s + i·d, b·s + j·d], (N·OH·OW, kh·kw·C).
+
+    One strided view (N, OH, OW, kh, kw, C) of the padded channels-last input — no copy — then one
+    reshape copy (the only copy of col's size).
     """
     xp = get_array_module(x)
     N, C = x.shape[:2]
-    if p[0] or p[1]:
-        x = xp.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
-    sN, sC, sH, sW = x.strides
+    xt = _padded_nhwc(x, p)
+    sN, sH, sW, sC = xt.strides
     view = xp.lib.stride_tricks.as_strided(
-        x, shape=(C, k[0], k[1], N, out[0], out[1]),
-        strides=(sC, sH * d[0], sW * d[1], sN, sH * s[0], sW * s[1]))
-    return view.reshape(C * k[0] * k[1], N * out[0] * out[1])
+        xt, shape=(N, out[0], out[1], k[0], k[1], C),
+        strides=(sN, sH * s[0], sW * s[1], sH * d[0], sW * d[1], sC))
+    return view.reshape(N * out[0] * out[1], k[0] * k[1] * C)
 
 
 def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
-    """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(c,i,j), (n,a,b)].
+    """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(n,a,b), (i,j,c)].
 
-    One strided, in-place add per kernel offset (i, j) into the zero-padded gradient; the padding is
-    cut off at the end.
+    Accumulates into a zero-padded channels-last buffer, one strided in-place add per kernel offset
+    (i, j) (a single assignment when there is one output pixel, where no two offsets overlap), then
+    cuts the padding off and returns a contiguous (N, C, H, W) array.
     """
     xp = get_array_module(col)
     N, C, H, W = x_shape
-    gx = xp.zeros((N, C, H + 2 * p[0], W + 2 * p[1]), dtype=col.dtype)
-    c6 = col.reshape(C, k[0], k[1], N, out[0], out[1])
-    for i in range(k[0]):
-        r0 = i * d[0]
-        rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
-        for j in range(k[1]):
-            c0 = j * d[1]
-            gx[:, :, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]] += c6[:, i, j].transpose(1, 0, 2, 3)
-    if p[0] or p[1]:
-        gx = gx[:, :, p[0]:p[0] + H, p[1]:p[1] + W]
-    return gx
+    c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
+    spans = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
+    if out == (1, 1) and (H + 2 * p[0], W + 2 * p[1]) == spans and d == (1, 1):
+        gx = c6.reshape(N, k[0], k[1], C)  # the kernel tiles the padded input exactly once
+    else:
+        gx = xp.zeros((N, H + 2 * p[0], W + 2 * p[1], C), dtype=col.dtype)
+        for i in range(k[0]):
+            r0 = i * d[0]
+            rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
+            for j in range(k[1]):
+                c0 = j * d[1]
+                gx[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]] += c6[:, :, :, i, j]
+    gx = gx[:, p[0]:p[0] + H, p[1]:p[1] + W]
+    return xp.ascontiguousarray(gx.transpose(0, 3, 1, 2))
+
+
+def _w2(w: Any) -> Any:
+    """w (O, C, kh, kw) → W₂ (O, kh·kw·C), the column order of :func:`_im2col` (a copy of the weight)."""
+    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
 def _rows(g: Any) -> Any:
-    """(N, O, OH, OW) → (O, N·OH·OW), the layout of Y = W₂ · col (one copy)."""
-    N, O = g.shape[:2]
-    return g.transpose(1, 0, 2, 3).reshape(O, -1)
+    """(N, O, OH, OW) → (N·OH·OW, O), the layout of Y = col · W₂ᵀ (one copy)."""
+    return g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1])
 
 
 def _unrows(y2: Any, N: int, out: Pair) -> Any:
-    """(O, N·OH·OW) → a contiguous (N, O, OH, OW) (one copy, the size of the output)."""
+    """(N·OH·OW, O) → a contiguous (N, O, OH, OW) (one copy, the size of the output)."""
     xp = get_array_module(y2)
-    return xp.ascontiguousarray(y2.reshape(-1, N, out[0], out[1]).transpose(1, 0, 2, 3))
+    return xp.ascontiguousarray(y2.reshape(N, out[0], out[1], -1).transpose(0, 3, 1, 2))
 
 
 def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[Any, Any]:
     """y = conv(x, w): (N, C, H, W) × (O, C, kh, kw) → (N, O, OH, OW); also returns the columns.
 
-    Y = W₂ · col with W₂ = w.reshape(O, C·kh·kw).
+    Y = col · W₂ᵀ, one GEMM (N·OH·OW, kh·kw·C) × (kh·kw·C, O).
     """
     col = _im2col(x, w.shape[2:], out, s, p, d)
-    y = _unrows(w.reshape(w.shape[0], -1) @ col, x.shape[0], out)
+    y = _unrows(col @ _w2(w).T, x.shape[0], out)
     return y, col
 
 
 def _conv_input_grad(gy: Any, w: Any, x_shape: tuple[int, ...], s: Pair, p: Pair, d: Pair) -> Any:
-    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(W₂ᵀ · gy₂), gy: (N, O, OH, OW) → gx: x_shape = (N, C, H, W)."""
-    gcol = w.reshape(w.shape[0], -1).T @ _rows(gy)
+    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy: (N, O, OH, OW) → gx: x_shape = (N, C, H, W)."""
+    gcol = _rows(gy) @ _w2(w)
     return _col2im(gcol, x_shape, w.shape[2:], gy.shape[2:], s, p, d)
 
 
 def _conv_weight_grad(col: Any, gy: Any, w_shape: tuple[int, ...]) -> Any:
-    """gw = ∂⟨gy, conv(x, w)⟩/∂w = gy₂ · colᵀ, reshaped to w_shape = (O, C, kh, kw)."""
-    return (_rows(gy) @ col.T).reshape(w_shape)
+    """gw = ∂⟨gy, conv(x, w)⟩/∂w = gy₂ᵀ · col, reordered to w_shape = (O, C, kh, kw)."""
+    xp = get_array_module(col)
+    O, C, kh, kw = w_shape
+    g = (_rows(gy).T @ col).reshape(O, kh, kw, C)
+    return xp.ascontiguousarray(g.transpose(0, 3, 1, 2))
 
 
 # ============================================================================ Functions
@@ -170,12 +198,12 @@ class Conv2d(Function):
     Shapes: x (N, C, H, W), w (O, C, kh, kw), b (O,) or absent, y (N, O, OH, OW) with
     OH = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1 (same for W).
 
-    Forward: with col = im2col(x) of shape (C·kh·kw, N·OH·OW) and W₂ = w as (O, C·kh·kw),
-        y₂ = W₂ · col  (+ b[o] on row o),   y = y₂ reshaped to (N, O, OH, OW).
+    Forward: with col = im2col(x) of shape (N·OH·OW, kh·kw·C) and W₂ = w as (O, kh·kw·C),
+        y₂ = col · W₂ᵀ  (+ b[o] on column o),   y = y₂ laid out as (N, O, OH, OW).
 
-    Backward (gy₂ = gy laid out as (O, N·OH·OW)). Since y₂[o, r] = Σ_q W₂[o, q] col[q, r]:
-        ∂L/∂W₂ = gy₂ · colᵀ                      → gw = that reshaped to (O, C, kh, kw)
-        ∂L/∂col = W₂ᵀ · gy₂                     → gx = col2im(W₂ᵀ · gy₂): every x̃ element gets the sum
+    Backward (gy₂ = gy laid out as (N·OH·OW, O)). Since y₂[r, o] = Σ_q col[r, q] W₂[o, q]:
+        ∂L/∂W₂ = gy₂ᵀ · col                      → gw = that laid out as (O, C, kh, kw)
+        ∂L/∂col = gy₂ · W₂                      → gx = col2im(gy₂ · W₂): every x̃ element gets the sum
                                                    of the column entries it was copied to (adjoint of a
                                                    copy is a scatter-add); the padding's share is dropped
         ∂L/∂b[o] = Σ_{n,a,b} gy[n, o, a, b]
@@ -210,13 +238,13 @@ class ConvTranspose2d(Function):
 
     Read w as the weight of the convolution conv_w: (N, Cout, OH, OW) → (N, Cin, H, W) with the same
     stride, padding and dilation (its "O" is Cin, its "C" is Cout). Then
-        y = conv_wᵀ(x) = col2im(W₂ᵀ · x₂) (+ b),         x₂ = x as (Cin, N·H·W), W₂ = w as (Cin, Cout·kh·kw)
+        y = conv_wᵀ(x) = col2im(x₂ · W₂) (+ b),          x₂ = x as (N·H·W, Cin), W₂ = w as (Cin, kh·kw·Cout)
     i.e. y[n, co, a·s + i·d − p, b·s + j·d − p] += Σ_ci x[n, ci, a, b] · w[ci, co, i, j].
 
     Backward. y is linear in x with adjoint conv_w, and in w through the same bilinear form
-    ⟨gy, conv_wᵀ(x)⟩ = ⟨conv_w(gy), x⟩ = ⟨W₂ · im2col(gy), x₂⟩:
-        gx = conv_w(gy) = W₂ · col,        col = im2col(gy) of shape (Cout·kh·kw, N·H·W)
-        gw = x₂ · colᵀ  reshaped to (Cin, Cout, kh, kw)
+    ⟨gy, conv_wᵀ(x)⟩ = ⟨conv_w(gy), x⟩ = ⟨col · W₂ᵀ, x₂⟩:
+        gx = conv_w(gy) = col · W₂ᵀ,       col = im2col(gy) of shape (N·H·W, kh·kw·Cout)
+        gw = x₂ᵀ · col  laid out as (Cin, Cout, kh, kw)
         gb[co] = Σ_{n,a,b} gy[n, co, a, b]
     The col of gy is built once and serves both gx and gw.
 
@@ -239,9 +267,7 @@ class ConvTranspose2d(Function):
         x, w = self.x, self.w
         gx = gw = gb = None
         if need[0] or need[1]:
-            col = _im2col(gy, w.shape[2:], x.shape[2:], self.s, self.p, self.d)
-            if need[0]:
-                gx = _unrows(w.reshape(w.shape[0], -1) @ col, x.shape[0], x.shape[2:])
+            gx, col = _conv_forward(gy, w, x.shape[2:], self.s, self.p, self.d)  # gx = conv_w(gy)
             if need[1]:
                 gw = _conv_weight_grad(col, x, w.shape)
         if len(need) > 2 and need[2]:
