@@ -299,7 +299,8 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     """
     if not isinstance(target, Tensor) and not backend.is_array(target):
         xp = get_array_module(logits.data)
-        target = Tensor(xp.full(logits.shape, target, dtype=logits.dtype))
+        t = xp.asarray(target, dtype=logits.dtype)  # a scalar fills the shape; a list must match it
+        target = Tensor(xp.full(logits.shape, t, dtype=logits.dtype) if t.ndim == 0 else t)
     t = _check_bce("binary_cross_entropy_with_logits", logits, target, reduction)
     return SigmoidBCEWithLogits(reduction)(logits, t)
 
@@ -308,7 +309,8 @@ def binary_cross_entropy(prob: Tensor, target: Any, reduction: str = "mean") -> 
     """Binary cross-entropy of probabilities ``prob`` against ``target`` (log clamped at −100, as PyTorch)."""
     if not isinstance(target, Tensor) and not backend.is_array(target):
         xp = get_array_module(prob.data)
-        target = Tensor(xp.full(prob.shape, target, dtype=prob.dtype))
+        t = xp.asarray(target, dtype=prob.dtype)
+        target = Tensor(xp.full(prob.shape, t, dtype=prob.dtype) if t.ndim == 0 else t)
     t = _check_bce("binary_cross_entropy", prob, target, reduction)
     return BinaryCrossEntropy(reduction)(prob, t)
 

@@ -93,7 +93,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any] | Tensor, eps: fl
         base = x.data.copy()
         if directions is None:
             num = backend.np.zeros(x.shape)
-            x.data = xp.ascontiguousarray(x.data)
+            x.data = x.data.copy()  # C-contiguous, same shape (ascontiguousarray would make 0-d arrays 1-d)
             flat = x.data.reshape(-1)  # a view: perturb in place, restore after
             for k in range(x.size):
                 old = flat[k].item()

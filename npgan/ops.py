@@ -34,7 +34,8 @@ def _lift(other: Any, like: Tensor) -> Tensor:
         if backend.device_of(other) != backend.device_of(like.data):
             raise ValueError(f"operands live on different devices: {backend.device_of(like.data)} and "
                              f"{backend.device_of(other)}")
-        return Tensor(other)
+        dt = like.data.dtype
+        return Tensor(other if dt.kind != "f" or other.dtype == dt else other.astype(dt))
     return Tensor(xp.asarray(other, dtype=like.data.dtype if like.data.dtype.kind == "f" else None))
 
 
@@ -140,7 +141,11 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not match "
                              f"(inner dimensions {ka} != {kb})")
         self.a, self.b = a, b
-        return a @ b
+        try:
+            return a @ b
+        except ValueError:
+            raise ValueError(f"matmul: the batch axes of shapes {a.shape} and {b.shape} do not "
+                             f"broadcast ({a.shape[:-2]} vs {b.shape[:-2]})") from None
 
     def backward(self, gy):
         a, b = self.a, self.b
@@ -401,9 +406,10 @@ class Permute(Function):
         self.axes = axes
 
     def forward(self, x):
-        if sorted(a % x.ndim for a in self.axes) != list(range(x.ndim)) or len(self.axes) != x.ndim:
-            raise ValueError(f"permute: {tuple(self.axes)} is not a permutation of the {x.ndim} axes of shape "
-                             f"{x.shape}")
+        if (len(self.axes) != x.ndim or not all(-x.ndim <= a < x.ndim for a in self.axes)
+                or sorted(a % x.ndim for a in self.axes) != list(range(x.ndim))):
+            raise ValueError(f"permute: {tuple(self.axes)} is not a permutation of the {x.ndim} axes of "
+                             f"shape {x.shape}")
         self.axes = tuple(a % x.ndim for a in self.axes)
         return x.transpose(self.axes)
 

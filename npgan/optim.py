@@ -8,6 +8,7 @@ Updates are done in place on the parameters' arrays, outside the graph.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,7 +50,8 @@ class Optimizer:
         self.state: dict[int, dict[str, Any]] = {}  # keyed by the parameter's index over all groups
 
     def _validate(self, g: dict[str, Any]) -> None:
-        if not g["lr"] > 0 or not math.isfinite(g["lr"]):
+        lr = g["lr"]
+        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {g['lr']}")
         if g.get("weight_decay", 0) < 0:
             raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {g['weight_decay']}")
@@ -210,6 +212,10 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0, momentum: float = 0.0) -> None:
         if not 0 <= alpha < 1:
             raise ValueError(f"RMSprop: alpha must be in [0, 1), got {alpha}")
+        if not eps >= 0:
+            raise ValueError(f"RMSprop: eps must be >= 0, got {eps}")
+        if not momentum >= 0:
+            raise ValueError(f"RMSprop: momentum must be >= 0, got {momentum}")
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
 
     def _update(self, p, g, state, group):

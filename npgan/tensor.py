@@ -59,15 +59,21 @@ def _as_data(data: Any, dtype: Any = None) -> Any:
     """Turn user data into a backend array; Python floats/lists get the default dtype."""
     if isinstance(data, Tensor):
         data = data.data
+    if dtype is not None and backend.dtype(dtype).kind not in "fiub":
+        raise TypeError(f"tensors hold float, integer or bool data; dtype {backend.dtype(dtype)} "
+                        "is not supported")
     if is_array(data):
+        if data.dtype.kind not in "fiub":
+            raise TypeError(f"cannot make a tensor from an array of dtype {data.dtype} "
+                            "(only float, integer and bool data)")
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
     xp = backend.current_xp()
     arr = backend.np.asarray(data)
-    if dtype is None:
-        if arr.dtype.kind == "f":
-            dtype = backend.get_default_dtype()
-        elif arr.dtype.kind not in "iub":
-            raise TypeError(f"cannot make a tensor from {type(data).__name__} data of dtype {arr.dtype}")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"cannot make a tensor from {type(data).__name__} data of dtype {arr.dtype} "
+                        "(only float, integer and bool data)")
+    if dtype is None and arr.dtype.kind == "f":
+        dtype = backend.get_default_dtype()
     return xp.asarray(arr, dtype=dtype)
 
 
@@ -240,6 +246,8 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
             if gx.shape != t.data.shape:
                 raise RuntimeError(f"internal error: {type(f).__name__}.backward returned a gradient of "
                                    f"shape {gx.shape} for an input of shape {t.data.shape}")
+            if gx.dtype != t.data.dtype:  # mixed-dtype ops: a gradient always has its tensor's dtype
+                gx = gx.astype(t.data.dtype)
             c = t.creator
             if c is None:
                 t.grad = gx.copy() if t.grad is None else t.grad + gx
