@@ -29,7 +29,7 @@ float16, float32, float64 = numpy.float16, numpy.float32, numpy.float64
 int64, bool_ = numpy.int64, numpy.bool_
 
 __all__ = [
-    "DeviceError", "xp", "np", "cupy", "get_array_module", "set_default_dtype", "get_default_dtype",
+    "DeviceError", "np", "cupy", "get_array_module", "set_default_dtype", "get_default_dtype",
     "manual_seed", "rng", "set_device", "get_device", "to_numpy", "is_array", "asarray",
 ]
 

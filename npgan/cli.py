@@ -1,0 +1,268 @@
+"""The ``npgan`` command line: train, resume, sample, info.
+
+    npgan train --preset ring8 --out runs/r8
+    npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
+    npgan resume runs/r8 [--steps N]
+    npgan sample runs/r8 --n 1000 --out samples.npy [--png samples.png]
+    npgan info
+
+Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
+directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__, backend
+
+__all__ = ["main"]
+
+
+class UsageError(ValueError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; keep it short)
+        raise UsageError(message)
+
+
+def _positive_int(name: str):
+    def conv(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}") from None
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}")
+        return v
+    return conv
+
+
+def _positive_float(name: str):
+    def conv(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {s!r}") from None
+        if not v > 0 or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {s!r}")
+        return v
+    return conv
+
+
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--entropy-weight must be a number >= 0, got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"--entropy-weight must be a number >= 0, got {s!r}")
+    return v
+
+
+def _bandwidth(s: str) -> float | str:
+    if s in ("scott", "silverman", "median"):
+        return s
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--bandwidth must be a positive number or scott, silverman, median; got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"--bandwidth must be positive, got {s!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .losses import LOSS_KINDS
+    from .presets import PRESETS
+
+    p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
+    p.add_argument("--version", action="version", version=f"npgan {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a GAN from a preset (and/or a TOML config)")
+    t.add_argument("--preset", choices=list(PRESETS), help="starting configuration")
+    t.add_argument("--config", type=Path, help="a config.toml (e.g. from an earlier run) to start from")
+    t.add_argument("--steps", type=_positive_int("--steps"))
+    t.add_argument("--batch-size", type=_positive_int("--batch-size"))
+    t.add_argument("--loss", choices=list(LOSS_KINDS))
+    t.add_argument("--d-steps", type=_positive_int("--d-steps"))
+    t.add_argument("--entropy-weight", type=_nonneg_float,
+                   help="λ of the KDE entropy term (annealed to the preset's final value)")
+    t.add_argument("--bandwidth", type=_bandwidth, help="KDE σ: a number, or scott | silverman | median")
+    t.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (the preset's decay keeps its ratio)")
+    t.add_argument("--device", help="cpu | gpu | gpu:N")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--data-dir", help="folder with the MNIST IDX files (mnist presets)")
+    t.add_argument("--out", required=True, type=Path, help="run directory (must not hold a run yet)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    r.add_argument("dir", type=Path)
+    r.add_argument("--steps", type=_positive_int("--steps"), help="new total number of steps")
+    r.add_argument("--no-progress", action="store_true")
+
+    s = sub.add_parser("sample", help="draw samples from a trained run")
+    s.add_argument("dir", type=Path)
+    s.add_argument("--n", type=_positive_int("--n"), default=64)
+    s.add_argument("--out", type=Path, required=True, help="FILE.npy")
+    s.add_argument("--png", type=Path, help="also a picture (grid or scatter)")
+
+    sub.add_parser("info", help="version, device, array backend, BLAS")
+    return p
+
+
+def _config_from_args(a: argparse.Namespace) -> Any:
+    from .experiment import read_config
+    from .presets import make_config
+
+    if a.config is not None:
+        cfg = read_config(a.config)
+        if a.preset:
+            cfg.preset = a.preset
+    elif a.preset:
+        cfg = make_config(a.preset)
+    else:
+        raise UsageError("train needs --preset NAME or --config FILE.toml")
+    tr = cfg.train
+    if a.loss is not None:
+        tr.loss = a.loss
+        if a.loss == "wasserstein":  # the WGAN recipe: RMSprop, small lr, several critic steps
+            cfg.optimizer = "rmsprop"
+            tr.lr, tr.lr_final = 5e-5, None
+            tr.d_steps = 5
+    if a.steps is not None:
+        tr.steps = a.steps
+    if a.batch_size is not None:
+        tr.batch_size = a.batch_size
+    if a.d_steps is not None:
+        tr.d_steps = a.d_steps
+    if a.entropy_weight is not None:
+        tr.entropy_weight = a.entropy_weight
+        if tr.entropy_weight_final is not None and a.entropy_weight == 0:
+            tr.entropy_weight_final = 0.0
+    if a.bandwidth is not None:
+        tr.bandwidth = a.bandwidth
+    if a.lr is not None:
+        if tr.lr_final is not None:
+            tr.lr_final = tr.lr_final * a.lr / tr.lr
+        tr.lr = a.lr
+    if a.device is not None:
+        cfg.device = a.device
+    if a.seed is not None:
+        if a.seed < 0:
+            raise UsageError(f"--seed must be >= 0, got {a.seed}")
+        cfg.seed = a.seed
+    if a.data_dir is not None:
+        cfg.data_dir = a.data_dir
+    cfg.log_every = min(cfg.log_every, tr.steps)
+    cfg.validate()
+    if cfg.data in ("digits", "mnist"):
+        _check_batch_vs_data(cfg)
+    return cfg
+
+
+def _check_batch_vs_data(cfg: Any) -> None:
+    if cfg.data == "digits":
+        from .data import load_digits
+        n = load_digits(split="train")[0].shape[0]
+        if cfg.train.batch_size > n:
+            raise UsageError(f"batch size {cfg.train.batch_size} is larger than the data set ({n} digits images)")
+
+
+def _print_metrics(m: dict[str, Any]) -> None:
+    keys = [k for k in m if not isinstance(m[k], (list, dict))]
+    print("metrics: " + ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}"
+                                  for k in keys))
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from .experiment import Run
+    cfg = _config_from_args(a)
+    run = Run.create(cfg, a.out)
+    print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {cfg.train.loss}) "
+          f"for {cfg.train.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
+    _print_metrics(run.train(progress=not a.no_progress))
+    return 0
+
+
+def cmd_resume(a: argparse.Namespace) -> int:
+    from .experiment import Run
+    run = Run.resume(a.dir, steps=a.steps)
+    if run.trainer.step_count >= run.cfg.train.steps and (a.dir / "metrics.json").exists():
+        print(f"{a.dir} has finished its {run.cfg.train.steps} steps; pass --steps N to train further",
+              file=sys.stderr)
+        return 0
+    print(f"resuming {a.dir} at step {run.trainer.step_count} of {run.cfg.train.steps}", file=sys.stderr)
+    _print_metrics(run.train(progress=not a.no_progress))
+    return 0
+
+
+def cmd_sample(a: argparse.Namespace) -> int:
+    from .checkpoint import atomic_write_bytes
+    from .experiment import CHECKPOINT, Run, RunError
+    if a.out.suffix != ".npy":
+        raise UsageError(f"--out must name a .npy file, got {a.out}")
+    if not (a.dir / CHECKPOINT).exists():
+        raise RunError(f"{a.dir} has no {CHECKPOINT} to sample from")
+    run = Run.resume(a.dir)
+    x = backend.to_numpy(run.trainer.sample(n=a.n).data)  # fresh draws from the restored stream
+    buf = io.BytesIO()
+    backend.np.save(buf, x, allow_pickle=False)
+    atomic_write_bytes(a.out, buf.getvalue())
+    if a.png is not None:
+        from . import plots
+        if run.cfg.data in ("ring8", "grid25"):
+            from .data import MIXTURES
+            plots.scatter_2d(x, backend.to_numpy(MIXTURES[run.cfg.data][1]), a.png)
+        else:
+            plots.image_grid(x[:256], a.png)
+    print(f"wrote {a.n} samples of shape {x.shape[1:]} to {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    info = {"npgan": __version__, "device": backend.get_device(), "array_backend": backend.current_xp().__name__,
+            "numpy": backend.np.__version__, "blas": backend.blas_info(),
+            "cupy": getattr(backend.cupy, "__version__", None), "gpu_available": backend.gpu_available(),
+            "default_dtype": str(backend.get_default_dtype())}
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .checkpoint import CheckpointError
+    from .experiment import Interrupted
+    try:
+        a = build_parser().parse_args(argv)
+        return {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info}[a.cmd](a)
+    except Interrupted as exc:
+        print(f"npgan: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("npgan: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, TypeError, CheckpointError, backend.DeviceError, FileNotFoundError,
+            PermissionError, OSError) as exc:
+        if os.environ.get("NPGAN_DEBUG"):
+            raise
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"npgan: error: {msg}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:  # pragma: no cover - covered by ValueError
+        print(f"npgan: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

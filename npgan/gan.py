@@ -1,0 +1,231 @@
+"""The alternating GAN training loop.
+
+One generator step, with ``order="d_first"`` (the default):
+
+1. ``d_steps`` times: a real batch x and noise z ~ N(0, I); fake = G(z) with no graph (detached);
+   L_D = discriminator_loss(D(x), D(fake)); D's gradients, one optimizer step (and weight clipping for the
+   Wasserstein loss);
+2. fresh noise z'; L_G = generator_loss(D(G(z')), fake=G(z'), entropy_weight=λ) through the just-updated D;
+   G's gradients only (D's parameters are frozen during this pass, so none of D's weight gradients are
+   computed); one optimizer step.
+
+``order="g_first"`` swaps the two phases. Batch norm: both networks stay in training mode during training;
+samples are drawn without touching the running statistics (:meth:`Trainer.sample`).
+
+Every step records loss_d, loss_g, D(x) and D(G(z)) (mean sigmoid of D's output), the KDE entropy of G's batch
+(when λ > 0) and the gradient norms of G and D as device scalars; they reach the host only in
+:meth:`Trainer.flush`, which the caller runs at its logging interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import backend
+from .functional import stable_sigmoid
+from .losses import LOSS_KINDS, discriminator_loss, generator_loss
+from .nn import Module
+from .optim import Optimizer
+from .tensor import Tensor, no_grad
+
+__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS"]
+
+HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
+                  "entropy_weight")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the loop (the models, optimizers and data are given separately).
+
+    lr / lr_final: the learning rate of both optimizers falls linearly from ``lr`` to ``lr_final`` over
+    ``steps`` (constant when lr_final is None). entropy_weight / entropy_weight_final: λ likewise.
+    """
+
+    steps: int = 1000
+    batch_size: int = 64
+    z_dim: int = 100
+    loss: str = "non_saturating"
+    d_steps: int = 1
+    order: str = "d_first"
+    lr: float = 2e-4
+    lr_final: float | None = None
+    entropy_weight: float = 0.0
+    entropy_weight_final: float | None = None
+    bandwidth: float | str = "silverman"
+    leave_one_out: bool = False
+    clip_value: float = 0.01
+
+    def validate(self) -> None:
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_KINDS)}")
+        if self.order not in ("d_first", "g_first"):
+            raise ValueError(f"order must be 'd_first' or 'g_first', got {self.order!r}")
+        for name in ("steps", "batch_size", "z_dim", "d_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "lr_final"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v)):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        for name in ("entropy_weight", "entropy_weight_final"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v)):
+                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        if isinstance(self.bandwidth, str):
+            if self.bandwidth not in ("scott", "silverman", "median"):
+                raise ValueError(f"bandwidth must be a positive number or one of scott, silverman, median; "
+                                 f"got {self.bandwidth!r}")
+        elif not self.bandwidth > 0:
+            raise ValueError(f"bandwidth must be positive, got {self.bandwidth!r}")
+
+    def schedule(self, value: float, final: float | None, step: int) -> float:
+        """Linear interpolation from ``value`` (step 0) to ``final`` (last step)."""
+        if final is None or self.steps <= 1:
+            return value
+        f = min(step, self.steps - 1) / (self.steps - 1)
+        return value + (final - value) * f
+
+
+def _grad_norm(params: list[Tensor]) -> Any:
+    """√(Σ‖g‖²) over the parameters' gradients, as a device scalar."""
+    total = None
+    for p in params:
+        if p.grad is not None:
+            s = (p.grad * p.grad).sum()
+            total = s if total is None else total + s
+    if total is None:
+        return backend.np.float64(0.0)
+    return backend.get_array_module(total).sqrt(total)
+
+
+class Trainer:
+    """Runs GAN steps on G and D with their optimizers.
+
+    Args:
+        G, D: modules; G maps (B, z_dim) noise to samples, D maps samples to (B, 1) outputs (logits for the
+            BCE losses).
+        opt_g, opt_d: optimizers over G's and D's parameters.
+        real_batch: ``real_batch(step) -> Tensor`` of ``batch_size`` real samples; it must be a pure function of
+            the step and npgan's seeded generator, so that a resumed run draws the same batches.
+        config: :class:`TrainConfig`.
+    """
+
+    def __init__(self, G: Module, D: Module, opt_g: Optimizer, opt_d: Optimizer,
+                 real_batch: Callable[[int], Tensor], config: TrainConfig) -> None:
+        config.validate()
+        self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
+        self.real_batch = real_batch
+        self.cfg = config
+        self.step_count = 0
+        self._pending: list[tuple[int, list[Any]]] = []
+        self._g_params = list(G.parameters())
+        self._d_params = list(D.parameters())
+
+    # ------------------------------------------------------------------ one step
+    def _noise(self, n: int) -> Tensor:
+        d = backend.get_default_dtype()
+        return Tensor(backend.rng().standard_normal((n, self.cfg.z_dim), dtype=d))
+
+    def _set_lr(self, lr: float) -> None:
+        for opt in (self.opt_g, self.opt_d):
+            for g in opt.param_groups:
+                g["lr"] = lr
+
+    def _d_phase(self) -> tuple[Any, Any, Any, Any]:
+        cfg = self.cfg
+        for _ in range(cfg.d_steps):
+            real = self.real_batch(self.step_count)
+            with no_grad():
+                fake = self.G(self._noise(cfg.batch_size))
+            d_real = self.D(real)
+            d_fake = self.D(fake)
+            loss_d = discriminator_loss(d_real, d_fake, cfg.loss)
+            self.opt_d.zero_grad()
+            loss_d.backward()
+            gn_d = _grad_norm(self._d_params)
+            self.opt_d.step()
+            if cfg.loss == "wasserstein":
+                c = cfg.clip_value
+                for p in self._d_params:
+                    backend.get_array_module(p.data).clip(p.data, -c, c, out=p.data)
+        return loss_d.data, gn_d, stable_sigmoid(d_real.data).mean(), stable_sigmoid(d_fake.data).mean()
+
+    def _g_phase(self, lam: float) -> tuple[Any, Any, Any]:
+        cfg = self.cfg
+        for p in self._d_params:
+            p.requires_grad = False
+        try:
+            fake = self.G(self._noise(cfg.batch_size))
+            loss_g, entropy = generator_loss(self.D(fake), cfg.loss, fake=fake, entropy_weight=lam,
+                                             bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
+            self.opt_g.zero_grad()
+            loss_g.backward()
+        finally:
+            for p in self._d_params:
+                p.requires_grad = True
+        gn_g = _grad_norm(self._g_params)
+        self.opt_g.step()
+        return loss_g.data, gn_g, (entropy.data if entropy is not None else None)
+
+    def step(self) -> None:
+        """One generator step and its ``d_steps`` discriminator steps; records the step's scalars."""
+        cfg, t = self.cfg, self.step_count
+        lr = cfg.schedule(cfg.lr, cfg.lr_final, t)
+        lam = cfg.schedule(cfg.entropy_weight, cfg.entropy_weight_final, t)
+        self._set_lr(lr)
+        self.G.train()
+        self.D.train()
+        if cfg.order == "d_first":
+            loss_d, gn_d, d_x, d_gz = self._d_phase()
+            loss_g, gn_g, ent = self._g_phase(lam)
+        else:
+            loss_g, gn_g, ent = self._g_phase(lam)
+            loss_d, gn_d, d_x, d_gz = self._d_phase()
+        self.step_count += 1
+        self._pending.append((self.step_count, [loss_d, loss_g, d_x, d_gz, ent, gn_g, gn_d, lr, lam]))
+
+    # ------------------------------------------------------------------ host side
+    def flush(self) -> list[dict[str, float]]:
+        """Move the recorded scalars of the steps since the last flush to the host (one transfer) as rows."""
+        if not self._pending:
+            return []
+        xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:4]])
+        nan = float("nan")
+        cols = []
+        for _, vals in self._pending:
+            cols.append([xp.asarray(v if v is not None else nan, dtype=backend.float64) for v in vals[:7]])
+        host = backend.to_numpy(xp.stack([xp.stack(c) for c in cols]))
+        rows = []
+        for (step, vals), h in zip(self._pending, host):
+            row = {"step": step}
+            for name, v in zip(HISTORY_FIELDS[1:8], h):
+                row[name] = float(v)
+            row["lr"], row["entropy_weight"] = float(vals[7]), float(vals[8])
+            rows.append(row)
+        self._pending = []
+        return rows
+
+    def sample(self, z: Tensor | None = None, n: int = 64, batch_stats: bool = True) -> Tensor:
+        """G's samples for noise ``z`` (or ``n`` fresh draws), without a graph and without changing any state.
+
+        With ``batch_stats`` batch norm uses the statistics of this batch (as during training); the running
+        statistics and ``num_batches_tracked`` are restored afterwards. Otherwise G runs in eval mode.
+        """
+        if z is None:
+            z = self._noise(n)
+        saved = [(m, k, b.copy()) for m in self.G.modules() for k, b in m._buffers.items() if b is not None]
+        was = self.G.training
+        self.G.train(batch_stats)
+        try:
+            with no_grad():
+                out = self.G(z)
+        finally:
+            self.G.train(was)
+            for m, k, b in saved:
+                m._buffers[k][...] = b
+        return out

@@ -1,0 +1,195 @@
+"""The `npgan` command line: what a run directory receives, resume, sample, info, and bad input."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npgan.checkpoint import load_arrays
+from npgan.cli import main
+
+FAST = ["--steps", "30", "--batch-size", "64", "--no-progress"]
+
+
+def _cli(args, capsys):
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _write_config(path: Path, **over):
+    """A small ring8 config.toml (fast intervals) written through the CLI's own writer."""
+    from npgan.experiment import write_config
+    from npgan.presets import make_config
+    cfg = make_config("ring8")
+    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 10, 50, 1000, 500
+    cfg.train.batch_size = 64
+    for k, v in over.items():
+        setattr(cfg.train if hasattr(cfg.train, k) else cfg, k, v)
+    write_config(path, cfg)
+    return path
+
+
+def test_train_writes_everything_a_user_expects(tmp_path, capsys):
+    out = tmp_path / "r8"
+    rc, stdout, err = _cli(["train", "--preset", "ring8", *FAST, "--seed", "3", "--out", out], capsys)
+    assert rc == 0, err
+    for f in ("config.toml", "history.csv", "checkpoint.npz", "losses.png", "metrics.json"):
+        assert (out / f).is_file(), f
+    assert (out / "samples" / "step_000000.png").is_file() and (out / "samples" / "step_000030.png").is_file()
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["step"] == 30 and {"modes", "hq", "reverse_kl"} <= set(m)
+    arrays, meta = load_arrays(out / "checkpoint.npz")
+    assert meta["step"] == 30 and any(k.startswith("opt_d/state/") for k in arrays)
+    assert "seed = 3" in (out / "config.toml").read_text()
+    assert "metrics:" in stdout
+
+
+def test_resume_and_sample(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _cli(["train", "--preset", "ring8", *FAST, "--out", out], capsys)[0] == 0
+    rc, _, err = _cli(["resume", out, "--steps", "40", "--no-progress"], capsys)
+    assert rc == 0, err
+    assert load_arrays(out / "checkpoint.npz")[1]["step"] == 40
+    assert len(list(csv.DictReader(open(out / "history.csv")))) == 40
+    rc, _, err = _cli(["sample", out, "--n", "100", "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"], capsys)
+    assert rc == 0, err
+    x = np.load(tmp_path / "s.npy", allow_pickle=False)
+    assert x.shape == (100, 2) and np.isfinite(x).all()
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_info(capsys):
+    rc, out, _ = _cli(["info"], capsys)
+    assert rc == 0
+    for key in ("npgan:", "device: cpu", "array_backend: numpy", "blas:"):
+        assert key in out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--preset", "nope", "--out", "{d}"], "nope"),
+    (["train", "--preset", "ring8", "--loss", "bogus", "--out", "{d}"], "bogus"),
+    (["train", "--preset", "ring8", "--steps", "0", "--out", "{d}"], "--steps"),
+    (["train", "--preset", "ring8", "--batch-size", "-4", "--out", "{d}"], "--batch-size"),
+    (["train", "--preset", "ring8", "--lr", "0", "--out", "{d}"], "--lr"),
+    (["train", "--preset", "ring8", "--bandwidth", "wide", "--out", "{d}"], "--bandwidth"),
+    (["train", "--preset", "digits-mlp", "--batch-size", "100000", "--out", "{d}"], "larger than the data set"),
+    (["train", "--preset", "mnist-mlp", "--out", "{d}"], "--data-dir"),
+    (["train", "--preset", "mnist-mlp", "--data-dir", "{empty}", "--out", "{d}"], "t10k-labels-idx1-ubyte"),
+    (["train", "--preset", "ring8", "--device", "gpu", "--out", "{d}"], "gpu"),
+    (["train", "--out", "{d}"], "--preset"),
+    (["resume", "{missing}"], "does not exist"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, needle):
+    if "gpu" in args:
+        from npgan import backend
+        if backend.gpu_available():
+            pytest.skip("a GPU is available here")
+    (tmp_path / "empty").mkdir()
+    d = tmp_path / "run"
+    args = [a.format(d=d, empty=tmp_path / "empty", missing=tmp_path / "missing") for a in args]
+    rc, out, err = _cli(args, capsys)
+    assert rc == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("npgan: error:"), err
+    assert needle in lines[0]
+    assert "Traceback" not in err
+    assert not d.exists()
+
+
+def test_existing_run_is_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _cli(["train", "--preset", "ring8", *FAST, "--out", out], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    rc, _, err = _cli(["train", "--preset", "ring8", *FAST, "--seed", "9", "--out", out], capsys)
+    assert rc == 2 and "already holds a run" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_corrupt_checkpoint_and_config_are_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _cli(["train", "--preset", "ring8", *FAST, "--out", out], capsys)[0] == 0
+    ck = out / "checkpoint.npz"
+    good = ck.read_bytes()
+    ck.write_bytes(good[: len(good) // 2])
+    rc, _, err = _cli(["resume", out, "--steps", "50"], capsys)
+    assert rc == 2 and "checkpoint" in err and "corrupt" in err
+    ck.write_bytes(good)
+    cfgtext = (out / "config.toml").read_text()
+    (out / "config.toml").write_text(cfgtext.replace("hidden = 128", "hidden = 64"))
+    rc, _, err = _cli(["resume", out, "--steps", "50"], capsys)
+    assert rc == 2 and "another architecture" in err
+    (out / "config.toml").write_text("this is = = not toml")
+    rc, _, err = _cli(["resume", out], capsys)
+    assert rc == 2 and "not valid TOML" in err
+    assert ck.read_bytes() == good
+
+
+def test_config_file_is_a_complete_recipe(tmp_path, capsys):
+    cfg = _write_config(tmp_path / "c.toml", steps=20, seed=5)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _cli(["train", "--config", cfg, "--no-progress", "--out", a], capsys)[0] == 0
+    assert _cli(["train", "--config", a / "config.toml", "--no-progress", "--out", b], capsys)[0] == 0
+    assert (a / "history.csv").read_text() == (b / "history.csv").read_text()
+    (tmp_path / "bad.toml").write_text('data = "ring8"\nnot_a_key = 3\n')
+    rc, _, err = _cli(["train", "--config", tmp_path / "bad.toml", "--out", tmp_path / "c"], capsys)
+    assert rc == 2 and "not_a_key" in err
+
+
+def _spawn(args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "npgan.cli", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_rows(path, n, proc, timeout=60):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if path.exists() and len(path.read_text().splitlines()) > n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("no progress")
+
+
+def _final_weights(d):
+    arrays, meta = load_arrays(d / "checkpoint.npz")
+    return {k: v for k, v in arrays.items() if k.startswith(("G/", "D/"))}, meta["step"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_signal_then_resume_reaches_the_uninterrupted_weights(tmp_path, capsys, sig):
+    cfg = _write_config(tmp_path / "c.toml", steps=400)
+    ref = tmp_path / "ref"
+    assert _cli(["train", "--config", cfg, "--no-progress", "--out", ref], capsys)[0] == 0
+
+    out = tmp_path / "cut"
+    p = _spawn(["train", "--config", cfg, "--no-progress", "--out", out])
+    _wait_rows(out / "history.csv", 120, p)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert p.returncode == 130, err
+        assert "checkpoint saved" in err
+    else:
+        assert p.returncode == -signal.SIGKILL
+    _, step = _final_weights(out)
+    assert step >= 100  # at most checkpoint_every (50) steps lost beyond what was logged
+    rc, _, err = _cli(["resume", out, "--no-progress"], capsys)
+    assert rc == 0, err
+    wr, sr = _final_weights(ref)
+    wc, sc = _final_weights(out)
+    assert sr == sc == 400
+    for k in wr:
+        assert np.array_equal(wr[k], wc[k]), k
+    assert (ref / "history.csv").read_text() == (out / "history.csv").read_text()
