@@ -96,11 +96,17 @@ class LeakyReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
+        a = x.dtype.type(self.slope)
+        if 0 <= self.slope <= 1:  # branch-free and exact (where() on a random mask is ~10x slower on CPU):
+            self.factor = xp.maximum(x > 0, a)  # y = max(x, a·x); the factor max([x > 0], a) is 1 or a
+            return xp.maximum(x, x * a)
         self.pos = x > 0
-        return xp.where(self.pos, x, x * x.dtype.type(self.slope))
+        return xp.where(self.pos, x, x * a)
 
     def backward(self, gy):
         xp = get_array_module(gy)
+        if 0 <= self.slope <= 1:
+            return gy * self.factor
         return xp.where(self.pos, gy, gy * gy.dtype.type(self.slope))
 
 
