@@ -403,6 +403,8 @@ def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | 
     fn = BatchNorm(eps, use_batch, running_mean, running_var)
     y = fn(x, weight, bias)
     if training and running_mean is not None:
+        if momentum is None and num_batches_tracked is None:
+            raise ValueError("batch_norm: momentum=None (cumulative average) needs num_batches_tracked")
         if num_batches_tracked is not None:
             num_batches_tracked += 1
         f = (1.0 / float(num_batches_tracked)) if momentum is None else momentum

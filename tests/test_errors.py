@@ -65,6 +65,8 @@ def test_elementwise_broadcast_mismatch_names_both_shapes():
     (lambda: nn.BatchNorm1d(3)(T(4, 2)), ["BatchNorm1d(3)", "(4, 2)"]),
     (lambda: nn.BatchNorm2d(3)(T(4, 3)), ["BatchNorm2d(3)", "(4, 3)"]),
     (lambda: F.batch_norm(T(1, 3), None, None, training=True), ["more than 1 value", "(1, 3)"]),
+    (lambda: F.batch_norm(T(2, 3), np.zeros(3), np.ones(3), training=True, momentum=None),
+     ["momentum=None", "num_batches_tracked"]),
     (lambda: nn.Unflatten(1, (2, 2))(T(3, 5)), ["Unflatten", "(3, 5)", "(2, 2)"]),
 ])
 def test_shape_errors(f, frags):

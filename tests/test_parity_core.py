@@ -296,3 +296,35 @@ def test_torch_state_dict_loads_into_npgan_and_back():
     m.eval()
     tm.eval()
     assert_close(m(npgan.Tensor(x)), tm(torch.from_numpy(x)), RTOL)
+
+
+def test_state_dict_keys_of_shared_modules_and_slices_match_torch():
+    lin, tlin = nn.Linear(2, 2), tnn.Linear(2, 2).double()
+    m, tm = nn.Sequential(lin, nn.Tanh(), lin), tnn.Sequential(tlin, tnn.Tanh(), tlin)
+    assert list(m.state_dict()) == list(tm.state_dict())  # a shared layer appears under each name
+    copy_state_to_torch(m, tm)
+    m.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
+    m, tm = _mlp_pair()
+    assert list(m[3:].state_dict()) == list(tm[3:].state_dict())  # slices keep the children's names
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batchnorm2d_train_then_eval(momentum):
+    m = nn.BatchNorm2d(3, momentum=momentum)
+    tm = tnn.BatchNorm2d(3, momentum=momentum).double()
+    m.weight.data[...] = [0.5, 1.0, 2.0]
+    copy_state_to_torch(m, tm)
+    for step, training in enumerate([True, True, True, False]):
+        m.train(training)
+        tm.train(training)
+        x, tx = pair(rng(step).standard_normal((4, 3, 2, 3)) + step)
+        y, ty = m(x), tm(tx)
+        assert_close(y, ty, RTOL, what=f"output, step {step}")
+        g = rng(20 + step).standard_normal(y.shape)
+        m.zero_grad()
+        tm.zero_grad()
+        y.backward(g)
+        ty.backward(torch.from_numpy(g))
+        assert_close(x.grad, tx.grad, RTOL, what=f"input grad, step {step}")
+        compare_module_grads(m, tm, RTOL)
+        _compare_buffers(m, tm, f"step {step}")

@@ -175,8 +175,15 @@ class Module:
 
     # ---------------------------------------------------------------- state
     def _state_entries(self) -> Iterator[tuple[str, Any, Module, str, str]]:
-        """(key, array, owner module, local name, kind) in PyTorch's order: per module, params then buffers."""
-        for mname, m in self.named_modules():
+        """(key, array, owner module, local name, kind) in PyTorch's order: per module, params then buffers.
+
+        A module reachable under several names appears under each of them, as in PyTorch's state_dict.
+        """
+        stack: list[tuple[str, Module]] = [("", self)]
+        while stack:
+            mname, m = stack.pop()
+            stack.extend(reversed([(f"{mname}.{k}" if mname else k, c) for k, c in m._modules.items()
+                                   if c is not None]))
             for k, p in m._parameters.items():
                 if p is not None:
                     yield (f"{mname}.{k}" if mname else k), p.data, m, k, "param"
@@ -301,10 +308,9 @@ class Sequential(Module):
         return x
 
     def __getitem__(self, i: int | slice) -> Any:
-        mods = list(self._modules.values())
-        if isinstance(i, slice):
-            return Sequential(*mods[i])
-        return mods[i]
+        if isinstance(i, slice):  # keeps the children's names, as PyTorch does
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
+        return list(self._modules.values())[i]
 
     def __len__(self) -> int:
         return len(self._modules)
