@@ -25,7 +25,7 @@ its weight read as the (O, C, kh, kw) weight of a convolution from the transpose
 input gradient is that convolution's forward. Both :class:`Conv2d` and :class:`ConvTranspose2d`
 therefore run on the same three private routines:
 
-    _conv_forward(x, w, ...)        y  = conv(x, w)           (col · W₂ᵀ, also returns col)
+    _conv_forward(x, w, ...)        y  = conv(x, w)           (im2col, then col · W₂ᵀ)
     _conv_input_grad(gy, w, ...)    gx = convᵀ(gy, w)         (col2im(gy₂ · W₂))
     _conv_weight_grad(col, gy, ...) gw = gy₂ᵀ · col
 
@@ -167,14 +167,15 @@ def _unrows(y2: Any, N: int, out: Pair) -> Any:
     return xp.ascontiguousarray(y2.reshape(N, out[0], out[1], -1).transpose(0, 3, 1, 2))
 
 
-def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[Any, Any]:
-    """y = conv(x, w): (N, C, H, W) × (O, C, kh, kw) → (N, O, OH, OW); also returns the columns.
+def _conv_cols(col: Any, w: Any, N: int, out: Pair) -> Any:
+    """y = conv(x, w) from x's columns: Y = col · W₂ᵀ, one GEMM (N·OH·OW, kh·kw·C) × (kh·kw·C, O)."""
+    return _unrows(col @ _w2(w).T, N, out)
 
-    Y = col · W₂ᵀ, one GEMM (N·OH·OW, kh·kw·C) × (kh·kw·C, O).
-    """
+
+def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[Any, Any]:
+    """y = conv(x, w): (N, C, H, W) × (O, C, kh, kw) → (N, O, OH, OW); also returns the columns."""
     col = _im2col(x, w.shape[2:], out, s, p, d)
-    y = _unrows(col @ _w2(w).T, x.shape[0], out)
-    return y, col
+    return _conv_cols(col, w, x.shape[0], out), col
 
 
 def _conv_input_grad(gy: Any, w: Any, x_shape: tuple[int, ...], s: Pair, p: Pair, d: Pair) -> Any:
@@ -208,8 +209,8 @@ class Conv2d(Function):
                                                    copy is a scatter-add); the padding's share is dropped
         ∂L/∂b[o] = Σ_{n,a,b} gy[n, o, a, b]
 
-    Keeps the column matrix (for gw) and the weight (for gx): col is C·kh·kw/(s_h·s_w) times the
-    size of x, the price of one GEMM per gradient.
+    Keeps the column matrix (for gw) and the weight (for gx): col holds about kh·kw/(s_h·s_w) times
+    as many numbers as x, the price of computing each gradient with one GEMM.
     """
 
     def __init__(self, stride: Pair, padding: Pair, dilation: Pair, out: Pair):
@@ -246,7 +247,8 @@ class ConvTranspose2d(Function):
         gx = conv_w(gy) = col · W₂ᵀ,       col = im2col(gy) of shape (N·H·W, kh·kw·Cout)
         gw = x₂ᵀ · col  laid out as (Cin, Cout, kh, kw)
         gb[co] = Σ_{n,a,b} gy[n, co, a, b]
-    The col of gy is built once and serves both gx and gw.
+    The col of gy is built once and serves both gx and gw.  These are :class:`Conv2d`'s forward and
+    weight gradient: the same private routines, with the roles of input and output exchanged.
 
     Keeps x (for gw) and w (for gx).
     """
@@ -267,7 +269,9 @@ class ConvTranspose2d(Function):
         x, w = self.x, self.w
         gx = gw = gb = None
         if need[0] or need[1]:
-            gx, col = _conv_forward(gy, w, x.shape[2:], self.s, self.p, self.d)  # gx = conv_w(gy)
+            col = _im2col(gy, w.shape[2:], x.shape[2:], self.s, self.p, self.d)
+            if need[0]:
+                gx = _conv_cols(col, w, x.shape[0], x.shape[2:])  # gx = conv_w(gy)
             if need[1]:
                 gw = _conv_weight_grad(col, x, w.shape)
         if len(need) > 2 and need[2]:
