@@ -26,8 +26,8 @@ input gradient is that convolution's forward. Both :class:`Conv2d` and :class:`C
 therefore run on the same three private routines:
 
     _conv_forward(x, w, ...)        y  = conv(x, w)           (im2col, then col · W₂ᵀ)
-    _conv_input_grad(gy, w, ...)    gx = convᵀ(gy, w)         (col2im(gy₂ · W₂))
-    _conv_weight_grad(col, gy, ...) gw = gy₂ᵀ · col
+    _conv_input_grad(gy₂, w, ...)   gx = convᵀ(gy, w)         (col2im(gy₂ · W₂))
+    _conv_weight_grad(col, gy₂, ..) gw = gy₂ᵀ · col
 
 where gy₂ is gy laid out as (N·OH·OW, O).
 """
@@ -178,17 +178,16 @@ def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple
     return _conv_cols(col, w, x.shape[0], out), col
 
 
-def _conv_input_grad(gy: Any, w: Any, x_shape: tuple[int, ...], s: Pair, p: Pair, d: Pair) -> Any:
-    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy: (N, O, OH, OW) → gx: x_shape = (N, C, H, W)."""
-    gcol = _rows(gy) @ _w2(w)
-    return _col2im(gcol, x_shape, w.shape[2:], gy.shape[2:], s, p, d)
+def _conv_input_grad(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
+    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → gx: x_shape (N, C, H, W)."""
+    return _col2im(gy2 @ _w2(w), x_shape, w.shape[2:], out, s, p, d)
 
 
-def _conv_weight_grad(col: Any, gy: Any, w_shape: tuple[int, ...]) -> Any:
-    """gw = ∂⟨gy, conv(x, w)⟩/∂w = gy₂ᵀ · col, reordered to w_shape = (O, C, kh, kw)."""
+def _conv_weight_grad(col: Any, gy2: Any, w_shape: tuple[int, ...]) -> Any:
+    """gw = ∂⟨gy, conv(x, w)⟩/∂w = gy₂ᵀ · col (gy₂ = _rows(gy)), reordered to w_shape = (O, C, kh, kw)."""
     xp = get_array_module(col)
     O, C, kh, kw = w_shape
-    g = (_rows(gy).T @ col).reshape(O, kh, kw, C)
+    g = (gy2.T @ col).reshape(O, kh, kw, C)
     return xp.ascontiguousarray(g.transpose(0, 3, 1, 2))
 
 
@@ -225,8 +224,9 @@ class Conv2d(Function):
 
     def backward(self, gy):
         need = self.needs_grad
-        gx = _conv_input_grad(gy, self.w, self.x_shape, self.s, self.p, self.d) if need[0] else None
-        gw = _conv_weight_grad(self.col, gy, self.w.shape) if need[1] else None
+        gy2 = _rows(gy)  # (N·OH·OW, O), shared by both GEMMs
+        gx = _conv_input_grad(gy2, self.w, self.x_shape, self.out, self.s, self.p, self.d) if need[0] else None
+        gw = _conv_weight_grad(self.col, gy2, self.w.shape) if need[1] else None
         gb = gy.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 
@@ -250,7 +250,7 @@ class ConvTranspose2d(Function):
     The col of gy is built once and serves both gx and gw.  These are :class:`Conv2d`'s forward and
     weight gradient: the same private routines, with the roles of input and output exchanged.
 
-    Keeps x (for gw) and w (for gx).
+    Keeps x₂ (for gw; the size of x) and w (for gx).
     """
 
     def __init__(self, stride: Pair, padding: Pair, dilation: Pair, out: Pair):
@@ -258,22 +258,23 @@ class ConvTranspose2d(Function):
 
     def forward(self, x, w, b=None):
         y_shape = (x.shape[0], w.shape[1]) + self.out
-        y = _conv_input_grad(x, w, y_shape, self.s, self.p, self.d)
+        x2 = _rows(x)  # (N·H·W, Cin): the GEMM operand here and in gw
+        y = _conv_input_grad(x2, w, y_shape, x.shape[2:], self.s, self.p, self.d)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
-        self.x, self.w = x, w
+        self.x2, self.x_shape, self.w = x2, x.shape, w
         return y
 
     def backward(self, gy):
         need = self.needs_grad
-        x, w = self.x, self.w
+        x_shape, w = self.x_shape, self.w
         gx = gw = gb = None
         if need[0] or need[1]:
-            col = _im2col(gy, w.shape[2:], x.shape[2:], self.s, self.p, self.d)
+            col = _im2col(gy, w.shape[2:], x_shape[2:], self.s, self.p, self.d)
             if need[0]:
-                gx = _conv_cols(col, w, x.shape[0], x.shape[2:])  # gx = conv_w(gy)
+                gx = _conv_cols(col, w, x_shape[0], x_shape[2:])  # gx = conv_w(gy)
             if need[1]:
-                gw = _conv_weight_grad(col, x, w.shape)
+                gw = _conv_weight_grad(col, self.x2, w.shape)
         if len(need) > 2 and need[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return gx, gw, gb
