@@ -109,7 +109,7 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^p for a constant scalar p.   gx = gy · p · x^(p−1)."""
+    """y = x^p for a constant scalar p.   gx = gy · p · x^(p−1)  (0 for p = 0, also at x = 0, as PyTorch)."""
 
     def __init__(self, p: float):
         self.p = p
@@ -120,6 +120,8 @@ class Pow(Function):
 
     def backward(self, gy):
         p = self.p
+        if p == 0:
+            return get_array_module(gy).zeros_like(gy)
         if p == 2:
             return gy * 2 * self.x
         return gy * p * self.x ** (p - 1)

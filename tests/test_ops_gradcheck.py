@@ -128,6 +128,12 @@ def test_pow_scalar(shape, data, p):
     check(lambda t: ops.pow(t, p), x, ref=lambda a: a ** p)
 
 
+def test_pow_zero_has_zero_gradient_everywhere():
+    x = npgan.Tensor(np.array([0.0, -1.0, 2.0]), requires_grad=True)
+    (x ** 0).sum().backward()
+    np.testing.assert_array_equal(x.grad, [0.0, 0.0, 0.0])
+
+
 @given(shape=SHAPES, data=st.data())
 def test_square_integer_power_of_negative_values(shape, data):
     x = data.draw(arr(shape))
@@ -321,6 +327,36 @@ def test_stack(shape, data, k):
     axis = data.draw(st.integers(-len(shape) - 1, len(shape)))
     xs = [data.draw(arr(shape)) for _ in range(k)]
     check(lambda *ts: ops.stack(list(ts), axis=axis), *xs, ref=lambda *a: np.stack(a, axis=axis))
+
+
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=1, min_dims=0, max_dims=3, max_side=3),
+       data=st.data())
+def test_broadcast_to(shapes, data):
+    x = data.draw(arr(shapes.input_shapes[0]))
+    target = shapes.result_shape
+    check(lambda t: ops.broadcast_to(t, target), x, ref=lambda a: np.broadcast_to(a, target))
+
+
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=2), data=st.data())
+def test_flatten_squeeze_unsqueeze(shape, data):
+    x = data.draw(arr(shape))
+    nd = len(shape)
+    s, e = sorted((data.draw(st.integers(0, nd - 1)), data.draw(st.integers(0, nd - 1))))
+    want = shape[:s] + (int(np.prod(shape[s:e + 1])),) + shape[e + 1:]
+    check(lambda t: ops.flatten(t, s, e), x, ref=lambda a: a.reshape(want))
+    check(ops.squeeze, x, ref=np.squeeze)
+    ax = data.draw(st.integers(-nd - 1, nd))
+    check(lambda t: ops.unsqueeze(t, ax), x, ref=lambda a: np.expand_dims(a, ax))
+
+
+def test_astype_round_trip_gradient():
+    x = npgan.Tensor(np.array([1.5, -2.0]), requires_grad=True)
+    y = ops.astype(x, np.float32)
+    assert y.dtype == np.float32
+    (y * y).sum().backward()
+    assert x.grad.dtype == F64
+    np.testing.assert_array_equal(x.grad, [3.0, -4.0])
+    assert ops.astype(x, F64) is x
 
 
 # ============================================================================ elementwise math

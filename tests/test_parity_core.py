@@ -328,3 +328,24 @@ def test_batchnorm2d_train_then_eval(momentum):
         assert_close(x.grad, tx.grad, RTOL, what=f"input grad, step {step}")
         compare_module_grads(m, tm, RTOL)
         _compare_buffers(m, tm, f"step {step}")
+
+
+KINKS = [
+    ("relu", F.relu, TF.relu),
+    ("leaky_relu", lambda t: F.leaky_relu(t, 0.2), lambda t: TF.leaky_relu(t, 0.2)),
+    ("abs", ops.abs, torch.abs),
+    ("clip", lambda t: ops.clip(t, -1.0, 1.0), lambda t: torch.clamp(t, -1.0, 1.0)),
+    ("clip_lo", lambda t: ops.clip(t, min=0.0), lambda t: torch.clamp(t, min=0.0)),
+    ("pow0", lambda t: t ** 0, lambda t: t ** 0),
+    ("sqrt_pos", lambda t: ops.sqrt(t * t + 1.0), lambda t: torch.sqrt(t * t + 1.0)),
+]
+
+
+@pytest.mark.parametrize("name,f,tf", KINKS, ids=[k[0] for k in KINKS])
+def test_gradients_at_kinks_follow_torch(name, f, tf):
+    x, tx = pair([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    y, ty = f(x), tf(tx)
+    assert_close(y, ty, RTOL, what=f"{name} output")
+    y.sum().backward()
+    ty.sum().backward()
+    assert_close(x.grad, tx.grad, RTOL, what=f"{name} grad")
