@@ -155,6 +155,29 @@ def test_conv_output_size_helpers_match_torch():
         assert conv_transpose_output_size(size, k, s, p, s - 1, d) == yt.shape[-1]
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_forward_peak_memory_is_within_twice_the_columns(transposed):
+    """Peak extra allocation of one forward <= 2 x its column matrix (N·OH·OW, kh·kw·C) (float32)."""
+    import tracemalloc
+    N, cin, cout, hw = 16, 32, 64, (14 if not transposed else 7)
+    x = npgan.randn(N, cin, hw, hw)
+    w = npgan.randn(*((cin, cout) if transposed else (cout, cin)), 4, 4)
+    # columns: of x for the conv (C = cin, 7x7 outputs); of the output for the transposed conv (C = cout)
+    col_bytes = N * 7 * 7 * 16 * (cin if not transposed else cout) * 4
+    fn = (lambda: F.conv_transpose2d(x, w, stride=2, padding=1)) if transposed else \
+        (lambda: F.conv2d(x, w, stride=2, padding=1))
+    fn()
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        y = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert y.shape[2:] == ((14, 14) if transposed else (7, 7))
+    assert peak - base <= 2 * col_bytes, f"peak {(peak - base) / 2**20:.2f} MB vs col {col_bytes / 2**20:.2f} MB"
+
+
 def test_no_grad_records_nothing():
     x = npgan.randn(2, 3, 6, 6, requires_grad=True)
     w = npgan.randn(4, 3, 3, 3, requires_grad=True)
