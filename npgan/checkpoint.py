@@ -1,42 +1,68 @@
 """Checkpoints as data, never code: an ``.npz`` of arrays plus a JSON header, written atomically.
 
-Layout of a checkpoint file (a plain NumPy ``.npz``, read with ``allow_pickle=False``):
+Layout of a checkpoint file (a plain, uncompressed NumPy ``.npz``, read with ``allow_pickle=False``):
 
-* ``__header__``: a uint8 array holding UTF-8 JSON: ``format`` (version), ``npgan`` (version), ``meta`` (anything
-  JSON-serialisable the caller adds: step, architecture summary, config hash, optimizer hyper-parameters, RNG
-  state), ``keys`` (the array names in order) and ``sha256`` (a checksum over every array's name, dtype, shape and
-  bytes, in that order);
+* ``__header__``: a uint8 array holding UTF-8 JSON: ``format`` (version), ``npgan`` (version), ``config_hash`` (the
+  sha256 of the run's configuration, or null), ``meta`` (anything JSON-serialisable the caller adds: step,
+  architecture summary, optimizer hyper-parameters, RNG state), ``keys`` (the array names in order) and ``sha256``;
 * every other entry: one array, under a '/'-separated name (``G/0.weight``, ``opt_g/state/0/exp_avg``).
 
-Writes go to a temporary file in the same directory, are flushed and fsync'ed, then renamed over the target:
-a crash or a full disk leaves the previous checkpoint intact.
+``sha256`` (format 2) is taken over the canonical JSON of the header's other fields and then every array's name,
+dtype, shape and bytes, in order: a flipped byte anywhere — in an array or in the step number — fails the check.
+(Format 1 files, whose checksum covers only the arrays, are still read.)
+
+Loading never runs code: the file is read into memory once, must be a zip of stored (uncompressed) ``.npy``
+members whose sizes add up, and NumPy parses it with ``allow_pickle=False``; a pickle, an object array, a truncated
+or altered file, a newer format or a missing header each give one :class:`CheckpointError` naming the file.
+
+Writes go to a temporary file in the same directory (``.NAME.XXXX.tmp``), are flushed and fsync'ed, then renamed
+over the target and the directory is fsync'ed: a crash at any moment leaves either the old or the new file, never
+a half-written one; a failed write (disk full) removes its temporary file and raises
+:class:`CheckpointWriteError`, leaving the previous checkpoint intact. A process killed between the two steps
+leaves a stale temporary file, which :func:`remove_stale_temps` (run by ``npgan resume``) deletes.
+
+``NPGAN_FAULT_SLEEP_IN_SAVE=SECONDS`` (for fault-injection tests only) pauses a checkpoint save between the
+fsync of the temporary file and the rename, so that a test can kill the process in that window.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from . import __version__, backend
+from .errors import CheckpointError, CheckpointWriteError
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "save_arrays", "load_arrays", "atomic_write_bytes",
-           "atomic_write_text"]
+__all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointWriteError", "save_arrays", "load_arrays",
+           "atomic_write_bytes", "atomic_write_text", "config_hash", "remove_stale_temps"]
 
-FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit: names the file and the reason."""
+FORMAT_VERSION = 2
+_READABLE_FORMATS = (1, 2)
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
-def _digest(arrays: dict[str, Any]) -> str:
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 (hex) of a configuration dict's canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(_canonical(config).encode("utf-8")).hexdigest()
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(arrays: dict[str, Any], core: dict[str, Any] | None = None) -> str:
+    """sha256 over the header's ``core`` fields (format 2; None for format 1) and every array, in order."""
     h = hashlib.sha256()
+    if core is not None:
+        h.update(_canonical(core).encode("utf-8"))
     for k, a in arrays.items():
         a = backend.np.asarray(a, order="C")  # (ascontiguousarray would turn 0-d into 1-d)
         h.update(k.encode())
@@ -46,15 +72,46 @@ def _digest(arrays: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (never a half-written file)."""
+# ============================================================================ atomic writes
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (a short write is retried; an error propagates)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, _fault_pause: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temporary file, fsync and a rename (never a half-written file).
+
+    On any failure the temporary file is removed and the exception (e.g. OSError ENOSPC) propagates; ``path``
+    keeps its previous content.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if _fault_pause:
+            pause = os.environ.get("NPGAN_FAULT_SLEEP_IN_SAVE")
+            if pause:
+                time.sleep(float(pause))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -62,59 +119,132 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         except OSError:
             pass
         raise
+    _fsync_dir(path.parent)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def save_arrays(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Save host copies of ``arrays`` and the JSON ``meta`` atomically to ``path`` (an .npz)."""
+def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.NAME.XXXX.tmp``) that a killed writer left in ``directory``; returns them.
+
+    Call it only when no other process writes to the directory (``npgan resume`` does, before training).
+    """
+    removed = []
+    for p in Path(directory).glob(".*.tmp"):
+        try:
+            p.unlink()
+            removed.append(p)
+        except OSError:  # pragma: no cover - raced with another cleaner
+            pass
+    return removed
+
+
+# ============================================================================ save
+def save_arrays(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any],
+                config_hash: str | None = None) -> None:
+    """Save host copies of ``arrays`` and the JSON ``meta`` atomically to ``path`` (an .npz).
+
+    Raises :class:`CheckpointError` for an array that is not numeric or a reserved name, and
+    :class:`CheckpointWriteError` (an OSError with the errno) when the file cannot be written; in both cases
+    ``path`` is untouched.
+    """
+    path = Path(path)
     host = {k: backend.np.asarray(backend.to_numpy(a), order="C") for k, a in arrays.items()}
     for k, a in host.items():
         if a.dtype.kind not in "biuf":
             raise CheckpointError(f"{path}: array {k!r} has dtype {a.dtype}; only numeric arrays are stored")
-        if k == "__header__":
-            raise CheckpointError(f"{path}: '__header__' is a reserved name")
-    header = {"format": FORMAT_VERSION, "npgan": __version__, "meta": meta, "keys": list(host),
-              "sha256": _digest(host)}
+        if k == "__header__" or not isinstance(k, str) or not k:
+            raise CheckpointError(f"{path}: {k!r} is not a valid array name")
+    try:
+        core = json.loads(json.dumps({"format": FORMAT_VERSION, "npgan": __version__, "config_hash": config_hash,
+                                      "meta": meta, "keys": list(host)}))
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the metadata is not JSON-serialisable ({exc})") from None
+    header = dict(core, sha256=_digest(host, core))
     buf = io.BytesIO()
     payload = {"__header__": backend.np.frombuffer(json.dumps(header).encode("utf-8"), dtype=backend.np.uint8)}
     payload.update(host)
     backend.np.savez(buf, **payload)
-    atomic_write_bytes(path, buf.getvalue())
+    try:
+        atomic_write_bytes(path, buf.getvalue(), _fault_pause=True)
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, "?")
+        state = (f"the previous checkpoint {path} is intact" if path.is_file()
+                 else f"no checkpoint exists at {path}")
+        raise CheckpointWriteError(exc.errno, f"could not write checkpoint {path}: {exc.strerror or exc} "
+                                   f"({code}); {state}, no temporary file is left") from None
 
 
-def load_arrays(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+# ============================================================================ load
+def _check_zip(path: Path, raw: bytes) -> None:
+    """The file is a zip of stored .npy members whose sizes fit the file (no pickle, no zip bomb)."""
+    if not raw.startswith(_ZIP_MAGIC):
+        if raw[:1] == b"\x80":  # the PROTO opcode that starts every pickle of protocol 2 or later
+            raise CheckpointError(f"checkpoint {path} is a pickle file, which npgan never loads (checkpoints are "
+                                  ".npz data)")
+        kind = "empty" if not raw else "not an .npz (zip) file"
+        raise CheckpointError(f"checkpoint {path} is {kind}")
+    try:
+        infos = zipfile.ZipFile(io.BytesIO(raw)).infolist()
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, IndexError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
+    total = 0
+    for info in infos:
+        if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"checkpoint {path}: unexpected member {info.filename!r} (an npgan checkpoint "
+                                  "holds only uncompressed .npy arrays)")
+        total += info.file_size
+    if total > len(raw):
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (its members claim {total} bytes, the "
+                              f"file has {len(raw)})")
+
+
+def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """(arrays as host numpy arrays, meta) from a checkpoint; :class:`CheckpointError` on any defect.
 
-    Refuses pickled objects (``allow_pickle=False``), files that are not .npz, truncated or altered files (the
-    checksum), and files of a newer format.
+    With ``header=True`` the second item is the whole header (``format``, ``npgan``, ``config_hash``, ``meta``,
+    ``keys``, ``sha256``). Refuses pickles and object arrays (nothing is ever unpickled), files that are not
+    .npz, truncated or altered files (the checksum), and files of a newer format.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        with backend.np.load(path, allow_pickle=False) as z:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
+    _check_zip(path, raw)
+    try:
+        with backend.np.load(io.BytesIO(raw), allow_pickle=False) as z:
             if "__header__" not in z.files:
                 raise CheckpointError(f"checkpoint {path} has no npgan header (not an npgan checkpoint)")
-            header = json.loads(bytes(z["__header__"]).decode("utf-8"))
+            head = json.loads(bytes(z["__header__"]).decode("utf-8"))
             arrays = {k: z[k] for k in z.files if k != "__header__"}
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any parse failure of foreign bytes is one clear error
         if "pickle" in str(exc).lower():
             raise CheckpointError(f"checkpoint {path} holds pickled objects, which npgan never loads") from None
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None
-    if not isinstance(header, dict) or "format" not in header:
+    if not isinstance(head, dict) or "format" not in head:
         raise CheckpointError(f"checkpoint {path} has a malformed header")
-    if not isinstance(header["format"], int) or header["format"] > FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format {header['format']}, newer than this npgan "
-                              f"({__version__}) reads (format {FORMAT_VERSION}); upgrade npgan")
-    keys = header.get("keys")
-    if keys is None or sorted(keys) != sorted(arrays):
+    fmt = head["format"]
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise CheckpointError(f"checkpoint {path} has a malformed header (format {fmt!r})")
+    if fmt not in _READABLE_FORMATS:
+        raise CheckpointError(f"checkpoint {path} has format {fmt} (written by npgan {head.get('npgan', '?')}), "
+                              f"newer than this npgan ({__version__}) reads (format {FORMAT_VERSION}); "
+                              "upgrade npgan")
+    keys = head.get("keys")
+    if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(arrays):
         raise CheckpointError(f"checkpoint {path}: the arrays do not match the header's list")
     ordered = {k: arrays[k] for k in keys}
-    if _digest(ordered) != header.get("sha256"):
+    core = None if fmt == 1 else {k: head.get(k) for k in ("format", "npgan", "config_hash", "meta", "keys")}
+    if _digest(ordered, core) != head.get("sha256"):
         raise CheckpointError(f"checkpoint {path} fails its checksum: the file was altered or damaged")
-    return ordered, header.get("meta", {})
+    meta = head.get("meta", {})
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path} has a malformed header (meta is {type(meta).__name__})")
+    return ordered, (head if header else meta)

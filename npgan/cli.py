@@ -8,6 +8,11 @@
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
 directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130.
+
+Exit status: 0 done; 2 bad input, an unusable file, or a batch too large for the machine's memory (found before
+training starts); 3 training diverged (a non-finite loss or gradient with ``--on-nan stop``, or rollbacks
+exhausted): the last good checkpoint is intact; 4 a checkpoint could not be written (e.g. disk full): the
+previous one is intact; 130 interrupted (checkpoint saved).
 """
 
 from __future__ import annotations
@@ -82,6 +87,7 @@ def _bandwidth(s: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .gan import ON_NAN_ACTIONS
     from .losses import LOSS_KINDS
     from .presets import PRESETS
 
@@ -103,12 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="cpu | gpu | gpu:N")
     t.add_argument("--seed", type=int)
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (mnist presets)")
+    t.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS),
+                   help="on a nan/inf loss or gradient: stop (default; exit 3), skip the step, or roll back to the "
+                        "last checkpoint with the learning rate halved")
     t.add_argument("--out", required=True, type=Path, help="run directory (must not hold a run yet)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("dir", type=Path)
     r.add_argument("--steps", type=_positive_int("--steps"), help="new total number of steps")
+    r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
     r.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
@@ -164,6 +174,8 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         cfg.seed = a.seed
     if a.data_dir is not None:
         cfg.data_dir = a.data_dir
+    if a.on_nan is not None:
+        tr.on_nan = a.on_nan
     cfg.log_every = min(cfg.log_every, tr.steps)
     cfg.validate()
     if cfg.data in ("digits", "mnist"):
@@ -197,7 +209,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_resume(a: argparse.Namespace) -> int:
     from .experiment import Run
-    run = Run.resume(a.dir, steps=a.steps)
+    run = Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan)
     if run.trainer.step_count >= run.cfg.train.steps and (a.dir / "metrics.json").exists():
         print(f"{a.dir} has finished its {run.cfg.train.steps} steps; pass --steps N to train further",
               file=sys.stderr)
@@ -240,8 +252,12 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
+    from .errors import CheckpointError, CheckpointWriteError, DivergenceError
     from .experiment import Interrupted
     try:
         a = build_parser().parse_args(argv)
@@ -252,12 +268,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("npgan: interrupted", file=sys.stderr)
         return 130
+    except DivergenceError as exc:
+        if os.environ.get("NPGAN_DEBUG"):
+            raise
+        print(f"npgan: diverged: {_one_line(exc)}", file=sys.stderr)
+        return 3
+    except CheckpointWriteError as exc:
+        if os.environ.get("NPGAN_DEBUG"):
+            raise
+        print(f"npgan: error: {_one_line(exc)}", file=sys.stderr)
+        return 4
+    except MemoryError as exc:
+        if os.environ.get("NPGAN_DEBUG"):
+            raise
+        msg = _one_line(exc) if str(exc) else "out of memory; try a smaller --batch-size"
+        print(f"npgan: error: {msg}", file=sys.stderr)
+        return 2
     except (UsageError, ValueError, TypeError, CheckpointError, backend.DeviceError, FileNotFoundError,
             PermissionError, OSError) as exc:
         if os.environ.get("NPGAN_DEBUG"):
             raise
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"npgan: error: {msg}", file=sys.stderr)
+        print(f"npgan: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except json.JSONDecodeError as exc:  # pragma: no cover - covered by ValueError
         print(f"npgan: error: {exc}", file=sys.stderr)

@@ -15,6 +15,19 @@ samples are drawn without touching the running statistics (:meth:`Trainer.sample
 Every step records loss_d, loss_g, D(x) and D(G(z)) (mean sigmoid of D's output), the KDE entropy of G's batch
 (when λ > 0) and the gradient norms of G and D as device scalars; they reach the host only in
 :meth:`Trainer.flush`, which the caller runs at its logging interval.
+
+Divergence guard. Before every optimizer step the loss and the gradient norm of the network about to be updated
+are checked together: ``isfinite(loss) & isfinite(‖g‖)`` is one device reduction over two scalars and one bool
+brought to the host (the gradient norm is computed for the history anyway; a nan or inf anywhere in a gradient
+makes the norm non-finite). That is 1 + d_steps host syncs per step (two with the defaults: D's update must land
+before G's loss is computed through D, so the two checks cannot be merged without computing everything twice).
+On a CPU the check costs a few microseconds per step; on a GPU each sync waits for the queued kernels.
+A failed check zeroes the gradients and leaves every parameter, optimizer state and buffer as the previous update
+left it; then ``config.on_nan`` decides: "stop" raises :class:`~npgan.errors.DivergenceError` naming the network,
+the loss and the step; "skip" drops the rest of this step (the data and noise of the step are consumed, the step
+counter advances, the step's row records the non-finite values and ``skipped`` counts it); "rollback" raises
+DivergenceError too, and the caller that owns the checkpoints (:meth:`npgan.experiment.Run.train`) restores the
+last checkpoint and lowers the learning rate.
 """
 
 from __future__ import annotations
@@ -25,13 +38,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import backend
+from .errors import DivergenceError
 from .functional import stable_sigmoid
 from .losses import LOSS_KINDS, discriminator_loss, generator_loss
 from .nn import Module
 from .optim import Optimizer
 from .tensor import Tensor, no_grad
 
-__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS"]
+__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "ON_NAN_ACTIONS"]
+
+ON_NAN_ACTIONS = ("stop", "skip", "rollback")
 
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
                   "entropy_weight")
@@ -43,6 +59,8 @@ class TrainConfig:
 
     lr / lr_final: the learning rate of both optimizers falls linearly from ``lr`` to ``lr_final`` over
     ``steps`` (constant when lr_final is None). entropy_weight / entropy_weight_final: λ likewise.
+    on_nan: what a non-finite loss or gradient does (see the module docstring): "stop" (default), "skip" or
+    "rollback".
     """
 
     steps: int = 1000
@@ -58,6 +76,7 @@ class TrainConfig:
     bandwidth: float | str = "silverman"
     leave_one_out: bool = False
     clip_value: float = 0.01
+    on_nan: str = "stop"
 
     def validate(self) -> None:
         if self.loss not in LOSS_KINDS:
@@ -70,18 +89,28 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         for name in ("lr", "lr_final"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
+                                  or not math.isfinite(v)):
                 raise ValueError(f"{name} must be a positive number, got {v!r}")
         for name in ("entropy_weight", "entropy_weight_final"):
             v = getattr(self, name)
-            if v is not None and (not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
+                                  or not math.isfinite(v)):
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
         if isinstance(self.bandwidth, str):
             if self.bandwidth not in ("scott", "silverman", "median"):
                 raise ValueError(f"bandwidth must be a positive number or one of scott, silverman, median; "
                                  f"got {self.bandwidth!r}")
-        elif not self.bandwidth > 0:
+        elif (isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, (int, float))
+              or not self.bandwidth > 0 or not math.isfinite(self.bandwidth)):
             raise ValueError(f"bandwidth must be positive, got {self.bandwidth!r}")
+        if (isinstance(self.clip_value, bool) or not isinstance(self.clip_value, (int, float))
+                or not self.clip_value > 0 or not math.isfinite(self.clip_value)):
+            raise ValueError(f"clip_value must be a positive number, got {self.clip_value!r}")
+        if self.on_nan not in ON_NAN_ACTIONS:
+            raise ValueError(f"on_nan must be one of {', '.join(ON_NAN_ACTIONS)}, got {self.on_nan!r}")
+        if not isinstance(self.leave_one_out, bool):
+            raise ValueError(f"leave_one_out must be true or false, got {self.leave_one_out!r}")
 
     def schedule(self, value: float, final: float | None, step: int) -> float:
         """Linear interpolation from ``value`` (step 0) to ``final`` (last step)."""
@@ -103,6 +132,14 @@ def _grad_norm(params: list[Tensor]) -> Any:
     return backend.get_array_module(total).sqrt(total)
 
 
+class _NonFinite(Exception):
+    """Internal: a guard failed in one phase (turned into a skip or a DivergenceError by Trainer.step)."""
+
+    def __init__(self, network: str, loss: str, values: dict[str, float]) -> None:
+        super().__init__(network, loss)
+        self.network, self.loss, self.values = network, loss, values
+
+
 class Trainer:
     """Runs GAN steps on G and D with their optimizers.
 
@@ -113,15 +150,23 @@ class Trainer:
         real_batch: ``real_batch(step) -> Tensor`` of ``batch_size`` real samples; it must be a pure function of
             the step and npgan's seeded generator, so that a resumed run draws the same batches.
         config: :class:`TrainConfig`.
+        log: where the guard reports skipped steps (one line each); default: nowhere (``skipped`` counts them).
+
+    ``lr_scale`` multiplies the scheduled learning rate (1.0; a rollback lowers it); ``skipped`` counts the steps
+    the divergence guard skipped.
     """
 
     def __init__(self, G: Module, D: Module, opt_g: Optimizer, opt_d: Optimizer,
-                 real_batch: Callable[[int], Tensor], config: TrainConfig) -> None:
+                 real_batch: Callable[[int], Tensor], config: TrainConfig,
+                 log: Callable[[str], None] | None = None) -> None:
         config.validate()
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         self.real_batch = real_batch
         self.cfg = config
+        self.log = log
         self.step_count = 0
+        self.lr_scale = 1.0
+        self.skipped = 0
         self._pending: list[tuple[int, list[Any]]] = []
         self._g_params = list(G.parameters())
         self._d_params = list(D.parameters())
@@ -136,7 +181,21 @@ class Trainer:
             for g in opt.param_groups:
                 g["lr"] = lr
 
-    def _d_phase(self) -> tuple[Any, Any, Any, Any]:
+    @staticmethod
+    def _guard(network: str, loss_name: str, loss: Any, gn: Any, params: list[Tensor]) -> None:
+        """One combined finiteness check of a loss and its gradient norm (one bool to the host).
+
+        ``loss + ‖g‖`` is finite exactly when both are (or a sum beyond the float range, itself a divergence).
+        On failure the gradients are dropped so that nothing non-finite lingers, and _NonFinite is raised.
+        """
+        xp = backend.get_array_module(loss, gn)
+        if bool(xp.isfinite(loss + gn)):
+            return
+        for p in params:
+            p.grad = None
+        raise _NonFinite(network, loss_name, {loss_name: float(loss), f"grad_norm_{network.lower()}": float(gn)})
+
+    def _d_phase(self, rec: dict[str, Any]) -> None:
         cfg = self.cfg
         for _ in range(cfg.d_steps):
             real = self.real_batch(self.step_count)
@@ -148,15 +207,18 @@ class Trainer:
             self.opt_d.zero_grad()
             loss_d.backward()
             gn_d = _grad_norm(self._d_params)
+            rec.update(loss_d=loss_d.data, grad_norm_d=gn_d, d_x=stable_sigmoid(d_real.data).mean(),
+                       d_g_z=stable_sigmoid(d_fake.data).mean())
+            self._guard("D", "loss_d", loss_d.data, gn_d, self._d_params)
             self.opt_d.step()
             if cfg.loss == "wasserstein":
                 c = cfg.clip_value
                 for p in self._d_params:
                     backend.get_array_module(p.data).clip(p.data, -c, c, out=p.data)
-        return loss_d.data, gn_d, stable_sigmoid(d_real.data).mean(), stable_sigmoid(d_fake.data).mean()
 
-    def _g_phase(self, lam: float) -> tuple[Any, Any, Any]:
+    def _g_phase(self, lam: float, rec: dict[str, Any] | None = None) -> None:
         cfg = self.cfg
+        rec = {} if rec is None else rec
         for p in self._d_params:
             p.requires_grad = False
         try:
@@ -169,32 +231,58 @@ class Trainer:
             for p in self._d_params:
                 p.requires_grad = True
         gn_g = _grad_norm(self._g_params)
+        rec.update(loss_g=loss_g.data, grad_norm_g=gn_g, entropy=(entropy.data if entropy is not None else None))
+        self._guard("G", "loss_g", loss_g.data, gn_g, self._g_params)
         self.opt_g.step()
-        return loss_g.data, gn_g, (entropy.data if entropy is not None else None)
 
-    def step(self) -> None:
-        """One generator step and its ``d_steps`` discriminator steps; records the step's scalars."""
+    def step(self) -> bool:
+        """One generator step and its ``d_steps`` discriminator steps; records the step's scalars.
+
+        Returns True, or False when the divergence guard skipped (part of) the step (``on_nan="skip"``); raises
+        :class:`~npgan.errors.DivergenceError` for "stop" and "rollback" (``step_count`` is not advanced).
+        """
         cfg, t = self.cfg, self.step_count
-        lr = cfg.schedule(cfg.lr, cfg.lr_final, t)
+        lr = cfg.schedule(cfg.lr, cfg.lr_final, t) * self.lr_scale
         lam = cfg.schedule(cfg.entropy_weight, cfg.entropy_weight_final, t)
         self._set_lr(lr)
         self.G.train()
         self.D.train()
-        if cfg.order == "d_first":
-            loss_d, gn_d, d_x, d_gz = self._d_phase()
-            loss_g, gn_g, ent = self._g_phase(lam)
-        else:
-            loss_g, gn_g, ent = self._g_phase(lam)
-            loss_d, gn_d, d_x, d_gz = self._d_phase()
+        rec: dict[str, Any] = {}
+        try:
+            if cfg.order == "d_first":
+                self._d_phase(rec)
+                self._g_phase(lam, rec)
+            else:
+                self._g_phase(lam, rec)
+                self._d_phase(rec)
+        except _NonFinite as bad:
+            vals = ", ".join(f"{k} = {v!r}" for k, v in bad.values.items())
+            what = f"step {t + 1}: non-finite {bad.loss} or gradient of {bad.network} ({vals})"
+            if cfg.on_nan != "skip":
+                raise DivergenceError(f"{what}; {bad.network} was not updated by this step", step=t + 1,
+                                      network=bad.network, loss=bad.loss, values=bad.values) from None
+            self.skipped += 1
+            if self.log is not None:
+                self.log(f"{what}; skipped the update of {bad.network}"
+                         f"{' and the rest of the step' if (cfg.order == 'd_first') == (bad.network == 'D') else ''}"
+                         " (on_nan = skip)")
+            self._record(t + 1, rec, lr, lam)
+            self.step_count += 1
+            return False
+        self._record(t + 1, rec, lr, lam)
         self.step_count += 1
-        self._pending.append((self.step_count, [loss_d, loss_g, d_x, d_gz, ent, gn_g, gn_d, lr, lam]))
+        return True
+
+    def _record(self, step: int, rec: dict[str, Any], lr: float, lam: float) -> None:
+        names = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d")
+        self._pending.append((step, [rec.get(k) for k in names] + [lr, lam]))
 
     # ------------------------------------------------------------------ host side
     def flush(self) -> list[dict[str, float]]:
         """Move the recorded scalars of the steps since the last flush to the host (one transfer) as rows."""
         if not self._pending:
             return []
-        xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:4]])
+        xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:7] if v is not None])
         nan = float("nan")
         cols = []
         for _, vals in self._pending:
