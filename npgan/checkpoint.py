@@ -225,6 +225,9 @@ def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - any parse failure of foreign bytes is one clear error
+        if isinstance(exc, zipfile.BadZipFile) and "CRC" in str(exc):
+            raise CheckpointError(f"checkpoint {path} fails its checksum: the file was altered or damaged "
+                                  f"({exc})") from None
         if "pickle" in str(exc).lower():
             raise CheckpointError(f"checkpoint {path} holds pickled objects, which npgan never loads") from None
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({type(exc).__name__}: {exc})") from None

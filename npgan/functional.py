@@ -243,7 +243,8 @@ class SigmoidBCEWithLogits(Function):
     ℓ_i = max(x_i, 0) − x_i t_i + log(1 + e^−|x_i|)     (= −t log σ(x) − (1 − t) log(1 − σ(x)))
     reduced by mean (÷ n), sum or none.
 
-    gx_i = (σ(x_i) − t_i) · gy / n     (n = 1 for "sum", elementwise gy for "none")
+    gx_i = (σ(x_i) − t_i) · gy / n     (n = 1 for "sum", elementwise gy for "none"), computed as
+           ((1 − t_i) σ(x_i) − t_i σ(−x_i)) · gy / n, exact for t_i ∈ {0, 1} at any x_i
     gt_i = −x_i · gy / n
     Stable for any finite x: no exp of a positive number is ever taken.
     """
@@ -260,7 +261,13 @@ class SigmoidBCEWithLogits(Function):
     def backward(self, gy):
         x, t = self.x, self.t
         g = _reduce_grad(gy, x.shape, self.reduction, x.dtype)
-        gx = (stable_sigmoid(x) - t) * g if self.needs_grad[0] else None
+        gx = None
+        if self.needs_grad[0]:  # σ(x) − t as (1 − t)·σ(x) − t·σ(−x): no cancellation when t is 0 or 1
+            xp = get_array_module(x)
+            e = xp.exp(-xp.abs(x))
+            r = 1.0 / (1.0 + e)
+            pos = x >= 0
+            gx = ((1 - t) * xp.where(pos, r, e * r) - t * xp.where(pos, e * r, r)) * g
         gt = sum_to(-x * g, t.shape) if self.needs_grad[1] else None
         return gx, gt
 

@@ -709,6 +709,8 @@ def stack(xs: Sequence[Tensor], axis: int = 0) -> Tensor:
 def astype(x: Tensor, dtype) -> Tensor:
     if x.dtype == dtype:
         return x
+    if backend.dtype(dtype) == backend.float16:
+        raise TypeError("astype: dtype float16 is not supported (npgan computes in float32 or float64)")
     if backend.dtype(dtype).kind != "f" and x.requires_grad:
         return Tensor(x.data.astype(dtype))
     return AsType(dtype)(x)

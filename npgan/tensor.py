@@ -62,19 +62,35 @@ def _as_data(data: Any, dtype: Any = None) -> Any:
     if dtype is not None and backend.dtype(dtype).kind not in "fiub":
         raise TypeError(f"tensors hold float, integer or bool data; dtype {backend.dtype(dtype)} "
                         "is not supported")
+    if dtype is not None and backend.dtype(dtype) == backend.float16:
+        raise TypeError("dtype float16 is not supported: npgan computes in float32 or float64")
     if is_array(data):
         if data.dtype.kind not in "fiub":
             raise TypeError(f"cannot make a tensor from an array of dtype {data.dtype} "
                             "(only float, integer and bool data)")
+        if data.dtype == backend.float16:
+            data = _upcast_half(data)
         return data if dtype is None or data.dtype == dtype else data.astype(dtype)
     xp = backend.current_xp()
     arr = backend.np.asarray(data)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"cannot make a tensor from {type(data).__name__} data of dtype {arr.dtype} "
                         "(only float, integer and bool data)")
+    if arr.dtype == backend.float16 and dtype is None:
+        arr = _upcast_half(arr)
     if dtype is None and arr.dtype.kind == "f":
         dtype = backend.get_default_dtype()
     return xp.asarray(arr, dtype=dtype)
+
+
+def _upcast_half(a: Any) -> Any:
+    """float16 data → the default dtype, with a PrecisionWarning (npgan never computes in float16)."""
+    import warnings
+
+    from .errors import PrecisionWarning
+    warnings.warn(f"float16 data of shape {a.shape} converted to {backend.get_default_dtype()} (npgan computes in "
+                  "float32 or float64)", PrecisionWarning, stacklevel=4)
+    return a.astype(backend.get_default_dtype())
 
 
 class Tensor:
