@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import math
@@ -19,7 +18,7 @@ import pytest
 import npgan
 import npgan.functional as F
 from npgan import checkpoint, data, nn, optim
-from npgan.checkpoint import CheckpointError, CheckpointWriteError, config_hash, load_arrays, save_arrays
+from npgan.checkpoint import CheckpointError, config_hash, load_arrays, save_arrays
 from npgan.cli import main
 from npgan.errors import DivergenceError, InsufficientMemoryError, PrecisionWarning
 from npgan.experiment import Run, check_memory, estimate_step_bytes
@@ -446,85 +445,6 @@ def test_resume_refuses_a_pickle_checkpoint_via_cli(tmp_path, capsys):
     rc, _, err = _cli(["resume", out, "--steps", "10", "--no-progress"], capsys)
     assert rc == 2 and "pickle" in err and len(err.strip().splitlines()) == 1
     assert not marker.exists()
-
-
-# ============================================================================ a full disk
-def _enospc_on_tmp_writes(monkeypatch, directory, after_bytes=1000):
-    """os.write raises ENOSPC for files in ``directory`` once ``after_bytes`` bytes went there (partial write)."""
-    real_write = os.write
-    written = {"n": 0}
-
-    def write(fd, buf):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            target = ""
-        if target.startswith(str(directory)):
-            room = after_bytes - written["n"]
-            if room <= 0:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            n = real_write(fd, bytes(buf[:room]))
-            written["n"] += n
-            return n
-        return real_write(fd, buf)
-    monkeypatch.setattr(os, "write", write)
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-def test_disk_full_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
-    run = Run.create(_ring_cfg(), tmp_path / "r")
-    for _ in range(3):
-        run.trainer.step()
-    path = run.save_checkpoint()
-    good = path.read_bytes()
-    for _ in range(2):
-        run.trainer.step()
-    _enospc_on_tmp_writes(monkeypatch, tmp_path / "r")
-    with pytest.raises(CheckpointWriteError) as ei:
-        run.save_checkpoint()
-    assert ei.value.errno == errno.ENOSPC
-    msg = str(ei.value)
-    for frag in ("step 5", "could not write checkpoint", "No space left on device", "ENOSPC",
-                 "previous checkpoint", "(step 3) is intact"):
-        assert frag in msg, msg
-    assert path.read_bytes() == good
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.npz", "config.toml", "history.csv"]
-
-
-def test_fsync_failure_is_a_write_failure_too(tmp_path, monkeypatch):
-    path = tmp_path / "c.npz"
-    save_arrays(path, {"a": np.arange(3.0)}, {"step": 1})
-    good = path.read_bytes()
-
-    def fsync(fd):
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-    monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(CheckpointWriteError, match="EIO.*previous checkpoint .* is intact"):
-        save_arrays(path, {"a": np.arange(4.0)}, {"step": 2})
-    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["c.npz"]
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
-def test_cli_disk_full_exits_4_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "r"
-    import npgan.experiment as ex
-    real_save = ex.Run.save_checkpoint
-    calls = {"n": 0}
-
-    def save(self):  # the disk fills up after the step-0 and step-10 checkpoints
-        calls["n"] += 1
-        if calls["n"] == 3:
-            _enospc_on_tmp_writes(monkeypatch, out, after_bytes=500)
-        return real_save(self)
-    monkeypatch.setattr(ex.Run, "save_checkpoint", save)
-    rc, _, err = _cli(["train", "--config", _write_cfg(tmp_path / "c.toml", _ring_cfg(40)), "--no-progress",
-                       "--out", out], capsys)
-    assert rc == 4
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "No space left on device" in lines[0] and "(step 10) is intact" in lines[0]
-    monkeypatch.undo()
-    assert load_arrays(out / "checkpoint.npz")[1]["step"] == 10
-    assert not list(out.glob(".*.tmp"))
 
 
 # ============================================================================ memory
