@@ -275,7 +275,10 @@ class Maximum(Function):
 
 
 class Minimum(Maximum):
-    """y = min(a, b) elementwise; gradient as :class:`Maximum` with the roles swapped."""
+    """y = min(a, b) elementwise; gradient as :class:`Maximum` with the roles swapped.
+
+    ga = sum_to(gy · ([a < b] + ½[a = b])),  gb = sum_to(gy · ([b < a] + ½[a = b])).
+    """
 
     sign = -1
 
