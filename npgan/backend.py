@@ -5,11 +5,32 @@ device or of a given array, for the default float dtype and for the seeded
 random generator. CuPy is optional: when it is missing, :data:`cupy` stays
 ``None`` and asking for the GPU raises :class:`DeviceError` that says why and
 how to install it.
+
+Devices. ``set_device("gpu")`` (or ``"gpu:N"``, or the ``NPGAN_DEVICE``
+environment variable read at import) makes new tensors, parameters and random
+numbers live on the GPU. Data leaves the GPU only through :func:`to_numpy`
+(``Tensor.numpy()``, checkpoints, plots); CuPy refuses ``numpy.asarray`` of a
+device array, so an accidental host round trip is an error, not a slowdown.
+The GPU array module is held in one place (:func:`set_gpu_module`), so the tests
+can put a stand-in there that behaves like CuPy on a machine without a GPU.
+
+Random numbers. Each device has its own generator, seeded by
+:func:`manual_seed` (numpy's PCG64 on the CPU, CuPy's XORWOW on the GPU), so the
+same seed gives different streams on the two devices. :func:`get_rng_state` /
+:func:`set_rng_state` save and restore the generator exactly on the same kind of
+device (on the GPU the whole cuRAND state array is copied, about 1.5 MB); a
+state saved on the other kind of device cannot be continued, and restoring it
+seeds a fresh generator from a digest of the saved state instead (so resuming
+the same checkpoint twice still draws the same numbers).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
+import zlib
 from typing import Any
 
 import numpy
@@ -24,13 +45,21 @@ except Exception as exc:  # pragma: no cover - depends on the machine
     cupy = None
     _CUPY_IMPORT_ERROR = exc
 
+# The GPU array module in use (CuPy, or a stand-in installed by the tests) and its array type; None without one.
+_gpu_xp: Any = cupy
+_gpu_type: Any = cupy.ndarray if cupy is not None else None
+_gpu_checked: set[int] = set()  # GPU ids known to answer (checked once each)
+_multi_gpu = False              # True once more than one GPU was seen: only then do device ids need comparing
+
 ndarray = numpy.ndarray
 float16, float32, float64 = numpy.float16, numpy.float32, numpy.float64
 int64, bool_ = numpy.int64, numpy.bool_
 
 __all__ = [
     "DeviceError", "np", "cupy", "get_array_module", "set_default_dtype", "get_default_dtype",
-    "manual_seed", "rng", "set_device", "get_device", "to_numpy", "is_array", "asarray",
+    "manual_seed", "rng", "set_device", "get_device", "to_numpy", "is_array", "asarray", "device_of",
+    "check_same_device", "get_rng_state", "set_rng_state", "gpu_available", "current_xp", "synchronize",
+    "set_gpu_module",
 ]
 
 
@@ -63,40 +92,104 @@ def __getattr__(name: str) -> Any:  # module attribute ``backend.xp`` follows th
 # ----------------------------------------------------------------------------- arrays
 def get_array_module(*arrays: Any) -> Any:
     """The array module (numpy or cupy) that owns ``arrays``; numpy for host data."""
-    if cupy is not None:
+    t = _gpu_type
+    if t is not None:
         for a in arrays:
-            if isinstance(a, cupy.ndarray):
-                return cupy
+            if isinstance(a, t):
+                return _gpu_xp
     return numpy
 
 
 def is_array(a: Any) -> bool:
     """True for a numpy or cupy ndarray."""
-    return isinstance(a, numpy.ndarray) or (cupy is not None and isinstance(a, cupy.ndarray))
+    return isinstance(a, numpy.ndarray) or (_gpu_type is not None and isinstance(a, _gpu_type))
 
 
 def device_of(a: Any) -> str:
     """"cpu" or "gpu:N" for an array."""
-    if cupy is not None and isinstance(a, cupy.ndarray):
+    if _gpu_type is not None and isinstance(a, _gpu_type):
         return f"gpu:{a.device.id}"
     return "cpu"
 
 
+def check_same_device(arrays: Any, what: str) -> None:
+    """Raise ValueError naming both devices when ``arrays`` do not all live on one device.
+
+    Called by every Function when a GPU module is present (never otherwise): a type test per
+    input, and a device-id comparison only once more than one GPU has been seen.
+    """
+    t = _gpu_type
+    on_gpu = [isinstance(a, t) for a in arrays]
+    if all(on_gpu):
+        if not _multi_gpu:
+            return
+        ids = [a.device.id for a in arrays]
+        if all(i == ids[0] for i in ids):
+            return
+    elif not any(on_gpu):
+        return
+    devs = [device_of(a) for a in arrays]
+    i = next(k for k, d in enumerate(devs) if d != devs[0])
+    raise ValueError(f"{what}: inputs live on different devices: input 0 on {devs[0]}, input {i} on {devs[i]}; "
+                     "move them to one device first (tensor.to(device), module.to(device))")
+
+
 def to_numpy(a: Any) -> numpy.ndarray:
     """A host (numpy) copy or view of ``a``: the one explicit way data leaves the GPU."""
-    if cupy is not None and isinstance(a, cupy.ndarray):
-        return cupy.asnumpy(a)
+    if _gpu_type is not None and isinstance(a, _gpu_type):
+        return _gpu_xp.asnumpy(a)
     return numpy.asarray(a)
 
 
 def asarray(data: Any, dtype: Any = None, device: str | None = None) -> Any:
-    """``data`` as an array on ``device`` (default: the current device)."""
-    dev = _state.device if device is None else _parse_device(device)[0]
-    if dev == "cpu":
+    """``data`` as an array on ``device`` (default: the current device); no copy when already there."""
+    if device is None:
+        kind, gid = ("cpu", 0) if _state.device == "cpu" else ("gpu", _state.gpu_id)
+    else:
+        kind, gid = _parse_device(device)
+    if kind == "cpu":
         return numpy.asarray(to_numpy(data), dtype=dtype)
-    _require_gpu()
-    with cupy.cuda.Device(_state.gpu_id if device is None else _parse_device(device)[1]):
-        return cupy.asarray(data, dtype=dtype)
+    _require_gpu(gid)
+    with _gpu_xp.cuda.Device(gid):
+        if isinstance(data, _gpu_type) and data.device.id != gid:  # another GPU: a peer copy
+            return _gpu_xp.array(data, dtype=dtype, copy=True)
+        return _gpu_xp.asarray(data, dtype=dtype)
+
+
+def scatter_add(a: Any, key: Any, values: Any) -> None:
+    """a[key] += values in place, repeated indices accumulating (``numpy.add.at``; CuPy's scatter_add)."""
+    xp = get_array_module(a)
+    at = getattr(xp.add, "at", None)
+    if at is None:  # pragma: no cover - a CuPy without ufunc.at
+        import cupyx  # type: ignore[import-not-found]
+        cupyx.scatter_add(a, key, values)
+    else:
+        at(a, key, values)
+
+
+def synchronize() -> None:
+    """Wait for the work queued on the current GPU (for timing); nothing on the CPU."""
+    if _state.device != "cpu":
+        _gpu_xp.cuda.Device(_state.gpu_id).synchronize()
+
+
+def set_gpu_module(xp: Any) -> Any:
+    """Make ``xp`` the GPU array module (CuPy by default; None for none) and return the previous one.
+
+    For tests: a stand-in module that behaves like CuPy (its own ``ndarray`` type that refuses
+    ``numpy.asarray``, ``asarray``/``asnumpy``, ``random.default_rng``, ``cuda.Device``,
+    ``cuda.runtime.getDeviceCount``) checks the GPU code paths on a machine without a GPU.
+    The current device is reset to "cpu".
+    """
+    global _gpu_xp, _gpu_type, _multi_gpu
+    if _state.device != "cpu":
+        set_device("cpu")
+    prev = _gpu_xp
+    _gpu_xp = xp
+    _gpu_type = xp.ndarray if xp is not None else None
+    _gpu_checked.clear()
+    _multi_gpu = False
+    return prev
 
 
 def finfo(dtype: Any) -> Any:
@@ -136,11 +229,11 @@ def manual_seed(seed: int) -> None:
     _state.rng = _make_rng(int(seed))
 
 
-def _make_rng(seed: int | None) -> Any:
+def _make_rng(seed: Any) -> Any:
     if _state.device == "cpu":
         return numpy.random.default_rng(seed)
-    with cupy.cuda.Device(_state.gpu_id):
-        return cupy.random.default_rng(seed)
+    with _gpu_xp.cuda.Device(_state.gpu_id):
+        return _gpu_xp.random.default_rng(seed)
 
 
 def rng() -> Any:
@@ -149,18 +242,58 @@ def rng() -> Any:
 
 
 def get_rng_state() -> dict:
-    """A picklable-free description of the generator state (for checkpoints)."""
-    if _state.device == "cpu":
-        return {"device": "cpu", "bit_generator": _state.rng.bit_generator.state}
-    return {"device": _state.device, "bit_generator": None, "seed": _state.seed}
+    """The generator's state as JSON-serialisable data (for checkpoints).
+
+    CPU: ``{"device": "cpu", "bit_generator": numpy's state dict}``. GPU (CuPy): the cuRAND
+    state array of the bit generator, zlib-compressed and base64-encoded, with its class and size;
+    restoring it continues the stream exactly (see :func:`set_rng_state`).
+    """
+    g = _state.rng
+    bg = g.bit_generator
+    kind = "cpu" if _state.device == "cpu" else "gpu"
+    if isinstance(getattr(bg, "state", None), dict):  # numpy (and the tests' stand-in GPU module)
+        return {"device": kind, "kind": "numpy", "bit_generator": bg.state}
+    try:  # CuPy: bit_generator._state is a device array of curandState structs, _size their count
+        raw = to_numpy(bg._state).tobytes()
+        return {"device": kind, "kind": type(bg).__name__, "size": int(bg._size), "seed": int(bg._seed),
+                "state": base64.b64encode(zlib.compress(raw, 1)).decode("ascii")}
+    except AttributeError:  # pragma: no cover - a CuPy whose bit generators keep their state elsewhere
+        return {"device": kind, "kind": "unknown", "seed": _state.seed}
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore a state from :func:`get_rng_state`."""
-    if state.get("bit_generator") is not None and _state.device == "cpu":
-        g = numpy.random.default_rng()
+    """Restore a state from :func:`get_rng_state`.
+
+    Exact when the state was saved on the same kind of device (CPU → CPU, GPU → GPU). A state from
+    the other kind of device (a GPU run resumed on the CPU, or back) cannot be continued: the
+    generator is then seeded from a digest of the saved state, deterministically.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"set_rng_state expects the dict of get_rng_state(), got {type(state).__name__}")
+    here = "cpu" if _state.device == "cpu" else "gpu"
+    saved_dev = str(state.get("device", "cpu"))
+    saved = "cpu" if saved_dev == "cpu" else "gpu"
+    kind = state.get("kind", "numpy" if state.get("bit_generator") is not None else None)
+    if saved == here and kind == "numpy" and state.get("bit_generator") is not None:
+        g = _make_rng(0)
         g.bit_generator.state = state["bit_generator"]
         _state.rng = g
+        return
+    if saved == here == "gpu" and isinstance(state.get("state"), str):
+        cls = getattr(getattr(_gpu_xp, "random", None), str(kind), None)
+        if cls is not None:
+            raw = zlib.decompress(base64.b64decode(state["state"]))
+            with _gpu_xp.cuda.Device(_state.gpu_id):
+                bg = cls(int(state["seed"]), size=int(state["size"]))
+                if bg._state.nbytes != len(raw):
+                    raise ValueError(f"set_rng_state: the saved {kind} state has {len(raw)} bytes, this CuPy's "
+                                     f"has {bg._state.nbytes}")
+                bg._state[...] = _gpu_xp.asarray(numpy.frombuffer(raw, dtype=bg._state.dtype))
+                _state.rng = _gpu_xp.random.Generator(bg)
+            return
+    # Another kind of device (or an unknown generator): a fresh stream seeded by the saved state's digest.
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).digest()
+    _state.rng = _make_rng(int.from_bytes(digest[:8], "little"))
 
 
 # ----------------------------------------------------------------------------- devices
@@ -179,20 +312,27 @@ def _parse_device(device: str) -> tuple[str, int]:
 
 
 def _require_gpu(gpu_id: int = 0) -> None:
-    if cupy is None:
-        raise DeviceError(
-            "device 'gpu' needs CuPy, which could not be imported "
-            f"({type(_CUPY_IMPORT_ERROR).__name__}: {_CUPY_IMPORT_ERROR}); "
-            "install it with: pip install \"npgan[gpu]\""
-        )
+    """Raise :class:`DeviceError` saying why GPU ``gpu_id`` cannot be used (checked once per id)."""
+    global _multi_gpu
+    if gpu_id in _gpu_checked:
+        return
+    if _gpu_xp is None:
+        why = (f"could not be imported ({type(_CUPY_IMPORT_ERROR).__name__}: {_CUPY_IMPORT_ERROR})"
+               if _CUPY_IMPORT_ERROR is not None else "was switched off (set_gpu_module(None))")
+        raise DeviceError(f"device 'gpu' needs CuPy, which {why}; "
+                          "install it with: pip install \"npgan[gpu]\" (CuPy for CUDA 12)")
     try:
-        n = cupy.cuda.runtime.getDeviceCount()
+        n = int(_gpu_xp.cuda.runtime.getDeviceCount())
     except Exception as exc:
-        raise DeviceError(f"device 'gpu': CuPy is installed but no CUDA GPU answers ({exc})") from exc
+        raise DeviceError(f"device 'gpu': CuPy is installed but no CUDA GPU answers ({type(exc).__name__}: "
+                          f"{exc}); check the NVIDIA driver (nvidia-smi) and that the CuPy wheel matches its "
+                          "CUDA version") from exc
     if n == 0:
-        raise DeviceError("device 'gpu': CuPy is installed but no CUDA GPU was found")
+        raise DeviceError("device 'gpu': CuPy is installed but no CUDA GPU was found (nvidia-smi lists none)")
     if gpu_id >= n:
-        raise DeviceError(f"device 'gpu:{gpu_id}' does not exist: {n} GPU(s) found")
+        raise DeviceError(f"device 'gpu:{gpu_id}' does not exist: {n} GPU(s) found (gpu:0 to gpu:{n - 1})")
+    _gpu_checked.add(gpu_id)
+    _multi_gpu = _multi_gpu or n > 1
 
 
 def gpu_available() -> bool:
@@ -208,17 +348,19 @@ def set_device(device: str) -> None:
     """Make ``device`` ("cpu", "gpu" or "gpu:N") the current device.
 
     New tensors, parameters and random numbers live there. Raises
-    :class:`DeviceError` when the GPU cannot be used, saying why.
+    :class:`DeviceError` when the GPU cannot be used, saying why (and the device
+    stays as it was); ValueError for a name that is not a device.
     """
     kind, gid = _parse_device(device)
     if kind == "gpu":
         _require_gpu(gid)
-        cupy.cuda.Device(gid).use()
-        _state.xp = cupy
+        _gpu_xp.cuda.Device(gid).use()
+        _state.xp = _gpu_xp
     else:
         _state.xp = numpy
-    changed = (_state.device != ("cpu" if kind == "cpu" else f"gpu:{gid}"))
-    _state.device = "cpu" if kind == "cpu" else f"gpu:{gid}"
+    name = "cpu" if kind == "cpu" else f"gpu:{gid}"
+    changed = _state.device != name
+    _state.device = name
     _state.gpu_id = gid
     if changed:
         _state.rng = _make_rng(_state.seed)
@@ -245,4 +387,7 @@ def blas_info() -> str:
 
 
 if os.environ.get("NPGAN_DEVICE"):  # pragma: no cover - exercised in a subprocess test
-    set_device(os.environ["NPGAN_DEVICE"])
+    try:
+        set_device(os.environ["NPGAN_DEVICE"])
+    except (DeviceError, ValueError) as _exc:
+        raise type(_exc)(f"NPGAN_DEVICE={os.environ['NPGAN_DEVICE']!r}: {_exc}") from None

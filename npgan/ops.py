@@ -252,6 +252,9 @@ class Where(Function):
         return ga, gb
 
 
+        dev = backend.device_of(a)
+        if dev != "cpu" and backend.device_of(self.cond) != dev:  # a host condition for GPU data: move it once
+            self.cond = backend.asarray(self.cond, device=dev)
 class Maximum(Function):
     """y = max(a, b) elementwise.   Where a = b the gradient is split in halves (as torch.maximum).
 
@@ -474,7 +477,7 @@ class GetItem(Function):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, dtype=gy.dtype)
         if _is_advanced(self.key):
-            xp.add.at(gx, self.key, gy)
+            backend.scatter_add(gx, self.key, gy)
         else:
             gx[self.key] = gy
         return gx
@@ -483,6 +486,12 @@ class GetItem(Function):
 class Concatenate(Function):
     """y = concatenate(xs, axis).   g_xi = the slice of gy that x_i occupies."""
 
+        dev = backend.device_of(x)
+        if dev != "cpu":  # host index arrays (numpy arrays, lists) for GPU data: move them once
+            keys = self.key if isinstance(self.key, tuple) else (self.key,)
+            keys = tuple(backend.asarray(k, device=dev) if isinstance(k, list) or
+                         (backend.is_array(k) and backend.device_of(k) != dev) else k for k in keys)
+            self.key = keys if isinstance(self.key, tuple) else keys[0]
     def __init__(self, axis=0):
         self.axis = axis
 

@@ -207,6 +207,8 @@ class Tensor:
             g = xp.ones_like(self.data)
         else:
             g = _as_data(grad, self.data.dtype)
+            if backend.device_of(g) != backend.device_of(self.data):  # e.g. a host array for a GPU tensor
+                g = backend.asarray(g, device=backend.device_of(self.data))
             if g.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {g.shape}, tensor has shape {self.shape}")
         if self.creator is None:
@@ -289,6 +291,8 @@ class Function:
 
     def __call__(self, *inputs: Any) -> Tensor:
         ts = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        if backend._gpu_type is not None and len(ts) > 1:  # only with a GPU module: one test per input
+            backend.check_same_device([t.data for t in ts], type(self).__name__)
         y = self.forward(*[t.data for t in ts])
         out = Tensor.__new__(Tensor)
         out.data = y
@@ -335,9 +339,14 @@ def sum_to(g: Any, shape: Sequence[int]) -> Any:
 
 # ----------------------------------------------------------------------------- factories
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
-    """A new tensor holding a copy of ``data``."""
+    """A new tensor holding a copy of ``data``, on the current device (``npgan.set_device``).
+
+    ``Tensor(array)`` wraps an array where it lives; ``tensor(array)`` copies it to the current device.
+    """
     d = _as_data(data, dtype)
-    if is_array(data) or isinstance(data, Tensor):
+    if backend.device_of(d) != backend.get_device():
+        d = backend.asarray(d)
+    elif is_array(data) or isinstance(data, Tensor):
         d = d.copy()
     return Tensor(d, requires_grad=requires_grad)
 

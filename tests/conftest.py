@@ -1,4 +1,11 @@
-"""Shared test setup: a fixed seed and float32 default before every test; hypothesis profile."""
+"""Shared test setup: a fixed seed and float32 default before every test; hypothesis profile; the device fixture.
+
+``device``: tests that take it run once per device — "cpu", and "gpu" (marked ``gpu``, skipped with the
+reason when CuPy or a GPU is missing). With ``NPGAN_TEST_STANDIN=1`` they also run on "standin", the
+CuPy-like stand-in GPU module of tests/standin.py (device arrays that refuse implicit host conversion), which
+checks the GPU code paths on a machine without a GPU. The fixture's value is the device name to pass to
+npgan ("cpu" or "gpu"); the device is current while the test runs and "cpu" again afterwards.
+"""
 
 import os
 
@@ -9,8 +16,25 @@ import npgan
 
 settings.register_profile("ci", max_examples=int(os.environ.get("NPGAN_HYPOTHESIS_EXAMPLES", "40")),
                           deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                 HealthCheck.function_scoped_fixture])
 settings.load_profile("ci")
+
+
+def _gpu_skip_reason():
+    try:
+        npgan.backend._require_gpu()
+        return None
+    except npgan.DeviceError as exc:
+        return f"needs CuPy and an NVIDIA GPU: {str(exc).split(';')[0]}"
+
+
+GPU_SKIP_REASON = _gpu_skip_reason()
+DEVICES = ["cpu", pytest.param("gpu", marks=[pytest.mark.gpu,
+                                             pytest.mark.skipif(GPU_SKIP_REASON is not None,
+                                                                reason=str(GPU_SKIP_REASON))])]
+if os.environ.get("NPGAN_TEST_STANDIN"):
+    DEVICES.append("standin")
 
 
 @pytest.fixture(autouse=True)
@@ -19,3 +43,18 @@ def _fresh_state():
     npgan.manual_seed(1234)
     yield
     npgan.set_default_dtype("float32")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """The current device for this test: "cpu" or "gpu" (the stand-in GPU module poses as "gpu")."""
+    if request.param == "standin":
+        import standin
+        with standin.installed():
+            yield "gpu"
+        return
+    npgan.set_device(request.param)
+    try:
+        yield request.param
+    finally:
+        npgan.set_device("cpu")
