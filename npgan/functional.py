@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend
+from . import backend, kernels
 from .backend import get_array_module
 from .ops import _lift
 from .tensor import Function, Tensor, sum_to
@@ -96,6 +96,9 @@ class LeakyReLU(Function):
 
     def forward(self, x):
         xp = get_array_module(x)
+        if 0 <= self.slope <= 1 and kernels.enabled(xp):  # one fused kernel; backward keeps y, no mask
+            self.y = kernels.leaky_relu_forward(x, self.slope)
+            return self.y
         a = x.dtype.type(self.slope)
         if 0 <= self.slope <= 1:  # branch-free and exact (where() on a random mask is ~10x slower on CPU):
             self.factor = xp.maximum(x > 0, a)  # y = max(x, a·x); the factor max([x > 0], a) is 1 or a
@@ -106,6 +109,8 @@ class LeakyReLU(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         if 0 <= self.slope <= 1:
+            if "y" in self.__dict__:
+                return kernels.leaky_relu_backward(self.y, gy, self.slope)
             return gy * self.factor
         return xp.where(self.pos, gy, gy * gy.dtype.type(self.slope))
 
@@ -262,13 +267,20 @@ class SigmoidBCEWithLogits(Function):
         x, t = self.x, self.t
         g = _reduce_grad(gy, x.shape, self.reduction, x.dtype)
         gx = None
-        if self.needs_grad[0]:  # σ(x) − t as (1 − t)·σ(x) − t·σ(−x): no cancellation when t is 0 or 1
+        if self.needs_grad[0] and kernels.enabled(get_array_module(x)) and x.dtype == t.dtype:
+            gx = kernels.bce_logits_grad(x, t, g)
+        elif self.needs_grad[0]:  # σ(x) − t as (1 − t)·σ(x) − t·σ(−x): no cancellation when t is 0 or 1
             xp = get_array_module(x)
             e = xp.exp(-xp.abs(x))
             r = 1.0 / (1.0 + e)
             pos = x >= 0
             gx = ((1 - t) * xp.where(pos, r, e * r) - t * xp.where(pos, e * r, r)) * g
         gt = sum_to(-x * g, t.shape) if self.needs_grad[1] else None
+        if kernels.enabled(xp) and x.dtype == t.dtype and x.size:  # one fused (reduction) kernel
+            if self.reduction == "none":
+                return kernels.bce_logits_loss(x, t)
+            total = kernels.bce_logits_sum(x, t)
+            return total / x.size if self.reduction == "mean" else total
         return gx, gt
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import backend
+from . import backend, kernels
 from .backend import get_array_module
 from .tensor import Function, Tensor
 
@@ -66,7 +66,7 @@ def _centre(x: Any) -> Any:
     exactly equal, exactly 0 in the collapsed case."""
     xp = get_array_module(x)
     r = x - x.mean(axis=0)
-    k = int(xp.argmin(xp.einsum("ij,ij->i", r, r)))
+    k = xp.argmin(xp.einsum("ij,ij->i", r, r))  # a 0-d index array: no trip to the host on a GPU
     r = xp.subtract(x, x[k], out=r)
     return r
 
@@ -202,16 +202,20 @@ class KDEEntropy(Function):
         if not ok:
             raise ValueError(f"kde_entropy: bandwidth {sigma!r} is too small for {x2.dtype}: "
                              "1/(2σ²) overflows")
-        L *= dt(-inv2s2)
-        if self.loo:
-            xp.fill_diagonal(L, -xp.inf)
-        M = L.max(axis=1)
-        L -= M[:, None]
-        xp.maximum(L, dt(_EXP_FLOOR.get(x2.dtype.name, -80.0)), out=L)
-        xp.exp(L, out=L)
-        if self.loo:
-            xp.fill_diagonal(L, 0)
-        Z = L.sum(axis=1)
+        floor = dt(_EXP_FLOOR.get(x2.dtype.name, -80.0))
+        if kernels.enabled(xp) and L.flags.c_contiguous:  # the same steps in one fused kernel
+            M, Z = kernels.kde_row_softmax_(L, -inv2s2, floor, self.loo)
+        else:
+            L *= dt(-inv2s2)
+            if self.loo:
+                xp.fill_diagonal(L, -xp.inf)
+            M = L.max(axis=1)
+            L -= M[:, None]
+            xp.maximum(L, floor, out=L)
+            xp.exp(L, out=L)
+            if self.loo:
+                xp.fill_diagonal(L, 0)
+            Z = L.sum(axis=1)
         L /= Z[:, None]                        # now W, the row softmax
         self.W, self.xc = L, xc
         lse = M + xp.log(Z)

@@ -12,7 +12,7 @@ import numbers
 from collections.abc import Iterable
 from typing import Any
 
-from . import backend
+from . import backend, kernels
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop"]
@@ -191,6 +191,10 @@ class Adam(Optimizer):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         state["step"] += 1
         t = state["step"]
+        if kernels.enabled(xp):  # the same arithmetic in one fused kernel
+            kernels.adam_update(p, g, m, v, b1, b2, group["lr"] / (1 - b1 ** t), math.sqrt(1 - b2 ** t),
+                                group["eps"])
+            return
         m *= b1
         m += (1 - b1) * g
         v *= b2
