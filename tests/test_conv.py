@@ -61,19 +61,19 @@ def _torch_call(g, transposed):
 
 
 def _tensors(arrays):
-    return [npgan.Tensor(a, requires_grad=True) for a in arrays if a is not None]
+    return [npgan.tensor(a, requires_grad=True) for a in arrays if a is not None]  # on the current device
 
 
 # ----------------------------------------------------------------------------- gradcheck
 @settings(max_examples=25)
 @given(g=geometry())
-def test_conv2d_gradcheck(g):
+def test_conv2d_gradcheck(device, g):
     npgan.gradcheck(_np_call(g, False), _tensors(_arrays(g, False)))
 
 
 @settings(max_examples=25)
 @given(g=geometry(transposed=True))
-def test_conv_transpose2d_gradcheck(g):
+def test_conv_transpose2d_gradcheck(device, g):
     npgan.gradcheck(_np_call(g, True), _tensors(_arrays(g, True)))
 
 
@@ -95,18 +95,18 @@ def _parity(g, transposed):
 
 @settings(max_examples=30)
 @given(g=geometry())
-def test_conv2d_matches_torch(g):
+def test_conv2d_matches_torch(device, g):
     _parity(g, False)
 
 
 @settings(max_examples=30)
 @given(g=geometry(transposed=True))
-def test_conv_transpose2d_matches_torch(g):
+def test_conv_transpose2d_matches_torch(device, g):
     _parity(g, True)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_dcgan_shapes_match_torch(transposed):
+def test_dcgan_shapes_match_torch(device, transposed):
     """The DCGAN geometries (k4 s2 p1, k4 s1 p0, k7 s1 p0) on larger channel counts, float64."""
     cases = [(4, 2, 1, (6, 5)), (4, 1, 0, (1, 1) if transposed else (4, 4)), (7, 1, 0, (7, 7))]
     for k, s, p, hw in cases:
@@ -235,15 +235,15 @@ def test_layer_rejects_wrong_input():
 
 
 # ----------------------------------------------------------------------------- layers
-def test_conv2d_layer_matches_torch_layer():
+def test_conv2d_layer_matches_torch_layer(device):
     torch = torch_or_skip()
     npgan.set_default_dtype("float64")
     ours = nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
     theirs = torch.nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)).double()
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    theirs.load_state_dict({k: torch.from_numpy(npgan.backend.to_numpy(v)) for k, v in ours.state_dict().items()})
     assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight", "bias"]
     x = np.random.default_rng(0).standard_normal((2, 3, 7, 9))
-    X, tX = npgan.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    X, tX = npgan.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
     (ours(X) ** 2).sum().backward()
     (theirs(tX) ** 2).sum().backward()
     assert_close(X.grad, tX.grad, what="grad x")
@@ -256,7 +256,7 @@ def test_conv_transpose2d_layer_output_size_matches_torch():
     npgan.set_default_dtype("float64")
     ours = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1)
     theirs = torch.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1).double()
-    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.state_dict().items()})
+    theirs.load_state_dict({k: torch.from_numpy(npgan.backend.to_numpy(v)) for k, v in ours.state_dict().items()})
     x = np.random.default_rng(1).standard_normal((2, 4, 5, 6))
     for size in [(9, 11), (10, 12), (10, 11)]:
         y, ty = ours(npgan.Tensor(x), output_size=size), theirs(torch.tensor(x), output_size=size)

@@ -91,7 +91,7 @@ def _compare_buffers(ours, theirs):
 
 
 @pytest.mark.parametrize("build", [dcgan28, dcgan64], ids=["28x28", "64x64"])
-def test_dcgan_matches_torch(build):
+def test_dcgan_matches_torch(device, build):
     """G and D separately (train mode, then eval mode), and the D(G(z)) chain, on batch 2."""
     torch, (G, tG), (D, tD), zshape, xshape = _twins(build)
     rng = np.random.default_rng(0)
@@ -103,7 +103,7 @@ def test_dcgan_matches_torch(build):
             net.zero_grad()
             tnet.zero_grad()
             x = rng.standard_normal((batch,) + shape)
-            X, tX = npgan.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+            X, tX = npgan.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
             y, ty = net(X), tnet(tX)
             assert_close(y, ty, what=f"{type(net).__name__} output (training={training})")
             gy = rng.standard_normal(y.shape)
@@ -121,7 +121,7 @@ def test_dcgan_matches_torch(build):
     for m in (G, D, tG, tD):
         m.zero_grad()
     z = rng.standard_normal((batch,) + zshape)
-    out = D(G(npgan.Tensor(z)))
+    out = D(G(npgan.tensor(z)))
     tout = tD(tG(torch.tensor(z)))
     assert_close(out, tout, what="D(G(z))")
     npgan.functional.binary_cross_entropy_with_logits(out.reshape(batch, 1), 1.0).backward()
@@ -134,7 +134,7 @@ def test_dcgan_matches_torch(build):
 
 
 @pytest.mark.parametrize("momentum", [0.1, None])
-def test_batchnorm2d_matches_torch(momentum):
+def test_batchnorm2d_matches_torch(device, momentum):
     """BatchNorm2d, float64: training (batch statistics, running stats updated twice), then evaluation."""
     torch = torch_or_skip()
     npgan.set_default_dtype("float64")
@@ -151,7 +151,7 @@ def test_batchnorm2d_matches_torch(momentum):
         ours.zero_grad()
         theirs.zero_grad()
         x = rng.standard_normal((4, 3, 5, 6)) * 3 + 1
-        X, tX = npgan.Tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        X, tX = npgan.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
         y, ty = ours(X), theirs(tX)
         assert_close(y, ty, what=f"output (training={training})")
         gy = rng.standard_normal(y.shape)
@@ -163,7 +163,7 @@ def test_batchnorm2d_matches_torch(momentum):
         assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked)
 
 
-def test_batchnorm2d_gradcheck():
+def test_batchnorm2d_gradcheck(device):
     npgan.set_default_dtype("float64")
     bn = nn.BatchNorm2d(2)
     x = npgan.randn(3, 2, 3, 2, requires_grad=True)

@@ -32,8 +32,8 @@ def away_from_zero(shape, lo=0.02, hi=3.0):
 
 def check(fn, *arrays, ref=None, rtol=1e-12, atol=1e-12):
     """Forward equals ``ref`` (NumPy), inputs are not mutated, gradcheck passes; returns the output."""
-    ts = [npgan.Tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
-    before = [t.data.copy() for t in ts]
+    ts = [npgan.tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]  # on the current device
+    before = [t.numpy().copy() for t in ts]
     out = fn(*ts)
     assert out.dtype == F64, f"float64 inputs gave a {out.dtype} output"
     if ref is not None:
@@ -42,7 +42,7 @@ def check(fn, *arrays, ref=None, rtol=1e-12, atol=1e-12):
         np.testing.assert_allclose(out.numpy(), want, rtol=rtol, atol=atol)
     out.backward(np.random.default_rng(0).standard_normal(out.shape))
     for t, b in zip(ts, before):
-        np.testing.assert_array_equal(t.data, b, err_msg="a function mutated its input")
+        np.testing.assert_array_equal(t.numpy(), b, err_msg="a function mutated its input")
         assert t.grad is not None and t.grad.shape == t.shape and t.grad.dtype == F64
     assert npgan.gradcheck(fn, ts)
     return out
@@ -64,7 +64,7 @@ def linear_case(draw):
 
 
 @given(case=linear_case())
-def test_linear(case):
+def test_linear(device, case):
     x, w, b, with_bias = case
     if with_bias:
         check(F.linear, x, w, b, ref=lambda x, w, b: x @ w.T + b)
@@ -94,14 +94,14 @@ ACTIVATIONS = {
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 @given(shape=SHAPES, data=st.data())
-def test_activation(name, shape, data):
+def test_activation(device, name, shape, data):
     fn, ref = ACTIVATIONS[name]
     x = data.draw(away_from_zero(shape))  # relu/leaky_relu kink at 0; harmless for the smooth ones
     check(fn, x, ref=ref)
 
 
 @given(slope=st.floats(0.0, 1.0), shape=SHAPES, data=st.data())
-def test_leaky_relu_any_slope(slope, shape, data):
+def test_leaky_relu_any_slope(device, slope, shape, data):
     x = data.draw(away_from_zero(shape))
     check(lambda t: F.leaky_relu(t, slope), x, ref=lambda a: np.where(a > 0, a, slope * a))
 
@@ -167,7 +167,7 @@ def _reduce(v, reduction):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @given(shape=SHAPES, data=st.data())
-def test_bce_with_logits(reduction, shape, data):
+def test_bce_with_logits(device, reduction, shape, data):
     x = data.draw(arr(shape, -8, 8))
     t = data.draw(arr(shape, 0, 1))
 
@@ -179,7 +179,7 @@ def test_bce_with_logits(reduction, shape, data):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @given(shape=SHAPES, data=st.data())
-def test_bce_probabilities(reduction, shape, data):
+def test_bce_probabilities(device, reduction, shape, data):
     p = data.draw(arr(shape, 0.05, 0.95))
     t = data.draw(arr(shape, 0, 1))
 
@@ -191,7 +191,7 @@ def test_bce_probabilities(reduction, shape, data):
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("target", [0.0, 1.0, 0.9])
-def test_bce_with_scalar_target(reduction, target):
+def test_bce_with_scalar_target(device, reduction, target):
     x = np.array([[-1.0, 0.5], [2.0, -3.0]])
     check(lambda a: F.binary_cross_entropy_with_logits(a, target, reduction), x,
           ref=lambda a: _reduce(np.logaddexp(0, a) - a * target, reduction))
@@ -250,7 +250,7 @@ def bn_ref(x, g, b, eps, mean=None, var=None):
 
 
 @given(case=bn_case(), eps=st.sampled_from([1e-5, 0.1]))
-def test_batch_norm_train(case, eps):
+def test_batch_norm_train(device, case, eps):
     x, g, b = case
     check(lambda x, g, b: F.batch_norm(x, None, None, g, b, training=True, eps=eps), x, g, b,
           ref=lambda x, g, b: bn_ref(x, g, b, eps), rtol=1e-10, atol=1e-10)

@@ -56,19 +56,19 @@ class ScaledBackward(Function):
 
 
 def leaf(a, grad=True):
-    return Tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)
+    return npgan.tensor(np.asarray(a, dtype=np.float64), requires_grad=grad)  # on the current device
 
 
 X = np.linspace(-1, 1, 6).reshape(2, 3) + 0.1
 
 
-def test_returns_true_on_a_correct_function():
+def test_returns_true_on_a_correct_function(device):
     assert npgan.gradcheck(lambda x: Cube()(x), [leaf(X)]) is True
     assert npgan.gradcheck(lambda x: Cube()(x).sum(), leaf(X)) is True
     assert npgan.gradcheck(lambda a, b: a * b + a.exp(), [leaf(X), leaf(X.T.reshape(2, 3))]) is True
 
 
-def test_broken_backward_raises_naming_input_and_element():
+def test_broken_backward_raises_naming_input_and_element(device):
     with pytest.raises(GradcheckError) as e:
         npgan.gradcheck(lambda x: BrokenCube()(x), [leaf(X)])
     msg = str(e.value)
@@ -91,7 +91,7 @@ def test_constants_and_non_tensors_pass_through():
     assert npgan.gradcheck(lambda x, k, c: Cube()(x) * k + c, [leaf(X), 2.5, Tensor(np.ones((2, 3)))])
 
 
-def test_small_errors_are_caught_in_float64():
+def test_small_errors_are_caught_in_float64(device):
     with pytest.raises(GradcheckError, match="rel error"):
         npgan.gradcheck(lambda x: ScaledBackward(0.01)(x), [leaf(X)])
     assert npgan.gradcheck(lambda x: ScaledBackward(1e-4)(x), [leaf(X)])  # within the default rtol 1e-3
@@ -107,7 +107,7 @@ def test_float32_inputs_are_checked_in_float64():
     assert x.dtype == np.float32 and x.grad is None  # the caller's tensor is untouched
 
 
-def test_directions_mode():
+def test_directions_mode(device):
     x = leaf(np.random.default_rng(0).standard_normal((8, 9)))
     assert npgan.gradcheck(lambda t: Cube()(t), [x], directions=4)
     with pytest.raises(GradcheckError, match=r"input 0.*direction \d"):

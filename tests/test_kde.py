@@ -19,14 +19,14 @@ BANDWIDTHS = (0.7, "scott", "silverman", "median")
 
 
 def _t(x, grad=True):
-    return npgan.Tensor(np.array(x), requires_grad=grad)
+    return npgan.tensor(np.array(x), requires_grad=grad)  # on the current device
 
 
 def _value_and_grad(x, bandwidth, loo):
     t = _t(x)
     h = kde_entropy(t, bandwidth=bandwidth, leave_one_out=loo)
     h.backward()
-    return h.item(), t.grad.copy()
+    return h.item(), npgan.backend.to_numpy(t.grad).copy()
 
 
 def _np_reference(x, sigma, loo):
@@ -60,7 +60,7 @@ def point_sets(draw):
 
 @settings(max_examples=30)
 @given(x=point_sets(), bandwidth=st.sampled_from(BANDWIDTHS), loo=st.booleans())
-def test_gradcheck_float64(x, bandwidth, loo):
+def test_gradcheck_float64(device, x, bandwidth, loo):
     npgan.set_default_dtype("float64")
     sigma = kde_bandwidth(x, bandwidth)
     # A rule's σ is a constant of the gradient: the rule-based call equals the fixed-σ call ...
@@ -74,7 +74,7 @@ def test_gradcheck_float64(x, bandwidth, loo):
 
 
 @pytest.mark.parametrize("loo", [False, True])
-def test_value_matches_direct_formula(loo):
+def test_value_matches_direct_formula(device, loo):
     rs = np.random.default_rng(3)
     x = rs.standard_normal((30, 4))
     for bw in BANDWIDTHS:
@@ -139,7 +139,7 @@ def _torch_entropy(torch, x, sigma, loo):
 @pytest.mark.parametrize("loo", [False, True])
 @pytest.mark.parametrize("bandwidth", BANDWIDTHS)
 @pytest.mark.parametrize("n,d", [(2, 1), (17, 3), (64, 10)])
-def test_torch_parity(n, d, bandwidth, loo):
+def test_torch_parity(device, n, d, bandwidth, loo):
     torch = torch_or_skip()
     rs = np.random.default_rng(n * 100 + d)
     x = rs.standard_normal((n, d)) * 2.0 + 1.0

@@ -22,24 +22,24 @@ def arr(shape, lo=-2.0, hi=2.0):
 
 def layer_gradcheck(layer, x):
     """gradcheck w.r.t. the input and every parameter of a float64 layer (the parameters themselves)."""
-    xt = npgan.Tensor(x, requires_grad=True)
+    xt = npgan.tensor(x, requires_grad=True)  # on the current device
     params = list(layer.parameters())
     assert all(p.dtype == F64 for p in params)
-    before = [p.data.copy() for p in params]
+    before = [p.numpy().copy() for p in params]
     assert npgan.gradcheck(lambda x, *ps: layer(x), [xt, *params], cast=False)
     for p, b in zip(params, before):  # gradcheck restores what it perturbs
-        np.testing.assert_array_equal(p.data, b)
+        np.testing.assert_array_equal(p.numpy(), b)
 
 
 @given(batch=hnp.array_shapes(min_dims=0, max_dims=2, max_side=3), fin=st.integers(1, 4),
        fout=st.integers(1, 4), bias=st.booleans(), data=st.data())
-def test_linear_layer_gradcheck(batch, fin, fout, bias, data):
+def test_linear_layer_gradcheck(device, batch, fin, fout, bias, data):
     npgan.set_default_dtype("float64")
     layer = nn.Linear(fin, fout, bias=bias)
     x = data.draw(arr(batch + (fin,)))
-    y = layer(npgan.Tensor(x))
-    want = x @ layer.weight.data.T + (layer.bias.data if bias else 0)
-    np.testing.assert_allclose(y.data, want, rtol=1e-12, atol=1e-12)
+    y = layer(npgan.tensor(x))
+    want = x @ layer.weight.numpy().T + (layer.bias.numpy() if bias else 0)
+    np.testing.assert_allclose(y.numpy(), want, rtol=1e-12, atol=1e-12)
     layer_gradcheck(layer, x)
 
 
@@ -54,23 +54,24 @@ def bn_input(draw, dims):
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("training", [True, False])
 @given(data=st.data())
-def test_batchnorm1d_gradcheck(dims, training, data):
+def test_batchnorm1d_gradcheck(device, dims, training, data):
     npgan.set_default_dtype("float64")
     x = data.draw(bn_input(dims))
     bn = nn.BatchNorm1d(x.shape[1])
-    bn.weight.data[...] = data.draw(arr((x.shape[1],), 0.5, 2.0))
-    bn.bias.data[...] = data.draw(arr((x.shape[1],)))
-    bn.running_mean[...] = data.draw(arr((x.shape[1],)))
-    bn.running_var[...] = data.draw(arr((x.shape[1],), 0.5, 2.0))
+    on_device = npgan.backend.asarray
+    bn.weight.data[...] = on_device(data.draw(arr((x.shape[1],), 0.5, 2.0)))
+    bn.bias.data[...] = on_device(data.draw(arr((x.shape[1],))))
+    bn.running_mean[...] = on_device(data.draw(arr((x.shape[1],))))
+    bn.running_var[...] = on_device(data.draw(arr((x.shape[1],), 0.5, 2.0)))
     bn.train(training)
     layer_gradcheck(bn, x)
 
 
-def test_batchnorm2d_gradcheck():
+def test_batchnorm2d_gradcheck(device):
     npgan.set_default_dtype("float64")
     x = np.random.default_rng(0).standard_normal((3, 2, 2, 3))
     bn = nn.BatchNorm2d(2)
-    bn.weight.data[...] = [0.7, 1.3]
+    bn.weight.data[...] = npgan.backend.asarray([0.7, 1.3])
     layer_gradcheck(bn, x)
     bn.eval()
     layer_gradcheck(bn, x)

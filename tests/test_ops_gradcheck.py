@@ -19,6 +19,8 @@ from npgan import ops
 
 F64 = np.float64
 
+pytestmark = pytest.mark.usefixtures("device")  # every test runs on the CPU and on the GPU (see conftest.py)
+
 
 def floats(lo=-2.0, hi=2.0):
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False, width=64)
@@ -47,8 +49,8 @@ def check(fn, *arrays, ref=None, const=()):
 
     ``arrays`` become float64 leaf tensors requiring grad; ``const`` are passed after them unchanged.
     """
-    ts = [npgan.Tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
-    before = [t.data.copy() for t in ts]
+    ts = [npgan.tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
+    before = [t.numpy().copy() for t in ts]
     out = fn(*ts, *const)
     assert isinstance(out, npgan.Tensor)
     assert out.dtype == F64, f"float64 inputs gave a {out.dtype} output"
@@ -58,7 +60,7 @@ def check(fn, *arrays, ref=None, const=()):
         np.testing.assert_allclose(out.numpy(), want, rtol=1e-12, atol=1e-12)
     out.backward(np.random.default_rng(0).standard_normal(out.shape))
     for t, b in zip(ts, before):
-        np.testing.assert_array_equal(t.data, b, err_msg="an op mutated its input")
+        np.testing.assert_array_equal(t.numpy(), b, err_msg="an op mutated its input")
         assert t.grad is not None and t.grad.shape == t.shape and t.grad.dtype == F64
     assert npgan.gradcheck(lambda *xs: fn(*xs, *const), ts)
 

@@ -17,6 +17,8 @@ tnn, TF = torch.nn, torch.nn.functional
 
 RTOL = 1e-6
 
+pytestmark = pytest.mark.usefixtures("device")  # every test runs on the CPU and on the GPU (see conftest.py)
+
 
 @pytest.fixture(autouse=True)
 def _float64():
@@ -26,7 +28,7 @@ def _float64():
 def pair(a):
     """The same float64 data as an npgan leaf and a torch leaf, both requiring grad."""
     a = np.array(a, dtype=np.float64)
-    return npgan.Tensor(a.copy(), requires_grad=True), torch.tensor(a, requires_grad=True)
+    return npgan.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
 
 
 def rng(seed=0):
@@ -95,8 +97,8 @@ def _bn_pair(c, momentum, affine=True):
     m = nn.BatchNorm1d(c, momentum=momentum, affine=affine)
     tm = tnn.BatchNorm1d(c, momentum=momentum, affine=affine).double()
     if affine:
-        m.weight.data[...] = rng(5).uniform(0.5, 1.5, c)
-        m.bias.data[...] = rng(6).standard_normal(c)
+        m.weight.data[...] = npgan.backend.asarray(rng(5).uniform(0.5, 1.5, c))
+        m.bias.data[...] = npgan.backend.asarray(rng(6).standard_normal(c))
     copy_state_to_torch(m, tm)
     return m, tm
 
@@ -193,7 +195,7 @@ def test_bce_probabilities(reduction):
 def test_bce_probabilities_at_exactly_0_and_1():
     p, tp = pair([0.0, 1.0, 0.0, 1.0])
     t = np.array([1.0, 0.0, 0.0, 1.0])
-    y = F.binary_cross_entropy(p, t, "none")
+    y = F.binary_cross_entropy(p, npgan.tensor(t), "none")
     ty = TF.binary_cross_entropy(tp, torch.from_numpy(t), reduction="none")
     assert_close(y, ty, RTOL)
     y.sum().backward()
@@ -254,7 +256,7 @@ def test_optimizer_trajectories(name):
         yb = (rng(100 + step).random((16, 1)) > 0.5).astype(np.float64)
         opt.zero_grad()
         topt.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(m(npgan.Tensor(xb)), yb)
+        loss = F.binary_cross_entropy_with_logits(m(npgan.tensor(xb)), npgan.tensor(yb))
         tloss = TF.binary_cross_entropy_with_logits(tm(torch.from_numpy(xb)), torch.from_numpy(yb))
         assert_close(loss, tloss, RTOL, what=f"loss at step {step}")
         loss.backward()
@@ -285,7 +287,7 @@ def test_torch_state_dict_loads_into_npgan_and_back():
         tm[1].num_batches_tracked.fill_(17)
     m.load_state_dict({k: v.numpy() for k, v in tm.state_dict().items()})
     for k, v in tm.state_dict().items():
-        np.testing.assert_array_equal(m.state_dict()[k], v.numpy(), err_msg=k)
+        np.testing.assert_array_equal(npgan.backend.to_numpy(m.state_dict()[k]), v.numpy(), err_msg=k)
     assert int(m[1].num_batches_tracked) == 17
     m.load_state_dict(tm.state_dict())  # torch tensors are accepted too
     tm2 = _mlp_pair()[1]
@@ -295,7 +297,7 @@ def test_torch_state_dict_loads_into_npgan_and_back():
     x = rng().standard_normal((5, 4))
     m.eval()
     tm.eval()
-    assert_close(m(npgan.Tensor(x)), tm(torch.from_numpy(x)), RTOL)
+    assert_close(m(npgan.tensor(x)), tm(torch.from_numpy(x)), RTOL)
 
 
 def test_state_dict_keys_of_shared_modules_and_slices_match_torch():
@@ -312,7 +314,7 @@ def test_state_dict_keys_of_shared_modules_and_slices_match_torch():
 def test_batchnorm2d_train_then_eval(momentum):
     m = nn.BatchNorm2d(3, momentum=momentum)
     tm = tnn.BatchNorm2d(3, momentum=momentum).double()
-    m.weight.data[...] = [0.5, 1.0, 2.0]
+    m.weight.data[...] = npgan.backend.asarray([0.5, 1.0, 2.0])
     copy_state_to_torch(m, tm)
     for step, training in enumerate([True, True, True, False]):
         m.train(training)
