@@ -159,5 +159,5 @@ def dcgan_torch(device, batch=64):
 CASES = [
     Case("conv2d 64x64x14x14 64->128 k4s2p1 fwd+bwd", conv_npgan, conv_torch),
     Case("conv_transpose2d 64x128x7x7 128->64 k4s2p1 fwd+bwd", convt_npgan, convt_torch),
-    Case("DCGAN 28x28 train step (D+G, Adam), batch 64", dcgan_npgan, dcgan_torch),
+    Case("DCGAN 28x28 conv train step (D+G, Adam), batch 64", dcgan_npgan, dcgan_torch),
 ]
