@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="λ of the KDE entropy term (annealed to the preset's final value)")
     t.add_argument("--bandwidth", type=_bandwidth, help="KDE σ: a number, or scott | silverman | median")
     t.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (the preset's decay keeps its ratio)")
-    t.add_argument("--device", help="cpu | gpu | gpu:N")
+    t.add_argument("--device", help="cpu | gpu | gpu:N (default: $NPGAN_DEVICE, else the config's, cpu)")
     t.add_argument("--seed", type=int)
     t.add_argument("--data-dir", help="folder with the MNIST IDX files (mnist presets)")
     t.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS),
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir", type=Path)
     r.add_argument("--steps", type=_positive_int("--steps"), help="new total number of steps")
     r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
+    r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
     r.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
@@ -168,6 +169,8 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         tr.lr = a.lr
     if a.device is not None:
         cfg.device = a.device
+    elif os.environ.get("NPGAN_DEVICE"):
+        cfg.device = os.environ["NPGAN_DEVICE"]
     if a.seed is not None:
         if a.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {a.seed}")
@@ -209,7 +212,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_resume(a: argparse.Namespace) -> int:
     from .experiment import Run
-    run = Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan)
+    run = Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan, device=a.device)
     if run.trainer.step_count >= run.cfg.train.steps and (a.dir / "metrics.json").exists():
         print(f"{a.dir} has finished its {run.cfg.train.steps} steps; pass --steps N to train further",
               file=sys.stderr)

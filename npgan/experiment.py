@@ -338,11 +338,14 @@ class Run:
         return run
 
     @classmethod
-    def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None) -> Run:
+    def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None,
+               device: str | None = None) -> Run:
         """Reload a run from its directory: config, weights, optimizers, RNG, step and history.
 
         ``steps`` (a new total) and ``on_nan`` change the run's configuration (written back to config.toml).
-        Temporary files left by a writer that was killed are removed.
+        ``device`` runs it on another device than its config's ("cpu" for a GPU run, or back), for this
+        session only (not written); the weights and optimizer state move there, the random stream cannot
+        (see :func:`npgan.backend.set_rng_state`). Temporary files left by a writer that was killed are removed.
         """
         out = Path(out)
         if not out.is_dir():
@@ -355,13 +358,18 @@ class Run:
         if on_nan is not None:
             cfg.train.on_nan = on_nan
             cfg.validate()
+        file_cfg = cfg
+        if device is not None:
+            backend._parse_device(device)  # a bad name fails here, before anything is read or written
+            file_cfg = dataclasses.replace(cfg, device=cfg.device)
+            cfg.device = device
         run = cls(cfg, out)
         remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
         if (out / CHECKPOINT).exists():
             run.load_checkpoint(out / CHECKPOINT)
         run._restore_history()
         if steps is not None or on_nan is not None:
-            write_config(out / CONFIG, cfg)
+            write_config(out / CONFIG, file_cfg)
         return run
 
     # ------------------------------------------------------------------ checkpoints

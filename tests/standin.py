@@ -218,6 +218,40 @@ class _Random:
         return _Generator(seed)
 
 
+class XORWOW:
+    """Like ``cupy.random.XORWOW``: the whole state is a device byte array ``_state`` (here: a draw counter)."""
+
+    def __init__(self, seed: Any = None, *, size: int = -1) -> None:
+        self._seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
+        self._size = 4 if size < 0 else int(size)
+        self._state = DeviceArray(np.zeros(8 * self._size, dtype=np.int8))
+        self._state._a[8:16].view(np.uint64)[0] = self._seed  # as cuRAND's, the state array holds everything
+
+
+class CupyLikeGenerator:
+    """Like ``cupy.random.Generator``: draws depend only on the bit generator's ``_state`` (seed and counter)."""
+
+    def __init__(self, bit_generator: XORWOW) -> None:
+        self.bit_generator = bit_generator
+
+    def _next(self) -> np.random.Generator:
+        bg = self.bit_generator
+        words = bg._state._a[:16].view(np.uint64)
+        words[0] += 1
+        return np.random.default_rng([int(words[1]), int(words[0])])
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: _call(getattr(self._next(), name), args, kwargs)
+
+
+class _CupyLikeRandom:
+    XORWOW = XORWOW
+    Generator = CupyLikeGenerator
+
+    def default_rng(self, seed: Any = None) -> CupyLikeGenerator:
+        return CupyLikeGenerator(XORWOW(seed))
+
+
 class _Runtime:
     @staticmethod
     def getDeviceCount() -> int:  # noqa: N802 - CuPy's name
@@ -275,18 +309,25 @@ class StandinModule:
         return _wrap_attr(getattr(np, name))
 
 
+class CupyRandomStandinModule(StandinModule):
+    """The stand-in with CuPy's kind of random generator (state in a device array) instead of NumPy's."""
+
+    random = _CupyLikeRandom()
+
+
 xp = StandinModule()
+xp_cupy_random = CupyRandomStandinModule()
 
 
 @contextlib.contextmanager
-def installed(device: bool = True):
-    """Register the stand-in as npgan's GPU module (and switch to it when ``device``); undo on exit."""
+def installed(device: bool = True, module: Any = None):
+    """Register the stand-in (or ``module``) as npgan's GPU module, and switch to it when ``device``; undo on exit."""
     prev_device = npgan.get_device()
-    prev = npgan.backend.set_gpu_module(xp)
+    prev = npgan.backend.set_gpu_module(xp if module is None else module)
     try:
         if device:
             npgan.set_device("gpu")
-        yield xp
+        yield xp if module is None else module
     finally:
         npgan.backend.set_gpu_module(prev)
         if prev_device != "cpu" and prev is not None:
