@@ -324,8 +324,11 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     """
     if not isinstance(target, Tensor) and not backend.is_array(target):
         xp = get_array_module(logits.data)
-        t = xp.asarray(target, dtype=logits.dtype)  # a scalar fills the shape; a list must match it
-        target = Tensor(xp.full(logits.shape, t, dtype=logits.dtype) if t.ndim == 0 else t)
+        if isinstance(target, (int, float)):  # a scalar fills the shape (on a GPU: a fill kernel, no host copy)
+            target = Tensor(xp.full(logits.shape, target, dtype=logits.dtype))
+        else:
+            t = xp.asarray(target, dtype=logits.dtype)  # a list must match the shape
+            target = Tensor(xp.full(logits.shape, t, dtype=logits.dtype) if t.ndim == 0 else t)
     t = _check_bce("binary_cross_entropy_with_logits", logits, target, reduction)
     return SigmoidBCEWithLogits(reduction)(logits, t)
 

@@ -36,7 +36,10 @@ def _lift(other: Any, like: Tensor) -> Tensor:
                              f"{backend.device_of(other)}")
         dt = like.data.dtype
         return Tensor(other if dt.kind != "f" or other.dtype == dt else other.astype(dt))
-    return Tensor(xp.asarray(other, dtype=like.data.dtype if like.data.dtype.kind == "f" else None))
+    dt = like.data.dtype if like.data.dtype.kind == "f" else None
+    if xp is not backend.np and backend.np.ndim(other) == 0:  # a GPU constant: a fill kernel, no host copy
+        return Tensor(xp.full((), other, dtype=dt))
+    return Tensor(xp.asarray(other, dtype=dt))
 
 
 def _check_devices(a: Any, b: Any) -> None:

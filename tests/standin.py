@@ -11,7 +11,8 @@ of the "GPU" is a :class:`DeviceArray`: a wrapper around a NumPy array that
   assignment): CuPy raises ``TypeError: Unsupported type <class 'numpy.ndarray'>`` there;
 * returns 0-d device arrays from reductions (CuPy does; NumPy returns host scalars);
 * counts its host synchronisations (``float``, ``int``, ``bool``, ``.item()``, ``.tolist()``) in
-  :data:`counts` ``["sync"]`` and its explicit transfers to the host in ``counts["to_host"]``.
+  :data:`counts` ``["sync"]``, its explicit transfers to the host in ``counts["to_host"]`` and the copies of
+  host data to the device (``xp.asarray`` / ``xp.array`` of host data) in ``counts["to_device"]``.
 
 A host round trip in npgan's code therefore fails a CPU test instead of silently costing a GPU run
 its speed. The module functions (``xp.exp``, ``xp.zeros``, ``xp.einsum``, ``xp.add.at``, ...) are NumPy's,
@@ -30,7 +31,7 @@ import numpy as np
 
 import npgan
 
-counts = {"sync": 0, "to_host": 0}
+counts = {"sync": 0, "to_host": 0, "to_device": 0}
 
 
 class StandinTypeError(TypeError):
@@ -294,9 +295,12 @@ class StandinModule:
     def asarray(self, a: Any, dtype: Any = None) -> DeviceArray:
         if isinstance(a, DeviceArray):
             return DeviceArray(a._a.astype(dtype, copy=False)) if dtype is not None else a
+        counts["to_device"] += 1
         return DeviceArray(np.array(a, dtype=dtype, copy=True))  # host -> device: a copy
 
     def array(self, a: Any, dtype: Any = None, copy: bool = True) -> DeviceArray:
+        if not isinstance(a, DeviceArray):
+            counts["to_device"] += 1
         src = a._a if isinstance(a, DeviceArray) else a
         return DeviceArray(np.array(src, dtype=dtype, copy=True))
 
@@ -335,4 +339,4 @@ def installed(device: bool = True, module: Any = None):
 
 
 def reset_counts() -> None:
-    counts["sync"] = counts["to_host"] = 0
+    counts["sync"] = counts["to_host"] = counts["to_device"] = 0
