@@ -260,6 +260,11 @@ class SigmoidBCEWithLogits(Function):
     def forward(self, x, t):
         xp = get_array_module(x)
         self.x, self.t = x, t
+        if kernels.enabled(xp) and x.dtype == t.dtype and x.size:  # one fused (reduction) kernel
+            if self.reduction == "none":
+                return kernels.bce_logits_loss(x, t)
+            total = kernels.bce_logits_sum(x, t)
+            return total / x.size if self.reduction == "mean" else total
         loss = xp.maximum(x, 0) - x * t + _log1p_exp_neg_abs(x)
         return _reduce(loss, self.reduction)
 
@@ -276,11 +281,6 @@ class SigmoidBCEWithLogits(Function):
             pos = x >= 0
             gx = ((1 - t) * xp.where(pos, r, e * r) - t * xp.where(pos, e * r, r)) * g
         gt = sum_to(-x * g, t.shape) if self.needs_grad[1] else None
-        if kernels.enabled(xp) and x.dtype == t.dtype and x.size:  # one fused (reduction) kernel
-            if self.reduction == "none":
-                return kernels.bce_logits_loss(x, t)
-            total = kernels.bce_logits_sum(x, t)
-            return total / x.size if self.reduction == "mean" else total
         return gx, gt
 
 

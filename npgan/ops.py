@@ -245,6 +245,9 @@ class Where(Function):
 
     def forward(self, a, b):
         self.sa, self.sb = a.shape, b.shape
+        dev = backend.device_of(a)
+        if dev != "cpu" and backend.device_of(self.cond) != dev:  # a host condition for GPU data: move it once
+            self.cond = backend.asarray(self.cond, device=dev)
         return get_array_module(a).where(self.cond, a, b)
 
     def backward(self, gy):
@@ -255,9 +258,6 @@ class Where(Function):
         return ga, gb
 
 
-        dev = backend.device_of(a)
-        if dev != "cpu" and backend.device_of(self.cond) != dev:  # a host condition for GPU data: move it once
-            self.cond = backend.asarray(self.cond, device=dev)
 class Maximum(Function):
     """y = max(a, b) elementwise.   Where a = b the gradient is split in halves (as torch.maximum).
 
@@ -471,6 +471,12 @@ class GetItem(Function):
 
     def forward(self, x):
         self.shape, self.dtype = x.shape, x.dtype
+        dev = backend.device_of(x)
+        if dev != "cpu":  # host index arrays (numpy arrays, lists) for GPU data: move them once
+            keys = self.key if isinstance(self.key, tuple) else (self.key,)
+            keys = tuple(backend.asarray(k, device=dev) if isinstance(k, list) or
+                         (backend.is_array(k) and backend.device_of(k) != dev) else k for k in keys)
+            self.key = keys if isinstance(self.key, tuple) else keys[0]
         try:
             return x[self.key]
         except IndexError as exc:
@@ -489,12 +495,6 @@ class GetItem(Function):
 class Concatenate(Function):
     """y = concatenate(xs, axis).   g_xi = the slice of gy that x_i occupies."""
 
-        dev = backend.device_of(x)
-        if dev != "cpu":  # host index arrays (numpy arrays, lists) for GPU data: move them once
-            keys = self.key if isinstance(self.key, tuple) else (self.key,)
-            keys = tuple(backend.asarray(k, device=dev) if isinstance(k, list) or
-                         (backend.is_array(k) and backend.device_of(k) != dev) else k for k in keys)
-            self.key = keys if isinstance(self.key, tuple) else keys[0]
     def __init__(self, axis=0):
         self.axis = axis
 
