@@ -1,6 +1,6 @@
 """Side-by-side speed of npgan and PyTorch, one process, same shapes and threads.
 
-    python benchmarks/bench.py [--only SUBSTRING] [--repeat N] [--json FILE] [--device cpu|gpu]
+    python benchmarks/bench.py [--only SUBSTRING] [--repeat N] [--json FILE] [--device cpu|gpu] [--compare-cpu]
 
 Each case lives in a ``cases_*.py`` module beside this file, as a list ``CASES``
 of :class:`Case`: a name and two builders that return a zero-argument callable
@@ -8,6 +8,12 @@ of :class:`Case`: a name and two builders that return a zero-argument callable
 milliseconds over ``--repeat`` timed calls (after warm-up) and the ratio
 npgan/torch (below 1 means npgan is faster). A case may add notes (e.g. peak
 memory) by returning ``(callable, {"note": ...})`` from its npgan builder.
+
+``--device gpu`` runs npgan on CuPy and torch on CUDA (a missing CuPy or GPU is
+one line on stderr, exit status 2); the GPU-only cases (``Case.devices``, in
+cases_gpu.py) run then. ``--compare-cpu`` also times npgan on the CPU for each
+case and prints the CPU → GPU speed-up (cpu ms / gpu ms). Host-memory notes
+(``peak*``, measured with tracemalloc) are left out on the GPU.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ class Case:
     npgan: Callable[[str], Any]   # device -> step() or (step, notes)
     torch: Callable[[str], Any] | None  # device -> step()
     sync: bool = True
+    devices: tuple[str, ...] = ("cpu", "gpu")  # where the case runs
 
 
 def peak_extra_bytes(fn: Callable[[], Any]) -> int:
@@ -54,8 +61,7 @@ def peak_extra_bytes(fn: Callable[[], Any]) -> int:
 def _sync(device: str) -> None:
     if device != "cpu":
         import npgan.backend as B
-        if B.cupy is not None:
-            B.cupy.cuda.Device().synchronize()
+        B.synchronize()
         try:
             import torch
             torch.cuda.synchronize()
@@ -98,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write {case: {npgan_ms, torch_ms, ratio}} here")
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--compare-cpu", action="store_true",
+                    help="with --device gpu: also time npgan on the CPU and print the CPU -> GPU speed-up")
+    ap.add_argument("--cpu-repeat", type=int, default=3, help="timed samples of the CPU runs of --compare-cpu")
     args = ap.parse_args(argv)
+    if args.compare_cpu and args.device != "gpu":
+        ap.error("--compare-cpu needs --device gpu")
 
     import npgan
     try:
@@ -108,28 +119,55 @@ def main(argv: list[str] | None = None) -> int:
         torch = None
         print("torch is not installed: only npgan's times are shown (pip install torch)")
     if args.device == "gpu":
-        npgan.set_device("gpu")
+        try:
+            npgan.set_device("gpu")
+        except npgan.DeviceError as exc:
+            print(f"bench.py: error: {exc}", file=sys.stderr)
+            return 2
 
     results: dict[str, dict[str, Any]] = {}
     print(f"npgan {npgan.__version__} | torch {getattr(torch, '__version__', '-')} | device {args.device} | "
           f"threads {args.threads} | median of {args.repeat}")
-    print(f"{'case':<52} {'npgan ms':>10} {'torch ms':>10} {'ratio':>7}  notes")
+    cmp = args.compare_cpu
+    print(f"{'case':<52} {'npgan ms':>10} {'torch ms':>10} {'ratio':>7}"
+          + (f" {'cpu ms':>10} {'speed-up':>8}" if cmp else "") + "  notes")
     for case in load_cases():
-        if args.only not in case.name:
+        if args.only not in case.name or args.device not in case.devices:
             continue
         npgan.manual_seed(0)
         built = case.npgan(args.device)
         step, notes = (built if isinstance(built, tuple) else (built, {}))
+        if args.device != "cpu":  # tracemalloc sees host memory only
+            notes = {k: v for k, v in notes.items() if not k.startswith("peak")}
         n_ms = time_ms(step, args.repeat, args.device)
+        del built, step
+        c_ms = None
+        if cmp:
+            npgan.set_device("cpu")
+            try:
+                npgan.manual_seed(0)
+                built = case.npgan("cpu")
+                c_ms = time_ms(built[0] if isinstance(built, tuple) else built, args.cpu_repeat, "cpu")
+                del built
+            finally:
+                npgan.set_device(args.device)
         t_ms = None
         if torch is not None and case.torch is not None:
             torch.manual_seed(0)
-            t_ms = time_ms(case.torch(args.device), args.repeat, args.device)
+            try:
+                t_ms = time_ms(case.torch(args.device), args.repeat, args.device)
+            except (RuntimeError, AssertionError) as exc:  # e.g. a torch built without CUDA
+                notes["torch"] = f"failed ({str(exc).splitlines()[0][:60]})"
         ratio = n_ms / t_ms if t_ms else None
+        speedup = c_ms / n_ms if c_ms else None
         results[case.name] = {"npgan_ms": n_ms, "torch_ms": t_ms, "ratio": ratio, **notes}
+        if cmp:
+            results[case.name].update(npgan_cpu_ms=c_ms, cpu_to_gpu_speedup=speedup)
         note = " ".join(f"{k}={v}" for k, v in notes.items())
-        print(f"{case.name:<52} {n_ms:>10.3f} {t_ms if t_ms is not None else float('nan'):>10.3f} "
-              f"{ratio if ratio is not None else float('nan'):>7.2f}  {note}", flush=True)
+        nan = float("nan")
+        extra = f" {c_ms if c_ms is not None else nan:>10.3f} {speedup if speedup else nan:>7.1f}x" if cmp else ""
+        print(f"{case.name:<52} {n_ms:>10.3f} {t_ms if t_ms is not None else nan:>10.3f} "
+              f"{ratio if ratio is not None else nan:>7.2f}{extra}  {note}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

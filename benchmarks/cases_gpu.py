@@ -1,0 +1,107 @@
+"""GPU cases (run with ``--device gpu`` only): training steps and the KDE entropy at GPU-sized batches.
+
+    python benchmarks/bench.py --device gpu --only GPU [--compare-cpu]
+
+npgan on CuPy beside PyTorch on CUDA, the same models, optimizers and shapes:
+
+* the MLP GAN training step (D then G, Adam) at batch 64 and 1024 (cases_core's builders);
+* the 28×28 DCGAN training step at batch 64 and 512 (cases_conv's builders);
+* the 64×64 DCGAN of Radford et al. (nz 100, ngf = ndf = 64, 3 channels) at batch 128;
+* the KDE entropy forward + backward at n = 4096, d = 3072 (cases_kde's builders: Silverman, leave-one-out).
+
+The builders place their tensors on the current device (bench.py sets it) and torch's on ``cuda``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from bench import Case
+from cases_conv import dcgan_npgan, dcgan_torch
+from cases_core import mlp_gan_npgan, mlp_gan_torch
+from cases_kde import _npgan_builder as kde_npgan
+from cases_kde import _torch_builder as kde_torch
+
+
+def _dcgan64(nn, nz=100, ngf=64, ndf=64, nc=3):
+    """The DCGAN of the PyTorch example: G (nz,1,1) → (nc,64,64), D (nc,64,64) → (1,1,1) logits."""
+    G = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+    D = nn.Sequential(
+        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8), nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Flatten())
+    return G, D
+
+
+def _gan_step(lib, F, G, D, og, od, real, noise, ones, zeros):
+    """One step: D on real and detached fakes, then G through D (non-saturating BCE on logits)."""
+    def step():
+        fake = G(noise())
+        od.zero_grad()
+        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
+            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
+        ld.backward()
+        od.step()
+        og.zero_grad()
+        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
+        lg.backward()
+        og.step()
+    return step
+
+
+def dcgan64_npgan(device, batch=128):
+    import npgan
+    import npgan.functional as F
+    from npgan import nn, optim
+    G, D = _dcgan64(nn)
+    nn.init.dcgan_init(G)
+    nn.init.dcgan_init(D)
+    og = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    od = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = npgan.rand(batch, 3, 64, 64) * 2 - 1
+    ones, zeros = npgan.ones(batch, 1), npgan.zeros(batch, 1)
+    return _gan_step(npgan, F, G, D, og, od, real, lambda: npgan.randn(batch, 100, 1, 1), ones, zeros)
+
+
+def dcgan64_torch(device, batch=128):
+    import torch
+    from torch import nn
+    dev = "cuda" if device == "gpu" else "cpu"
+    G, D = _dcgan64(nn)
+    G, D = G.to(dev), D.to(dev)
+    for m in list(G.modules()) + list(D.modules()):
+        if "Conv" in type(m).__name__:
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif "BatchNorm" in type(m).__name__:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = torch.rand(batch, 3, 64, 64, device=dev) * 2 - 1
+    ones, zeros = torch.ones(batch, 1, device=dev), torch.zeros(batch, 1, device=dev)
+    return _gan_step(torch, torch.nn.functional, G, D, og, od, real,
+                     lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
+
+
+GPU = ("gpu",)
+
+CASES = [
+    Case("GPU: MLP GAN train step (D+G, Adam), batch 64", partial(mlp_gan_npgan, batch=64),
+         partial(mlp_gan_torch, batch=64), devices=GPU),
+    Case("GPU: MLP GAN train step (D+G, Adam), batch 1024", partial(mlp_gan_npgan, batch=1024),
+         partial(mlp_gan_torch, batch=1024), devices=GPU),
+    Case("GPU: DCGAN 28x28 train step (D+G, Adam), batch 64", partial(dcgan_npgan, batch=64),
+         partial(dcgan_torch, batch=64), devices=GPU),
+    Case("GPU: DCGAN 28x28 train step (D+G, Adam), batch 512", partial(dcgan_npgan, batch=512),
+         partial(dcgan_torch, batch=512), devices=GPU),
+    Case("GPU: DCGAN 64x64 train step (D+G, Adam), batch 128", dcgan64_npgan, dcgan64_torch, devices=GPU),
+    Case("GPU: kde_entropy fwd+bwd n=4096 d=3072 (silverman, LOO)", kde_npgan(4096, 3072), kde_torch(4096, 3072),
+         devices=GPU),
+]
