@@ -94,8 +94,10 @@ def loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, sm
     def col(k: str) -> Any:
         v = np.array([r[k] for r in history], dtype=float)
         if smooth > 1 and len(v) > smooth:
-            kern = np.ones(smooth) / smooth
-            v = np.convolve(v, kern, mode="same")
+            kern = np.ones(smooth)
+            # divide by the number of terms in each window: near the ends "same" pads with zeros,
+            # and dividing by ``smooth`` there would pull the curve towards 0
+            v = np.convolve(v, kern, mode="same") / np.convolve(np.ones_like(v), kern, mode="same")
         return v
 
     has_h = not np.all(np.isnan([r["entropy"] for r in history]))
