@@ -227,7 +227,7 @@ def _params(run):
             for k, v in net.state_dict().items()}
 
 
-def test_a_gpu_run_checkpoints_and_resumes_on_the_gpu_exactly_and_on_the_cpu(tmp_path):
+def test_a_gpu_run_checkpoints_and_resumes_on_the_gpu_exactly_and_on_the_cpu_and_back(tmp_path):
     with standin.installed(device=False):
         full = Run.create(_small("digits-mlp", "gpu", steps=6), tmp_path / "full")
         full.train(progress=False)
@@ -259,6 +259,17 @@ def test_a_gpu_run_checkpoints_and_resumes_on_the_gpu_exactly_and_on_the_cpu(tmp
         for k in finals[0]:
             assert np.isfinite(finals[0][k]).all()
             np.testing.assert_array_equal(finals[0][k], finals[1][k], err_msg=k)  # deterministic
+        # and back: a CPU run continues on the "GPU"
+        cpu_run = Run.create(_small("digits-mlp", "cpu", steps=3), tmp_path / "cpu")
+        cpu_run.train(progress=False)
+        on_cpu = _params(cpu_run)
+        back = Run.resume(tmp_path / "cpu", steps=5, device="gpu")
+        assert all(on_device(p.data) for p in back.G.parameters())
+        assert all(on_device(s["exp_avg"]) for s in back.opt_d.state.values())
+        for k, v in _params(back).items():
+            np.testing.assert_array_equal(v, on_cpu[k], err_msg=k)
+        back.train(progress=False)
+        assert back.trainer.step_count == 5 and all(np.isfinite(v).all() for v in _params(back).values())
 
 
 # ============================================================================ state, RNG, data, metrics
