@@ -105,7 +105,7 @@ def _mixture(data: str, **train: Any) -> RunConfig:
 # lr 1e-3 → 1e-4 linear, λ annealed linearly to 0, fixed σ.
 def _presets() -> dict[str, RunConfig]:
     return {
-        "ring8": _mixture("ring8", steps=6000, batch_size=512, z_dim=16, lr=1e-3, lr_final=1e-4,
+        "ring8": _mixture("ring8", steps=12000, batch_size=512, z_dim=16, lr=1e-3, lr_final=1e-4,
                           entropy_weight=0.1, entropy_weight_final=0.0, bandwidth=0.2),
         "grid25": _mixture("grid25", steps=15000, batch_size=512, z_dim=16, lr=1e-3, lr_final=1e-4,
                            entropy_weight=0.1, entropy_weight_final=0.0, bandwidth=0.5),
