@@ -129,24 +129,38 @@ def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
 def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
     """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(n,a,b), (i,j,c)].
 
-    Accumulates into a zero-padded channels-last buffer, one strided in-place add per kernel offset
-    (i, j) (a single assignment when there is one output pixel, where no two offsets overlap), then
-    cuts the padding off and returns a contiguous (N, C, H, W) array.
+    Accumulates into a padded channels-last buffer, one strided in-place update per kernel offset
+    (i, j), then cuts the padding off and returns a contiguous (N, C, H, W) array. Without dilation
+    and with s ≤ k, the offsets i < s_h, j < s_w are the first to reach their pixels (rows i + s·a
+    never meet) and together cover [0, s_h·OH) × [0, s_w·OW): they are copied, not added, and only
+    the rest of the buffer is zeroed. When one output pixel's kernel tiles the padded input exactly,
+    the columns already are the (padded) gradient.
     """
     xp = get_array_module(col)
     N, C, H, W = x_shape
+    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
     c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
-    spans = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
-    if out == (1, 1) and (H + 2 * p[0], W + 2 * p[1]) == spans and d == (1, 1):
-        gx = c6.reshape(N, k[0], k[1], C)  # the kernel tiles the padded input exactly once
+    s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))  # one output: the stride plays no part
+    if out == (1, 1) and d == (1, 1) and (Hp, Wp) == k:
+        gx = c6.reshape(N, Hp, Wp, C)
     else:
-        gx = xp.zeros((N, H + 2 * p[0], W + 2 * p[1], C), dtype=col.dtype)
+        copy_first = d == (1, 1) and s[0] <= k[0] and s[1] <= k[1]
+        if copy_first:
+            gx = xp.empty((N, Hp, Wp, C), dtype=col.dtype)
+            gx[:, s[0] * out[0]:] = 0
+            gx[:, :, s[1] * out[1]:] = 0
+        else:
+            gx = xp.zeros((N, Hp, Wp, C), dtype=col.dtype)
         for i in range(k[0]):
             r0 = i * d[0]
             rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
             for j in range(k[1]):
                 c0 = j * d[1]
-                gx[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]] += c6[:, :, :, i, j]
+                dst = gx[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
+                if copy_first and i < s[0] and j < s[1]:
+                    dst[...] = c6[:, :, :, i, j]
+                else:
+                    dst += c6[:, :, :, i, j]
     gx = gx[:, p[0]:p[0] + H, p[1]:p[1] + W]
     return xp.ascontiguousarray(gx.transpose(0, 3, 1, 2))
 
