@@ -387,6 +387,8 @@ def _as_columns(data: Any) -> tuple[list[Any], bool]:
             raise ValueError(f"loader: data item {i} is a scalar; expected a leading sample axis")
         if backend.device_of(a) != backend.get_device():
             a = backend.asarray(a)
+        if a.dtype == backend.float16:
+            a = Tensor(a).data  # upcast once, with one PrecisionWarning (not one per batch)
         out.append(a)
     n = out[0].shape[0]
     if any(a.shape[0] != n for a in out):
@@ -487,6 +489,9 @@ class InfiniteLoader:
         return {"epoch": self.epoch, "step": self.step, "pos": self._pos, "perm": perm}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or not {"epoch", "step", "pos"} <= set(state):
+            raise ValueError(f"InfiniteLoader.load_state_dict: expected a dict with epoch, step, pos and perm, got "
+                             f"{state!r:.200}")
         perm = state.get("perm")
         if perm is not None and len(perm) != self._loader.n:
             raise ValueError(f"InfiniteLoader.load_state_dict: saved permutation covers {len(perm)} samples, "

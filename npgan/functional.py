@@ -15,7 +15,7 @@ from typing import Any
 
 from . import backend, kernels
 from .backend import get_array_module
-from .ops import _lift
+from .ops import _as_float, _lift
 from .tensor import Function, Tensor, sum_to
 
 __all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "logsigmoid", "dropout",
@@ -60,11 +60,12 @@ class Linear(Function):
         need = self.needs_grad
         gx = gy @ w if need[0] else None
         gw = gb = None
-        if need[1]:
-            g2 = gy.reshape(-1, gy.shape[-1])
-            gw = g2.T @ x.reshape(-1, x.shape[-1])
+        rows = int(backend.np.prod(x.shape[:-1]))
+        if need[1]:  # (rows spelled out: reshape(-1, 0) is ambiguous for empty batches)
+            g2 = gy.reshape(rows, gy.shape[-1])
+            gw = g2.T @ x.reshape(rows, x.shape[-1])
         if len(need) > 2 and need[2]:
-            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0)
+            gb = gy.reshape(rows, gy.shape[-1]).sum(axis=0)
         return gx, gw, gb
 
 
@@ -176,39 +177,53 @@ class Dropout(Function):
         return gy * self.scale
 
 
+def _number(fn: str, name: str, v: Any) -> float:
+    """``v`` as a finite float, or a ValueError naming ``fn`` and the argument ``name``."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if isinstance(v, (bool, str, bytes)) or not backend.np.isfinite(f):
+        raise ValueError(f"{fn}: {name} must be a finite number, got {v!r}")
+    return f
+
+
 def relu(x: Tensor) -> Tensor:
     return ReLU()(x)
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    return LeakyReLU(float(negative_slope))(x)
+    slope = _number("leaky_relu", "negative_slope", negative_slope)
+    return LeakyReLU(slope)(_as_float(x))
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid()(x)
+    return Sigmoid()(_as_float(x))
 
 
 def tanh(x: Tensor) -> Tensor:
-    return Tanh()(x)
+    return Tanh()(_as_float(x))
 
 
 def softplus(x: Tensor) -> Tensor:
-    return Softplus()(x)
+    return Softplus()(_as_float(x))
 
 
 def logsigmoid(x: Tensor) -> Tensor:
-    return LogSigmoid()(x)
+    return LogSigmoid()(_as_float(x))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by 1/(1 − p) (identity unless training)."""
+    p = _number("dropout", "p", p)
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        raise ValueError(f"dropout: probability p must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
+    x = _as_float(x)
     if p == 1.0:
         return x * 0.0
-    return Dropout(float(p))(x)
+    return Dropout(p)(x)
 
 
 # ============================================================================ binary cross-entropy
@@ -322,25 +337,32 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any, reduction: str
     logits: any shape; target: the same shape (a tensor, an array or a scalar
     broadcast to it); reduction: "mean" | "sum" | "none".
     """
-    if not isinstance(target, Tensor) and not backend.is_array(target):
-        xp = get_array_module(logits.data)
-        if isinstance(target, (int, float)):  # a scalar fills the shape (on a GPU: a fill kernel, no host copy)
-            target = Tensor(xp.full(logits.shape, target, dtype=logits.dtype))
-        else:
-            t = xp.asarray(target, dtype=logits.dtype)  # a list must match the shape
-            target = Tensor(xp.full(logits.shape, t, dtype=logits.dtype) if t.ndim == 0 else t)
-    t = _check_bce("binary_cross_entropy_with_logits", logits, target, reduction)
+    logits, t = _bce_args("binary_cross_entropy_with_logits", logits, target, reduction)
     return SigmoidBCEWithLogits(reduction)(logits, t)
 
 
 def binary_cross_entropy(prob: Tensor, target: Any, reduction: str = "mean") -> Tensor:
     """Binary cross-entropy of probabilities ``prob`` against ``target`` (log clamped at −100, as PyTorch)."""
-    if not isinstance(target, Tensor) and not backend.is_array(target):
-        xp = get_array_module(prob.data)
-        t = xp.asarray(target, dtype=prob.dtype)
-        target = Tensor(xp.full(prob.shape, t, dtype=prob.dtype) if t.ndim == 0 else t)
-    t = _check_bce("binary_cross_entropy", prob, target, reduction)
+    prob, t = _bce_args("binary_cross_entropy", prob, target, reduction)
     return BinaryCrossEntropy(reduction)(prob, t)
+
+
+def _bce_args(name: str, x: Any, target: Any, reduction: str) -> tuple[Tensor, Tensor]:
+    """(x as a float tensor, target as a tensor of x's shape) after checking ``reduction`` and ``target``."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    x = _as_float(x)
+    if not isinstance(target, Tensor) and not backend.is_array(target):
+        xp = get_array_module(x.data)
+        if isinstance(target, (int, float)) and not isinstance(target, bool):  # a scalar fills the shape (on a
+            target = Tensor(xp.full(x.shape, target, dtype=x.dtype))      # GPU: a fill kernel, no host copy)
+        else:
+            try:
+                t = xp.asarray(target, dtype=x.dtype)  # a list must match the shape
+            except (TypeError, ValueError):
+                raise TypeError(f"{name}: target must be a tensor, an array or a number, got {target!r}") from None
+            target = Tensor(xp.full(x.shape, t, dtype=x.dtype) if t.ndim == 0 else t)
+    return x, _check_bce(name, x, target, reduction)
 
 
 # ============================================================================ batch normalisation
@@ -407,8 +429,16 @@ def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | 
     ``num_batches_tracked`` (a 0-d integer array, incremented in place).
     In evaluation, normalise with the running statistics.
     """
+    x = _as_float(x)
     if x.ndim < 2:
         raise ValueError(f"batch_norm: input must be (N, C) or (N, C, ...), got shape {x.shape}")
+    eps = _number("batch_norm", "eps", eps)
+    if not eps > 0:
+        raise ValueError(f"batch_norm: eps must be positive, got {eps}")
+    if momentum is not None:
+        momentum = _number("batch_norm", "momentum", momentum)
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"batch_norm: momentum must be in [0, 1] or None, got {momentum}")
     C = x.shape[1]
     xp = get_array_module(x.data)
     if weight is None:

@@ -357,8 +357,11 @@ def generator_loss(d_fake_logits: Tensor, kind: str = "non_saturating", fake: Te
     name = "generator_loss"
     _check_kind(kind, name)
     d_fake = _check_out(d_fake_logits, "d_fake_logits", name)
-    lam = float(entropy_weight)
-    if not (lam >= 0 and math.isfinite(lam)):
+    try:
+        lam = float(entropy_weight)
+    except (TypeError, ValueError):
+        lam = float("nan")
+    if isinstance(entropy_weight, (bool, str, bytes)) or not (lam >= 0 and math.isfinite(lam)):
         raise ValueError(f"{name}: entropy_weight must be a finite number ≥ 0, got {entropy_weight!r}")
     if kind == "minimax":
         loss = -F.binary_cross_entropy_with_logits(d_fake, 0.0)

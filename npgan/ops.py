@@ -42,6 +42,16 @@ def _lift(other: Any, like: Tensor) -> Tensor:
     return Tensor(xp.asarray(other, dtype=dt))
 
 
+def _as_float(x: Any) -> Tensor:
+    """``x`` as a float tensor for a function of real numbers: integer and bool data become the default dtype
+    (PyTorch's integer-to-float promotion; numpy would pick float16 for uint8 and wrap −x around)."""
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    if x.data.dtype.kind != "f":
+        x = Tensor(x.data.astype(backend.get_default_dtype()))
+    return x
+
+
 def _check_devices(a: Any, b: Any) -> None:
     xa, xb = get_array_module(a), get_array_module(b)
     if xa is not xb or (xa is not backend.np and a.device != b.device):
@@ -269,8 +279,7 @@ class Maximum(Function):
     def forward(self, a, b):
         xp = get_array_module(a)
         self.sa, self.sb = a.shape, b.shape
-        d = (a - b) * self.sign
-        self.wa = (d > 0) + 0.5 * (d == 0)
+        self.wa = ((a > b) if self.sign > 0 else (a < b)) + 0.5 * (a == b)  # comparisons: no overflow, no inf − inf
         return xp.maximum(a, b) if self.sign > 0 else xp.minimum(a, b)
 
     def backward(self, gy):
@@ -318,15 +327,23 @@ class ToDevice(Function):
 
 
 # ============================================================================ reductions
+def _is_int(a) -> bool:
+    return isinstance(a, (int, backend.np.integer)) and not isinstance(a, (bool, backend.np.bool_))
+
+
 def _norm_axis(axis, ndim):
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
     out = []
     for a in axes:
+        if not _is_int(a):
+            raise TypeError(f"axis must be an integer, a tuple of integers or None, got {axis!r}")
         if not -ndim <= a < builtins.max(ndim, 1):
             raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % builtins.max(ndim, 1))
+        out.append(int(a) % builtins.max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis {axis!r} names an axis twice")
     return tuple(out)
 
 
@@ -376,9 +393,9 @@ class Max(Function):
         self.axis, self.keepdims, self.sign = axis, keepdims, sign
 
     def forward(self, x):
-        if x.size == 0:
-            raise ValueError(f"max/min of an empty tensor (shape {x.shape})")
         self.axis = _norm_axis(self.axis, x.ndim)
+        if x.size == 0 and (self.axis is None or builtins.min(x.shape[a] for a in self.axis) == 0):
+            raise ValueError(f"max/min over an empty axis (shape {x.shape}, axis {self.axis})")
         y = x.max(axis=self.axis, keepdims=True) if self.sign > 0 else x.min(axis=self.axis, keepdims=True)
         mask = (x == y)
         self.w = mask / mask.sum(axis=self.axis, keepdims=True)
@@ -568,6 +585,12 @@ def pow(x: Tensor, p: float) -> Tensor:  # noqa: A001 - mirrors torch.pow
     """x ** p for a constant scalar exponent p."""
     if isinstance(p, Tensor) or backend.is_array(p):
         raise TypeError("pow: the exponent must be a Python number (x ** p with tensor p is not supported)")
+    if isinstance(p, (bool, str, bytes)) or not isinstance(p, (int, float, backend.np.number)):
+        raise TypeError(f"pow: the exponent p must be a number, got {p!r}")
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    if x.dtype.kind != "f" and not (_is_int(p) and p >= 0):  # integers to negative or fractional powers
+        x = _as_float(x)
     return Pow(p)(x)
 
 
@@ -582,15 +605,15 @@ def matmul(a, b) -> Tensor:
 
 
 def exp(x: Tensor) -> Tensor:
-    return Exp()(x)
+    return Exp()(_as_float(x))
 
 
 def log(x: Tensor) -> Tensor:
-    return Log()(x)
+    return Log()(_as_float(x))
 
 
 def sqrt(x: Tensor) -> Tensor:
-    return Sqrt()(x)
+    return Sqrt()(_as_float(x))
 
 
 def abs(x: Tensor) -> Tensor:  # noqa: A001
@@ -601,6 +624,10 @@ def clip(x: Tensor, min: float | None = None, max: float | None = None) -> Tenso
     """Clamp to [min, max]; either bound may be None."""
     if min is None and max is None:
         raise ValueError("clip: at least one of min and max must be given")
+    for name, v in (("min", min), ("max", max)):
+        if v is not None and (isinstance(v, (bool, str, bytes)) or not isinstance(v, (int, float, backend.np.number))
+                              or backend.np.isnan(v)):
+            raise ValueError(f"clip: {name} must be a number or None, got {v!r}")
     if min is not None and max is not None and min > max:
         raise ValueError(f"clip: min ({min}) is larger than max ({max})")
     return Clip(min, max)(x)
@@ -659,8 +686,11 @@ def reshape(x: Tensor, *shape) -> Tensor:
 def flatten(x: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     """Merge axes start_dim..end_dim into one (PyTorch's ``torch.flatten``)."""
     if x.ndim == 0:
+        _norm_axis((start_dim, end_dim) if start_dim != end_dim else start_dim, 0)
         return reshape(x, (1,))
-    s, e = start_dim % x.ndim, end_dim % x.ndim
+    s, e = _norm_axis(start_dim, x.ndim)[0], _norm_axis(end_dim, x.ndim)[0]
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {x.shape}")
     shp = x.shape[:s] + (-1,) + x.shape[e + 1:]
     if x.size == 0:
         shp = x.shape[:s] + (int(backend.np.prod(x.shape[s:e + 1])),) + x.shape[e + 1:]
@@ -674,7 +704,7 @@ def squeeze(x: Tensor, axis=None) -> Tensor:
 
 
 def unsqueeze(x: Tensor, axis: int) -> Tensor:
-    axis = axis % (x.ndim + 1)
+    axis = _norm_axis(axis, x.ndim + 1)[0]
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
@@ -697,8 +727,10 @@ def transpose(x: Tensor, dim0: int | None = None, dim1: int | None = None) -> Te
         return Permute(tuple(range(x.ndim))[::-1])(x)
     if dim0 is None or dim1 is None:
         raise ValueError("transpose needs both dim0 and dim1 (or neither, to reverse all axes)")
+    d0, d1 = _norm_axis(dim0, x.ndim)[0], _norm_axis(dim1, x.ndim)[0]
     axes = list(range(x.ndim))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+    if axes:
+        axes[d0], axes[d1] = axes[d1], axes[d0]
     return Permute(tuple(axes))(x)
 
 

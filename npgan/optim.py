@@ -18,6 +18,23 @@ from .tensor import Tensor
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop"]
 
 
+def _real(cls: str, name: str, v: Any, lo: float = 0.0, hi: float = math.inf, hi_open: bool = False) -> float:
+    """``v`` as a float in [lo, hi] (or [lo, hi)); ValueError naming the optimizer, the argument and the value."""
+    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and lo <= v and (
+        v < hi if hi_open else v <= hi)
+    if not ok:
+        rng = f"[{lo:g}, {hi:g}{')' if hi_open else ']'}" if math.isfinite(hi) else f">= {lo:g}"
+        raise ValueError(f"{cls}: {name} must be a number {'in ' if math.isfinite(hi) else ''}{rng}, got {v!r}")
+    return float(v)
+
+
+def _safe_div(xp: Any, num: Any, den: Any, eps: float) -> Any:
+    """num / den; with eps = 0 a zero denominator (its numerator is 0 too: no gradient yet) gives 0, not nan."""
+    if eps:
+        return num / den
+    return xp.divide(num, den, out=xp.zeros_like(num), where=den > 0)
+
+
 class Optimizer:
     """Base class: holds parameter groups (list of dicts with "params" and hyper-parameters) and per-parameter state."""
 
@@ -53,8 +70,7 @@ class Optimizer:
         lr = g["lr"]
         if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0 or not math.isfinite(lr):
             raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {g['lr']}")
-        if g.get("weight_decay", 0) < 0:
-            raise ValueError(f"{type(self).__name__}: weight_decay must be >= 0, got {g['weight_decay']}")
+        _real(type(self).__name__, "weight_decay", g.get("weight_decay", 0))
 
     def _indexed(self) -> Iterable[tuple[int, dict[str, Any], Tensor]]:
         i = 0
@@ -140,8 +156,8 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        if momentum < 0:
-            raise ValueError(f"SGD: momentum must be >= 0, got {momentum}")
+        _real("SGD", "momentum", momentum)
+        _real("SGD", "dampening", dampening, 0.0, 1.0)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -172,11 +188,13 @@ class Adam(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"Adam: betas must be in [0, 1), got {betas}")
-        if not eps >= 0:
-            raise ValueError(f"Adam: eps must be >= 0, got {eps}")
+        try:
+            b1, b2 = betas
+            _real("Adam", "betas", b1, 0.0, 1.0, hi_open=True)
+            _real("Adam", "betas", b2, 0.0, 1.0, hi_open=True)
+        except (TypeError, ValueError):
+            raise ValueError(f"Adam: betas must be two numbers in [0, 1), got {betas}") from None
+        _real("Adam", "eps", eps)
         super().__init__(params, dict(lr=lr, betas=(float(b1), float(b2)), eps=eps, weight_decay=weight_decay))
 
     def _update(self, p, g, state, group):
@@ -204,7 +222,7 @@ class Adam(Optimizer):
         denom = xp.sqrt(v)
         denom /= bc2_sqrt
         denom += group["eps"]
-        upd = m / denom
+        upd = _safe_div(xp, m, denom, group["eps"])
         upd *= group["lr"] / bc1
         p -= upd
 
@@ -214,12 +232,9 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0) -> None:
-        if not 0 <= alpha < 1:
-            raise ValueError(f"RMSprop: alpha must be in [0, 1), got {alpha}")
-        if not eps >= 0:
-            raise ValueError(f"RMSprop: eps must be >= 0, got {eps}")
-        if not momentum >= 0:
-            raise ValueError(f"RMSprop: momentum must be >= 0, got {momentum}")
+        _real("RMSprop", "alpha", alpha, 0.0, 1.0, hi_open=True)
+        _real("RMSprop", "eps", eps)
+        _real("RMSprop", "momentum", momentum)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
 
     def _update(self, p, g, state, group):
@@ -235,7 +250,7 @@ class RMSprop(Optimizer):
         a = state["square_avg"]
         a *= group["alpha"]
         a += (1 - group["alpha"]) * (g * g)
-        d = g / (xp.sqrt(a) + group["eps"])
+        d = _safe_div(xp, g, xp.sqrt(a) + group["eps"], group["eps"])
         if group["momentum"]:
             buf = state["momentum_buffer"]
             buf *= group["momentum"]

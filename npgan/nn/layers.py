@@ -58,7 +58,7 @@ class ReLU(Module):
 class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = F._number("LeakyReLU", "negative_slope", negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)
@@ -103,9 +103,17 @@ class Unflatten(Module):
 
     def __init__(self, dim: int, unflattened_size: tuple[int, ...]) -> None:
         super().__init__()
-        self.dim, self.unflattened_size = dim, tuple(int(s) for s in unflattened_size)
+        sizes = tuple(unflattened_size) if isinstance(unflattened_size, (tuple, list)) else None
+        if not isinstance(dim, (int, backend.np.integer)) or isinstance(dim, bool):
+            raise TypeError(f"Unflatten: dim must be an integer, got {dim!r}")
+        if sizes is None or not sizes or not all(
+                isinstance(v, (int, backend.np.integer)) and not isinstance(v, bool) and v >= 0 for v in sizes):
+            raise ValueError(f"Unflatten: unflattened_size must be a tuple of integers >= 0, got {unflattened_size!r}")
+        self.dim, self.unflattened_size = int(dim), tuple(int(v) for v in sizes)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not -x.ndim <= self.dim < x.ndim:
+            raise ValueError(f"Unflatten: dim {self.dim} is out of range for input shape {tuple(x.shape)}")
         d = self.dim % x.ndim
         n = 1
         for s in self.unflattened_size:
@@ -122,9 +130,10 @@ class Unflatten(Module):
 class Dropout(Module):
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
+        p = F._number("Dropout", "p", p)
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout probability must be in [0, 1], got {p}")
-        self.p = float(p)
+            raise ValueError(f"Dropout probability p must be in [0, 1], got {p}")
+        self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training)
@@ -140,8 +149,11 @@ class _BatchNorm(Module):
                  affine: bool = True, track_running_stats: bool = True) -> None:
         super().__init__()
         self.num_features = _check_int("num_features", num_features)
+        eps = F._number(type(self).__name__, "eps", eps)
         if not eps > 0:
             raise ValueError(f"eps must be positive, got {eps}")
+        if momentum is not None:
+            momentum = F._number(type(self).__name__, "momentum", momentum)
         if momentum is not None and not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] or None, got {momentum} "
                              "(BatchNorm's second positional argument is eps, not momentum)")
