@@ -38,6 +38,7 @@ from typing import Any
 
 from . import backend
 from .backend import get_array_module
+from .ops import _as_float
 from .tensor import Function, Tensor
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size"]
@@ -86,6 +87,9 @@ def _check_operands(name: str, x: Any, w: Any, b: Any, in_axis: int) -> None:
         raise ValueError(f"{name}: input must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
     if w.ndim != 4:
         raise ValueError(f"{name}: weight must be 4-D, got shape {tuple(w.shape)}")
+    if 0 in x.shape[2:] or 0 in w.shape[2:]:
+        raise ValueError(f"{name}: input (shape {tuple(x.shape)}) and kernel (weight shape {tuple(w.shape)}) need "
+                         "spatial sizes >= 1")
     if x.shape[1] != w.shape[in_axis]:
         raise ValueError(f"{name}: input has {x.shape[1]} channels (shape {tuple(x.shape)}) but the weight "
                          f"of shape {tuple(w.shape)} expects {w.shape[in_axis]} (weight axis {in_axis})")
@@ -178,7 +182,7 @@ def _rows(g: Any) -> Any:
 def _unrows(y2: Any, N: int, out: Pair) -> Any:
     """(N·OH·OW, O) → a contiguous (N, O, OH, OW) (one copy, the size of the output)."""
     xp = get_array_module(y2)
-    return xp.ascontiguousarray(y2.reshape(N, out[0], out[1], -1).transpose(0, 3, 1, 2))
+    return xp.ascontiguousarray(y2.reshape(N, out[0], out[1], y2.shape[1]).transpose(0, 3, 1, 2))
 
 
 def _conv_cols(col: Any, w: Any, N: int, out: Pair) -> Any:
@@ -305,6 +309,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     Example: ``conv2d(x, w, stride=2, padding=1)`` with x (64, 3, 64, 64), w (64, 3, 4, 4) → (64, 64, 32, 32).
     """
     name = "conv2d"
+    x = _as_float(x)  # integer images become the default float dtype
     s, p, d = _geometry(name, stride, padding, dilation)
     _check_operands(name, x, weight, bias, in_axis=1)
     k = tuple(weight.shape[2:])
@@ -330,6 +335,7 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     → (64, 64, 14, 14).
     """
     name = "conv_transpose2d"
+    x = _as_float(x)  # integer images become the default float dtype
     s, p, d = _geometry(name, stride, padding, dilation)
     op = _pair(f"{name}: output_padding", output_padding, 0)
     for a in (0, 1):

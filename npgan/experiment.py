@@ -309,7 +309,6 @@ class Run:
         # noise for pictures and metrics comes from generators of its own, so that drawing it never moves the
         # training stream (a resumed run must see exactly the random numbers of an uninterrupted one)
         self.fixed_z = self.side_noise(64 if cfg.data not in ("ring8", "grid25") else 1000, tag=7)
-        self.history: list[dict[str, float]] = []
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, when known
         self.rollbacks = 0
 
@@ -495,33 +494,44 @@ class Run:
         backend.set_rng_state(snap["rng"])
 
     # ------------------------------------------------------------------ history
+    def read_history(self, upto: int | None = None) -> list[dict[str, float]]:
+        """The rows of history.csv (up to step ``upto``), stopping at a damaged or cut row.
+
+        The history lives on disk only: a long run's memory does not grow with its length.
+        """
+        path = self.out / HISTORY
+        rows: list[dict[str, float]] = []
+        if not path.exists():
+            return rows
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if not text.endswith("\n"):  # a line cut by a kill: its last number may be cut short too
+            text = text[:text.rfind("\n") + 1]
+        for r in csv.DictReader(io.StringIO(text)):
+            try:
+                if upto is None or int(r["step"]) <= upto:
+                    rows.append({k: (int(v) if k == "step" else float(v)) for k in HISTORY_FIELDS for v in (r[k],)})
+            except (KeyError, ValueError, TypeError):
+                break  # a damaged row: drop it and what follows
+        return rows
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """The run's history rows so far (read from history.csv)."""
+        return self.read_history()
+
     def _restore_history(self) -> None:
         """Keep the rows up to the checkpoint's step (later ones will be recomputed identically)."""
-        path = self.out / HISTORY
-        rows = []
-        if path.exists():
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if not text.endswith("\n"):  # a line cut by a kill: its last number may be cut short too
-                text = text[:text.rfind("\n") + 1]
-            for r in csv.DictReader(io.StringIO(text)):
-                try:
-                    if int(r["step"]) <= self.trainer.step_count:
-                        rows.append({k: (int(v) if k == "step" else float(v)) for k in HISTORY_FIELDS
-                                     for v in (r[k],)})
-                except (KeyError, ValueError, TypeError):
-                    break  # a damaged row: drop it and what follows
-        self.history = rows
+        rows = self.read_history(upto=self.trainer.step_count)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(HISTORY_FIELDS)
         for r in rows:
             w.writerow([_fmt(r[k]) for k in HISTORY_FIELDS])
-        atomic_write_text(path, buf.getvalue())
+        atomic_write_text(self.out / HISTORY, buf.getvalue())
 
     def _append_history(self, rows: list[dict[str, float]]) -> None:
         if not rows:
             return
-        self.history.extend(rows)
         with open(self.out / HISTORY, "a", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             for r in rows:
@@ -632,7 +642,7 @@ class Run:
                 bar.close()
         self.save_checkpoint()
         from . import plots
-        plots.loss_curves(self.history, self.out / "losses.png")
+        plots.loss_curves(self.read_history(), self.out / "losses.png")
         result = self.evaluate()
         result = {"step": tr.step_count, **{k: _jsonable(v) for k, v in result.items()}}
         atomic_write_text(self.out / METRICS, json.dumps(result, indent=2) + "\n")

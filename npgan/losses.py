@@ -196,7 +196,7 @@ class KDEEntropy(Function):
         L = _sq_dists(xc)                      # the one (n, n) buffer, reused in place to the end
         bw = self.bandwidth
         self.sigma = sigma = _rule_bandwidth(x2, bw, L) if isinstance(bw, str) else float(bw)
-        inv2s2 = 1.0 / (2.0 * sigma * sigma)
+        inv2s2 = 1.0 / (2.0 * sigma * sigma) if sigma * sigma > 0 else math.inf  # σ² may underflow to 0
         with backend.np.errstate(over="ignore"):
             ok = math.isfinite(inv2s2) and math.isfinite(float(dt(inv2s2)))
         if not ok:
