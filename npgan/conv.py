@@ -29,11 +29,15 @@ therefore run on the same three private routines:
     _conv_input_grad(gy₂, w, ...)   gx = convᵀ(gy, w)         (col2im(gy₂ · W₂))
     _conv_weight_grad(col, gy₂, ..) gw = gy₂ᵀ · col
 
-where gy₂ is gy laid out as (N·OH·OW, O).
+where gy₂ is gy laid out as (N·OH·OW, O). Temporaries that never leave a call (padded input, GEMM results
+before their re-layout, col2im's accumulator, the transposed conv's columns of gy) are per-thread scratch
+arrays reused across calls (:func:`_scratch_array`), which spares a page fault per 4 KB every step; every
+result and everything saved for backward is a newly allocated array.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from . import backend
@@ -99,12 +103,51 @@ def _check_operands(name: str, x: Any, w: Any, b: Any, in_axis: int) -> None:
                          f"got {tuple(b.shape)}")
 
 
+# ============================================================================ scratch buffers
+_scratch = threading.local()
+_SCRATCH_MAX = 32  # (role, shape, dtype) entries kept per thread; past that the cache starts afresh
+
+
+def _scratch_array(xp: Any, role: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised work array that lives only inside one call of this module, reused across calls.
+
+    What is cached: per thread, one array per (role, shape, dtype), for the large temporaries — the padded
+    channels-last input (roles "pad", "pad_gy"), the columns of gy in the transposed conv's backward ("col"),
+    gy laid out as rows ("rows"), the GEMM results that are scattered or re-laid out ("gcol", "y2") and
+    col2im's accumulator ("acc"). For a DCGAN layer these are 2-13 MB each; allocated afresh every step they
+    cost one page fault per 4 KB touched.
+
+    Why it is safe: a scratch array never escapes. Nothing returned to a caller, stored on a Function for
+    backward or handed to another module is (or is a view of) a scratch array: every result is copied into a
+    freshly allocated array first (see :func:`_fresh`). Roles keep the scratch arrays alive at the same time
+    apart; the cache is thread-local, so threads never share one. On CuPy (its own memory pool) this is a
+    plain ``empty``.
+    """
+    if xp is not backend.np:
+        return xp.empty(shape, dtype=dtype)
+    cache = getattr(_scratch, "arrays", None)
+    if cache is None or len(cache) >= _SCRATCH_MAX:
+        cache = _scratch.arrays = {}
+    key = (role, shape, backend.np.dtype(dtype))
+    buf = cache.get(key)
+    if buf is None:
+        buf = cache[key] = xp.empty(shape, dtype=dtype)
+    return buf
+
+
+def _fresh(xp: Any, a: Any) -> Any:
+    """A newly allocated C-contiguous copy of ``a`` (results may never alias a scratch array)."""
+    out = xp.empty(a.shape, dtype=a.dtype)
+    out[...] = a
+    return out
+
+
 # ============================================================================ the shared kernels
-def _padded_nhwc(x: Any, p: Pair) -> Any:
-    """x (N, C, H, W) → x̃ channels-last (N, H + 2p_h, W + 2p_w, C), zero border (one copy of x)."""
+def _padded_nhwc(x: Any, p: Pair, role: str) -> Any:
+    """x (N, C, H, W) → x̃ channels-last (N, H + 2p_h, W + 2p_w, C), zero border: a scratch array (one copy of x)."""
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    out = xp.empty((N, H + 2 * p[0], W + 2 * p[1], C), dtype=x.dtype)
+    out = _scratch_array(xp, role, (N, H + 2 * p[0], W + 2 * p[1], C), x.dtype)
     if p[0] or p[1]:
         out[:, :p[0]] = 0
         out[:, H + p[0]:] = 0
@@ -114,59 +157,82 @@ def _padded_nhwc(x: Any, p: Pair) -> Any:
     return out
 
 
-def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
+def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair, scratch: bool = False) -> Any:
     """Columns of x (N, C, H, W): col[(n,a,b), (i,j,c)] = x̃[n, c, a·s + i·d, b·s + j·d], (N·OH·OW, kh·kw·C).
 
     One strided view (N, OH, OW, kh, kw, C) of the padded channels-last input — no copy — then one
-    reshape copy (the only copy of col's size).
+    copy into the result (the only copy of col's size): a new array, or with ``scratch`` a scratch array
+    (for columns used only inside the caller).
     """
     xp = get_array_module(x)
     N, C = x.shape[:2]
-    xt = _padded_nhwc(x, p)
+    xt = _padded_nhwc(x, p, "pad_gy" if scratch else "pad")
     sN, sH, sW, sC = xt.strides
+    shape = (N, out[0], out[1], k[0], k[1], C)
     view = xp.lib.stride_tricks.as_strided(
-        xt, shape=(N, out[0], out[1], k[0], k[1], C),
-        strides=(sN, sH * s[0], sW * s[1], sH * d[0], sW * d[1], sC))
-    return view.reshape(N * out[0] * out[1], k[0] * k[1] * C)
+        xt, shape=shape, strides=(sN, sH * s[0], sW * s[1], sH * d[0], sW * d[1], sC))
+    col = _scratch_array(xp, "col", shape, x.dtype) if scratch else xp.empty(shape, dtype=x.dtype)
+    col[...] = view
+    return col.reshape(N * out[0] * out[1], k[0] * k[1] * C)
 
 
 def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
     """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(n,a,b), (i,j,c)].
 
-    Accumulates into a padded channels-last buffer, one strided in-place update per kernel offset
-    (i, j), then cuts the padding off and returns a contiguous (N, C, H, W) array. Without dilation
-    and with s ≤ k, the offsets i < s_h, j < s_w are the first to reach their pixels (rows i + s·a
-    never meet) and together cover [0, s_h·OH) × [0, s_w·OW): they are copied, not added, and only
-    the rest of the buffer is zeroed. When one output pixel's kernel tiles the padded input exactly,
-    the columns already are the (padded) gradient.
+    Accumulates into a padded channels-last scratch buffer, then cuts the padding off and copies into a
+    new contiguous (N, C, H, W) array. Without dilation and with s ≤ k, the offsets i < s_h, j < s_w are
+    the first to reach their pixels (rows i + s·a never meet) and together cover [0, s_h·OH) × [0, s_w·OW):
+    they are copied, not added, and only the rest of the buffer is zeroed. When moreover s divides k
+    (k = U·s, e.g. k4 s2), the buffer is viewed as (N, ·, s_h, ·, s_w, C) and the s_h·s_w offsets
+    (u·s + ·, v·s + ·) go in one strided update per (u, v): U_h·U_w updates of s_w·C-long runs instead of
+    kh·kw of C-long ones. When one output pixel's kernel tiles the padded input exactly, the columns
+    already are the (padded) gradient.
     """
     xp = get_array_module(col)
     N, C, H, W = x_shape
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
-    c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
     s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))  # one output: the stride plays no part
     if out == (1, 1) and d == (1, 1) and (Hp, Wp) == k:
-        gx = c6.reshape(N, Hp, Wp, C)
+        gx = col.reshape(N, Hp, Wp, C)
+    elif d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0:
+        U = (k[0] // s[0], k[1] // s[1])
+        # rows [0, (OH + U − 1)·s) hold every window; the crop may reach past them (then zeros)
+        Hq, Wq = (max(out[a] + U[a] - 1, -(-(Hp if a == 0 else Wp) // s[a])) for a in (0, 1))
+        acc = _scratch_array(xp, "acc", (N, Hq * s[0], Wq * s[1], C), col.dtype)
+        acc[:, s[0] * out[0]:] = 0
+        acc[:, :, s[1] * out[1]:] = 0
+        g6 = acc.reshape(N, Hq, s[0], Wq, s[1], C)
+        c8 = col.reshape(N, out[0], out[1], U[0], s[0], U[1], s[1], C)
+        for u in range(U[0]):
+            for v in range(U[1]):
+                src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)  # (N, OH, s_h, OW, s_w, C)
+                dst = g6[:, u:u + out[0], :, v:v + out[1]]
+                if u == 0 and v == 0:
+                    dst[...] = src
+                else:
+                    dst += src
+        gx = acc
     else:
+        c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
         copy_first = d == (1, 1) and s[0] <= k[0] and s[1] <= k[1]
+        acc = _scratch_array(xp, "acc", (N, Hp, Wp, C), col.dtype)
         if copy_first:
-            gx = xp.empty((N, Hp, Wp, C), dtype=col.dtype)
-            gx[:, s[0] * out[0]:] = 0
-            gx[:, :, s[1] * out[1]:] = 0
+            acc[:, s[0] * out[0]:] = 0
+            acc[:, :, s[1] * out[1]:] = 0
         else:
-            gx = xp.zeros((N, Hp, Wp, C), dtype=col.dtype)
+            acc[...] = 0
         for i in range(k[0]):
             r0 = i * d[0]
             rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
             for j in range(k[1]):
                 c0 = j * d[1]
-                dst = gx[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
+                dst = acc[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
                 if copy_first and i < s[0] and j < s[1]:
                     dst[...] = c6[:, :, :, i, j]
                 else:
                     dst += c6[:, :, :, i, j]
-    gx = gx[:, p[0]:p[0] + H, p[1]:p[1] + W]
-    return xp.ascontiguousarray(gx.transpose(0, 3, 1, 2))
+        gx = acc
+    return _fresh(xp, gx[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2))
 
 
 def _w2(w: Any) -> Any:
@@ -174,20 +240,23 @@ def _w2(w: Any) -> Any:
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
-def _rows(g: Any) -> Any:
-    """(N, O, OH, OW) → (N·OH·OW, O), the layout of Y = col · W₂ᵀ (one copy)."""
-    return g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1])
-
-
-def _unrows(y2: Any, N: int, out: Pair) -> Any:
-    """(N·OH·OW, O) → a contiguous (N, O, OH, OW) (one copy, the size of the output)."""
-    xp = get_array_module(y2)
-    return xp.ascontiguousarray(y2.reshape(N, out[0], out[1], y2.shape[1]).transpose(0, 3, 1, 2))
+def _rows(g: Any, scratch: bool = False) -> Any:
+    """(N, O, OH, OW) → (N·OH·OW, O), the layout of Y = col · W₂ᵀ (one copy: new, or a scratch array)."""
+    xp = get_array_module(g)
+    N, O, OH, OW = g.shape
+    r = _scratch_array(xp, "rows", (N, OH, OW, O), g.dtype) if scratch else xp.empty((N, OH, OW, O), dtype=g.dtype)
+    r[...] = g.transpose(0, 2, 3, 1)
+    return r.reshape(-1, O)
 
 
 def _conv_cols(col: Any, w: Any, N: int, out: Pair) -> Any:
-    """y = conv(x, w) from x's columns: Y = col · W₂ᵀ, one GEMM (N·OH·OW, kh·kw·C) × (kh·kw·C, O)."""
-    return _unrows(col @ _w2(w).T, N, out)
+    """y = conv(x, w) from x's columns: Y = col · W₂ᵀ, one GEMM (N·OH·OW, kh·kw·C) × (kh·kw·C, O), into a
+    scratch array, then laid out as a new contiguous (N, O, OH, OW)."""
+    xp = get_array_module(col)
+    O = w.shape[0]
+    y2 = _scratch_array(xp, "y2", (col.shape[0], O), col.dtype)
+    xp.matmul(col, _w2(w).T, out=y2)
+    return _fresh(xp, y2.reshape(N, out[0], out[1], O).transpose(0, 3, 1, 2))
 
 
 def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[Any, Any]:
@@ -197,8 +266,14 @@ def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple
 
 
 def _conv_input_grad(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
-    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → gx: x_shape (N, C, H, W)."""
-    return _col2im(gy2 @ _w2(w), x_shape, w.shape[2:], out, s, p, d)
+    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → gx: x_shape (N, C, H, W).
+
+    The GEMM writes into a scratch array, which col2im reads; gx is a new array."""
+    xp = get_array_module(gy2)
+    w2 = _w2(w)
+    gcol = _scratch_array(xp, "gcol", (gy2.shape[0], w2.shape[1]), gy2.dtype)
+    xp.matmul(gy2, w2, out=gcol)
+    return _col2im(gcol, x_shape, w.shape[2:], out, s, p, d)
 
 
 def _conv_weight_grad(col: Any, gy2: Any, w_shape: tuple[int, ...]) -> Any:
@@ -242,7 +317,7 @@ class Conv2d(Function):
 
     def backward(self, gy):
         need = self.needs_grad
-        gy2 = _rows(gy)  # (N·OH·OW, O), shared by both GEMMs
+        gy2 = _rows(gy, scratch=True)  # (N·OH·OW, O), shared by both GEMMs
         gx = _conv_input_grad(gy2, self.w, self.x_shape, self.out, self.s, self.p, self.d) if need[0] else None
         gw = _conv_weight_grad(self.col, gy2, self.w.shape) if need[1] else None
         gb = gy.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
@@ -288,7 +363,7 @@ class ConvTranspose2d(Function):
         x_shape, w = self.x_shape, self.w
         gx = gw = gb = None
         if need[0] or need[1]:
-            col = _im2col(gy, w.shape[2:], x_shape[2:], self.s, self.p, self.d)
+            col = _im2col(gy, w.shape[2:], x_shape[2:], self.s, self.p, self.d, scratch=True)
             if need[0]:
                 gx = _conv_cols(col, w, x_shape[0], x_shape[2:])  # gx = conv_w(gy)
             if need[1]:
