@@ -80,8 +80,9 @@ def mode_metrics(samples: Any, centers: Any, std: float, threshold: float = 3.0,
     c = np.asarray(backend.to_numpy(_array(centers)), dtype=np.float64)
     if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1]:
         raise ValueError(f"mode_metrics: samples {x.shape} and centers {c.shape} must be (n, d) and (K, d)")
-    if not (isinstance(std, (int, float)) and std > 0):
-        raise ValueError(f"mode_metrics: std must be a positive number, got {std!r}")
+    for name, v in (("std", std), ("threshold", threshold)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"mode_metrics: {name} must be a positive number, got {v!r}")
     if x.shape[0] == 0:
         raise ValueError("mode_metrics: no samples")
     k = c.shape[0]

@@ -30,7 +30,7 @@ def _real(cls: str, name: str, v: Any, lo: float = 0.0, hi: float = math.inf, hi
 
 def _safe_div(xp: Any, num: Any, den: Any, eps: float) -> Any:
     """num / den; with eps = 0 a zero denominator (its numerator is 0 too: no gradient yet) gives 0, not nan."""
-    if eps:
+    if num.dtype.type(eps) > 0:  # (an eps below the dtype's smallest number rounds to 0 too)
         return num / den
     return xp.divide(num, den, out=xp.zeros_like(num), where=den > 0)
 
