@@ -369,53 +369,78 @@ def _bce_args(name: str, x: Any, target: Any, reduction: str) -> tuple[Tensor, T
 class BatchNorm(Function):
     """Batch normalisation over every axis but the channel axis 1, in one op.
 
-    Training (statistics of this batch, m = elements per channel):
-        μ = mean(x),  v = mean((x − μ)²),  s = 1/√(v + ε),  x̂ = (x − μ)·s,  y = γ x̂ + β
-        gx̂ = gy · γ
-        gx = (s / m) · (m·gx̂ − Σ gx̂ − x̂ · Σ(gx̂ · x̂))
-        gγ = Σ gy · x̂,   gβ = Σ gy          (Σ over every axis but 1)
+    x (N, C, *) is handled as (N, C, M), M = the product of the trailing sizes (1 for (N, C)); Σ is over
+    the N·M = m elements of a channel, computed as a sum over N then over M (the contiguous axis).
+    Training (statistics of this batch):
+        μ = Σ x / m,  v = Σ (x − μ)² / m,  s = 1/√(v + ε),  x̂ = (x − μ)·s,  y = γ x̂ + β
+        gγ = Σ gy · x̂,   gβ = Σ gy
+        gx = (s / m) · (m·gx̂ − Σ gx̂ − x̂ · Σ(gx̂ · x̂))  with gx̂ = gy · γ, i.e. per channel
+           = a·gy − (a/m)·gβ − x̂ · (a/m)·gγ,           a = γ s
     Evaluation (running statistics μ_r, v_r held constant):
         y = γ (x − μ_r)/√(v_r + ε) + β,  gx = gy · γ /√(v_r + ε)
-    Keeps x̂ and s for backward (x̂ has the input's size).
+    Keeps x̂ and s for backward (x̂ has the input's size). Forward allocates two arrays of the input's
+    size (x̂, and y, which holds (x − μ)² first); backward two (gy · x̂, reused for x̂ · (a/m)·gγ, and gx).
     """
 
     def __init__(self, eps: float, training: bool, running_mean=None, running_var=None):
         self.eps, self.training = eps, training
         self.rm, self.rv = running_mean, running_var
 
+    @staticmethod
+    def _csum(a3):
+        """Σ over axes 0 and 2 of (N, C, M): a per-channel vector (C,)."""
+        return a3.sum(axis=0).sum(axis=1)
+
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        axes = (0,) + tuple(range(2, x.ndim))
-        shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        M = 1
+        for n in x.shape[2:]:
+            M *= n
+        x3 = x.reshape(x.shape[0], x.shape[1], M)
+        same = xp.result_type(x, gamma, beta) == x.dtype  # the output can reuse a buffer of x's dtype
         if self.training:
-            mu = x.mean(axis=axes)
-            xc = x - mu.reshape(shape)
-            var = (xc * xc).mean(axis=axes)
+            m = x3.shape[0] * M
+            mu = self._csum(x3) / m
+            xhat = x3 - mu[:, None]
+            sq = xp.multiply(xhat, xhat)
+            var = self._csum(sq) / m
             self.batch_mean, self.batch_var = mu, var
         else:
-            xc = x - self.rm.reshape(shape).astype(x.dtype, copy=False)
+            xhat = x3 - self.rm.astype(x.dtype, copy=False)[:, None]
             var = self.rv.astype(x.dtype, copy=False)
+            sq = None
         s = 1.0 / xp.sqrt(var + self.eps)
-        xhat = xc * s.reshape(shape)
-        self.xhat, self.s, self.gamma, self.axes, self.shape = xhat, s, gamma, axes, shape
-        return xhat * gamma.reshape(shape) + beta.reshape(shape)
+        xhat *= s[:, None].astype(xhat.dtype, copy=False)
+        if same:
+            y = xp.multiply(xhat, gamma[:, None], out=sq if sq is not None else xp.empty_like(xhat))
+        else:
+            y = xhat * gamma[:, None]
+        y += beta[:, None]
+        self.xhat, self.s, self.gamma = xhat, s, gamma
+        return y.reshape(x.shape)
 
     def backward(self, gy):
-        xhat, s, axes, shape = self.xhat, self.s, self.axes, self.shape
+        xhat, s, gamma = self.xhat, self.s, self.gamma
         need = self.needs_grad
-        ggamma = (gy * xhat).sum(axis=axes) if need[1] else None
-        gbeta = gy.sum(axis=axes) if need[2] else None
+        gy3 = gy.reshape(xhat.shape)
+        gbeta = self._csum(gy3) if need[2] or (need[0] and self.training) else None
+        ggamma = tmp = None
+        if need[1] or (need[0] and self.training):
+            tmp = gy3 * xhat
+            ggamma = self._csum(tmp)
         gx = None
         if need[0]:
-            gxhat = gy * self.gamma.reshape(shape)
+            a = gamma * s
+            gx = gy3 * a[:, None]
             if self.training:
-                m = gy.size // gy.shape[1]
-                sg = gxhat.sum(axis=axes).reshape(shape)
-                sgx = (gxhat * xhat).sum(axis=axes).reshape(shape)
-                gx = (s.reshape(shape) / m) * (m * gxhat - sg - xhat * sgx)
-            else:
-                gx = gxhat * s.reshape(shape)
-        return gx, ggamma, gbeta
+                m = xhat.shape[0] * xhat.shape[2]
+                if tmp.dtype == gx.dtype:
+                    gx -= get_array_module(gy).multiply(xhat, (a * ggamma / m)[:, None], out=tmp)
+                else:
+                    gx -= xhat * (a * ggamma / m)[:, None]
+                gx -= (a * gbeta / m)[:, None]
+            gx = gx.reshape(gy.shape)
+        return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
 
 
 def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,
