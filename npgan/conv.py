@@ -105,7 +105,7 @@ def _check_operands(name: str, x: Any, w: Any, b: Any, in_axis: int) -> None:
 
 # ============================================================================ scratch buffers
 _scratch = threading.local()
-_SCRATCH_MAX = 32  # (role, shape, dtype) entries kept per thread; past that the cache starts afresh
+_SCRATCH_MAX = 64  # (role, shape, dtype) entries kept per thread (a DCGAN step uses 20); past that: start afresh
 
 
 def _scratch_array(xp: Any, role: str, shape: tuple[int, ...], dtype: Any) -> Any:
