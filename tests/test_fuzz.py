@@ -168,7 +168,7 @@ def test_binary_ops(name, a, b, kinds):
     r = outcome(fn, *args)
     if failed(r):
         return
-    check_backward(r, x, y)
+    check_backward(r, x, y, total=name != "div")  # d(a/b)/da = 1/b: a tiny b overflows a float32 gradient
     if name in ("add", "sub", "mul", "maximum", "minimum") and finite(a) and all_finite(b):
         assert finite(r)
 
