@@ -248,13 +248,14 @@ class Trainer:
         self.G.train()
         self.D.train()
         rec: dict[str, Any] = {}
-        try:
-            if cfg.order == "d_first":
-                self._d_phase(rec)
-                self._g_phase(lam, rec)
-            else:
-                self._g_phase(lam, rec)
-                self._d_phase(rec)
+        try:  # overflow/invalid warnings are not printed: the guard reports a divergence in one line instead
+            with backend.np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                if cfg.order == "d_first":
+                    self._d_phase(rec)
+                    self._g_phase(lam, rec)
+                else:
+                    self._g_phase(lam, rec)
+                    self._d_phase(rec)
         except _NonFinite as bad:
             vals = ", ".join(f"{k} = {v!r}" for k, v in bad.values.items())
             what = f"step {t + 1}: non-finite {bad.loss} or gradient of {bad.network} ({vals})"
