@@ -28,6 +28,9 @@ METRIC_KEYS = ("classes_covered", "class_kl", "classifier_score", "precision", "
 LITERATURE = {
     "mlp": "MLP GAN (Goodfellow et al. 2014): fully connected G and D, ReLU in G, LeakyReLU(0.2) in D, tanh "
            "output; Adam lr 2e-4, beta1 0.5 (the DCGAN paper's optimiser, the usual choice since).",
+    "mlp_bn": "MLP GAN with BatchNorm1d blocks in G (as in the PyTorch-GAN collection's GAN example, with eps and "
+              "momentum given by keyword); LeakyReLU(0.2), tanh output; here with the KDE entropy term on G's "
+              "batch (lambda 0.1, Silverman bandwidth), which keeps it from collapsing on the 1,438 digits.",
     "dcgan": "DCGAN (Radford et al. 2016): no pooling or dense hidden layers; G upsamples with strided transposed "
              "convolutions + BatchNorm + ReLU and ends in tanh; D downsamples with strided convolutions + "
              "LeakyReLU(0.2), BatchNorm except on its first layer; weights ~ N(0, 0.02); Adam lr 2e-4, beta1 0.5.",
