@@ -45,6 +45,26 @@ class Case:
     devices: tuple[str, ...] = ("cpu", "gpu")  # where the case runs
 
 
+def gan_step(F: Any, G: Any, D: Any, opt_g: Any, opt_d: Any, real: Any, noise: Callable[[], Any],
+             ones: Any, zeros: Any) -> Callable[[], None]:
+    """One GAN training step for npgan or torch alike (the same code runs on both APIs).
+
+    D on the real batch and on detached fakes, then G through D, non-saturating BCE on logits, one Adam step each.
+    """
+    def step() -> None:
+        fake = G(noise())
+        opt_d.zero_grad()
+        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
+            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
+        ld.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
+        lg.backward()
+        opt_g.step()
+    return step
+
+
 def peak_extra_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes allocated (numpy arrays included, via tracemalloc) while ``fn`` runs, above the start."""
     tracemalloc.start()

@@ -7,7 +7,7 @@ peak <= 2 x col.
 
 from __future__ import annotations
 
-from bench import Case, peak_extra_bytes
+from bench import Case, gan_step, peak_extra_bytes
 
 MB = 1024 * 1024
 
@@ -108,19 +108,7 @@ def dcgan_npgan(device, batch=64):
     real = npgan.rand(batch, 1, 28, 28) * 2 - 1
     ones, zeros = npgan.ones(batch, 1), npgan.zeros(batch, 1)
 
-    def step():
-        z = npgan.randn(batch, 100, 1, 1)
-        fake = G(z)
-        od.zero_grad()
-        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
-        ld.backward()
-        od.step()
-        og.zero_grad()
-        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
-        lg.backward()
-        og.step()
-    return step
+    return gan_step(F, G, D, og, od, real, lambda: npgan.randn(batch, 100, 1, 1), ones, zeros)
 
 
 def dcgan_torch(device, batch=64):
@@ -141,19 +129,7 @@ def dcgan_torch(device, batch=64):
     real = torch.rand(batch, 1, 28, 28, device=dev) * 2 - 1
     ones, zeros = torch.ones(batch, 1, device=dev), torch.zeros(batch, 1, device=dev)
 
-    def step():
-        z = torch.randn(batch, 100, 1, 1, device=dev)
-        fake = G(z)
-        od.zero_grad()
-        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
-        ld.backward()
-        od.step()
-        og.zero_grad()
-        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
-        lg.backward()
-        og.step()
-    return step
+    return gan_step(F, G, D, og, od, real, lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
 
 
 CASES = [

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench import Case
+from bench import Case, gan_step
 
 
 def _np_mods():
@@ -44,19 +44,7 @@ def mlp_gan_npgan(device, batch=64):
     real = npgan.rand(batch, 784) * 2 - 1
     ones, zeros = npgan.ones(batch, 1), npgan.zeros(batch, 1)
 
-    def step():
-        z = npgan.randn(batch, 100)
-        fake = G(z)
-        od.zero_grad()
-        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
-        ld.backward()
-        od.step()
-        og.zero_grad()
-        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
-        lg.backward()
-        og.step()
-    return step
+    return gan_step(F, G, D, og, od, real, lambda: npgan.randn(batch, 100), ones, zeros)
 
 
 def mlp_gan_torch(device, batch=64):
@@ -72,19 +60,7 @@ def mlp_gan_torch(device, batch=64):
     real = torch.rand(batch, 784, device=dev) * 2 - 1
     ones, zeros = torch.ones(batch, 1, device=dev), torch.zeros(batch, 1, device=dev)
 
-    def step():
-        z = torch.randn(batch, 100, device=dev)
-        fake = G(z)
-        od.zero_grad()
-        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
-        ld.backward()
-        od.step()
-        og.zero_grad()
-        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
-        lg.backward()
-        og.step()
-    return step
+    return gan_step(F, G, D, og, od, real, lambda: torch.randn(batch, 100, device=dev), ones, zeros)
 
 
 CASES = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from bench import Case
+from bench import Case, gan_step
 from cases_conv import dcgan_npgan, dcgan_torch
 from cases_core import mlp_gan_npgan, mlp_gan_torch
 from cases_kde import _npgan_builder as kde_npgan
@@ -40,22 +40,6 @@ def _dcgan64(nn, nz=100, ngf=64, ndf=64, nc=3):
     return G, D
 
 
-def _gan_step(lib, F, G, D, og, od, real, noise, ones, zeros):
-    """One step: D on real and detached fakes, then G through D (non-saturating BCE on logits)."""
-    def step():
-        fake = G(noise())
-        od.zero_grad()
-        ld = F.binary_cross_entropy_with_logits(D(real), ones) + \
-            F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
-        ld.backward()
-        od.step()
-        og.zero_grad()
-        lg = F.binary_cross_entropy_with_logits(D(fake), ones)
-        lg.backward()
-        og.step()
-    return step
-
-
 def dcgan64_npgan(device, batch=128):
     import npgan
     import npgan.functional as F
@@ -67,7 +51,7 @@ def dcgan64_npgan(device, batch=128):
     od = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = npgan.rand(batch, 3, 64, 64) * 2 - 1
     ones, zeros = npgan.ones(batch, 1), npgan.zeros(batch, 1)
-    return _gan_step(npgan, F, G, D, og, od, real, lambda: npgan.randn(batch, 100, 1, 1), ones, zeros)
+    return gan_step(F, G, D, og, od, real, lambda: npgan.randn(batch, 100, 1, 1), ones, zeros)
 
 
 def dcgan64_torch(device, batch=128):
@@ -86,8 +70,8 @@ def dcgan64_torch(device, batch=128):
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     real = torch.rand(batch, 3, 64, 64, device=dev) * 2 - 1
     ones, zeros = torch.ones(batch, 1, device=dev), torch.zeros(batch, 1, device=dev)
-    return _gan_step(torch, torch.nn.functional, G, D, og, od, real,
-                     lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
+    return gan_step(torch.nn.functional, G, D, og, od, real,
+                    lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
 
 
 GPU = ("gpu",)
