@@ -221,11 +221,26 @@ class Tensor:
         return id(self)
 
 
-def _topo_order(root: Tensor) -> list[Function]:
-    """Functions reachable from ``root`` in an order where every function comes before its inputs'."""
+class GraphFreedError(RuntimeError):
+    """The graph's saved values were freed by an earlier ``backward()`` (at Function ``function_name``)."""
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        super().__init__(f"backward through the graph a second time ({function_name}): its saved values were "
+                         "freed by the first backward(); call backward(retain_graph=True) the first time")
+
+
+def graph_functions(root: Tensor) -> list[Function]:
+    """The Functions recorded for ``root``, each after those that made its inputs (the order they ran in).
+
+    An iterative depth-first walk (no recursion limit on deep graphs); raises :class:`GraphFreedError` when an
+    earlier ``backward()`` freed part of the graph.
+    """
     order: list[Function] = []
+    if root.creator is None:
+        return order
     seen: set[int] = set()
-    stack: list[tuple[Function, bool]] = [(root.creator, False)]  # type: ignore[list-item]
+    stack: list[tuple[Function, bool]] = [(root.creator, False)]
     while stack:
         f, expanded = stack.pop()
         if expanded:
@@ -234,17 +249,19 @@ def _topo_order(root: Tensor) -> list[Function]:
         if id(f) in seen:
             continue
         seen.add(id(f))
-        stack.append((f, True))
         if f.inputs is None:
-            raise RuntimeError(
-                f"backward through the graph a second time ({type(f).__name__}): its saved values were "
-                "freed by the first backward(); call backward(retain_graph=True) the first time")
-        for t in f.inputs:
+            raise GraphFreedError(type(f).__name__)
+        stack.append((f, True))
+        for t in reversed(f.inputs):
             c = t.creator
             if c is not None and id(c) not in seen:
                 stack.append((c, False))
-    order.reverse()  # post-order reversed = outputs first
     return order
+
+
+def _topo_order(root: Tensor) -> list[Function]:
+    """Functions reachable from ``root`` in an order where every function comes before its inputs'."""
+    return graph_functions(root)[::-1]
 
 
 def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .tensor import Function, Tensor
+from .tensor import Function, GraphFreedError, Tensor, graph_functions
 
 __all__ = ["graph", "render", "explain", "functions_in_order", "backward_formula", "function_classes"]
 
@@ -57,27 +57,11 @@ def functions_in_order(root: Tensor) -> list[Function]:
     """
     if not isinstance(root, Tensor):
         raise TypeError(f"expected a Tensor, got {type(root).__name__}")
-    order: list[Function] = []
-    if root.creator is None:
-        return order
-    seen: set[int] = set()
-    stack: list[tuple[Function, bool]] = [(root.creator, False)]
-    while stack:
-        f, expanded = stack.pop()
-        if expanded:
-            order.append(f)
-            continue
-        if id(f) in seen:
-            continue
-        seen.add(id(f))
-        if f.inputs is None:
-            raise RuntimeError(f"the graph was freed by backward() (at {type(f).__name__}): call viz before "
-                               "backward(), or call backward(retain_graph=True)")
-        stack.append((f, True))
-        for t in reversed(f.inputs):
-            if t.creator is not None and id(t.creator) not in seen:
-                stack.append((t.creator, False))
-    return order
+    try:
+        return graph_functions(root)
+    except GraphFreedError as exc:
+        raise RuntimeError(f"the graph was freed by backward() (at {exc.function_name}): call viz before "
+                           "backward(), or call backward(retain_graph=True)") from None
 
 
 def _tensors(root: Tensor, fns: list[Function]) -> list[Tensor]:
