@@ -98,25 +98,25 @@ def _dcgan28(nn, leaky):
     return G, D
 
 
-def dcgan_npgan(device, batch=64):
+def dcgan_step_npgan(build, image_shape, batch):
+    """A DCGAN training step in npgan: ``build(nn) -> (G, D)``, DCGAN init, Adam(2e-4, (0.5, 0.999))."""
     npgan, F, nn, optim = _np_mods()
-    G, D = _dcgan28(nn, lambda: nn.LeakyReLU(0.2))
+    G, D = build(nn)
     nn.init.dcgan_init(G)
     nn.init.dcgan_init(D)
     og = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    real = npgan.rand(batch, 1, 28, 28) * 2 - 1
+    real = npgan.rand(batch, *image_shape) * 2 - 1
     ones, zeros = npgan.ones(batch, 1), npgan.zeros(batch, 1)
-
     return gan_step(F, G, D, og, od, real, lambda: npgan.randn(batch, 100, 1, 1), ones, zeros)
 
 
-def dcgan_torch(device, batch=64):
+def dcgan_step_torch(build, image_shape, batch, device):
+    """The same step in PyTorch, with the PyTorch DCGAN example's initialisation."""
     import torch
     from torch import nn
-    F = torch.nn.functional
     dev = _torch_dev(device)
-    G, D = _dcgan28(nn, lambda: nn.LeakyReLU(0.2))
+    G, D = build(nn)
     G, D = G.to(dev), D.to(dev)
     for m in list(G.modules()) + list(D.modules()):
         if "Conv" in type(m).__name__:
@@ -126,10 +126,22 @@ def dcgan_torch(device, batch=64):
             nn.init.zeros_(m.bias)
     og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    real = torch.rand(batch, 1, 28, 28, device=dev) * 2 - 1
+    real = torch.rand(batch, *image_shape, device=dev) * 2 - 1
     ones, zeros = torch.ones(batch, 1, device=dev), torch.zeros(batch, 1, device=dev)
+    return gan_step(torch.nn.functional, G, D, og, od, real,
+                    lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
 
-    return gan_step(F, G, D, og, od, real, lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
+
+def _dcgan28_leaky(nn):
+    return _dcgan28(nn, lambda: nn.LeakyReLU(0.2))
+
+
+def dcgan_npgan(device, batch=64):
+    return dcgan_step_npgan(_dcgan28_leaky, (1, 28, 28), batch)
+
+
+def dcgan_torch(device, batch=64):
+    return dcgan_step_torch(_dcgan28_leaky, (1, 28, 28), batch, device)
 
 
 CASES = [

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from bench import Case, gan_step
-from cases_conv import dcgan_npgan, dcgan_torch
+from bench import Case
+from cases_conv import dcgan_npgan, dcgan_step_npgan, dcgan_step_torch, dcgan_torch
 from cases_core import mlp_gan_npgan, mlp_gan_torch
 from cases_kde import _npgan_builder as kde_npgan
 from cases_kde import _torch_builder as kde_torch
@@ -41,37 +41,11 @@ def _dcgan64(nn, nz=100, ngf=64, ndf=64, nc=3):
 
 
 def dcgan64_npgan(device, batch=128):
-    import npgan
-    import npgan.functional as F
-    from npgan import nn, optim
-    G, D = _dcgan64(nn)
-    nn.init.dcgan_init(G)
-    nn.init.dcgan_init(D)
-    og = optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    od = optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    real = npgan.rand(batch, 3, 64, 64) * 2 - 1
-    ones, zeros = npgan.ones(batch, 1), npgan.zeros(batch, 1)
-    return gan_step(F, G, D, og, od, real, lambda: npgan.randn(batch, 100, 1, 1), ones, zeros)
+    return dcgan_step_npgan(_dcgan64, (3, 64, 64), batch)
 
 
 def dcgan64_torch(device, batch=128):
-    import torch
-    from torch import nn
-    dev = "cuda" if device == "gpu" else "cpu"
-    G, D = _dcgan64(nn)
-    G, D = G.to(dev), D.to(dev)
-    for m in list(G.modules()) + list(D.modules()):
-        if "Conv" in type(m).__name__:
-            nn.init.normal_(m.weight, 0.0, 0.02)
-        elif "BatchNorm" in type(m).__name__:
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-    og = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    od = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    real = torch.rand(batch, 3, 64, 64, device=dev) * 2 - 1
-    ones, zeros = torch.ones(batch, 1, device=dev), torch.zeros(batch, 1, device=dev)
-    return gan_step(torch.nn.functional, G, D, og, od, real,
-                    lambda: torch.randn(batch, 100, 1, 1, device=dev), ones, zeros)
+    return dcgan_step_torch(_dcgan64, (3, 64, 64), batch, device)
 
 
 GPU = ("gpu",)
