@@ -39,28 +39,27 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(name: str):
-    def conv(s: str) -> int:
+def _positive(kind: type, name: str):
+    """An argparse converter for a positive (finite) ``kind`` (int or float) that names the option on failure."""
+    what = "a positive integer" if kind is int else "a positive number"
+
+    def conv(s: str):
         try:
-            v = int(s)
+            v = kind(s)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {s!r}")
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
+        if not v > 0 or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}")
         return v
     return conv
+
+
+def _positive_int(name: str):
+    return _positive(int, name)
 
 
 def _positive_float(name: str):
-    def conv(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {s!r}") from None
-        if not v > 0 or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {s!r}")
-        return v
-    return conv
+    return _positive(float, name)
 
 
 def _nonneg_float(s: str) -> float:
