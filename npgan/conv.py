@@ -179,60 +179,76 @@ def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair, scratch: bool
 def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
     """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(n,a,b), (i,j,c)].
 
-    Accumulates into a padded channels-last scratch buffer, then cuts the padding off and copies into a
-    new contiguous (N, C, H, W) array. Without dilation and with s ≤ k, the offsets i < s_h, j < s_w are
-    the first to reach their pixels (rows i + s·a never meet) and together cover [0, s_h·OH) × [0, s_w·OW):
-    they are copied, not added, and only the rest of the buffer is zeroed. When moreover s divides k
-    (k = U·s, e.g. k4 s2), the buffer is viewed as (N, ·, s_h, ·, s_w, C) and the s_h·s_w offsets
-    (u·s + ·, v·s + ·) go in one strided update per (u, v): U_h·U_w updates of s_w·C-long runs instead of
-    kh·kw of C-long ones. When one output pixel's kernel tiles the padded input exactly, the columns
-    already are the (padded) gradient.
+    Accumulates into a padded channels-last scratch buffer, one strided update (a C-long run per pixel) per
+    kernel offset, then cuts the padding off and copies into a new contiguous (N, C, H, W) array. Without
+    dilation and with s ≤ k, the offsets i < s_h, j < s_w are the first to reach their pixels (rows i + s·a
+    never meet) and together cover [0, s_h·OH) × [0, s_w·OW): they are copied, not added, and only the rest
+    of the buffer is zeroed. (When s divides k, :func:`_conv_input_grad` does not come here: see
+    :func:`_input_grad_by_phase`.)
     """
     xp = get_array_module(col)
     N, C, H, W = x_shape
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
-    s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))  # one output: the stride plays no part
-    if out == (1, 1) and d == (1, 1) and (Hp, Wp) == k:
-        gx = col.reshape(N, Hp, Wp, C)
-    elif d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0:
-        U = (k[0] // s[0], k[1] // s[1])
-        # rows [0, (OH + U − 1)·s) hold every window; the crop may reach past them (then zeros)
-        Hq, Wq = (max(out[a] + U[a] - 1, -(-(Hp if a == 0 else Wp) // s[a])) for a in (0, 1))
-        acc = _scratch_array(xp, "acc", (N, Hq * s[0], Wq * s[1], C), col.dtype)
+    c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
+    copy_first = d == (1, 1) and s[0] <= k[0] and s[1] <= k[1]
+    acc = _scratch_array(xp, "acc", (N, Hp, Wp, C), col.dtype)
+    if copy_first:
         acc[:, s[0] * out[0]:] = 0
         acc[:, :, s[1] * out[1]:] = 0
-        g6 = acc.reshape(N, Hq, s[0], Wq, s[1], C)
-        c8 = col.reshape(N, out[0], out[1], U[0], s[0], U[1], s[1], C)
-        for u in range(U[0]):
-            for v in range(U[1]):
-                src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)  # (N, OH, s_h, OW, s_w, C)
-                dst = g6[:, u:u + out[0], :, v:v + out[1]]
-                if u == 0 and v == 0:
-                    dst[...] = src
-                else:
-                    dst += src
-        gx = acc
     else:
-        c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
-        copy_first = d == (1, 1) and s[0] <= k[0] and s[1] <= k[1]
-        acc = _scratch_array(xp, "acc", (N, Hp, Wp, C), col.dtype)
-        if copy_first:
-            acc[:, s[0] * out[0]:] = 0
-            acc[:, :, s[1] * out[1]:] = 0
-        else:
-            acc[...] = 0
-        for i in range(k[0]):
-            r0 = i * d[0]
-            rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
-            for j in range(k[1]):
-                c0 = j * d[1]
-                dst = acc[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
-                if copy_first and i < s[0] and j < s[1]:
-                    dst[...] = c6[:, :, :, i, j]
-                else:
-                    dst += c6[:, :, :, i, j]
-        gx = acc
-    return _fresh(xp, gx[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2))
+        acc[...] = 0
+    for i in range(k[0]):
+        r0 = i * d[0]
+        rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
+        for j in range(k[1]):
+            c0 = j * d[1]
+            dst = acc[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
+            if copy_first and i < s[0] and j < s[1]:
+                dst[...] = c6[:, :, :, i, j]
+            else:
+                dst += c6[:, :, :, i, j]
+    return _fresh(xp, acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2))
+
+
+def _input_grad_by_phase(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, s: Pair, p: Pair) -> Any:
+    """col2im(gy₂ · W₂) when the stride divides the kernel (k = U·s, no dilation), one phase block at a time.
+
+    Write the kernel offset as i = u·s_h + i′ (u < U_h, i′ < s_h), and the same for j = v·s_w + j′. Offset
+    (i, j) of output pixel (a, b) lands on padded pixel ((a + u)·s_h + i′, (b + v)·s_w + j′): seen as
+    (N, Hq, s_h, Wq, s_w, C), the buffer takes the block (u, v) of all s_h·s_w phases (i′, j′) at rows
+    a + u, columns b + v — one strided update of s_w·C-long runs. So for each (u, v):
+
+        part = gy₂ · W₂[:, (u·s_h + ·, v·s_w + ·, ·)]      (N·OH·OW, s_h·s_w·C), one GEMM
+        buffer[:, u:u + OH, :, v:v + OW] += part laid out as (N, OH, s_h, OW, s_w, C)
+
+    U_h·U_w GEMMs whose sum is the one GEMM of the general path, but each result (a quarter of the
+    column matrix for k4 s2) is consumed while it is still in cache instead of being written out whole
+    and read back: 9.1 → 7.1 ms for the input gradient of the 64→128 k4 s2 layer at batch 64 (2 threads).
+    Block (0, 0) covers rows [0, s_h·OH) × columns [0, s_w·OW) and is copied, not added; only the rest of the
+    buffer is zeroed. Rows [0, (OH + U_h − 1)·s_h) hold every window; the crop may reach past them (zeros).
+    """
+    xp = get_array_module(gy2)
+    N, C, H, W = x_shape
+    O, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    U = (kh // s[0], kw // s[1])
+    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
+    Hq, Wq = (max(out[a] + U[a] - 1, -(-(Hp, Wp)[a] // s[a])) for a in (0, 1))
+    acc = _scratch_array(xp, "acc", (N, Hq * s[0], Wq * s[1], C), gy2.dtype)
+    acc[:, s[0] * out[0]:] = 0
+    acc[:, :, s[1] * out[1]:] = 0
+    g6 = acc.reshape(N, Hq, s[0], Wq, s[1], C)
+    w6 = w.transpose(0, 2, 3, 1).reshape(O, U[0], s[0], U[1], s[1], C)
+    part = _scratch_array(xp, "gcol", (gy2.shape[0], s[0] * s[1] * C), gy2.dtype)
+    for u in range(U[0]):
+        for v in range(U[1]):
+            xp.matmul(gy2, w6[:, u, :, v].reshape(O, -1), out=part)  # the reshape copies the weight block
+            src = part.reshape(N, out[0], out[1], s[0], s[1], C).transpose(0, 1, 3, 2, 4, 5)
+            dst = g6[:, u:u + out[0], :, v:v + out[1]]
+            if u == 0 and v == 0:
+                dst[...] = src
+            else:
+                dst += src
+    return _fresh(xp, acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2))
 
 
 def _w2(w: Any) -> Any:
@@ -268,12 +284,25 @@ def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple
 def _conv_input_grad(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
     """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → gx: x_shape (N, C, H, W).
 
-    The GEMM writes into a scratch array, which col2im reads; gx is a new array."""
+    Three ways to the same sum, by geometry: when one output pixel's kernel tiles the padded input exactly,
+    the GEMM result already is the (padded) gradient; when the stride divides the kernel and there is no
+    dilation, :func:`_input_grad_by_phase`; otherwise the GEMM into a scratch array, then :func:`_col2im`.
+    gx is a new array."""
     xp = get_array_module(gy2)
+    k = tuple(w.shape[2:])
+    N, C, H, W = x_shape
+    s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))  # one output: the stride plays no part
+    if d == (1, 1) and out == (1, 1) and (H + 2 * p[0], W + 2 * p[1]) == k:
+        gcol = _scratch_array(xp, "gcol", (gy2.shape[0], k[0] * k[1] * C), gy2.dtype)
+        xp.matmul(gy2, _w2(w), out=gcol)
+        g = gcol.reshape(N, k[0], k[1], C)[:, p[0]:p[0] + H, p[1]:p[1] + W]
+        return _fresh(xp, g.transpose(0, 3, 1, 2))
+    if d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0:
+        return _input_grad_by_phase(gy2, w, x_shape, out, s, p)
     w2 = _w2(w)
     gcol = _scratch_array(xp, "gcol", (gy2.shape[0], w2.shape[1]), gy2.dtype)
     xp.matmul(gy2, w2, out=gcol)
-    return _col2im(gcol, x_shape, w.shape[2:], out, s, p, d)
+    return _col2im(gcol, x_shape, k, out, s, p, d)
 
 
 def _conv_weight_grad(col: Any, gy2: Any, w_shape: tuple[int, ...]) -> Any:

@@ -115,6 +115,22 @@ def test_dcgan_shapes_match_torch(device, transposed):
         _parity(g, transposed)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("k, s, p, d, hw", [
+    ((4, 3), (2, 3), (1, 0), (1, 1), (6, 7)),  # stride divides kernel, U = (2, 1): by phase blocks
+    ((2, 2), (1, 1), (0, 1), (1, 1), (5, 4)),  # stride 1: by phase blocks, U = k
+    ((3, 3), (2, 2), (1, 1), (1, 1), (5, 6)),  # stride does not divide kernel: GEMM, then col2im
+    ((3, 2), (1, 2), (2, 1), (2, 1), (5, 5)),  # dilation: GEMM, then col2im
+    ((5, 5), (1, 1), (0, 0), (1, 1), None),    # one output pixel tiles the input exactly
+])
+def test_every_input_gradient_path_matches_torch(device, transposed, k, s, p, d, hw):
+    """_conv_input_grad picks one of three routes by geometry (it is also the transposed conv's forward)."""
+    if hw is None:
+        hw = (1, 1) if transposed else k
+    g = dict(N=2, C=3, O=4, k=k, s=s, p=p, d=d, op=(0, 0), HW=hw, bias=True, seed=sum(k) + sum(s))
+    _parity(g, transposed)
+
+
 # ----------------------------------------------------------------------------- properties
 def test_conv_transpose_is_adjoint_of_conv():
     """⟨conv(x, w), y⟩ = ⟨x, convᵀ(y, w)⟩ for the same weight and geometry."""
