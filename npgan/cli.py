@@ -248,7 +248,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     info = {"npgan": __version__, "device": backend.get_device(), "array_backend": backend.current_xp().__name__,
             "numpy": backend.np.__version__, "blas": backend.blas_info(),
             "cupy": getattr(backend.cupy, "__version__", None), "gpu_available": backend.gpu_available(),
-            "default_dtype": str(backend.get_default_dtype())}
+            "default_dtype": str(backend.get_default_dtype()), "malloc_tuned": backend.malloc_tuned()}
     for k, v in info.items():
         print(f"{k}: {v}")
     return 0
