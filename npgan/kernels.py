@@ -84,15 +84,16 @@ _SOURCES: dict[str, tuple[str, tuple, dict]] = {
                                    """
     m = b1 * m + c1 * g;
     v = b2 * v + c2 * (g * g);
-    p = p - (m / (sqrt(v) / bc2_sqrt + eps)) * lr_bc1;
+    T d = sqrt(v) / bc2_sqrt + eps;
+    if (d > (T)0) p = p - (m / d) * lr_bc1;  /* eps = 0 and no gradient yet: no step (as _safe_div) */
 """, "npgan_adam"), {}),
-    "kde_softmax": ("ElementwiseKernel", ("raw T M, T c, T floor, int32 loo, int64 n", "T D", """
+    "kde_softmax": ("ElementwiseKernel", ("raw T M, T c, T lo, int32 loo, int64 n", "T D", """
     ptrdiff_t row = i / n;
     if (loo && row == i % n) {
         D = (T)0;
     } else {
         T a = D * c - M[row];
-        D = exp(a > floor ? a : floor);
+        D = exp(a > lo ? a : lo);
     }
 """, "npgan_kde_row_softmax"), {}),
 }

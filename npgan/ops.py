@@ -470,6 +470,50 @@ def _is_advanced(key) -> bool:
     return False
 
 
+def _check_index_bounds(shape: tuple[int, ...], key) -> None:
+    """IndexError for an integer index array out of range for its axis, as NumPy raises (CuPy wraps instead).
+
+    Used on the GPU only (one device-to-host sync per index array). Axes: a slice, an int or an integer array
+    takes one, a boolean array as many as it has dimensions, None none; after an Ellipsis, the rest are counted
+    from the end.
+    """
+    keys = key if isinstance(key, tuple) else (key,)
+
+    def width(k):
+        if k is None:
+            return 0
+        if backend.is_array(k) and k.dtype == bool:
+            return k.ndim
+        return 1
+
+    if any(k is Ellipsis for k in keys):
+        e = next(i for i, k in enumerate(keys) if k is Ellipsis)
+        tail = keys[e + 1:]
+        axes = []
+        a = 0
+        for k in keys[:e]:
+            axes.append(a)
+            a += width(k)
+        a = len(shape) - builtins.sum(width(k) for k in tail)
+        axes.append(None)
+        for k in tail:
+            axes.append(a)
+            a += width(k)
+    else:
+        axes, a = [], 0
+        for k in keys:
+            axes.append(a)
+            a += width(k)
+    for k, ax in zip(keys, axes):
+        if ax is None or not backend.is_array(k) or k.dtype == bool or k.size == 0 or ax >= len(shape):
+            continue
+        n = shape[ax]
+        lo, hi = int(k.min()), int(k.max())
+        if lo < -n or hi >= n:
+            bad = lo if lo < -n else hi
+            raise IndexError(f"index {bad} is out of bounds for axis {ax} with size {n}")
+
+
 def _unwrap_key(key):
     if isinstance(key, tuple):
         return tuple(k.data if isinstance(k, Tensor) else k for k in key)
@@ -495,6 +539,8 @@ class GetItem(Function):
                          (backend.is_array(k) and backend.device_of(k) != dev) else k for k in keys)
             self.key = keys if isinstance(self.key, tuple) else keys[0]
         try:
+            if dev != "cpu" and _is_advanced(self.key):  # CuPy wraps out-of-range indices: check as NumPy does
+                _check_index_bounds(x.shape, self.key)
             return x[self.key]
         except IndexError as exc:
             raise IndexError(f"index {self.key!r} is out of range for shape {x.shape}: {exc}") from None

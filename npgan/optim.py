@@ -32,7 +32,8 @@ def _safe_div(xp: Any, num: Any, den: Any, eps: float) -> Any:
     """num / den; with eps = 0 a zero denominator (its numerator is 0 too: no gradient yet) gives 0, not nan."""
     if num.dtype.type(eps) > 0:  # (an eps below the dtype's smallest number rounds to 0 too)
         return num / den
-    return xp.divide(num, den, out=xp.zeros_like(num), where=den > 0)
+    ok = den > 0  # (no ``where=``: CuPy's ufuncs do not take it)
+    return xp.where(ok, num, 0) / xp.where(ok, den, 1)
 
 
 class Optimizer:

@@ -113,6 +113,8 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         for x in inputs:
             if not isinstance(x, (DeviceArray, np.ndarray, numbers.Number, np.generic, bool)):
                 return NotImplemented  # e.g. a Tensor: let its reflected operator run
+        if method == "__call__":
+            _check_ufunc_kwargs(ufunc, kwargs)
         out = kwargs.get("out")
         res = getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs))
         if out is not None:
@@ -182,6 +184,17 @@ class DeviceArray(np.lib.mixins.NDArrayOperatorsMixin):
         return _wrap(attr) if isinstance(attr, np.ndarray) else attr
 
 
+_CUPY_UFUNC_KWARGS = {"out", "dtype", "casting"}
+
+
+def _check_ufunc_kwargs(uf: Any, kwargs: dict) -> None:
+    """CuPy's ufuncs take only out, dtype and casting (no ``where=``, ``order=``, ...): refuse the rest."""
+    extra = sorted(set(kwargs) - _CUPY_UFUNC_KWARGS)
+    if extra:
+        raise StandinTypeError(f"stand-in GPU array: {getattr(uf, '__name__', uf)}() got keyword arguments {extra}; "
+                               "CuPy's ufuncs accept only out, dtype and casting")
+
+
 class _Ufunc:
     """A NumPy ufunc on device arrays (``xp.exp(x)``, ``xp.maximum(a, b, out=a)``, ``xp.add.at(g, idx, v)``)."""
 
@@ -189,6 +202,7 @@ class _Ufunc:
         self._uf = uf
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        _check_ufunc_kwargs(self._uf, kwargs)
         out = kwargs.get("out")
         res = _call(self._uf, args, kwargs)
         if out is not None:

@@ -9,6 +9,7 @@ the CPU's exactly. The real GPU checks (CuPy kernels, CPU-vs-GPU losses) are in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -133,6 +134,30 @@ def test_the_stand_in_refuses_implicit_host_conversion(gpu):
     assert type(h) is np.ndarray and standin.counts == {"sync": 0, "to_host": 1, "to_device": 0}
     float(a.sum())
     assert standin.counts["sync"] == 1
+
+
+def test_the_stand_in_refuses_ufunc_keywords_cupy_lacks(gpu):
+    a = npgan.randn(3).data
+    with pytest.raises(standin.StandinTypeError, match="where"):
+        gpu.divide(a, a, where=a > 0)
+    with pytest.raises(standin.StandinTypeError, match="where"):
+        np.add(a, a, where=a > 0)
+
+
+@pytest.mark.parametrize("make", [lambda p: optim.RMSprop([p], lr=0.01, eps=0.0),
+                                  lambda p: optim.Adam([p], lr=0.01, eps=0.0),
+                                  lambda p: optim.Adam([p], lr=0.01, eps=1e-50)])  # rounds to 0 in float32
+@pytest.mark.parametrize("where", ["cpu", "standin"])
+def test_optimizers_with_zero_eps_run_on_the_device(where, make):
+    """eps = 0: entries with no gradient yet (0/0) take no step, on either device and without ``where=``."""
+    with standin.installed() if where == "standin" else contextlib.nullcontext():
+        p = npgan.Tensor(backend.asarray(np.array([1.0, 2.0, 3.0], dtype=np.float32)), requires_grad=True)
+        opt = make(p)
+        for _ in range(2):
+            p.grad = backend.asarray(np.array([0.5, 0.0, -0.5], dtype=np.float32))
+            opt.step()
+        out = backend.to_numpy(p.data)
+    assert np.isfinite(out).all() and out[1] == 2.0 and out[0] < 1.0 < 3.0 < out[2]
 
 
 # ============================================================================ moving tensors and modules

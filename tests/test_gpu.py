@@ -97,8 +97,21 @@ def test_kernels_match_the_plain_formulas(gpu, dtype):
             opt.step()
         return host(p), host(opt.state[0]["exp_avg"]), host(opt.state[0]["exp_avg_sq"])
 
+    def adam_eps0():  # eps = 0 and entries that never had a gradient: no step there (0/0 must not be nan)
+        p = npgan.Tensor(backend.asarray(rs_fixed.standard_normal(1000).astype(dtype)), requires_grad=True)
+        opt = optim.Adam([p], lr=1e-2, betas=(0.5, 0.999), eps=0.0)
+        g = np.sin(np.arange(1000)).astype(dtype)
+        g[:100] = 0
+        for _ in range(3):
+            p.grad = backend.asarray(g)
+            opt.step()
+        out = host(p)
+        assert np.isfinite(out).all()
+        return out, host(opt.state[0]["exp_avg"])
+
     cases = {"leaky_relu": leaky, "bce_mean": bce("mean"), "bce_sum": bce("sum"), "bce_none": bce("none"),
-             "kde_loo_silverman": kde(True, "silverman"), "kde_plain_sigma": kde(False, 0.9), "adam": adam}
+             "kde_loo_silverman": kde(True, "silverman"), "kde_plain_sigma": kde(False, 0.9), "adam": adam,
+             "adam_eps0": adam_eps0}
     for name, fn in cases.items():
         rs_fixed = np.random.default_rng(5)
         fused = fn()

@@ -232,3 +232,23 @@ def test_item_tolist_repr_and_comparisons():
     np.testing.assert_array_equal((Tensor(np.array([1.0, 3.0])) > 2.0).data, [False, True])
     with pytest.raises(ValueError, match=r"one element, got shape \(1, 2\)"):
         Tensor(np.ones((1, 2))).item()
+
+
+def test_index_bounds_check_for_the_gpu_matches_numpy():
+    """CuPy wraps out-of-range integer index arrays; npgan checks them as NumPy does (ops._check_index_bounds)."""
+    from npgan.ops import _check_index_bounds
+    x = np.zeros((4, 5, 6))
+    m = np.zeros((4, 5), bool)
+    m[1, 2] = True
+    good = [np.array([0, 3, -4]), (slice(None), np.array([4, -5])), (Ellipsis, np.array([5, -6])),
+            (None, 1, np.array([[0], [4]])), (m, np.array([5]))]
+    bad = [np.array([4]), (slice(None), np.array([0, 5])), (Ellipsis, np.array([-7])),
+           (None, 1, np.array([-6])), (m, np.array([6])), (0, 0, np.array([6]))]
+    for key in good:
+        x[key]  # NumPy agrees these are in range
+        _check_index_bounds(x.shape, key)
+    for key in bad:
+        with pytest.raises(IndexError):
+            x[key]
+        with pytest.raises(IndexError, match="out of bounds"):
+            _check_index_bounds(x.shape, key)

@@ -234,10 +234,10 @@ class Module:
             problems.append("shape mismatch: " + "; ".join(bad))
         if problems:
             raise StateDictError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
-        xp = None
         for m, local, kind, v, arr in staged:
-            xp = backend.get_array_module(arr)
-            new = xp.array(v, dtype=arr.dtype, copy=True)
+            new = backend.asarray(v, dtype=arr.dtype, device=backend.device_of(arr))  # arr's GPU, not the current
+            if new is v:
+                new = v.copy()
             if kind == "param":
                 m._parameters[local].data = new
             else:
