@@ -6,7 +6,9 @@ Each case lives in a ``cases_*.py`` module beside this file, as a list ``CASES``
 of :class:`Case`: a name and two builders that return a zero-argument callable
 (one step of the work) for npgan and for torch. The table shows median
 milliseconds over ``--repeat`` timed calls (after warm-up) and the ratio
-npgan/torch (below 1 means npgan is faster). A case may add notes (e.g. peak
+npgan/torch (below 1 means npgan is faster): npgan and torch are timed in
+alternation and the ratio is the median of the per-round ratios (see
+:func:`time_pair_ms`), which a machine whose speed drifts disturbs far less. A case may add notes (e.g. peak
 memory) by returning ``(callable, {"note": ...})`` from its npgan builder.
 
 ``--device gpu`` runs npgan on CuPy and torch on CUDA (a missing CuPy or GPU is
@@ -109,6 +111,47 @@ def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float =
     return statistics.median(samples)
 
 
+def _inner_calls(step: Callable[[], Any], device: str, min_time: float) -> int:
+    """Warm ``step`` up; how many calls make one timed sample last about ``min_time`` seconds."""
+    for _ in range(3):
+        step()
+    _sync(device)
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    return max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+
+
+def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: int, device: str,
+                 min_time: float = 0.05, settle: float = 0.3) -> tuple[float, float, float]:
+    """Median milliseconds of ``step_a`` and of ``step_b``, and the median of their per-round ratios a/b.
+
+    The two are timed in alternation, a b b a, a b b a, ... (``repeat`` samples each), so that a machine whose
+    speed drifts during the run (other tenants, clocks) weighs on both alike: each round's ratio compares
+    samples taken within a second of each other. Before each sample the process sleeps ``settle`` seconds:
+    OpenBLAS's and torch's worker threads spin for a while after their last task, and on a 2-core machine the
+    other library's spinning threads would otherwise take cores from the one being timed (measured: torch's
+    DCGAN step 86 → 140 ms right after npgan's without the pause); then one untimed call wakes the threads of
+    the library about to be timed and warms the caches again.
+    """
+    inner = [_inner_calls(step_a, device, min_time), _inner_calls(step_b, device, min_time)]
+    steps = [step_a, step_b]
+    samples: list[list[float]] = [[], []]
+    for r in range(repeat):
+        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+            if device == "cpu":
+                time.sleep(settle)
+            steps[k]()  # untimed: wakes this library's threads and warms the caches again
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(inner[k]):
+                steps[k]()
+            _sync(device)
+            samples[k].append((time.perf_counter() - t0) / inner[k] * 1e3)
+    ratios = [a / b for a, b in zip(*samples)]
+    return statistics.median(samples[0]), statistics.median(samples[1]), statistics.median(ratios)
+
+
 def load_cases() -> list[Case]:
     cases: list[Case] = []
     for f in sorted(HERE.glob("cases_*.py")):
@@ -159,8 +202,19 @@ def main(argv: list[str] | None = None) -> int:
         step, notes = (built if isinstance(built, tuple) else (built, {}))
         if args.device != "cpu":  # tracemalloc sees host memory only
             notes = {k: v for k, v in notes.items() if not k.startswith("peak")}
-        n_ms = time_ms(step, args.repeat, args.device)
-        del built, step
+        t_ms = ratio = None
+        t_step = None
+        if torch is not None and case.torch is not None:
+            torch.manual_seed(0)
+            try:
+                t_step = case.torch(args.device)
+            except (RuntimeError, AssertionError) as exc:  # e.g. a torch built without CUDA
+                notes["torch"] = f"failed ({str(exc).splitlines()[0][:60]})"
+        if t_step is not None:
+            n_ms, t_ms, ratio = time_pair_ms(step, t_step, args.repeat, args.device)
+        else:
+            n_ms = time_ms(step, args.repeat, args.device)
+        del built, step, t_step
         c_ms = None
         if cmp:
             npgan.set_device("cpu")
@@ -171,14 +225,6 @@ def main(argv: list[str] | None = None) -> int:
                 del built
             finally:
                 npgan.set_device(args.device)
-        t_ms = None
-        if torch is not None and case.torch is not None:
-            torch.manual_seed(0)
-            try:
-                t_ms = time_ms(case.torch(args.device), args.repeat, args.device)
-            except (RuntimeError, AssertionError) as exc:  # e.g. a torch built without CUDA
-                notes["torch"] = f"failed ({str(exc).splitlines()[0][:60]})"
-        ratio = n_ms / t_ms if t_ms else None
         speedup = c_ms / n_ms if c_ms else None
         results[case.name] = {"npgan_ms": n_ms, "torch_ms": t_ms, "ratio": ratio, **notes}
         if cmp:
