@@ -74,6 +74,11 @@ def mode_metrics(samples: Any, centers: Any, std: float, threshold: float = 3.0,
         histogram of HQ samples over their nearest modes (empty modes add 0;
         log K for a collapse onto one mode; NaN when no sample is HQ);
         ``counts``: HQ samples per mode (list of K ints).
+
+    For comparison, PacGAN's Table 1 (2,500 samples, this protocol) gives modes / HQ % / reverse KL of
+    6.3 / 98.2 / 0.45 (ring8) and 17.3 / 94.8 / 0.70 (grid25) for the vanilla GAN, and 7.8 / 95.9 / 0.07 and
+    24.8 / 93.6 / 0.04 for PacGAN4. 2,500 samples of the true mixtures score all modes, about 98.9 % and
+    0.001–0.005.
     """
     np = backend.np
     x = backend.to_numpy(_array(samples)).astype(np.float64)
