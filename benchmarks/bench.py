@@ -91,26 +91,6 @@ def _sync(device: str) -> None:
             pass
 
 
-def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float = 0.05) -> float:
-    """Median milliseconds of one call of ``step`` (each timed sample averages enough calls to last ``min_time``)."""
-    for _ in range(3):
-        step()
-    _sync(device)
-    t0 = time.perf_counter()
-    step()
-    _sync(device)
-    one = max(time.perf_counter() - t0, 1e-6)
-    inner = max(1, int(min_time / one))
-    samples = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            step()
-        _sync(device)
-        samples.append((time.perf_counter() - t0) / inner * 1e3)
-    return statistics.median(samples)
-
-
 def _inner_calls(step: Callable[[], Any], device: str, min_time: float) -> int:
     """Warm ``step`` up; how many calls make one timed sample last about ``min_time`` seconds."""
     for _ in range(3):
@@ -120,6 +100,21 @@ def _inner_calls(step: Callable[[], Any], device: str, min_time: float) -> int:
     step()
     _sync(device)
     return max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+
+
+def _sample_ms(step: Callable[[], Any], inner: int, device: str) -> float:
+    """Milliseconds per call, averaged over ``inner`` calls."""
+    t0 = time.perf_counter()
+    for _ in range(inner):
+        step()
+    _sync(device)
+    return (time.perf_counter() - t0) / inner * 1e3
+
+
+def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float = 0.05) -> float:
+    """Median milliseconds of one call of ``step`` (each timed sample averages enough calls to last ``min_time``)."""
+    inner = _inner_calls(step, device, min_time)
+    return statistics.median(_sample_ms(step, inner, device) for _ in range(repeat))
 
 
 def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: int, device: str,
@@ -143,11 +138,7 @@ def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: i
                 time.sleep(settle)
             steps[k]()  # untimed: wakes this library's threads and warms the caches again
             _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(inner[k]):
-                steps[k]()
-            _sync(device)
-            samples[k].append((time.perf_counter() - t0) / inner[k] * 1e3)
+            samples[k].append(_sample_ms(steps[k], inner[k], device))
     ratios = [a / b for a, b in zip(*samples)]
     return statistics.median(samples[0]), statistics.median(samples[1]), statistics.median(ratios)
 
