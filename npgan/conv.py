@@ -42,7 +42,7 @@ from typing import Any
 
 from . import backend
 from .backend import get_array_module
-from .ops import _as_float
+from .ops import _as_float, per_channel_operand
 from .tensor import Function, Tensor
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size"]
@@ -340,15 +340,9 @@ def _conv_weight_grad(col: Any, gy2: Any, w_shape: tuple[int, ...]) -> Any:
 
 
 def _add_bias(y: Any, b: Any) -> None:
-    """y[n, o] += b[o] in place, y (N, O, OH, OW): with b expanded to a contiguous (O, OH·OW) block on the CPU, so
-    that NumPy's inner loop runs over O·OH·OW elements, not once per (n, o) row of OH·OW."""
-    xp = get_array_module(y)
-    N, O = y.shape[:2]
-    if xp is not backend.np:
-        y += b.reshape(1, -1, 1, 1)
-        return
-    y3 = y.reshape(N, O, -1)
-    y3 += xp.ascontiguousarray(xp.broadcast_to(b.reshape(O, 1), y3.shape[1:]))
+    """y[n, o] += b[o] in place, y (N, O, OH, OW), through :func:`~npgan.ops.per_channel_operand`."""
+    y3 = y.reshape(y.shape[0], y.shape[1], -1)
+    y3 += per_channel_operand(y3)(b)
 
 
 def _bias_grad(gy: Any) -> Any:

@@ -486,24 +486,14 @@ def _check_index_bounds(shape: tuple[int, ...], key) -> None:
             return k.ndim
         return 1
 
-    if any(k is Ellipsis for k in keys):
-        e = next(i for i, k in enumerate(keys) if k is Ellipsis)
-        tail = keys[e + 1:]
-        axes = []
-        a = 0
-        for k in keys[:e]:
-            axes.append(a)
-            a += width(k)
-        a = len(shape) - builtins.sum(width(k) for k in tail)
-        axes.append(None)
-        for k in tail:
-            axes.append(a)
-            a += width(k)
-    else:
-        axes, a = [], 0
-        for k in keys:
-            axes.append(a)
-            a += width(k)
+    e = next((i for i, k in enumerate(keys) if k is Ellipsis), len(keys))
+    axes: list[int | None] = [None] * len(keys)
+    a = 0
+    for i in range(e):
+        axes[i], a = a, a + width(keys[i])
+    a = len(shape) - builtins.sum(width(k) for k in keys[e + 1:])
+    for i in range(e + 1, len(keys)):
+        axes[i], a = a, a + width(keys[i])
     for k, ax in zip(keys, axes):
         if ax is None or not backend.is_array(k) or k.dtype == bool or k.size == 0 or ax >= len(shape):
             continue
@@ -512,6 +502,21 @@ def _check_index_bounds(shape: tuple[int, ...], key) -> None:
         if lo < -n or hi >= n:
             bad = lo if lo < -n else hi
             raise IndexError(f"index {bad} is out of bounds for axis {ax} with size {n}")
+
+
+def per_channel_operand(a3: Any) -> Any:
+    """For arrays laid out as a3 (N, C, M): a function taking a per-channel vector v (C,) to an operand that
+    broadcasts against them (batch norm's statistics, a conv bias).
+
+    v[:, None] would do, but NumPy then runs its inner loop once per (n, c) row of only M elements with a
+    broadcast operand (0.26 ms for x − μ at 64×64×14×14); v expanded to a contiguous (C, M) block lets the loop
+    run over C·M elements at a time (0.14 ms). The block costs C·M numbers, a 1/N-th of the data. (CuPy: v[:, None].)
+    """
+    xp = get_array_module(a3)
+    C, M = a3.shape[1], a3.shape[2]
+    if xp is not backend.np or M == 1:
+        return lambda v: v[:, None]
+    return lambda v: xp.ascontiguousarray(xp.broadcast_to(v[:, None], (C, M)))
 
 
 def _unwrap_key(key):
