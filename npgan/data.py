@@ -362,6 +362,8 @@ def download_mnist(data_dir: str | os.PathLike, base_url: str | Sequence[str] | 
                 _fetch_verified(url, target, checksums[name], timeout)
                 break
             except (OSError, ValueError) as exc:
+                if callable(getattr(exc, "close", None)):  # an HTTPError holds its connection until closed
+                    exc.close()
                 errors.append((url, exc))
         else:
             if all(isinstance(e, ValueError) for _, e in errors):

@@ -44,7 +44,7 @@ def test_train_writes_everything_a_user_expects(tmp_path, capsys):
     for f in ("config.toml", "history.csv", "checkpoint.npz", "losses.png", "metrics.json"):
         assert (out / f).is_file(), f
     assert (out / "samples" / "step_000000.png").is_file() and (out / "samples" / "step_000030.png").is_file()
-    rows = list(csv.DictReader(open(out / "history.csv")))
+    rows = list(csv.DictReader((out / "history.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
     m = json.loads((out / "metrics.json").read_text())
     assert m["step"] == 30 and {"modes", "hq", "reverse_kl"} <= set(m)
@@ -60,7 +60,7 @@ def test_resume_and_sample(tmp_path, capsys):
     rc, _, err = _cli(["resume", out, "--steps", "40", "--no-progress"], capsys)
     assert rc == 0, err
     assert load_arrays(out / "checkpoint.npz")[1]["step"] == 40
-    assert len(list(csv.DictReader(open(out / "history.csv")))) == 40
+    assert len(list(csv.DictReader((out / "history.csv").read_text().splitlines()))) == 40
     rc, _, err = _cli(["sample", out, "--n", "100", "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"], capsys)
     assert rc == 0, err
     x = np.load(tmp_path / "s.npy", allow_pickle=False)
