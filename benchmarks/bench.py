@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--compare-cpu needs --device gpu")
 
     import npgan
+    npgan.set_num_threads(args.threads)
     try:
         import torch
         torch.set_num_threads(args.threads)

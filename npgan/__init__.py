@@ -8,7 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import backend, functional, nn, ops, optim
+from . import backend, functional, nn, ops, optim, parallel
 from .backend import (
     DeviceError,
     get_default_dtype,
@@ -38,6 +38,7 @@ from .ops import (
     transpose,
     where,
 )
+from .parallel import get_num_threads, set_num_threads
 from .tensor import (
     Function,
     Tensor,
@@ -56,6 +57,7 @@ __all__ = [
     "__version__", "backend", "functional", "nn", "ops", "optim", "Tensor", "Function", "tensor", "as_tensor",
     "zeros", "ones", "randn", "rand", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "manual_seed", "set_default_dtype", "get_default_dtype", "set_device", "get_device", "DeviceError",
+    "parallel", "get_num_threads", "set_num_threads",
     "abs", "cat", "clamp", "clip", "concatenate", "exp", "log", "matmul", "maximum", "minimum", "mean",
     "permute", "reshape", "sqrt", "stack", "sum", "transpose", "where",
 ]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, backend
+from .parallel import get_num_threads, set_num_threads
 
 __all__ = ["main"]
 
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "last checkpoint with the learning rate halved")
     t.add_argument("--out", required=True, type=Path, help="run directory (must not hold a run yet)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=_positive_int("--threads"),
+                   help="CPU threads per op (default: $NPGAN_NUM_THREADS, else the BLAS's thread count)")
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("dir", type=Path)
@@ -120,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
     r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--threads", type=_positive_int("--threads"), help="CPU threads per op")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("dir", type=Path)
@@ -199,8 +203,14 @@ def _print_metrics(m: dict[str, Any]) -> None:
                                   for k in keys))
 
 
+def _set_threads(a: argparse.Namespace) -> None:
+    if a.threads is not None:
+        set_num_threads(a.threads)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .experiment import Run
+    _set_threads(a)
     cfg = _config_from_args(a)
     run = Run.create(cfg, a.out)
     print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {cfg.train.loss}) "
@@ -211,6 +221,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_resume(a: argparse.Namespace) -> int:
     from .experiment import Run
+    _set_threads(a)
     run = Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan, device=a.device)
     if run.trainer.step_count >= run.cfg.train.steps and (a.dir / "metrics.json").exists():
         print(f"{a.dir} has finished its {run.cfg.train.steps} steps; pass --steps N to train further",
@@ -248,7 +259,8 @@ def cmd_info(a: argparse.Namespace) -> int:
     info = {"npgan": __version__, "device": backend.get_device(), "array_backend": backend.current_xp().__name__,
             "numpy": backend.np.__version__, "blas": backend.blas_info(),
             "cupy": getattr(backend.cupy, "__version__", None), "gpu_available": backend.gpu_available(),
-            "default_dtype": str(backend.get_default_dtype()), "malloc_tuned": backend.malloc_tuned()}
+            "default_dtype": str(backend.get_default_dtype()), "malloc_tuned": backend.malloc_tuned(),
+            "threads": get_num_threads()}
     for k, v in info.items():
         print(f"{k}: {v}")
     return 0

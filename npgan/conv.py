@@ -23,16 +23,20 @@ The transposed convolution is the adjoint of the convolution with respect to its
 its weight read as the (O, C, kh, kw) weight of a convolution from the transposed conv's output
 (C channels) to its input (O channels), its forward is that convolution's input gradient and its
 input gradient is that convolution's forward. Both :class:`Conv2d` and :class:`ConvTranspose2d`
-therefore run on the same three private routines:
+therefore run on the same private routines:
 
-    _conv_forward(x, w, ...)        y  = conv(x, w)           (im2col, then col · W₂ᵀ)
-    _conv_input_grad(gy₂, w, ...)   gx = convᵀ(gy, w)         (col2im(gy₂ · W₂))
-    _conv_weight_grad(col, gy₂, ..) gw = gy₂ᵀ · col
+    _im2col + _conv_cols(col, W₂, dst)     y  = conv(x, w)     (im2col, then col · W₂ᵀ)
+    _conv_input_grad(gy₂, w, dst, ...)     gx = convᵀ(gy, w)   (col2im(gy₂ · W₂))
+    gy₂ᵀ · col, then _weight_layout        gw
 
-where gy₂ is gy laid out as (N·OH·OW, O). Temporaries that never leave a call (padded input, GEMM results
-before their re-layout, col2im's accumulator, the transposed conv's columns of gy) are per-thread scratch
-arrays reused across calls (:func:`_scratch_array`), which spares a page fault per 4 KB every step; every
-result and everything saved for backward is a newly allocated array.
+where gy₂ is gy laid out as (N·OH·OW, O). Each routine writes its result into ``dst``, a given slice of
+images of a new array: the Functions run them per chunk of the batch, one chunk per thread
+(:func:`~npgan.parallel.parallel_chunks`), and add up the chunks' weight and bias gradients.
+
+Temporaries that never leave a call (padded input, GEMM results before their re-layout, col2im's
+accumulator, the transposed conv's columns of gy) are per-thread scratch arrays reused across calls
+(:func:`_scratch_array`), which spares a page fault per 4 KB every step; every result and everything saved
+for backward is a newly allocated array.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any
 from . import backend
 from .backend import get_array_module
 from .ops import _as_float, per_channel_operand
+from .parallel import parallel_chunks
 from .tensor import Function, Tensor
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size"]
@@ -118,9 +123,10 @@ def _scratch_array(xp: Any, role: str, shape: tuple[int, ...], dtype: Any) -> An
     cost one page fault per 4 KB touched.
 
     Why it is safe: a scratch array never escapes. Nothing returned to a caller, stored on a Function for
-    backward or handed to another module is (or is a view of) a scratch array: every result is copied into a
-    freshly allocated array first (see :func:`_fresh`). Roles keep the scratch arrays alive at the same time
-    apart; the cache is thread-local, so threads never share one. On CuPy (its own memory pool) this is a
+    backward or handed to another module is (or is a view of) a scratch array: every result is written
+    into a newly allocated array (the ``dst`` of the routines below). Roles keep the scratch arrays alive at
+    the same time apart; the cache is thread-local, so threads (the chunks of one op among them) never share
+    one. On CuPy (its own memory pool) this is a
     plain ``empty``.
     """
     if xp is not backend.np:
@@ -133,13 +139,6 @@ def _scratch_array(xp: Any, role: str, shape: tuple[int, ...], dtype: Any) -> An
     if buf is None:
         buf = cache[key] = xp.empty(shape, dtype=dtype)
     return buf
-
-
-def _fresh(xp: Any, a: Any) -> Any:
-    """A newly allocated C-contiguous copy of ``a`` (results may never alias a scratch array)."""
-    out = xp.empty(a.shape, dtype=a.dtype)
-    out[...] = a
-    return out
 
 
 # ============================================================================ the shared kernels
@@ -157,37 +156,37 @@ def _padded_nhwc(x: Any, p: Pair, role: str) -> Any:
     return out
 
 
-def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair, scratch: bool = False) -> Any:
+def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair, dst: Any = None) -> Any:
     """Columns of x (N, C, H, W): col[(n,a,b), (i,j,c)] = x̃[n, c, a·s + i·d, b·s + j·d], (N·OH·OW, kh·kw·C).
 
     One strided view (N, OH, OW, kh, kw, C) of the padded channels-last input — no copy — then one
-    copy into the result (the only copy of col's size): a new array, or with ``scratch`` a scratch array
-    (for columns used only inside the caller).
+    copy into the result (the only copy of col's size): into ``dst`` (C-contiguous rows, e.g. a slice of
+    a larger column matrix), or else a scratch array (for columns used only inside the caller).
     """
     xp = get_array_module(x)
     N, C = x.shape[:2]
-    xt = _padded_nhwc(x, p, "pad_gy" if scratch else "pad")
+    xt = _padded_nhwc(x, p, "pad" if dst is not None else "pad_gy")
     sN, sH, sW, sC = xt.strides
     shape = (N, out[0], out[1], k[0], k[1], C)
     view = xp.lib.stride_tricks.as_strided(
         xt, shape=shape, strides=(sN, sH * s[0], sW * s[1], sH * d[0], sW * d[1], sC))
-    col = _scratch_array(xp, "col", shape, x.dtype) if scratch else xp.empty(shape, dtype=x.dtype)
+    col = _scratch_array(xp, "col", shape, x.dtype) if dst is None else dst.reshape(shape)
     col[...] = view
     return col.reshape(N * out[0] * out[1], k[0] * k[1] * C)
 
 
-def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
-    """Adjoint of :func:`_im2col`: x[n, c, a·s + i·d − p, b·s + j·d − p] += col[(n,a,b), (i,j,c)].
+def _col2im(col: Any, dst: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> None:
+    """Adjoint of :func:`_im2col`: dst[n, c, a·s + i·d − p, b·s + j·d − p] = Σ col[(n,a,b), (i,j,c)].
 
     Accumulates into a padded channels-last scratch buffer, one strided update (a C-long run per pixel) per
-    kernel offset, then cuts the padding off and copies into a new contiguous (N, C, H, W) array. Without
+    kernel offset, then cuts the padding off and copies into ``dst`` (N, C, H, W). Without
     dilation and with s ≤ k, the offsets i < s_h, j < s_w are the first to reach their pixels (rows i + s·a
     never meet) and together cover [0, s_h·OH) × [0, s_w·OW): they are copied, not added, and only the rest
     of the buffer is zeroed. (When s divides k, :func:`_conv_input_grad` does not come here: see
     :func:`_input_grad_by_phase`.)
     """
     xp = get_array_module(col)
-    N, C, H, W = x_shape
+    N, C, H, W = dst.shape
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
     c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
     copy_first = d == (1, 1) and s[0] <= k[0] and s[1] <= k[1]
@@ -202,19 +201,19 @@ def _col2im(col: Any, x_shape: tuple[int, ...], k: Pair, out: Pair, s: Pair, p: 
         rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
         for j in range(k[1]):
             c0 = j * d[1]
-            dst = acc[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
+            dst_ij = acc[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
             if copy_first and i < s[0] and j < s[1]:
-                dst[...] = c6[:, :, :, i, j]
+                dst_ij[...] = c6[:, :, :, i, j]
             else:
-                dst += c6[:, :, :, i, j]
-    return _fresh(xp, acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2))
+                dst_ij += c6[:, :, :, i, j]
+    dst[...] = acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)
 
 
 _PER_BLOCK_MIN_WIDTH = 64  # _input_grad_by_phase: one GEMM per block from this block width (s_h·s_w·C) up
 
 
-def _input_grad_by_phase(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, s: Pair, p: Pair) -> Any:
-    """col2im(gy₂ · W₂) when the stride divides the kernel (k = U·s, no dilation), one phase block at a time.
+def _input_grad_by_phase(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair) -> None:
+    """dst = col2im(gy₂ · W₂) when the stride divides the kernel (k = U·s, no dilation), one phase block at a time.
 
     Write the kernel offset as i = u·s_h + i′ (u < U_h, i′ < s_h), and the same for j = v·s_w + j′. Offset
     (i, j) of output pixel (a, b) lands on padded pixel ((a + u)·s_h + i′, (b + v)·s_w + j′): seen as
@@ -233,7 +232,7 @@ def _input_grad_by_phase(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, 
     buffer is zeroed. Rows [0, (OH + U_h − 1)·s_h) hold every window; the crop may reach past them (zeros).
     """
     xp = get_array_module(gy2)
-    N, C, H, W = x_shape
+    N, C, H, W = dst.shape
     O, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     U = (kh // s[0], kw // s[1])
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
@@ -257,12 +256,12 @@ def _input_grad_by_phase(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, 
                 src = part.reshape(N, out[0], out[1], s[0], s[1], C).transpose(0, 1, 3, 2, 4, 5)
             else:
                 src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)
-            dst = g6[:, u:u + out[0], :, v:v + out[1]]
+            dst_uv = g6[:, u:u + out[0], :, v:v + out[1]]
             if u == 0 and v == 0:
-                dst[...] = src
+                dst_uv[...] = src
             else:
-                dst += src
-    return _fresh(xp, acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2))
+                dst_uv += src
+    dst[...] = acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)
 
 
 def _w2(w: Any) -> Any:
@@ -270,11 +269,12 @@ def _w2(w: Any) -> Any:
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
 
-def _rows(g: Any, scratch: bool = False) -> Any:
-    """(N, O, OH, OW) → (N·OH·OW, O), the layout of Y = col · W₂ᵀ (one copy: new, or a scratch array)."""
+def _rows(g: Any, dst: Any = None) -> Any:
+    """(N, O, OH, OW) → (N·OH·OW, O), the layout of Y = col · W₂ᵀ: one copy, into ``dst`` (C-contiguous
+    rows) or else a scratch array."""
     xp = get_array_module(g)
     N, O, OH, OW = g.shape
-    r = _scratch_array(xp, "rows", (N, OH, OW, O), g.dtype) if scratch else xp.empty((N, OH, OW, O), dtype=g.dtype)
+    r = _scratch_array(xp, "rows", (N, OH, OW, O), g.dtype) if dst is None else dst.reshape(N, OH, OW, O)
     r[...] = g.transpose(0, 2, 3, 1)
     return r.reshape(-1, O)
 
@@ -282,8 +282,9 @@ def _rows(g: Any, scratch: bool = False) -> Any:
 _BATCHED_MAX_K = 32  # column widths up to this: one small GEMM per image, straight into NCHW (see _conv_cols)
 
 
-def _conv_cols(col: Any, w: Any, N: int, out: Pair) -> Any:
-    """y = conv(x, w) from x's columns: Y = col · W₂ᵀ, (N·OH·OW, kh·kw·C) × (kh·kw·C, O), as a new (N, O, OH, OW).
+def _conv_cols(col: Any, w2: Any, dst: Any) -> None:
+    """dst = conv(x, w) from x's columns: Y = col · W₂ᵀ, (N·OH·OW, kh·kw·C) × (kh·kw·C, O), laid out as
+    dst (N, O, OH, OW); w2 = :func:`_w2` (w).
 
     Usually one GEMM into a scratch array, then one transposing copy into NCHW. With narrow columns
     (kh·kw·C ≤ 32, e.g. the first layer of a DCGAN's D on one-channel images, K = 16) the GEMM is cheap and the
@@ -291,52 +292,45 @@ def _conv_cols(col: Any, w: Any, N: int, out: Pair) -> Any:
     into the NCHW result (1.7 → 0.5 ms for 64 images of 28×28, k4 s2, 1 → 64 channels).
     """
     xp = get_array_module(col)
-    O, K = w.shape[0], col.shape[1]
+    N, O, OH, OW = dst.shape
+    K = col.shape[1]
     if K <= _BATCHED_MAX_K:
-        y = xp.empty((N, O, out[0] * out[1]), dtype=col.dtype)
-        xp.matmul(_w2(w), col.reshape(N, out[0] * out[1], K).transpose(0, 2, 1), out=y)
-        return y.reshape(N, O, out[0], out[1])
+        xp.matmul(w2, col.reshape(N, OH * OW, K).transpose(0, 2, 1), out=dst.reshape(N, O, OH * OW))
+        return
     y2 = _scratch_array(xp, "y2", (col.shape[0], O), col.dtype)
-    xp.matmul(col, _w2(w).T, out=y2)
-    return _fresh(xp, y2.reshape(N, out[0], out[1], O).transpose(0, 3, 1, 2))
+    xp.matmul(col, w2.T, out=y2)
+    dst[...] = y2.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)
 
 
-def _conv_forward(x: Any, w: Any, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[Any, Any]:
-    """y = conv(x, w): (N, C, H, W) × (O, C, kh, kw) → (N, O, OH, OW); also returns the columns."""
-    col = _im2col(x, w.shape[2:], out, s, p, d)
-    return _conv_cols(col, w, x.shape[0], out), col
-
-
-def _conv_input_grad(gy2: Any, w: Any, x_shape: tuple[int, ...], out: Pair, s: Pair, p: Pair, d: Pair) -> Any:
-    """gx = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → gx: x_shape (N, C, H, W).
+def _conv_input_grad(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair, d: Pair, w2: Any = None) -> None:
+    """dst = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → dst (N, C, H, W).
 
     Three ways to the same sum, by geometry: when one output pixel's kernel tiles the padded input exactly,
     the GEMM result already is the (padded) gradient; when the stride divides the kernel and there is no
     dilation, :func:`_input_grad_by_phase`; otherwise the GEMM into a scratch array, then :func:`_col2im`.
-    gx is a new array."""
+    ``w2``: :func:`_w2` (w) when the caller has it already."""
     xp = get_array_module(gy2)
     k = tuple(w.shape[2:])
-    N, C, H, W = x_shape
+    N, C, H, W = dst.shape
     s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))  # one output: the stride plays no part
-    if d == (1, 1) and out == (1, 1) and (H + 2 * p[0], W + 2 * p[1]) == k:
-        gcol = _scratch_array(xp, "gcol", (gy2.shape[0], k[0] * k[1] * C), gy2.dtype)
-        xp.matmul(gy2, _w2(w), out=gcol)
-        g = gcol.reshape(N, k[0], k[1], C)[:, p[0]:p[0] + H, p[1]:p[1] + W]
-        return _fresh(xp, g.transpose(0, 3, 1, 2))
-    if d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0:
-        return _input_grad_by_phase(gy2, w, x_shape, out, s, p)
-    w2 = _w2(w)
+    if d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0 and (out != (1, 1) or
+                                                                   (H + 2 * p[0], W + 2 * p[1]) != k):
+        _input_grad_by_phase(gy2, w, dst, out, s, p)
+        return
+    w2 = _w2(w) if w2 is None else w2
     gcol = _scratch_array(xp, "gcol", (gy2.shape[0], w2.shape[1]), gy2.dtype)
     xp.matmul(gy2, w2, out=gcol)
-    return _col2im(gcol, x_shape, k, out, s, p, d)
+    if d == (1, 1) and out == (1, 1) and (H + 2 * p[0], W + 2 * p[1]) == k:
+        dst[...] = gcol.reshape(N, k[0], k[1], C)[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)
+    else:
+        _col2im(gcol, dst, k, out, s, p, d)
 
 
-def _conv_weight_grad(col: Any, gy2: Any, w_shape: tuple[int, ...]) -> Any:
-    """gw = ∂⟨gy, conv(x, w)⟩/∂w = gy₂ᵀ · col (gy₂ = _rows(gy)), reordered to w_shape = (O, C, kh, kw)."""
-    xp = get_array_module(col)
+def _weight_layout(g2: Any, w_shape: tuple[int, ...]) -> Any:
+    """∂L/∂W₂ (O, kh·kw·C) → gw laid out as w_shape = (O, C, kh, kw), a new array."""
+    xp = get_array_module(g2)
     O, C, kh, kw = w_shape
-    g = (gy2.T @ col).reshape(O, kh, kw, C)
-    return xp.ascontiguousarray(g.transpose(0, 3, 1, 2))
+    return xp.ascontiguousarray(g2.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
 
 
 def _add_bias(y: Any, b: Any) -> None:
@@ -350,6 +344,16 @@ def _bias_grad(gy: Any) -> Any:
     (3x faster on NumPy than one sum over axes (0, 2, 3))."""
     N, O = gy.shape[:2]
     return gy.reshape(N, O, -1).sum(axis=0).sum(axis=1)
+
+
+def _sum_parts(parts: list) -> Any:
+    """Σ of the chunks' partial sums (None when there are none), added in chunk order."""
+    if parts[0] is None:
+        return None
+    total = parts[0]
+    for q in parts[1:]:
+        total = total + q
+    return total
 
 
 # ============================================================================ Functions
@@ -369,6 +373,9 @@ class Conv2d(Function):
                                                    copy is a scatter-add); the padding's share is dropped
         ∂L/∂b[o] = Σ_{n,a,b} gy[n, o, a, b]
 
+    On the CPU both passes run per chunk of the batch, one chunk per thread (:mod:`npgan.parallel`): the
+    rows of col, y and gx of images lo..hi belong to one chunk, and gw, gb are the sums of the chunks' parts.
+
     Keeps the column matrix (for gw) and the weight (for gx): col holds about kh·kw/(s_h·s_w) times
     as many numbers as x, the price of computing each gradient with one GEMM.
     """
@@ -377,19 +384,41 @@ class Conv2d(Function):
         self.s, self.p, self.d, self.out = stride, padding, dilation, out
 
     def forward(self, x, w, b=None):
-        y, col = _conv_forward(x, w, self.out, self.s, self.p, self.d)
-        if b is not None:
-            _add_bias(y, b)
+        xp = get_array_module(x)
+        N, C = x.shape[:2]
+        P, O = self.out[0] * self.out[1], w.shape[0]
+        col = xp.empty((N * P, w.shape[2] * w.shape[3] * C), dtype=x.dtype)
+        y = xp.empty((N, O) + self.out, dtype=x.dtype)
+        w2 = _w2(w)
+
+        def chunk(lo, hi):
+            c = _im2col(x[lo:hi], w.shape[2:], self.out, self.s, self.p, self.d, dst=col[lo * P:hi * P])
+            _conv_cols(c, w2, y[lo:hi])
+            if b is not None:
+                _add_bias(y[lo:hi], b)
+
+        parallel_chunks(chunk, N, col.size, xp)
         self.col, self.w, self.x_shape = col, w, x.shape
         return y
 
     def backward(self, gy):
+        xp = get_array_module(gy)
         need = self.needs_grad
-        gy2 = _rows(gy, scratch=True)  # (N·OH·OW, O), shared by both GEMMs
-        gx = _conv_input_grad(gy2, self.w, self.x_shape, self.out, self.s, self.p, self.d) if need[0] else None
-        gw = _conv_weight_grad(self.col, gy2, self.w.shape) if need[1] else None
-        gb = _bias_grad(gy) if len(need) > 2 and need[2] else None
-        return gx, gw, gb
+        col, w, P = self.col, self.w, self.out[0] * self.out[1]
+        gx = xp.empty(self.x_shape, dtype=gy.dtype) if need[0] else None
+        w2 = _w2(w) if need[0] else None
+        want_b = len(need) > 2 and need[2]
+
+        def chunk(lo, hi):
+            gy2 = _rows(gy[lo:hi])  # (n·OH·OW, O), shared by both GEMMs
+            if need[0]:
+                _conv_input_grad(gy2, w, gx[lo:hi], self.out, self.s, self.p, self.d, w2)
+            gw2 = gy2.T @ col[lo * P:hi * P] if need[1] else None
+            return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
+
+        parts = parallel_chunks(chunk, gy.shape[0], col.size, xp)
+        gw2, gb = (_sum_parts([q[i] for q in parts]) for i in (0, 1))
+        return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
 
 
 class ConvTranspose2d(Function):
@@ -409,7 +438,8 @@ class ConvTranspose2d(Function):
         gw = x₂ᵀ · col  laid out as (Cin, Cout, kh, kw)
         gb[co] = Σ_{n,a,b} gy[n, co, a, b]
     The col of gy is built once and serves both gx and gw.  These are :class:`Conv2d`'s forward and
-    weight gradient: the same private routines, with the roles of input and output exchanged.
+    weight gradient: the same private routines, with the roles of input and output exchanged. Both passes
+    run per chunk of the batch on the CPU, as in :class:`Conv2d`.
 
     Keeps x₂ (for gw; the size of x) and w (for gx).
     """
@@ -418,27 +448,45 @@ class ConvTranspose2d(Function):
         self.s, self.p, self.d, self.out = stride, padding, dilation, out
 
     def forward(self, x, w, b=None):
-        y_shape = (x.shape[0], w.shape[1]) + self.out
-        x2 = _rows(x)  # (N·H·W, Cin): the GEMM operand here and in gw
-        y = _conv_input_grad(x2, w, y_shape, x.shape[2:], self.s, self.p, self.d)
-        if b is not None:
-            _add_bias(y, b)
+        xp = get_array_module(x)
+        N, Cin, H, W = x.shape
+        P = H * W
+        x2 = xp.empty((N * P, Cin), dtype=x.dtype)  # (N·H·W, Cin): the GEMM operand here and in gw
+        y = xp.empty((N, w.shape[1]) + self.out, dtype=x.dtype)
+        w2 = _w2(w)
+
+        def chunk(lo, hi):
+            rows = _rows(x[lo:hi], dst=x2[lo * P:hi * P])
+            _conv_input_grad(rows, w, y[lo:hi], (H, W), self.s, self.p, self.d, w2)
+            if b is not None:
+                _add_bias(y[lo:hi], b)
+
+        parallel_chunks(chunk, N, N * P * w2.shape[1], xp)
         self.x2, self.x_shape, self.w = x2, x.shape, w
         return y
 
     def backward(self, gy):
+        xp = get_array_module(gy)
         need = self.needs_grad
-        x_shape, w = self.x_shape, self.w
-        gx = gw = gb = None
-        if need[0] or need[1]:
-            col = _im2col(gy, w.shape[2:], x_shape[2:], self.s, self.p, self.d, scratch=True)
-            if need[0]:
-                gx = _conv_cols(col, w, x_shape[0], x_shape[2:])  # gx = conv_w(gy)
-            if need[1]:
-                gw = _conv_weight_grad(col, self.x2, w.shape)
-        if len(need) > 2 and need[2]:
-            gb = _bias_grad(gy)
-        return gx, gw, gb
+        x_shape, w, x2 = self.x_shape, self.w, self.x2
+        P = x_shape[2] * x_shape[3]
+        gx = xp.empty(x_shape, dtype=gy.dtype) if need[0] else None
+        w2 = _w2(w)
+        want_b = len(need) > 2 and need[2]
+
+        def chunk(lo, hi):
+            gw2 = None
+            if need[0] or need[1]:
+                col = _im2col(gy[lo:hi], w.shape[2:], x_shape[2:], self.s, self.p, self.d)  # scratch
+                if need[0]:
+                    _conv_cols(col, w2, gx[lo:hi])  # gx = conv_w(gy)
+                if need[1]:
+                    gw2 = x2[lo * P:hi * P].T @ col
+            return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
+
+        parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w2.shape[1], xp)
+        gw2, gb = (_sum_parts([q[i] for q in parts]) for i in (0, 1))
+        return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
 
 
 # ============================================================================ public functions

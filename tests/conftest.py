@@ -41,8 +41,26 @@ if os.environ.get("NPGAN_TEST_STANDIN"):
 def _fresh_state():
     npgan.set_default_dtype("float32")
     npgan.manual_seed(1234)
+    threads = npgan.get_num_threads()
     yield
     npgan.set_default_dtype("float32")
+    if npgan.get_num_threads() != threads:
+        npgan.set_num_threads(threads)
+
+
+@pytest.fixture(params=[1, 3], ids=["1thread", "3threads"])
+def threads(request):
+    """Large CPU ops run in one piece (1) or split over 3 threads (3) — then however small the op
+    (:data:`npgan.parallel.MIN_WORK` lifted), so that small test shapes take the split code paths too."""
+    from npgan import parallel
+    saved = parallel.get_num_threads(), parallel.MIN_WORK
+    parallel.set_num_threads(request.param)
+    parallel.MIN_WORK = 0 if request.param > 1 else saved[1]
+    try:
+        yield request.param
+    finally:
+        parallel.set_num_threads(saved[0])
+        parallel.MIN_WORK = saved[1]
 
 
 @pytest.fixture(params=DEVICES)

@@ -19,7 +19,7 @@ from npgan.conv import conv_output_size, conv_transpose_output_size
 def geometry(draw, transposed=False):
     """A small valid (conv or transposed-conv) problem: shapes, kernel, stride, padding, dilation."""
     pair = lambda lo, hi: (draw(st.integers(lo, hi)), draw(st.integers(lo, hi)))
-    g = dict(N=draw(st.integers(1, 2)), C=draw(st.integers(1, 3)), O=draw(st.integers(1, 3)),
+    g = dict(N=draw(st.integers(1, 4)), C=draw(st.integers(1, 3)), O=draw(st.integers(1, 3)),
              k=pair(1, 3), s=pair(1, 3), d=pair(1, 2), bias=draw(st.booleans()))
     g["p"] = (draw(st.integers(0, g["k"][0])), draw(st.integers(0, g["k"][1])))
     if transposed:
@@ -67,13 +67,13 @@ def _tensors(arrays):
 # ----------------------------------------------------------------------------- gradcheck
 @settings(max_examples=25)
 @given(g=geometry())
-def test_conv2d_gradcheck(device, g):
+def test_conv2d_gradcheck(device, threads, g):
     npgan.gradcheck(_np_call(g, False), _tensors(_arrays(g, False)))
 
 
 @settings(max_examples=25)
 @given(g=geometry(transposed=True))
-def test_conv_transpose2d_gradcheck(device, g):
+def test_conv_transpose2d_gradcheck(device, threads, g):
     npgan.gradcheck(_np_call(g, True), _tensors(_arrays(g, True)))
 
 
@@ -95,18 +95,18 @@ def _parity(g, transposed):
 
 @settings(max_examples=30)
 @given(g=geometry())
-def test_conv2d_matches_torch(device, g):
+def test_conv2d_matches_torch(device, threads, g):
     _parity(g, False)
 
 
 @settings(max_examples=30)
 @given(g=geometry(transposed=True))
-def test_conv_transpose2d_matches_torch(device, g):
+def test_conv_transpose2d_matches_torch(device, threads, g):
     _parity(g, True)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_dcgan_shapes_match_torch(device, transposed):
+def test_dcgan_shapes_match_torch(device, threads, transposed):
     """The DCGAN geometries (k4 s2 p1, k4 s1 p0, k7 s1 p0) on larger channel counts, float64."""
     cases = [(4, 2, 1, (6, 5)), (4, 1, 0, (1, 1) if transposed else (4, 4)), (7, 1, 0, (7, 7))]
     for k, s, p, hw in cases:
@@ -123,7 +123,7 @@ def test_dcgan_shapes_match_torch(device, transposed):
     ((3, 2), (1, 2), (2, 1), (2, 1), (5, 5)),  # dilation: GEMM, then col2im
     ((5, 5), (1, 1), (0, 0), (1, 1), None),    # one output pixel tiles the input exactly
 ])
-def test_every_input_gradient_path_matches_torch(device, transposed, k, s, p, d, hw):
+def test_every_input_gradient_path_matches_torch(device, threads, transposed, k, s, p, d, hw):
     """_conv_input_grad picks one of three routes by geometry (it is also the transposed conv's forward)."""
     if hw is None:
         hw = (1, 1) if transposed else k

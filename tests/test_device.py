@@ -222,12 +222,17 @@ def _small(preset, device, **train):
 def test_training_steps_stay_on_the_device_and_match_the_cpu(tmp_path, preset, extra_syncs):
     """Trainer.step + flush on the stand-in: no transfer before the flush, one at it, and the CPU's numbers.
 
+    Bit for bit: the stand-in runs NumPy underneath, and the CPU run here does not split ops over threads
+    (no GPU does): the same operations in the same order. (Split and whole ops agree to rounding:
+    tests/test_parallel.py.)
+
     Syncs per step: the divergence guard's one bool per optimizer step (1 + d_steps), plus, with the KDE
     entropy term, its finiteness check of the generated batch (ring8: fixed σ), and two more when σ comes from a
     rule (digits-mlp: Silverman's σ is a host float). Host-to-device copies: at most one per
     step (a new epoch's permutation of the images; the mixture's 8 centres).
     """
     rows = {}
+    npgan.set_num_threads(1)  # restored by conftest's _fresh_state
     for dev in ("cpu", "gpu"):
         with standin.installed(device=False):
             run = Run(_small(preset, dev), tmp_path / dev)

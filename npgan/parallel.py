@@ -1,0 +1,187 @@
+"""Intra-op parallelism on the CPU: one op's work split over the batch, one chunk per thread.
+
+Why. A NumPy op runs on one core, except inside BLAS. A convolution is GEMMs (which OpenBLAS spreads over
+the cores) and copies (im2col, the scatter of col2im, NHWC ↔ NCHW re-layouts), which NumPy does on one
+core while the others wait. PyTorch splits both over its threads. So does npgan for its heavy ops: the
+batch is cut into ``get_num_threads()`` contiguous chunks, and each thread runs the whole op — copies and
+GEMMs — on its chunk, with the BLAS held to one thread meanwhile (each GEMM then has a core to itself
+instead of two libraries' thread pools fighting over the same cores). NumPy releases the GIL in its copies,
+ufunc loops and BLAS calls, so the chunks really run at the same time.
+
+    parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
+
+The calling thread runs the last chunk itself; the others go to a pool of ``get_num_threads() − 1`` worker
+threads. Small ops (``work`` below :data:`MIN_WORK` elements) and ops on the GPU run in one piece, and so
+does any call made from inside a chunk (no nesting).
+
+Threads. The default is the BLAS's own thread count (which follows ``OPENBLAS_NUM_THREADS``,
+``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``), at most the number of cores this process may use; the
+environment variable ``NPGAN_NUM_THREADS`` or :func:`set_num_threads` override it. Splitting needs a BLAS
+whose thread count can be set at run time (through ``threadpoolctl``, which scikit-learn brings); without
+one npgan runs single-chunk.
+
+Reproducibility. Chunk boundaries depend only on n and the thread count, and partial sums (weight
+gradients) are added in chunk order, so runs with the same thread count give identical numbers; another
+thread count changes the rounding of those sums (float32: about 1e-7 relative), as it does in PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any
+
+from . import backend
+
+__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "MIN_WORK"]
+
+MIN_WORK = 1 << 16  # elements an op must touch before it is split (thread hand-off costs ~20-50 µs)
+
+_lock = threading.Lock()
+_inside = threading.local()  # .active: this thread is running a chunk
+_state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": []}
+
+
+def _blas_controllers() -> list:
+    """threadpoolctl's handles on the BLAS libraries loaded now (numpy's among them); [] when unavailable."""
+    if _state["blas"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _state["blas"] = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
+        except Exception:  # threadpoolctl missing or unable to inspect this process
+            _state["blas"] = []
+    return _state["blas"]
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _default_threads() -> int:
+    env = os.environ.get("NPGAN_NUM_THREADS", "").strip()
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"NPGAN_NUM_THREADS must be a positive integer, got {env!r}")
+        return n
+    blas = _blas_controllers()
+    if not blas:
+        return 1
+    return max(1, min(_available_cores(), max(lc.get_num_threads() or 1 for lc in blas)))
+
+
+def get_num_threads() -> int:
+    """The number of threads npgan splits a large CPU op over (1: no splitting)."""
+    if _state["threads"] is None:
+        with _lock:
+            if _state["threads"] is None:
+                _state["threads"] = _default_threads()
+    return _state["threads"]
+
+
+def set_num_threads(n: int) -> None:
+    """Split large CPU ops over ``n`` threads from now on (like ``torch.set_num_threads``); n = 1 turns it off.
+
+    Raises ValueError for anything but a positive integer.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, backend.np.integer)) or n < 1:
+        raise ValueError(f"set_num_threads: the number of threads must be a positive integer, got {n!r}")
+    with _lock:
+        pool, _state["pool"] = _state["pool"], None
+        _state["threads"] = int(n)
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
+def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    """range(n) cut into min(parts, n) contiguous chunks whose sizes differ by at most one, in order."""
+    parts = max(1, min(parts, n))
+    q, r = divmod(n, parts)
+    bounds, lo = [], 0
+    for t in range(parts):
+        hi = lo + q + (t < r)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    with _lock:
+        pool = _state["pool"]
+        if pool is None or pool._max_workers != workers:
+            if pool is not None:
+                pool.shutdown(wait=False)
+            pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npgan")
+    return pool
+
+
+def _run_chunk(fn: Callable[[int, int], Any], lo: int, hi: int) -> Any:
+    _inside.active = True
+    try:
+        return fn(lo, hi)
+    finally:
+        _inside.active = False
+
+
+def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = None) -> list:
+    """[fn(lo, hi) for each chunk of range(n)], the chunks run on ``get_num_threads()`` threads at once.
+
+    ``fn`` must only write to its own part of any shared output (rows lo..hi of the batch) and return what
+    the caller combines (e.g. a partial weight gradient). ``work`` is the number of elements the whole op
+    touches: below :data:`MIN_WORK`, on the GPU (``xp`` not NumPy), with one thread, or when called from
+    inside a chunk, ``fn(0, n)`` runs alone. Exceptions from any chunk propagate after all chunks finished.
+    """
+    threads = get_num_threads()
+    if (threads == 1 or n < 2 or work < MIN_WORK or getattr(_inside, "active", False)
+            or (xp is not None and xp is not backend.np)):
+        return [fn(0, n)]
+    if not _blas_controllers():
+        return [fn(0, n)]
+    bounds = chunk_bounds(n, threads)
+    _limit_blas(True)
+    try:
+        pool = _pool(threads - 1)
+        futures = [pool.submit(_run_chunk, fn, lo, hi) for lo, hi in bounds[:-1]]
+        try:
+            last = _run_chunk(fn, *bounds[-1])
+        finally:
+            wait(futures)  # every chunk has finished before anything propagates
+        return [f.result() for f in futures] + [last]
+    finally:
+        _limit_blas(False)
+
+
+def _limit_blas(enter: bool) -> None:
+    """Hold the BLAS to one thread while any split op runs (counted, so that concurrent callers nest)."""
+    with _lock:
+        if enter:
+            _state["depth"] += 1
+            if _state["depth"] == 1:
+                _state["saved"] = [lc.get_num_threads() for lc in _state["blas"]]
+                for lc in _state["blas"]:
+                    lc.set_num_threads(1)
+        else:
+            _state["depth"] -= 1
+            if _state["depth"] == 0:
+                for lc, k in zip(_state["blas"], _state["saved"]):
+                    lc.set_num_threads(k)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: forget the pool (a new one starts when needed)."""
+    global _lock
+    _lock = threading.Lock()
+    _state.update(pool=None, depth=0)
+    _inside.active = False
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

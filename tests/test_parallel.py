@@ -1,0 +1,183 @@
+"""npgan.parallel: chunking, the thread pool, the BLAS held to one thread, and split ops equal whole ones."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_conv import _arrays, _np_call, _tensors, geometry
+
+import npgan
+from npgan import parallel
+
+
+@given(n=st.integers(0, 200), parts=st.integers(1, 16))
+def test_chunk_bounds_cover_the_range_in_order_and_evenly(n, parts):
+    b = parallel.chunk_bounds(n, parts)
+    assert len(b) == max(1, min(parts, n))
+    assert b[0][0] == 0 and b[-1][1] == n
+    assert all(b[i][1] == b[i + 1][0] for i in range(len(b) - 1))
+    sizes = [hi - lo for lo, hi in b]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True, None])
+def test_set_num_threads_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match=r"positive integer, got " + repr(bad).replace(".", r"\.")):
+        npgan.set_num_threads(bad)
+
+
+def _blas_threads():
+    return [lc.get_num_threads() for lc in parallel._blas_controllers()]
+
+
+def test_parallel_chunks_runs_on_threads_with_blas_held_to_one(threads):
+    if not parallel._blas_controllers():
+        pytest.skip("no BLAS whose thread count threadpoolctl can set: npgan does not split")
+    before = _blas_threads()
+    seen = []
+
+    def fn(lo, hi):
+        seen.append((lo, hi, threading.get_ident(), _blas_threads()))
+        return lo * 1000 + hi
+
+    out = parallel.parallel_chunks(fn, 7, work=1)
+    bounds = parallel.chunk_bounds(7, threads)
+    assert out == [lo * 1000 + hi for lo, hi in bounds]  # results in chunk order
+    assert sorted(s[:2] for s in seen) == bounds
+    if threads > 1:
+        main = threading.get_ident()
+        assert [s[2] for s in seen if s[:2] == bounds[-1]] == [main]  # the caller runs the last chunk,
+        assert all(s[2] != main for s in seen if s[:2] != bounds[-1])  # the pool's threads the others
+        assert all(all(k == 1 for k in s[3]) for s in seen)
+    assert _blas_threads() == before  # restored
+
+
+def test_small_ops_gpu_and_nested_calls_run_in_one_piece(threads):
+    calls = []
+    fn = lambda lo, hi: calls.append((lo, hi))  # noqa: E731
+    parallel.parallel_chunks(fn, 8, work=parallel.MIN_WORK - 1 if parallel.MIN_WORK else -1)
+    parallel.parallel_chunks(fn, 8, work=10**9, xp=object())  # not NumPy: the GPU path
+    parallel.parallel_chunks(fn, 1, work=10**9)
+    assert calls == [(0, 8), (0, 8), (0, 1)]
+
+    inner = []
+    parallel.parallel_chunks(lambda lo, hi: inner.append(parallel.parallel_chunks(lambda a, b: (a, b), 5, 10**9)),
+                             4, work=10**9)
+    assert inner and all(r == [(0, 5)] for r in inner)
+
+
+@contextmanager
+def _split(threads):
+    """Ops split over ``threads`` threads, however small."""
+    saved = parallel.get_num_threads(), parallel.MIN_WORK
+    parallel.set_num_threads(threads)
+    parallel.MIN_WORK = 0
+    try:
+        yield
+    finally:
+        parallel.set_num_threads(saved[0])
+        parallel.MIN_WORK = saved[1]
+
+
+def test_an_exception_in_a_chunk_propagates_after_every_chunk_finished():
+    if not parallel._blas_controllers():
+        pytest.skip("no BLAS whose thread count threadpoolctl can set: npgan does not split")
+    done = []
+    before = _blas_threads()
+
+    def fn(lo, hi):
+        if lo == 0:
+            raise RuntimeError(f"chunk {lo}:{hi} failed")
+        threading.Event().wait(0.05)
+        done.append(lo)
+
+    with _split(3), pytest.raises(RuntimeError, match="chunk 0:"):
+        parallel.parallel_chunks(fn, 3, work=10**9)
+    assert sorted(done) == [1, 2]
+    assert _blas_threads() == before
+
+
+_CHILD = """
+import os, sys
+import npgan
+from npgan import parallel
+parallel.set_num_threads(2)
+parallel.MIN_WORK = 0
+run = lambda: parallel.parallel_chunks(lambda lo, hi: hi - lo, 4, 1)
+assert run() == [2, 2]  # the parent's pool is running
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if run() == [2, 2] else 3)  # the child has no pool threads: a new pool
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_pool():
+    r = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
+
+
+def test_default_threads_follow_the_environment():
+    code = "import npgan; print(npgan.get_num_threads())"
+    env = dict(os.environ, NPGAN_NUM_THREADS="3")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.strip() == "3", r.stderr
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    env.pop("NPGAN_NUM_THREADS", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.stdout.strip() == "1", r.stderr
+    env = dict(os.environ, NPGAN_NUM_THREADS="many")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0 and "NPGAN_NUM_THREADS must be a positive integer, got 'many'" in r.stderr
+
+
+# ----------------------------------------------------------------------------- split ops = whole ops
+def _run(g, transposed, threads):
+    with _split(threads):
+        ts = _tensors(_arrays(g, transposed))
+        y = _np_call(g, transposed)(*ts)
+        y.backward(np.random.default_rng(g["seed"]).standard_normal(y.shape))
+        return [y.numpy()] + [np.asarray(t.grad) for t in ts]
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@settings(max_examples=20)
+@given(data=st.data(), threads=st.integers(2, 5))
+def test_split_conv_equals_whole_conv(transposed, data, threads):
+    """Each chunk writes its images' rows of y, gx and col; gw, gb are the chunks' sums: same numbers
+    (float64, up to the order of the sums) for any batch size against any number of chunks."""
+    g = data.draw(geometry(transposed=transposed))
+    g["N"] = data.draw(st.integers(1, 7))
+    whole, split = _run(g, transposed, 1), _run(g, transposed, threads)
+    for a, b in zip(whole, split):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_layers_are_split_by_image(monkeypatch):
+    """The conv Functions hand their batch to parallel_chunks (forward and backward), and the chunks differ."""
+    import npgan.conv as conv
+    calls = []
+
+    def recording(fn, n, work, xp=None):
+        calls.append(n)
+        return [fn(lo, hi) for lo, hi in parallel.chunk_bounds(n, 2)]  # two chunks, one after the other
+
+    for transposed in (False, True):
+        g = dict(N=5, C=3, O=2, k=(4, 4), s=(2, 2), p=(1, 1), d=(1, 1), op=(0, 0), HW=(6, 6), bias=True, seed=1)
+        monkeypatch.setattr(conv, "parallel_chunks", recording)
+        split = _run(g, transposed, 1)
+        monkeypatch.undo()
+        whole = _run(g, transposed, 1)
+        for a, b in zip(whole, split):
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    assert calls == [5, 5, 5, 5]
