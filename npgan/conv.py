@@ -47,7 +47,7 @@ from typing import Any
 from . import backend
 from .backend import get_array_module
 from .ops import _as_float, per_channel_operand
-from .parallel import parallel_chunks
+from .parallel import parallel_chunks, sum_parts
 from .tensor import Function, Tensor
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size"]
@@ -212,7 +212,18 @@ def _col2im(col: Any, dst: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -
 _PER_BLOCK_MIN_WIDTH = 64  # _input_grad_by_phase: one GEMM per block from this block width (s_h·s_w·C) up
 
 
-def _input_grad_by_phase(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair) -> None:
+def _phase_blocks(w: Any, s: Pair) -> Any:
+    """The weight as :func:`_input_grad_by_phase` multiplies it, one copy: W₂ (O, kh·kw·C) for narrow blocks,
+    else the blocks W₂[:, (u·s_h + ·, v·s_w + ·, ·)] side by side, (U_h, U_w, O, s_h·s_w·C)."""
+    O, C, kh, kw = w.shape
+    if s[0] * s[1] * C < _PER_BLOCK_MIN_WIDTH:
+        return _w2(w)
+    U = (kh // s[0], kw // s[1])
+    w6 = w.transpose(0, 2, 3, 1).reshape(O, U[0], s[0], U[1], s[1], C)
+    return get_array_module(w).ascontiguousarray(w6.transpose(1, 3, 0, 2, 4, 5)).reshape(U[0], U[1], O, -1)
+
+
+def _input_grad_by_phase(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair, blocks: Any) -> None:
     """dst = col2im(gy₂ · W₂) when the stride divides the kernel (k = U·s, no dilation), one phase block at a time.
 
     Write the kernel offset as i = u·s_h + i′ (u < U_h, i′ < s_h), and the same for j = v·s_w + j′. Offset
@@ -230,10 +241,11 @@ def _input_grad_by_phase(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair
     they save, and one GEMM fills the whole column matrix first; the updates are the same.
     Block (0, 0) covers rows [0, s_h·OH) × columns [0, s_w·OW) and is copied, not added; only the rest of the
     buffer is zeroed. Rows [0, (OH + U_h − 1)·s_h) hold every window; the crop may reach past them (zeros).
+    ``blocks``: the weight blocks (or W₂ whole, for narrow blocks) from :func:`_phase_blocks`.
     """
     xp = get_array_module(gy2)
     N, C, H, W = dst.shape
-    O, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    kh, kw = w.shape[2], w.shape[3]
     U = (kh // s[0], kw // s[1])
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
     Hq, Wq = (max(out[a] + U[a] - 1, -(-(Hp, Wp)[a] // s[a])) for a in (0, 1))
@@ -241,18 +253,17 @@ def _input_grad_by_phase(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair
     acc[:, s[0] * out[0]:] = 0
     acc[:, :, s[1] * out[1]:] = 0
     g6 = acc.reshape(N, Hq, s[0], Wq, s[1], C)
-    per_block = s[0] * s[1] * C >= _PER_BLOCK_MIN_WIDTH
+    per_block = blocks.ndim == 4  # see _phase_blocks
     if per_block:
-        w6 = w.transpose(0, 2, 3, 1).reshape(O, U[0], s[0], U[1], s[1], C)
         part = _scratch_array(xp, "gcol", (gy2.shape[0], s[0] * s[1] * C), gy2.dtype)
     else:  # narrow blocks (few channels): one GEMM for all of them, read back block by block
         gcol = _scratch_array(xp, "gcol", (gy2.shape[0], kh * kw * C), gy2.dtype)
-        xp.matmul(gy2, _w2(w), out=gcol)
+        xp.matmul(gy2, blocks, out=gcol)
         c8 = gcol.reshape(N, out[0], out[1], U[0], s[0], U[1], s[1], C)
     for u in range(U[0]):
         for v in range(U[1]):
             if per_block:
-                xp.matmul(gy2, w6[:, u, :, v].reshape(O, -1), out=part)  # the reshape copies the weight block
+                xp.matmul(gy2, blocks[u, v], out=part)
                 src = part.reshape(N, out[0], out[1], s[0], s[1], C).transpose(0, 1, 3, 2, 4, 5)
             else:
                 src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)
@@ -302,28 +313,41 @@ def _conv_cols(col: Any, w2: Any, dst: Any) -> None:
     dst[...] = y2.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)
 
 
-def _conv_input_grad(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair, d: Pair, w2: Any = None) -> None:
-    """dst = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → dst (N, C, H, W).
+def _input_grad_plan(w: Any, x_hw: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[str, Pair, Any]:
+    """How :func:`_conv_input_grad` computes col2im(gy₂ · W₂) into (·, C, H, W) = x_hw, by geometry, and the
+    weight as that route multiplies it (one copy, made once per op rather than once per chunk):
 
-    Three ways to the same sum, by geometry: when one output pixel's kernel tiles the padded input exactly,
-    the GEMM result already is the (padded) gradient; when the stride divides the kernel and there is no
-    dilation, :func:`_input_grad_by_phase`; otherwise the GEMM into a scratch array, then :func:`_col2im`.
-    ``w2``: :func:`_w2` (w) when the caller has it already."""
-    xp = get_array_module(gy2)
+    "tile":   one output pixel whose kernel tiles the padded input exactly: the GEMM result is the (padded)
+              gradient itself;
+    "phase":  the stride divides the kernel and there is no dilation: :func:`_input_grad_by_phase`;
+    "col2im": otherwise, the GEMM into a scratch array, then :func:`_col2im`.
+    Returns (route, stride, weight); with one output pixel along an axis the stride plays no part there and
+    is taken as the kernel size."""
     k = tuple(w.shape[2:])
+    s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))
+    if d == (1, 1) and out == (1, 1) and (x_hw[0] + 2 * p[0], x_hw[1] + 2 * p[1]) == k:
+        return "tile", s, _w2(w)
+    if d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0:
+        return "phase", s, _phase_blocks(w, s)
+    return "col2im", s, _w2(w)
+
+
+def _conv_input_grad(gy2: Any, w: Any, plan: tuple[str, Pair, Any], dst: Any, out: Pair, p: Pair, d: Pair) -> None:
+    """dst = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → dst (N, C, H, W), by
+    the route of ``plan`` = :func:`_input_grad_plan`."""
+    xp = get_array_module(gy2)
+    route, s, wop = plan
     N, C, H, W = dst.shape
-    s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))  # one output: the stride plays no part
-    if d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0 and (out != (1, 1) or
-                                                                   (H + 2 * p[0], W + 2 * p[1]) != k):
-        _input_grad_by_phase(gy2, w, dst, out, s, p)
+    if route == "phase":
+        _input_grad_by_phase(gy2, w, dst, out, s, p, wop)
         return
-    w2 = _w2(w) if w2 is None else w2
-    gcol = _scratch_array(xp, "gcol", (gy2.shape[0], w2.shape[1]), gy2.dtype)
-    xp.matmul(gy2, w2, out=gcol)
-    if d == (1, 1) and out == (1, 1) and (H + 2 * p[0], W + 2 * p[1]) == k:
+    gcol = _scratch_array(xp, "gcol", (gy2.shape[0], wop.shape[1]), gy2.dtype)
+    xp.matmul(gy2, wop, out=gcol)
+    if route == "tile":
+        k = tuple(w.shape[2:])
         dst[...] = gcol.reshape(N, k[0], k[1], C)[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)
     else:
-        _col2im(gcol, dst, k, out, s, p, d)
+        _col2im(gcol, dst, tuple(w.shape[2:]), out, s, p, d)
 
 
 def _weight_layout(g2: Any, w_shape: tuple[int, ...]) -> Any:
@@ -344,16 +368,6 @@ def _bias_grad(gy: Any) -> Any:
     (3x faster on NumPy than one sum over axes (0, 2, 3))."""
     N, O = gy.shape[:2]
     return gy.reshape(N, O, -1).sum(axis=0).sum(axis=1)
-
-
-def _sum_parts(parts: list) -> Any:
-    """Σ of the chunks' partial sums (None when there are none), added in chunk order."""
-    if parts[0] is None:
-        return None
-    total = parts[0]
-    for q in parts[1:]:
-        total = total + q
-    return total
 
 
 # ============================================================================ Functions
@@ -406,18 +420,18 @@ class Conv2d(Function):
         need = self.needs_grad
         col, w, P = self.col, self.w, self.out[0] * self.out[1]
         gx = xp.empty(self.x_shape, dtype=gy.dtype) if need[0] else None
-        w2 = _w2(w) if need[0] else None
+        plan = _input_grad_plan(w, self.x_shape[2:], self.out, self.s, self.p, self.d) if need[0] else None
         want_b = len(need) > 2 and need[2]
 
         def chunk(lo, hi):
             gy2 = _rows(gy[lo:hi])  # (n·OH·OW, O), shared by both GEMMs
             if need[0]:
-                _conv_input_grad(gy2, w, gx[lo:hi], self.out, self.s, self.p, self.d, w2)
+                _conv_input_grad(gy2, w, plan, gx[lo:hi], self.out, self.p, self.d)
             gw2 = gy2.T @ col[lo * P:hi * P] if need[1] else None
             return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
 
         parts = parallel_chunks(chunk, gy.shape[0], col.size, xp)
-        gw2, gb = (_sum_parts([q[i] for q in parts]) for i in (0, 1))
+        gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
         return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
 
 
@@ -453,15 +467,15 @@ class ConvTranspose2d(Function):
         P = H * W
         x2 = xp.empty((N * P, Cin), dtype=x.dtype)  # (N·H·W, Cin): the GEMM operand here and in gw
         y = xp.empty((N, w.shape[1]) + self.out, dtype=x.dtype)
-        w2 = _w2(w)
+        plan = _input_grad_plan(w, self.out, (H, W), self.s, self.p, self.d)
 
         def chunk(lo, hi):
             rows = _rows(x[lo:hi], dst=x2[lo * P:hi * P])
-            _conv_input_grad(rows, w, y[lo:hi], (H, W), self.s, self.p, self.d, w2)
+            _conv_input_grad(rows, w, plan, y[lo:hi], (H, W), self.p, self.d)
             if b is not None:
                 _add_bias(y[lo:hi], b)
 
-        parallel_chunks(chunk, N, N * P * w2.shape[1], xp)
+        parallel_chunks(chunk, N, N * P * w.shape[1] * w.shape[2] * w.shape[3], xp)  # the size of col2im's columns
         self.x2, self.x_shape, self.w = x2, x.shape, w
         return y
 
@@ -485,7 +499,7 @@ class ConvTranspose2d(Function):
             return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
 
         parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w2.shape[1], xp)
-        gw2, gb = (_sum_parts([q[i] for q in parts]) for i in (0, 1))
+        gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
         return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from . import backend
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "MIN_WORK"]
+__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK"]
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (thread hand-off costs ~20-50 µs)
 
@@ -157,6 +157,16 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
         return [f.result() for f in futures] + [last]
     finally:
         _limit_blas(False)
+
+
+def sum_parts(parts: list) -> Any:
+    """Σ of the chunks' partial results, added in chunk order (None when the chunks returned None)."""
+    if parts[0] is None:
+        return None
+    total = parts[0]
+    for q in parts[1:]:
+        total = total + q
+    return total
 
 
 def _limit_blas(enter: bool) -> None:

@@ -181,3 +181,4 @@ def test_conv_layers_are_split_by_image(monkeypatch):
         for a, b in zip(whole, split):
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
     assert calls == [5, 5, 5, 5]
+
