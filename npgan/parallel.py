@@ -11,8 +11,8 @@ ufunc loops and BLAS calls, so the chunks really run at the same time.
     parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
 
 The calling thread runs the last chunk itself; the others go to a pool of ``get_num_threads() − 1`` worker
-threads. Small ops (``work`` below :data:`MIN_WORK` elements) and ops on the GPU run in one piece, and so
-does any call made from inside a chunk (no nesting).
+threads (:class:`_Pool`). Small ops (``work`` below :data:`MIN_WORK` elements) and ops on the GPU run in one
+piece, and so does any call made from inside a chunk (no nesting).
 
 Threads. The default is the BLAS's own thread count (which follows ``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``), at most the number of cores this process may use; the
@@ -28,9 +28,9 @@ thread count changes the rounding of those sums (float32: about 1e-7 relative), 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from . import backend
@@ -98,7 +98,7 @@ def set_num_threads(n: int) -> None:
         pool, _state["pool"] = _state["pool"], None
         _state["threads"] = int(n)
     if pool is not None:
-        pool.shutdown(wait=True)
+        pool.shutdown()
 
 
 def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -113,13 +113,52 @@ def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
+class _Pool:
+    """``workers`` daemon threads taking chunks from one queue; each chunk signals its own lock when done.
+
+    Leaner than ``concurrent.futures.ThreadPoolExecutor`` (no futures, no condition variables): a hand-off
+    and its completion cost about 20 µs instead of about 100 µs — a DCGAN step splits 24 ops.
+    """
+
+    def __init__(self, workers: int):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads = [threading.Thread(target=self._work, name=f"npgan-{i}", daemon=True) for i in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def _work(self) -> None:
+        while True:
+            task = self.queue.get()
+            if task is None:
+                return
+            fn, lo, hi, results, slot, done = task
+            try:
+                results[slot] = (True, _run_chunk(fn, lo, hi))
+            except BaseException as exc:  # handed to the caller, raised there
+                results[slot] = (False, exc)
+            finally:
+                done.release()
+
+    def submit(self, fn: Callable[[int, int], Any], lo: int, hi: int, results: list, slot: int) -> Any:
+        done = threading.Lock()
+        done.acquire()
+        self.queue.put((fn, lo, hi, results, slot, done))
+        return done
+
+    def shutdown(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for t in self.threads:
+            t.join()
+
+
+def _pool(workers: int) -> _Pool:
     with _lock:
         pool = _state["pool"]
-        if pool is None or pool._max_workers != workers:
+        if pool is None or len(pool.threads) != workers:
             if pool is not None:
-                pool.shutdown(wait=False)
-            pool = _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npgan")
+                pool.shutdown()
+            pool = _state["pool"] = _Pool(workers)
     return pool
 
 
@@ -149,12 +188,17 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
     _limit_blas(True)
     try:
         pool = _pool(threads - 1)
-        futures = [pool.submit(_run_chunk, fn, lo, hi) for lo, hi in bounds[:-1]]
+        results: list = [None] * (len(bounds) - 1)
+        done = [pool.submit(fn, lo, hi, results, i) for i, (lo, hi) in enumerate(bounds[:-1])]
         try:
             last = _run_chunk(fn, *bounds[-1])
         finally:
-            wait(futures)  # every chunk has finished before anything propagates
-        return [f.result() for f in futures] + [last]
+            for lock in done:  # every chunk has finished before anything propagates
+                lock.acquire()
+        for ok, value in results:
+            if not ok:
+                raise value
+        return [value for _, value in results] + [last]
     finally:
         _limit_blas(False)
 
