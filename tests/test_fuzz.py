@@ -489,6 +489,7 @@ def test_mixture_samplers(n, std, which):
 @fuzz
 @given(x=arrays(DTYPES, min_dims=1, max_dims=3, max_side=6), batch=st.one_of(st.integers(-1, 8), WRONG),
        shuffle=st.booleans(), drop_last=st.booleans(), with_labels=st.booleans())
+@pytest.mark.filterwarnings("ignore::npgan.errors.PrecisionWarning")  # float16 data: tests/test_reliability.py
 def test_loaders(x, batch, shuffle, drop_last, with_labels):
     d = (x, np.arange(x.shape[0])) if with_labels else x
     ld = outcome(data.ArrayLoader, d, batch, shuffle, drop_last)
