@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import npgan
 from npgan.checkpoint import load_arrays
 from npgan.cli import main
 
@@ -57,8 +58,9 @@ def test_train_writes_everything_a_user_expects(tmp_path, capsys):
 def test_resume_and_sample(tmp_path, capsys):
     out = tmp_path / "r"
     assert _cli(["train", "--preset", "ring8", *FAST, "--out", out], capsys)[0] == 0
-    rc, _, err = _cli(["resume", out, "--steps", "40", "--no-progress"], capsys)
+    rc, _, err = _cli(["resume", out, "--steps", "40", "--no-progress", "--threads", "3"], capsys)
     assert rc == 0, err
+    assert npgan.get_num_threads() == 3  # --threads took effect (conftest restores the count)
     assert load_arrays(out / "checkpoint.npz")[1]["step"] == 40
     assert len(list(csv.DictReader((out / "history.csv").read_text().splitlines()))) == 40
     rc, _, err = _cli(["sample", out, "--n", "100", "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"], capsys)
@@ -71,7 +73,7 @@ def test_resume_and_sample(tmp_path, capsys):
 def test_info(capsys):
     rc, out, _ = _cli(["info"], capsys)
     assert rc == 0
-    for key in ("npgan:", "device: cpu", "array_backend: numpy", "blas:"):
+    for key in ("npgan:", "device: cpu", "array_backend: numpy", "blas:", f"threads: {npgan.get_num_threads()}"):
         assert key in out
 
 
@@ -79,6 +81,7 @@ def test_info(capsys):
     (["train", "--preset", "nope", "--out", "{d}"], "nope"),
     (["train", "--preset", "ring8", "--loss", "bogus", "--out", "{d}"], "bogus"),
     (["train", "--preset", "ring8", "--steps", "0", "--out", "{d}"], "--steps"),
+    (["train", "--preset", "ring8", "--threads", "0", "--out", "{d}"], "--threads"),
     (["train", "--preset", "ring8", "--batch-size", "-4", "--out", "{d}"], "--batch-size"),
     (["train", "--preset", "ring8", "--lr", "0", "--out", "{d}"], "--lr"),
     (["train", "--preset", "ring8", "--bandwidth", "wide", "--out", "{d}"], "--bandwidth"),
