@@ -2,17 +2,24 @@
 
 Why. A NumPy op runs on one core, except inside BLAS. A convolution is GEMMs (which OpenBLAS spreads over
 the cores) and copies (im2col, the scatter of col2im, NHWC ↔ NCHW re-layouts), which NumPy does on one
-core while the others wait. PyTorch splits both over its threads. So does npgan for its heavy ops: the
+core while the others wait. PyTorch splits both over its threads. So does npgan for its convolutions: the
 batch is cut into ``get_num_threads()`` contiguous chunks, and each thread runs the whole op — copies and
 GEMMs — on its chunk, with the BLAS held to one thread meanwhile (each GEMM then has a core to itself
 instead of two libraries' thread pools fighting over the same cores). NumPy releases the GIL in its copies,
-ufunc loops and BLAS calls, so the chunks really run at the same time.
+ufunc loops and BLAS calls, so the chunks really run at the same time. (Batch norm and the activations are
+not split: they are a few passes over memory, which a second thread on the same memory bus barely speeds up —
+batch norm split over two threads measured no faster at 64×64×14×14 and slower at 64×128×7×7.)
 
     parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
 
 The calling thread runs the last chunk itself; the others go to a pool of ``get_num_threads() − 1`` worker
 threads (:class:`_Pool`). Small ops (``work`` below :data:`MIN_WORK` elements) and ops on the GPU run in one
 piece, and so does any call made from inside a chunk (no nesting).
+
+Small ops still hold the BLAS to one thread while they run. After a multi-threaded call, OpenBLAS's worker
+threads keep spinning for a while; a split op that starts meanwhile finds its cores taken. Letting the small
+convolutions of a model use OpenBLAS's threads between its split ones made the 8×8 DCGAN step 19.7 ms instead
+of 15.8 ms, and a 28×28 DCGAN step with only its two large convolutions split took 200 ms instead of 105 ms.
 
 Threads. The default is the BLAS's own thread count (which follows ``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``), at most the number of cores this process may use; the
@@ -175,17 +182,21 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
 
     ``fn`` must only write to its own part of any shared output (rows lo..hi of the batch) and return what
     the caller combines (e.g. a partial weight gradient). ``work`` is the number of elements the whole op
-    touches: below :data:`MIN_WORK`, on the GPU (``xp`` not NumPy), with one thread, or when called from
-    inside a chunk, ``fn(0, n)`` runs alone. Exceptions from any chunk propagate after all chunks finished.
+    touches: below :data:`MIN_WORK` ``fn(0, n)`` runs alone, with the BLAS held to one thread all the same;
+    on the GPU (``xp`` not NumPy), with one thread, or when called from inside a chunk, it runs alone and
+    untouched. Exceptions from any chunk propagate after all chunks finished.
     """
     threads = get_num_threads()
-    if (threads == 1 or n < 2 or work < MIN_WORK or getattr(_inside, "active", False)
-            or (xp is not None and xp is not backend.np)):
+    if (threads == 1 or getattr(_inside, "active", False) or (xp is not None and xp is not backend.np)
+            or not _blas_controllers()):
         return [fn(0, n)]
-    if not _blas_controllers():
-        return [fn(0, n)]
-    bounds = chunk_bounds(n, threads)
     _limit_blas(True)
+    if n < 2 or work < MIN_WORK:  # small: one piece, but with the BLAS held too (see the module's docstring)
+        try:
+            return [fn(0, n)]
+        finally:
+            _limit_blas(False)
+    bounds = chunk_bounds(n, threads)
     try:
         pool = _pool(threads - 1)
         results: list = [None] * (len(bounds) - 1)

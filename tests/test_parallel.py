@@ -62,11 +62,15 @@ def test_parallel_chunks_runs_on_threads_with_blas_held_to_one(threads):
 
 def test_small_ops_gpu_and_nested_calls_run_in_one_piece(threads):
     calls = []
-    fn = lambda lo, hi: calls.append((lo, hi))  # noqa: E731
+    before = _blas_threads()
+    fn = lambda lo, hi: calls.append((lo, hi, _blas_threads()))  # noqa: E731
     parallel.parallel_chunks(fn, 8, work=parallel.MIN_WORK - 1 if parallel.MIN_WORK else -1)
-    parallel.parallel_chunks(fn, 8, work=10**9, xp=object())  # not NumPy: the GPU path
     parallel.parallel_chunks(fn, 1, work=10**9)
-    assert calls == [(0, 8), (0, 8), (0, 1)]
+    parallel.parallel_chunks(fn, 8, work=10**9, xp=object())  # not NumPy: the GPU path
+    assert [c[:2] for c in calls] == [(0, 8), (0, 1), (0, 8)]
+    held = [1] * len(before) if threads > 1 else before  # small CPU ops hold the BLAS too when splitting is on
+    assert [c[2] for c in calls] == [held, held, before]
+    assert _blas_threads() == before
 
     inner = []
     parallel.parallel_chunks(lambda lo, hi: inner.append(parallel.parallel_chunks(lambda a, b: (a, b), 5, 10**9)),
