@@ -394,6 +394,8 @@ class Conv2d(Function):
     as many numbers as x, the price of computing each gradient with one GEMM.
     """
 
+    fresh_grads = True  # gx, gw, gb: new arrays each (a leaf keeps them without a copy)
+
     def __init__(self, stride: Pair, padding: Pair, dilation: Pair, out: Pair):
         self.s, self.p, self.d, self.out = stride, padding, dilation, out
 
@@ -457,6 +459,8 @@ class ConvTranspose2d(Function):
 
     Keeps x₂ (for gw; the size of x) and w (for gx).
     """
+
+    fresh_grads = True
 
     def __init__(self, stride: Pair, padding: Pair, dilation: Pair, out: Pair):
         self.s, self.p, self.d, self.out = stride, padding, dilation, out

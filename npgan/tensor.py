@@ -281,11 +281,12 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
             if gx.shape != t.data.shape:
                 raise RuntimeError(f"internal error: {type(f).__name__}.backward returned a gradient of "
                                    f"shape {gx.shape} for an input of shape {t.data.shape}")
+            fresh = f.fresh_grads
             if gx.dtype != t.data.dtype:  # mixed-dtype ops: a gradient always has its tensor's dtype
-                gx = gx.astype(t.data.dtype)
+                gx, fresh = gx.astype(t.data.dtype), True
             c = t.creator
             if c is None:
-                t.grad = gx.copy() if t.grad is None else t.grad + gx
+                t.grad = (gx if fresh else gx.copy()) if t.grad is None else t.grad + gx
             else:
                 k = id(c)
                 prev = grads.get(k)
@@ -302,9 +303,15 @@ class Function:
     input that needs none) on raw backend arrays, and keep in ``self`` exactly
     what ``backward`` needs. ``self.needs_grad[i]`` tells whether input ``i``
     wants a gradient, so a backward can skip work.
+
+    ``fresh_grads = True`` on a subclass promises that every gradient its ``backward`` returns is a newly
+    allocated array that nothing else references (not ``gy``, not a view, not shared between inputs): a leaf
+    then keeps it as its ``.grad`` instead of a copy (what a leaf receives is otherwise always copied, so that
+    changing one ``.grad`` in place can never change another).
     """
 
     __slots__ = ("inputs", "needs_grad", "__dict__")
+    fresh_grads = False
 
     def __call__(self, *inputs: Any) -> Tensor:
         ts = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]

@@ -349,3 +349,24 @@ def test_unflatten_feeds_conv_transpose():
     assert z.grad.shape == (4, 100)
     with pytest.raises(ValueError, match=r"Unflatten.*size 99.*\(100, 1, 1\)"):
         G(npgan.randn(4, 99))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_leaf_gradients_are_their_own_arrays(transposed):
+    """Conv gradients go to leaves without a copy (fresh_grads): each must still be an array of its own,
+    so that changing one .grad in place changes nothing else — and a second backward still accumulates."""
+    g = dict(N=3, C=2, O=3, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1), op=(0, 0), HW=(4, 4), bias=True, seed=7)
+    ts = _tensors(_arrays(g, transposed))
+    y = _np_call(g, transposed)(*ts)
+    gy = np.random.default_rng(0).standard_normal(y.shape)
+    y.backward(gy, retain_graph=True)
+    grads = [t.grad for t in ts]
+    first = [a.copy() for a in grads]
+    for i, a in enumerate(grads):
+        assert not np.shares_memory(a, gy) and not any(np.shares_memory(a, b) for b in grads[i + 1:])
+        assert not any(np.shares_memory(a, t.data) for t in ts)
+    grads[0] += 1.0  # in place: the others are untouched
+    for a, b in zip(grads[1:], first[1:]):
+        np.testing.assert_array_equal(a, b)
+    y.backward(gy)
+    np.testing.assert_allclose(ts[1].grad, 2 * first[1], rtol=1e-12)
