@@ -351,7 +351,8 @@ def _conv_input_grad(gy2: Any, w: Any, plan: tuple[str, Pair, Any], dst: Any, ou
 
 
 def _weight_layout(g2: Any, w_shape: tuple[int, ...]) -> Any:
-    """∂L/∂W₂ (O, kh·kw·C) → gw laid out as w_shape = (O, C, kh, kw), a new array."""
+    """∂L/∂W₂ (O, kh·kw·C) → gw laid out as w_shape = (O, C, kh, kw): a new array, or g2 itself reshaped when
+    that layout needs no copy (kh·kw = 1 or C = 1; g2 is the caller's own, a fresh GEMM result or sum)."""
     xp = get_array_module(g2)
     O, C, kh, kw = w_shape
     return xp.ascontiguousarray(g2.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
