@@ -1,11 +1,13 @@
-"""Soak test: a long ring8 run keeps its memory flat (not a test; run it by hand, it takes minutes).
+"""Soak test: a long run keeps its memory flat (not a test; run it by hand, it takes minutes).
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/soak_memory.py [--steps 20000] [--batch-size 512]
+    python benchmarks/soak_memory.py --preset digits-dcgan --batch-size 64 --steps 5000   # convs split over threads
 
-Trains the ring8 preset through :meth:`npgan.experiment.Run.train` (history, checkpoints every 1000 steps, the
-divergence guard: everything a real run does) in a temporary directory and prints, at a few steps, the resident
-set size now (/proc/self/statm) and its peak so far (getrusage ru_maxrss), plus the growth between step 1000 and
-the end. A leak of one float per step would show up as tens of kB; a leak of one array per step as megabytes.
+Trains the ring8 preset (or ``--preset``) through :meth:`npgan.experiment.Run.train` (history, checkpoints
+every 1000 steps, the divergence guard: everything a real run does) in a temporary directory and prints, at a
+few steps, the resident set size now (/proc/self/statm) and its peak so far (getrusage ru_maxrss), plus the
+growth between the first and the last of them. A leak of one float per step would show up as tens of kB; a
+leak of one array per step as megabytes.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ def rss_peak() -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="ring8")
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--report", type=int, nargs="*", default=[1000, 2000, 5000, 10000, 15000, 20000])
     a = ap.parse_args()
 
-    cfg = make_config("ring8")
+    cfg = make_config(a.preset)
     cfg.train.steps, cfg.train.batch_size = a.steps, a.batch_size
     cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 100, 1000, 10**9, 2500
     marks = sorted(s for s in a.report if s <= a.steps)
@@ -64,8 +67,9 @@ def main() -> None:
         run.trainer.step = counted_step
         t0 = time.perf_counter()
         m = run.train(progress=False)
-        print(f"done: {run.trainer.step_count} steps in {time.perf_counter() - t0:.0f} s; modes {m.get('modes')}, "
-              f"hq {m.get('hq', float('nan')):.3f}; peak RSS at exit {rss_peak() / 2**20:.1f} MiB")
+        quality = ", ".join(f"{k} {m[k]:.4g}" for k in ("modes", "hq", "classes_covered", "class_kl") if k in m)
+        print(f"done: {run.trainer.step_count} steps in {time.perf_counter() - t0:.0f} s; {quality}; "
+              f"peak RSS at exit {rss_peak() / 2**20:.1f} MiB")
     if len(marks) >= 2:
         (a0, p0), (a1, p1) = seen[marks[0]], seen[marks[-1]]
         print(f"growth from step {marks[0]} to {marks[-1]}: RSS {(a1 - a0) / 2**20:+.2f} MiB, "
