@@ -490,7 +490,7 @@ class ConvTranspose2d(Function):
         x_shape, w, x2 = self.x_shape, self.w, self.x2
         P = x_shape[2] * x_shape[3]
         gx = xp.empty(x_shape, dtype=gy.dtype) if need[0] else None
-        w2 = _w2(w)
+        w2 = _w2(w) if need[0] else None
         want_b = len(need) > 2 and need[2]
 
         def chunk(lo, hi):
@@ -503,7 +503,7 @@ class ConvTranspose2d(Function):
                     gw2 = x2[lo * P:hi * P].T @ col
             return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
 
-        parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w2.shape[1], xp)
+        parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w[0].size, xp)  # col's size
         gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
         return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
 

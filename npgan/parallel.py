@@ -16,10 +16,14 @@ The calling thread runs the last chunk itself; the others go to a pool of ``get_
 threads (:class:`_Pool`). Small ops (``work`` below :data:`MIN_WORK` elements) and ops on the GPU run in one
 piece, and so does any call made from inside a chunk (no nesting).
 
-Small ops still hold the BLAS to one thread while they run. After a multi-threaded call, OpenBLAS's worker
-threads keep spinning for a while; a split op that starts meanwhile finds its cores taken. Letting the small
-convolutions of a model use OpenBLAS's threads between its split ones made the 8×8 DCGAN step 19.7 ms instead
-of 15.8 ms, and a 28×28 DCGAN step with only its two large convolutions split took 200 ms instead of 105 ms.
+Small ops also hold the BLAS to one thread while they run, as long as some op was split within the last
+second. After a multi-threaded call, OpenBLAS's worker threads keep spinning for a while, and a split op that
+starts meanwhile finds its cores taken: letting a model's small convolutions use OpenBLAS's threads between its
+split ones slows every step (``python benchmarks/threads.py``: "small ops free" against "default"). A model
+none of whose ops is large enough to split never holds the BLAS and runs as if splitting were off. The
+threshold is a trade: from 64k elements the 28×28 DCGAN splits all six of its convolutions; from 512k only
+two, and its step is a few percent slower, while the 8×8 DCGAN (largest ops 262k) then splits nothing and is
+a few percent faster (``threads.py``: "default" against "split from 512k").
 
 Threads. The default is the BLAS's own thread count (which follows ``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``), at most the number of cores this process may use; the
@@ -37,6 +41,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,11 +49,14 @@ from . import backend
 
 __all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK"]
 
-MIN_WORK = 1 << 16  # elements an op must touch before it is split (thread hand-off costs ~20-50 µs)
+MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off costs about 60 µs)
+HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS after a recent split (False only to measure why)
+HOLD_WINDOW_S = 1.0  # "recent": within this many seconds
 
 _lock = threading.Lock()
 _inside = threading.local()  # .active: this thread is running a chunk
-_state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": []}
+_state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": [],
+                          "last_split": float("-inf")}
 
 
 def _blas_controllers() -> list:
@@ -160,13 +168,11 @@ class _Pool:
 
 
 def _pool(workers: int) -> _Pool:
+    """The pool, started on first use (set_num_threads and a fork drop it)."""
     with _lock:
-        pool = _state["pool"]
-        if pool is None or len(pool.threads) != workers:
-            if pool is not None:
-                pool.shutdown()
-            pool = _state["pool"] = _Pool(workers)
-    return pool
+        if _state["pool"] is None:
+            _state["pool"] = _Pool(workers)
+        return _state["pool"]
 
 
 def _run_chunk(fn: Callable[[int, int], Any], lo: int, hi: int) -> Any:
@@ -182,16 +188,19 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
 
     ``fn`` must only write to its own part of any shared output (rows lo..hi of the batch) and return what
     the caller combines (e.g. a partial weight gradient). ``work`` is the number of elements the whole op
-    touches: below :data:`MIN_WORK` ``fn(0, n)`` runs alone, with the BLAS held to one thread all the same;
-    on the GPU (``xp`` not NumPy), with one thread, or when called from inside a chunk, it runs alone and
-    untouched. Exceptions from any chunk propagate after all chunks finished.
+    touches: below :data:`MIN_WORK` ``fn(0, n)`` runs alone (with the BLAS held to one thread if an op was
+    split within :data:`HOLD_WINDOW_S`); on the GPU (``xp`` not NumPy), with one thread, or when called from
+    inside a chunk, it runs alone and untouched. Exceptions from any chunk propagate after all chunks finished.
     """
     threads = get_num_threads()
     if (threads == 1 or getattr(_inside, "active", False) or (xp is not None and xp is not backend.np)
             or not _blas_controllers()):
         return [fn(0, n)]
+    small = n < 2 or work < MIN_WORK
+    if small and not (HOLD_BLAS_IN_SMALL_OPS and time.monotonic() - _state["last_split"] < HOLD_WINDOW_S):
+        return [fn(0, n)]
     _limit_blas(True)
-    if n < 2 or work < MIN_WORK:  # small: one piece, but with the BLAS held too (see the module's docstring)
+    if small:  # one piece, but with the BLAS held too (see the module's docstring)
         try:
             return [fn(0, n)]
         finally:
@@ -209,6 +218,7 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
         for ok, value in results:
             if not ok:
                 raise value
+        _state["last_split"] = time.monotonic()
         return [value for _, value in results] + [last]
     finally:
         _limit_blas(False)

@@ -52,15 +52,9 @@ def _fresh_state():
 def threads(request):
     """Large CPU ops run in one piece (1) or split over 3 threads (3) — then however small the op
     (:data:`npgan.parallel.MIN_WORK` lifted), so that small test shapes take the split code paths too."""
-    from npgan import parallel
-    saved = parallel.get_num_threads(), parallel.MIN_WORK
-    parallel.set_num_threads(request.param)
-    parallel.MIN_WORK = 0 if request.param > 1 else saved[1]
-    try:
+    from helpers import split_ops
+    with split_ops(request.param):
         yield request.param
-    finally:
-        parallel.set_num_threads(saved[0])
-        parallel.MIN_WORK = saved[1]
 
 
 @pytest.fixture(params=DEVICES)

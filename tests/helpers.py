@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 
@@ -43,3 +45,18 @@ def compare_module_grads(np_module, torch_module, rtol=1e-6, atol=1e-12):
         assert (p.grad is None) == (tp.grad is None), f"gradient presence differs for {name}"
         if p.grad is not None:
             assert_close(p.grad, tp.grad, rtol, atol, what=f"grad of {name}")
+
+
+@contextmanager
+def split_ops(threads):
+    """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK lifted); the
+    thread count and MIN_WORK are restored afterwards."""
+    from npgan import parallel
+    saved = parallel.get_num_threads(), parallel.MIN_WORK
+    parallel.set_num_threads(threads)
+    parallel.MIN_WORK = 0
+    try:
+        yield
+    finally:
+        parallel.set_num_threads(saved[0])
+        parallel.MIN_WORK = saved[1]

@@ -6,10 +6,10 @@ import os
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from helpers import split_ops
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_conv import _arrays, _np_call, _tensors, geometry
@@ -60,35 +60,35 @@ def test_parallel_chunks_runs_on_threads_with_blas_held_to_one(threads):
     assert _blas_threads() == before  # restored
 
 
-def test_small_ops_gpu_and_nested_calls_run_in_one_piece(threads):
+def test_small_ops_gpu_and_nested_calls_run_in_one_piece(threads, monkeypatch):
     calls = []
     before = _blas_threads()
     fn = lambda lo, hi: calls.append((lo, hi, _blas_threads()))  # noqa: E731
-    parallel.parallel_chunks(fn, 8, work=parallel.MIN_WORK - 1 if parallel.MIN_WORK else -1)
+    small = parallel.MIN_WORK - 1 if parallel.MIN_WORK else -1
+
+    monkeypatch.setitem(parallel._state, "last_split", float("-inf"))  # no split lately: small ops leave the BLAS
+    parallel.parallel_chunks(fn, 8, work=small)
+    parallel.parallel_chunks(fn, 8, work=10**9)  # a split (when threads > 1) ...
+    parallel.parallel_chunks(fn, 8, work=small)  # ... after which small ops hold the BLAS
     parallel.parallel_chunks(fn, 1, work=10**9)
     parallel.parallel_chunks(fn, 8, work=10**9, xp=object())  # not NumPy: the GPU path
-    assert [c[:2] for c in calls] == [(0, 8), (0, 1), (0, 8)]
-    held = [1] * len(before) if threads > 1 else before  # small CPU ops hold the BLAS too when splitting is on
-    assert [c[2] for c in calls] == [held, held, before]
+    one = [c for c in calls if c[:2] in ((0, 8), (0, 1))]
+    if threads == 1:
+        assert [c[2] for c in one] == [before] * 5
+    else:
+        assert [c[:2] for c in one] == [(0, 8), (0, 8), (0, 1), (0, 8)]
+        assert [c[2] for c in one] == [before, [1] * len(before), [1] * len(before), before]
     assert _blas_threads() == before
+
+    monkeypatch.setattr(parallel, "HOLD_BLAS_IN_SMALL_OPS", False)
+    calls.clear()
+    parallel.parallel_chunks(fn, 8, work=small)
+    assert calls == [(0, 8, before)]
 
     inner = []
     parallel.parallel_chunks(lambda lo, hi: inner.append(parallel.parallel_chunks(lambda a, b: (a, b), 5, 10**9)),
                              4, work=10**9)
     assert inner and all(r == [(0, 5)] for r in inner)
-
-
-@contextmanager
-def _split(threads):
-    """Ops split over ``threads`` threads, however small."""
-    saved = parallel.get_num_threads(), parallel.MIN_WORK
-    parallel.set_num_threads(threads)
-    parallel.MIN_WORK = 0
-    try:
-        yield
-    finally:
-        parallel.set_num_threads(saved[0])
-        parallel.MIN_WORK = saved[1]
 
 
 def test_an_exception_in_a_chunk_propagates_after_every_chunk_finished():
@@ -103,7 +103,7 @@ def test_an_exception_in_a_chunk_propagates_after_every_chunk_finished():
         threading.Event().wait(0.05)
         done.append(lo)
 
-    with _split(3), pytest.raises(RuntimeError, match="chunk 0:"):
+    with split_ops(3), pytest.raises(RuntimeError, match="chunk 0:"):
         parallel.parallel_chunks(fn, 3, work=10**9)
     assert sorted(done) == [1, 2]
     assert _blas_threads() == before
@@ -147,7 +147,7 @@ def test_default_threads_follow_the_environment():
 
 # ----------------------------------------------------------------------------- split ops = whole ops
 def _run(g, transposed, threads):
-    with _split(threads):
+    with split_ops(threads):
         ts = _tensors(_arrays(g, transposed))
         y = _np_call(g, transposed)(*ts)
         y.backward(np.random.default_rng(g["seed"]).standard_normal(y.shape))

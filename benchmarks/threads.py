@@ -1,0 +1,150 @@
+"""How npgan's convolutions use threads, measured: the figures quoted in npgan/parallel.py and the README.
+
+    python benchmarks/threads.py [--rounds 6] [--threads 2]
+
+1. DCGAN training steps (the 28×28 DCGAN of bench.py, and the 8×8 one of the digits-dcgan preset) under four
+   settings, taken in turn round after round (this machine's speed drifts within a minute), medians over rounds:
+     one piece        npgan.set_num_threads(1): nothing split, OpenBLAS uses its own threads
+     default          ops of 64k elements and more split; after a split, small ops hold the BLAS to one thread
+     small ops free   the same, but small ops always leave the BLAS its threads (HOLD_BLAS_IN_SMALL_OPS off)
+     split from 512k  MIN_WORK 512k: only the 28×28 model's two largest convolutions split, none of the 8×8's
+   and PyTorch's time for the same step, with the npgan/torch ratio of the default.
+2. The floor: the three GEMMs of the conv2d case of bench.py (forward, input gradient, weight gradient) against
+   PyTorch's whole conv2d forward + backward, both on one thread.
+3. The cost of one parallel_chunks hand-off with nothing to do, in µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from cases_conv import _dcgan28_leaky, dcgan_step_npgan, dcgan_step_torch  # noqa: E402
+
+from npgan import parallel  # noqa: E402
+
+
+def dcgan8(nn):
+    """The digits-dcgan networks (8×8 images: kernel 2 where the 28×28 DCGAN has 7)."""
+    G = nn.Sequential(
+        nn.ConvTranspose2d(100, 128, 2, 1, 0, bias=False), nn.BatchNorm2d(128), nn.ReLU(),
+        nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.ConvTranspose2d(64, 1, 4, 2, 1, bias=False), nn.Tanh())
+    D = nn.Sequential(
+        nn.Conv2d(1, 64, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+        nn.Conv2d(64, 128, 4, 2, 1, bias=False), nn.BatchNorm2d(128), nn.LeakyReLU(0.2),
+        nn.Conv2d(128, 1, 2, 1, 0, bias=False), nn.Flatten())
+    return G, D
+
+
+def median_ms(fn, n, warm=2):
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e3
+
+
+def settings(threads):
+    """name -> (npgan threads, MIN_WORK, HOLD_BLAS_IN_SMALL_OPS)."""
+    return {"one piece": (1, parallel.MIN_WORK, True), "default": (threads, parallel.MIN_WORK, True),
+            "small ops free": (threads, parallel.MIN_WORK, False), "split from 512k": (threads, 1 << 19, True)}
+
+
+def steps(rounds, threads, torch):
+    torch.set_num_threads(threads)
+    for label, build, shape, n in [("28x28", _dcgan28_leaky, (1, 28, 28), 4), ("8x8", dcgan8, (1, 8, 8), 30)]:
+        ours, theirs = dcgan_step_npgan(build, shape, 64), dcgan_step_torch(build, shape, 64, "cpu")
+        cfgs = settings(threads)
+        res = {k: [] for k in cfgs}
+        res["torch"] = []
+        for _ in range(rounds):
+            for name, (th, mw, hold) in cfgs.items():
+                parallel.set_num_threads(th)
+                parallel.MIN_WORK, parallel.HOLD_BLAS_IN_SMALL_OPS = mw, hold
+                parallel._state["last_split"] = float("-inf")  # no hold carried over from the last setting
+                res[name].append(median_ms(ours, n))
+            parallel.set_num_threads(threads)
+            parallel.MIN_WORK, parallel.HOLD_BLAS_IN_SMALL_OPS = cfgs["default"][1], True
+            time.sleep(0.3)  # let npgan's and OpenBLAS's threads settle before torch's run
+            res["torch"].append(median_ms(theirs, n))
+        med = {k: statistics.median(v) for k, v in res.items()}
+        print(f"DCGAN {label} step, batch 64, {threads} threads (median of {rounds} rounds):")
+        for k, v in med.items():
+            print(f"  {k:<15} {v:8.1f} ms")
+        ratios = [a / b for a, b in zip(res["default"], res["torch"])]
+        print(f"  npgan (default) / torch, median of per-round ratios: {statistics.median(ratios):.2f}")
+
+
+def floor(torch, np):
+    rng = np.random.default_rng(0)
+    col = rng.standard_normal((64 * 49, 1024)).astype(np.float32)
+    w2 = rng.standard_normal((128, 1024)).astype(np.float32)
+    gy2 = rng.standard_normal((64 * 49, 128)).astype(np.float32)
+    y2, gcol = np.empty((64 * 49, 128), np.float32), np.empty((64 * 49, 1024), np.float32)
+
+    def gemms():
+        np.matmul(col, w2.T, out=y2)
+        np.matmul(gy2, w2, out=gcol)
+        gy2.T @ col
+
+    torch.set_num_threads(1)
+    x = torch.randn(64, 64, 14, 14, requires_grad=True)
+    w = torch.randn(128, 64, 4, 4, requires_grad=True)
+
+    def conv():
+        y = torch.nn.functional.conv2d(x, w, stride=2, padding=1)
+        y.backward(y)
+
+    blas = parallel._blas_controllers()
+    saved = [lc.get_num_threads() for lc in blas]
+    for lc in blas:
+        lc.set_num_threads(1)
+    try:
+        g = median_ms(gemms, 20)
+    finally:
+        for lc, k in zip(blas, saved):
+            lc.set_num_threads(k)
+    t = median_ms(conv, 20)
+    print("conv2d 64x64x14x14 64->128 k4s2p1, one thread:")
+    print(f"  npgan's three GEMMs (OpenBLAS) {g:6.1f} ms   PyTorch's whole forward + backward {t:6.1f} ms")
+
+
+def handoff(threads):
+    parallel.set_num_threads(threads)
+    fn = lambda lo, hi: None  # noqa: E731
+    us = median_ms(lambda: parallel.parallel_chunks(fn, 64, 10**9), 2000, warm=100) * 1e3
+    print(f"parallel_chunks hand-off and completion, {threads} threads, nothing to do: {us:.0f} µs (median)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    try:
+        import torch
+    except ImportError:
+        print("threads.py needs torch (pip install torch)", file=sys.stderr)
+        return 2
+    import numpy as np  # benchmarks may use numpy directly; the package may not
+    if not parallel._blas_controllers():
+        print("no BLAS whose thread count threadpoolctl can set: npgan does not split here", file=sys.stderr)
+        return 2
+    steps(a.rounds, a.threads, torch)
+    floor(torch, np)
+    handoff(a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
