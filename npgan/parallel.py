@@ -131,8 +131,8 @@ def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
 class _Pool:
     """``workers`` daemon threads taking chunks from one queue; each chunk signals its own lock when done.
 
-    Leaner than ``concurrent.futures.ThreadPoolExecutor`` (no futures, no condition variables): a hand-off
-    and its completion cost about 20 µs instead of about 100 µs — a DCGAN step splits 24 ops.
+    Leaner than ``concurrent.futures.ThreadPoolExecutor`` (no futures, no condition variables): a hand-off and
+    its completion cost about 60 µs on the 2-core machine (``benchmarks/threads.py``); a DCGAN step splits 24 ops.
     """
 
     def __init__(self, workers: int):
