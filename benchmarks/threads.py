@@ -10,7 +10,8 @@
      split from 512k  MIN_WORK 512k: only the 28×28 model's two largest convolutions split, none of the 8×8's
    and PyTorch's time for the same step, with the npgan/torch ratio of the default.
 2. The floor: the three GEMMs of the conv2d case of bench.py (forward, input gradient, weight gradient) against
-   PyTorch's whole conv2d forward + backward, both on one thread.
+   PyTorch's whole conv2d forward + backward, on one thread and on --threads (the GEMMs split over the batch as
+   Conv2d splits them, each with one BLAS thread).
 3. The cost of one parallel_chunks hand-off with nothing to do, in µs.
 """
 
@@ -85,19 +86,21 @@ def steps(rounds, threads, torch):
         print(f"  npgan (default) / torch, median of per-round ratios: {statistics.median(ratios):.2f}")
 
 
-def floor(torch, np):
+def floor(torch, np, threads, rounds):
+    """The three GEMMs of the conv2d case against PyTorch's whole conv2d forward + backward, on one thread and on
+    ``threads`` (the GEMMs then split over the batch as npgan's Conv2d splits them), in turn round after round."""
     rng = np.random.default_rng(0)
     col = rng.standard_normal((64 * 49, 1024)).astype(np.float32)
     w2 = rng.standard_normal((128, 1024)).astype(np.float32)
     gy2 = rng.standard_normal((64 * 49, 128)).astype(np.float32)
     y2, gcol = np.empty((64 * 49, 128), np.float32), np.empty((64 * 49, 1024), np.float32)
 
-    def gemms():
-        np.matmul(col, w2.T, out=y2)
-        np.matmul(gy2, w2, out=gcol)
-        gy2.T @ col
+    def chunk(lo, hi):
+        r = slice(lo * 49, hi * 49)
+        np.matmul(col[r], w2.T, out=y2[r])
+        np.matmul(gy2[r], w2, out=gcol[r])
+        return gy2[r].T @ col[r]
 
-    torch.set_num_threads(1)
     x = torch.randn(64, 64, 14, 14, requires_grad=True)
     w = torch.randn(128, 64, 4, 4, requires_grad=True)
 
@@ -105,18 +108,25 @@ def floor(torch, np):
         y = torch.nn.functional.conv2d(x, w, stride=2, padding=1)
         y.backward(y)
 
-    blas = parallel._blas_controllers()
-    saved = [lc.get_num_threads() for lc in blas]
-    for lc in blas:
-        lc.set_num_threads(1)
-    try:
-        g = median_ms(gemms, 20)
-    finally:
-        for lc, k in zip(blas, saved):
-            lc.set_num_threads(k)
-    t = median_ms(conv, 20)
-    print("conv2d 64x64x14x14 64->128 k4s2p1, one thread:")
-    print(f"  npgan's three GEMMs (OpenBLAS) {g:6.1f} ms   PyTorch's whole forward + backward {t:6.1f} ms")
+    print("conv2d 64x64x14x14 64->128 k4s2p1, npgan's three GEMMs (OpenBLAS) against PyTorch's whole forward + "
+          f"backward (median of {rounds} rounds):")
+    for th in sorted({1, threads}):
+        parallel.set_num_threads(th)
+        torch.set_num_threads(th)
+        gemms = (lambda: parallel.parallel_chunks(chunk, 64, 1 << 30, np)) if th > 1 else (lambda: chunk(0, 64))
+        g, t = [], []
+        for _ in range(rounds):
+            parallel._limit_blas(True)  # one BLAS thread per chunk (th > 1) or for the whole (th = 1)
+            try:
+                g.append(median_ms(gemms, 10))
+            finally:
+                parallel._limit_blas(False)
+            time.sleep(0.3)
+            t.append(median_ms(conv, 10))
+        print(f"  {th} thread{'s' if th > 1 else ' '}: GEMMs {statistics.median(g):6.1f} ms   PyTorch "
+              f"{statistics.median(t):6.1f} ms   ratio {statistics.median([a / b for a, b in zip(g, t)]):.2f}")
+    parallel.set_num_threads(threads)
+    torch.set_num_threads(threads)
 
 
 def handoff(threads):
@@ -141,7 +151,7 @@ def main() -> int:
         print("no BLAS whose thread count threadpoolctl can set: npgan does not split here", file=sys.stderr)
         return 2
     steps(a.rounds, a.threads, torch)
-    floor(torch, np)
+    floor(torch, np, a.threads, a.rounds)
     handoff(a.threads)
     return 0
 

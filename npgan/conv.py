@@ -236,9 +236,11 @@ def _input_grad_by_phase(gy2: Any, w: Any, dst: Any, out: Pair, s: Pair, p: Pair
 
     U_h·U_w GEMMs whose sum is the one GEMM of the general path, but each result (a quarter of the
     column matrix for k4 s2) is consumed while it is still in cache instead of being written out whole
-    and read back: 10.1 → 9.0 ms (2 threads; 16.5 → 13.2 ms on one) for the input gradient of the 64→128 k4 s2
-    layer at batch 64. With narrow blocks (s_h·s_w·C < 64: one-channel images) the small GEMMs cost more than
-    they save, and one GEMM fills the whole column matrix first; the updates are the same.
+    and read back. For the input gradient of the 64→128 k4 s2 layer at batch 64 on 2 threads
+    (``python benchmarks/input_grad.py``): 8.3 ms by the general path (one GEMM, then col2im), 7.8 ms by
+    one GEMM then these block updates, 6.6 ms by one GEMM per block. With narrow blocks (s_h·s_w·C < 64:
+    one-channel images) the small GEMMs cost more than they save, and one GEMM fills the whole column matrix
+    first; the updates are the same.
     Block (0, 0) covers rows [0, s_h·OH) × columns [0, s_w·OW) and is copied, not added; only the rest of the
     buffer is zeroed. Rows [0, (OH + U_h − 1)·s_h) hold every window; the crop may reach past them (zeros).
     ``blocks``: the weight blocks (or W₂ whole, for narrow blocks) from :func:`_phase_blocks`.

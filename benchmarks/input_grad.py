@@ -1,0 +1,77 @@
+"""The routes of a convolution's input gradient (the transposed convolution's forward), timed side by side.
+
+    python benchmarks/input_grad.py [--rounds 8] [--threads 2]
+
+For the conv2d case of bench.py (64 images 64×14×14 → 128×7×7, k4 s2 p1), gx = col2im(gy₂ · W₂) by:
+  col2im             one GEMM into the whole column matrix, then one strided add per kernel offset
+  phase, one GEMM    the same GEMM, then one update per phase block (u, v) and row phase i′
+  phase, per block   the default: one GEMM per phase block and row phase, each consumed while in cache
+each run over the batch split as the Conv2d Function splits it (``parallel_chunks``), taken in turn round after
+round; medians over rounds (this machine's speed drifts within a minute). The figures quoted in npgan/conv.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from npgan import conv, parallel  # noqa: E402
+
+
+def median_ms(fn, n, warm=2):
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts) * 1e3
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    import numpy as np  # benchmarks may use numpy directly; the package may not
+    parallel.set_num_threads(a.threads)
+    rng = np.random.default_rng(0)
+    N, C, O, H, k, s, p, d = 64, 64, 128, 14, (4, 4), (2, 2), (1, 1), (1, 1)
+    out = (7, 7)
+    w = rng.standard_normal((O, C) + k).astype(np.float32)
+    gy = rng.standard_normal((N, O) + out).astype(np.float32)
+    gx = np.empty((N, C, H, H), np.float32)
+    plan = conv._input_grad_plan(w, (H, H), out, s, p, d)
+    assert plan[0] == "phase"
+    plans = {"col2im": ("col2im", plan[1], conv._w2(w)), "phase, one GEMM": ("phase", plan[1], conv._w2(w)),
+             "phase, per block": plan}
+
+    def run(pl):
+        def chunk(lo, hi):
+            conv._conv_input_grad(conv._rows(gy[lo:hi]), w, pl, gx[lo:hi], out, p, d)
+        return lambda: parallel.parallel_chunks(chunk, N, 1 << 30, np)
+
+    ref = None
+    res = {name: [] for name in plans}
+    for _ in range(a.rounds):
+        for name, pl in plans.items():
+            res[name].append(median_ms(run(pl), 9))
+            if ref is None:
+                ref = gx.copy()
+            else:  # every route gives the same gradient (up to float32 summation order)
+                np.testing.assert_allclose(gx, ref, rtol=1e-4, atol=1e-4)
+    print(f"input gradient of conv2d 64x64x14x14 64->128 k4s2p1, {a.threads} threads "
+          f"(median of {a.rounds} rounds):")
+    for name, v in res.items():
+        print(f"  {name:<17} {statistics.median(v):6.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
