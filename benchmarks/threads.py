@@ -12,7 +12,8 @@
 2. The floor: the three GEMMs of the conv2d case of bench.py (forward, input gradient, weight gradient) against
    PyTorch's whole conv2d forward + backward, on one thread and on --threads (the GEMMs split over the batch as
    Conv2d splits them, each with one BLAS thread).
-3. The cost of one parallel_chunks hand-off with nothing to do, in µs.
+3. A pass over memory (the conv2d case's im2col): one chunk alone, the whole batch in one thread, and split.
+4. The cost of one parallel_chunks hand-off with nothing to do, in µs.
 """
 
 from __future__ import annotations
@@ -129,6 +130,28 @@ def floor(torch, np, threads, rounds):
     torch.set_num_threads(threads)
 
 
+def copies(np, threads, rounds):
+    """im2col of the conv2d case, a pass over memory: on one chunk of the batch alone (its 6.4 MB of columns stay in
+    the cache from one call to the next), on the whole batch in one thread (12.8 MB of columns, plus the padded
+    input: more than the cache keeps), and on the whole batch split over ``threads`` as Conv2d runs it."""
+    from npgan import conv
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 64, 14, 14)).astype(np.float32)
+    col = np.empty((64 * 49, 1024), np.float32)
+
+    def chunk(lo, hi):
+        conv._im2col(x[lo:hi], (4, 4), (7, 7), (2, 2), (1, 1), (1, 1), dst=col[lo * 49:hi * 49])
+
+    parallel.set_num_threads(threads)
+    res: dict[str, list[float]] = {"one chunk alone": [], "whole, one thread": [], f"whole, {threads} threads": []}
+    for _ in range(rounds):
+        res["one chunk alone"].append(median_ms(lambda: chunk(0, 64 // threads), 20))
+        res["whole, one thread"].append(median_ms(lambda: chunk(0, 64), 20))
+        res[f"whole, {threads} threads"].append(median_ms(lambda: parallel.parallel_chunks(chunk, 64, 1 << 30, np), 20))
+    print("im2col of the conv2d case (median of rounds): " +
+          ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in res.items()))
+
+
 def handoff(threads):
     parallel.set_num_threads(threads)
     fn = lambda lo, hi: None  # noqa: E731
@@ -152,6 +175,7 @@ def main() -> int:
         return 2
     steps(a.rounds, a.threads, torch)
     floor(torch, np, a.threads, a.rounds)
+    copies(np, a.threads, a.rounds)
     handoff(a.threads)
     return 0
 
