@@ -182,8 +182,8 @@ def _check_zip(path: Path, raw: bytes) -> None:
     """The file is a zip of stored .npy members whose sizes fit the file (no pickle, no zip bomb)."""
     if not raw.startswith(_ZIP_MAGIC):
         if raw[:1] == b"\x80":  # the PROTO opcode that starts every pickle of protocol 2 or later
-            raise CheckpointError(f"checkpoint {path} is a pickle file, which npgan never loads (checkpoints are "
-                                  ".npz data)")
+            raise CheckpointError(f"checkpoint {path} is not an .npz (zip) file: it starts like a pickle, which "
+                                  "npgan never loads (checkpoints are .npz data)")
         kind = "empty" if not raw else "not an .npz (zip) file"
         raise CheckpointError(f"checkpoint {path} is {kind}")
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import pickle
 import tracemalloc
 import zipfile
@@ -304,7 +303,8 @@ def _flip(path, offset):
 
 
 @pytest.mark.parametrize("damage", ["truncate_half", "truncate_tail", "truncate_head", "empty",
-                                    "flip_weight", "flip_adam", "flip_header_step", "garbage", "rewritten"])
+                                    "flip_weight", "flip_adam", "flip_header_step", "garbage", "garbage_0x80",
+                                    "rewritten"])
 def test_damaged_checkpoint_gives_one_clear_error_and_changes_nothing(saved_run, damage):
     run, path = saved_run
     raw = path.read_bytes()
@@ -313,8 +313,10 @@ def test_damaged_checkpoint_gives_one_clear_error_and_changes_nothing(saved_run,
         path.write_bytes(raw[:cut])
     elif damage == "empty":
         path.write_bytes(b"")
-    elif damage == "garbage":
-        path.write_bytes(os.urandom(4096))
+    elif damage.startswith("garbage"):  # random bytes; one file in 256 starts with 0x80, as a pickle does
+        junk = bytearray(np.random.default_rng(7).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+        junk[0] = 0x80 if damage == "garbage_0x80" else 0x3F
+        path.write_bytes(bytes(junk))
     elif damage == "rewritten":  # an array changed and the zip rewritten with valid CRCs: only sha256 can tell
         with np.load(path) as z:
             members = {k: z[k] for k in z.files}
