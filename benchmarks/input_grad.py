@@ -16,22 +16,13 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from threads import median_ms  # noqa: E402
+
 from npgan import conv, parallel  # noqa: E402
-
-
-def median_ms(fn, n, warm=2):
-    for _ in range(warm):
-        fn()
-    ts = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts) * 1e3
 
 
 def main() -> int:
