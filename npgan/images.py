@@ -591,7 +591,7 @@ def cifar10_images(data_dir: str | os.PathLike, split: str = "train", image_size
 
 def download_cifar10(data_dir: str | os.PathLike, base_url: str | None = None,
                      checksums: Mapping[str, str] | None = None, timeout: float = 60.0) -> str:
-    """Download ``cifar-10-binary.tar.gz`` (163 MB) into ``data_dir``, verify its SHA-256, return its path.
+    """Download ``cifar-10-binary.tar.gz`` (170 MB) into ``data_dir``, verify its SHA-256, return its path.
 
     As :func:`npgan.data.download_mnist`: streamed to a temporary file beside the target, checked, then renamed
     into place (an interrupted or wrong download leaves nothing); a file already there with the right checksum
