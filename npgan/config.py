@@ -22,10 +22,11 @@ from .checkpoint import atomic_write_text
 from .errors import RunError
 from .gan import TrainConfig
 
-__all__ = ["RunConfig", "DATASETS", "MODELS", "read_config", "write_config"]
+__all__ = ["RunConfig", "DATASETS", "MODELS", "OPTIMIZERS", "read_config", "write_config"]
 
 DATASETS = ("ring8", "grid25", "digits", "mnist")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
+OPTIMIZERS = ("adam", "rmsprop")
 
 
 @dataclass
@@ -77,7 +78,7 @@ class RunConfig:
             raise ValueError(f"model 'mlp2d' is for the 2-D mixtures, not {self.data!r}")
         if self.model != "mlp2d" and self.data in ("ring8", "grid25"):
             raise ValueError(f"model {self.model!r} is for images; use 'mlp2d' for {self.data!r}")
-        if self.optimizer not in ("adam", "rmsprop"):
+        if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")

@@ -459,11 +459,9 @@ class EpochBatches:
     """
 
     def __init__(self, data: Any, batch_size: int, seed: int) -> None:
-        n = data.shape[0]
-        if batch_size > n:
-            raise ValueError(f"batch size {batch_size} is larger than the data set ({n} samples)")
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.per_epoch = n // batch_size
+        self.data, self.seed = data, seed
+        self.batch_size = _check_batch(batch_size, data.shape[0])
+        self.per_epoch = data.shape[0] // self.batch_size
         self._epoch, self._perm = -1, None
 
     def __call__(self, step: int) -> Tensor:
