@@ -1,8 +1,8 @@
 """The image GAN demos' shared body: a preset's architecture, samples over training, loss curves, metrics.
 
-Used by demos/mlp_gan_digits.py, demos/dcgan_digits.py and demos/mnist.py. A run is an npgan.experiment.Run of
-an npgan preset (npgan.presets.make_config) driven step by step, so that the demo can take pictures of the same
-fixed noise at chosen steps; nothing is written to disk but the figures.
+Used by demos/mlp_gan_digits.py, demos/dcgan_digits.py and demos/mnist.py. A run is an npgan preset
+(npgan.presets.make_config) whose parts npgan.presets.build makes and whose Trainer the demo drives step by step,
+so that it can take pictures of the same fixed noise at chosen steps; nothing is written to disk but the figures.
 
 Metrics (npgan.metrics.image_metrics) of the untrained generator, the trained one and real images:
     classes_covered    digit classes the classifier predicts for at least one sample (of 10)
@@ -21,7 +21,8 @@ from demo_utils import Timer, finish, heading, plt, save, setup, show, table
 
 import npgan
 from npgan import backend, plots
-from npgan.experiment import Run
+from npgan.experiment import evaluate, side_noise
+from npgan.presets import build
 
 METRIC_KEYS = ("classes_covered", "class_kl", "classifier_score", "precision", "recall", "density", "coverage")
 
@@ -37,14 +38,13 @@ LITERATURE = {
 }
 
 
-def architecture(run: Run) -> dict[str, int]:
+def architecture(cfg: Any, G: Any, D: Any) -> dict[str, int]:
     """Print G and D with the shape after every layer; returns the parameter counts."""
-    cfg = run.cfg
     heading(f"Architecture: preset {cfg.preset!r} (model {cfg.model!r})")
     print("  " + LITERATURE[cfg.model])
     counts = {}
     x: Any = npgan.randn(2, cfg.train.z_dim)
-    for name, net in (("G", run.G), ("D", run.D)):
+    for name, net in (("G", G), ("D", D)):
         n = sum(int(p.size) for p in net.parameters())
         counts[f"params_{name}"] = n
         print(f"\n  {name}: {n:,} parameters;  input {tuple(x.shape)}")
@@ -57,17 +57,17 @@ def architecture(run: Run) -> dict[str, int]:
     return counts
 
 
-def _metrics(run: Run) -> dict[str, Any]:
-    m = run.evaluate()
+def _metrics(cfg: Any, trainer: Any) -> dict[str, Any]:
+    m = evaluate(cfg, trainer)
     return {k: m[k] for k in METRIC_KEYS}
 
 
-def _real_metrics(run: Run, data_dir: str | None) -> dict[str, Any]:
+def _real_metrics(cfg: Any, data_dir: str | None) -> dict[str, Any]:
     """The same metrics for real training images against the test split: the ceiling a generator aims at."""
     from npgan import data, metrics
 
-    n = run.cfg.eval_samples
-    if run.cfg.data == "digits":
+    n = cfg.eval_samples
+    if cfg.data == "digits":
         train, _ = data.load_digits("train")
         test, _ = data.load_digits("test")
         clf = metrics.digits_classifier()
@@ -97,30 +97,30 @@ def run_image_demo(name: str, args: Any, preset: str, steps: int, note: str = ""
     print(f"{name}: preset {preset!r}, {steps} steps (the preset trains {preset_steps}){note}, batch "
           f"{cfg.train.batch_size}, z {cfg.train.z_dim}, Adam lr {cfg.train.lr} betas ({cfg.beta1}, {cfg.beta2}), "
           f"{cfg.train.loss} loss, seed {cfg.seed}")
-    run = Run(cfg, out_dir / "unused")  # writes nothing: we drive its Trainer and take the pictures ourselves
+    G, D, _, _, trainer = build(cfg)  # on the device and seed that setup() chose (cfg.device, cfg.seed)
     res: dict[str, Any] = {"preset": preset, "steps": steps}
-    res.update(architecture(run))
+    res.update(architecture(cfg, G, D))
 
     snap = sorted({int(round(steps * f)) for f in (0, 0.05, 0.15, 0.4, 1.0)})
     heading(f"Training {steps} steps")
-    res["untrained"] = _metrics(run)
-    z = run.fixed_z[:36]
+    res["untrained"] = _metrics(cfg, trainer)
+    z = side_noise(cfg, 36, tag=7)
     shots, history = [], []
     log_every = max(1, steps // 10)
     for s in range(steps + 1):
         if s in snap:
-            shots.append((s, backend.to_numpy(run.trainer.sample(z).data)))
+            shots.append((s, backend.to_numpy(trainer.sample(z).data)))
         if s == steps:
             break
-        run.trainer.step()
+        trainer.step()
         if (s + 1) % log_every == 0 or s + 1 == steps:
-            rows = run.trainer.flush()
+            rows = trainer.flush()
             history.extend(rows)
             r = rows[-1]
             print(f"  step {r['step']:>5d}  loss_D {r['loss_d']:.3f}  loss_G {r['loss_g']:.3f}  "
                   f"D(x) {r['d_x']:.2f}  D(G(z)) {r['d_g_z']:.2f}  |grad G| {r['grad_norm_g']:.2f}")
-    res["trained"] = _metrics(run)
-    res["real"] = _real_metrics(run, data_dir)
+    res["trained"] = _metrics(cfg, trainer)
+    res["real"] = _real_metrics(cfg, data_dir)
     res["final_loss_d"] = float(np.mean([r["loss_d"] for r in history[-max(1, len(history) // 10):]]))
     res["final_loss_g"] = float(np.mean([r["loss_g"] for r in history[-max(1, len(history) // 10):]]))
     res["steps_per_s"] = steps / max(timer(), 1e-9)
@@ -132,7 +132,7 @@ def run_image_demo(name: str, args: Any, preset: str, steps: int, note: str = ""
     show("loss_G, mean of the last 10% of steps", res["final_loss_g"], "ln 2 = 0.693 at equilibrium")
 
     pyplot = plt()
-    real = _real_images(run, data_dir, 36)
+    real = _real_images(cfg, data_dir, 36)
     fig, axes = pyplot.subplots(1, len(shots) + 1, figsize=(2.4 * (len(shots) + 1), 2.7))
     for ax, (s, x) in zip(axes, shots):
         ax.imshow(plots.grid_array(x, ncol=6), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -149,10 +149,10 @@ def run_image_demo(name: str, args: Any, preset: str, steps: int, note: str = ""
     return finish(name, res, timer, out_dir)
 
 
-def _real_images(run: Run, data_dir: str | None, n: int) -> Any:
+def _real_images(cfg: Any, data_dir: str | None, n: int) -> Any:
     from npgan import data
 
-    if run.cfg.data == "digits":
+    if cfg.data == "digits":
         x, _ = data.load_digits("test")
     else:
         x, _ = data.load_mnist(data_dir, "test")

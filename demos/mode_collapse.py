@@ -28,8 +28,8 @@ from demo_utils import Timer, finish, heading, parser, plt, save, setup, table, 
 import npgan
 from npgan import backend
 from npgan.data import MIXTURES
-from npgan.experiment import Run
-from npgan.presets import make_config
+from npgan.experiment import evaluate, side_noise
+from npgan.presets import build, make_config
 
 NAME = "mode_collapse"
 ARMS = (("no entropy", 0.0), ("entropy", None))  # None: the preset's λ schedule
@@ -47,29 +47,31 @@ def config(data: str, seed: int, lam: float | None, steps: int, quick: bool, dev
     return cfg
 
 
-def decision_surface(run: Run, lim: float, n: int = 120) -> Any:
+def decision_surface(D: Any, lim: float, n: int = 120) -> Any:
     """σ(D(x)) on an n × n grid over [−lim, lim]², rows from top (y = lim) to bottom."""
     v = np.linspace(-lim, lim, n)
     gx, gy = np.meshgrid(v, v[::-1])
     pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
     with npgan.no_grad():
-        logits = run.D(tensor(pts, dtype=backend.get_default_dtype()))
+        logits = D(tensor(pts, dtype=backend.get_default_dtype()))
     return (1 / (1 + np.exp(-backend.to_numpy(logits.data).astype(np.float64)))).reshape(n, n)
 
 
 def train_one(cfg: Any, snap_steps: list[int] | None, lim: float) -> tuple[dict[str, Any], list[Any]]:
-    run = Run(cfg, "demo_out/unused")  # a Run writes nothing until train()/save_checkpoint(); we drive its Trainer
+    npgan.manual_seed(cfg.seed)  # the script sets the process state; build() makes the parts on it
+    _, D, _, _, trainer = build(cfg)
+    fixed_z = side_noise(cfg, 1000, tag=7)
     snaps = []
     for s in range(cfg.train.steps + 1):
         if snap_steps is not None and s in snap_steps:
-            x = backend.to_numpy(run.trainer.sample(run.fixed_z).data)
-            snaps.append((s, x, decision_surface(run, lim)))
+            x = backend.to_numpy(trainer.sample(fixed_z).data)
+            snaps.append((s, x, decision_surface(D, lim)))
         if s < cfg.train.steps:
-            run.trainer.step()
+            trainer.step()
             if (s + 1) % 100 == 0:
-                run.trainer.flush()
-    run.trainer.flush()
-    return run.evaluate(), snaps
+                trainer.flush()
+    trainer.flush()
+    return evaluate(cfg, trainer), snaps
 
 
 def draw(fig_rows: list[tuple[str, list[Any]]], data: str, lim: float, path: Any, metrics: dict[str, Any]) -> None:

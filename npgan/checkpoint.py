@@ -7,6 +7,12 @@ Layout of a checkpoint file (a plain, uncompressed NumPy ``.npz``, read with ``a
   architecture summary, optimizer hyper-parameters, RNG state), ``keys`` (the array names in order) and ``sha256``;
 * every other entry: one array, under a '/'-separated name (``G/0.weight``, ``opt_g/state/0/exp_avg``).
 
+A training run's state (:func:`pack_state`, :func:`unpack_state`, :func:`apply_state`) puts each network's
+``state_dict`` under its name (``G/…``, ``D/…``) and each optimizer's array state under
+``NAME/state/INDEX/KEY``; ``meta`` holds ``step``, ``arch`` (parameter names and shapes), ``arch_hash``,
+``config``, ``rng`` (npgan's generator state), ``optimizers`` (each one's ``param_groups`` and its non-array
+state, ``scalars``), ``lr_scale`` and ``skipped``.
+
 ``sha256`` (format 2) is taken over the canonical JSON of the header's other fields and then every array's name,
 dtype, shape and bytes, in order: a flipped byte anywhere — in an array or in the step number — fails the check.
 (Format 1 files, whose checksum covers only the arrays, are still read.)
@@ -36,13 +42,14 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import __version__, backend
 from .errors import CheckpointError, CheckpointWriteError
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointWriteError", "save_arrays", "load_arrays",
-           "atomic_write_bytes", "atomic_write_text", "config_hash", "remove_stale_temps"]
+           "atomic_write_bytes", "atomic_write_text", "config_hash", "remove_stale_temps", "TrainingState",
+           "pack_state", "unpack_state", "apply_state"]
 
 FORMAT_VERSION = 2
 _READABLE_FORMATS = (1, 2)
@@ -251,3 +258,97 @@ def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint {path} has a malformed header (meta is {type(meta).__name__})")
     return ordered, (head if header else meta)
+
+
+# ============================================================================ a training run's state
+class TrainingState(NamedTuple):
+    """A training run's state as read from a checkpoint, checked and ready to apply."""
+
+    nets: dict[str, dict[str, Any]]  # network name -> state_dict
+    opts: dict[str, dict[str, Any]]  # optimizer name -> state_dict (state and param_groups)
+    step: int
+    lr_scale: float
+    skipped: int
+    rng: dict[str, Any]
+
+
+def pack_state(nets: dict[str, Any], opts: dict[str, Any], *, step: int, arch: dict[str, Any], arch_hash: str,
+               config: dict[str, Any], rng: dict[str, Any], lr_scale: float,
+               skipped: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(arrays, meta) for :func:`save_arrays` from the networks and optimizers (by name) and the loop's state.
+
+    Array state goes to the arrays; an optimizer's other state (e.g. Adam's step count) and its param_groups
+    go to ``meta["optimizers"]`` (tuples as lists, which JSON keeps).
+    """
+    arrays: dict[str, Any] = {}
+    meta: dict[str, Any] = {"step": step, "arch": arch, "arch_hash": arch_hash, "config": config, "rng": rng,
+                            "optimizers": {}, "lr_scale": lr_scale, "skipped": skipped}
+    for prefix, net in nets.items():
+        for k, v in net.state_dict().items():
+            arrays[f"{prefix}/{k}"] = v
+    for name, opt in opts.items():
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for i, st in sd["state"].items():
+            for k, v in st.items():
+                if backend.is_array(v):
+                    arrays[f"{name}/state/{i}/{k}"] = v
+                else:
+                    scalars.setdefault(str(i), {})[k] = v
+        groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+        meta["optimizers"][name] = {"param_groups": groups, "scalars": scalars}
+    return arrays, meta
+
+
+def unpack_state(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any], nets: tuple[str, ...],
+                 opts: tuple[str, ...]) -> TrainingState:
+    """The inverse of :func:`pack_state` for the networks and optimizers named; :class:`CheckpointError` naming
+    ``path`` for an unexpected array, a missing field or a value out of range (step < 0, lr_scale outside (0, 1])."""
+    try:
+        sds: dict[str, dict[str, Any]] = {n: {} for n in nets}
+        opt_states: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in opts}
+        for k, v in arrays.items():
+            head, _, rest = k.partition("/")
+            if head in sds:
+                sds[head][rest] = v
+            elif head in opt_states:
+                _, i, name = rest.split("/")
+                opt_states[head].setdefault(int(i), {})[name] = v
+            else:
+                raise CheckpointError(f"checkpoint {path}: unexpected entry {k!r}")
+        opt_sd = {}
+        for name, st in opt_states.items():
+            info = meta["optimizers"][name]
+            for i, sc in info["scalars"].items():
+                st.setdefault(int(i), {}).update(sc)
+            opt_sd[name] = {"state": st, "param_groups": info["param_groups"]}
+        step = int(meta["step"])
+        lr_scale = float(meta.get("lr_scale", 1.0))
+        skipped = int(meta.get("skipped", 0))
+        rng = meta["rng"]
+        if step < 0 or not (0 < lr_scale <= 1) or not isinstance(rng, dict):
+            raise ValueError(f"step {step}, lr_scale {lr_scale}, rng {type(rng).__name__}")
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is incomplete ({type(exc).__name__}: {exc})") from None
+    return TrainingState(sds, opt_sd, step, lr_scale, skipped, rng)
+
+
+def apply_state(path: str | os.PathLike, state: TrainingState, nets: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Load ``state`` into the networks and optimizers and npgan's generator, all or nothing: if any part does
+    not fit, everything is put back as it was and :class:`CheckpointError` names ``path``."""
+    before = ({n: {k: v.copy() for k, v in m.state_dict().items()} for n, m in nets.items()},
+              {n: o.state_dict() for n, o in opts.items()}, backend.get_rng_state())
+    try:
+        for n, m in nets.items():
+            m.load_state_dict(state.nets[n])
+        for n, o in opts.items():
+            o.load_state_dict(state.opts[n])
+        backend.set_rng_state(state.rng)
+    except Exception as exc:  # noqa: BLE001 - put everything back, then one clear error
+        for n, m in nets.items():
+            m.load_state_dict(before[0][n])
+        for n, o in opts.items():
+            o.load_state_dict(before[1][n])
+        backend.set_rng_state(before[2])
+        raise CheckpointError(f"checkpoint {path} does not fit this run ({type(exc).__name__}: {exc}); "
+                              "nothing was changed") from None

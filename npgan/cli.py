@@ -2,6 +2,7 @@
 
     npgan train --preset ring8 --out runs/r8
     npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
+    npgan train --preset ring8 --wgan --out runs/w          # the Wasserstein GAN recipe (npgan.presets.WGAN)
     npgan resume runs/r8 [--steps N]
     npgan sample runs/r8 --n 1000 --out samples.npy [--png samples.png]
     npgan info
@@ -87,9 +88,10 @@ def _bandwidth(s: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import OPTIMIZERS
     from .gan import ON_NAN_ACTIONS
     from .losses import LOSS_KINDS
-    from .presets import PRESETS
+    from .presets import PRESETS, WGAN
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
     p.add_argument("--version", action="version", version=f"npgan {__version__}")
@@ -100,8 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", type=Path, help="a config.toml (e.g. from an earlier run) to start from")
     t.add_argument("--steps", type=_positive_int("--steps"))
     t.add_argument("--batch-size", type=_positive_int("--batch-size"))
-    t.add_argument("--loss", choices=list(LOSS_KINDS))
-    t.add_argument("--d-steps", type=_positive_int("--d-steps"))
+    t.add_argument("--loss", choices=list(LOSS_KINDS),
+                   help="the GAN objective (only the loss: for the WGAN recipe use --wgan)")
+    w = WGAN["train"]
+    t.add_argument("--wgan", action="store_true",
+                   help=f"the Wasserstein GAN recipe (Arjovsky et al. 2017) on top of the preset: loss {w['loss']}, "
+                        f"{WGAN['optimizer']}, constant lr {w['lr']:g}, {w['d_steps']} D steps per G step, D's weights "
+                        "clipped to ±0.01; options given with it override it")
+    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
+    t.add_argument("--d-steps", type=_positive_int("--d-steps"), help="D steps per G step")
     t.add_argument("--entropy-weight", type=_nonneg_float,
                    help="λ of the KDE entropy term (annealed to the preset's final value)")
     t.add_argument("--bandwidth", type=_bandwidth, help="KDE σ: a number, or scott | silverman | median")
@@ -136,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from .experiment import read_config
-    from .presets import make_config
+    from .config import read_config
+    from .presets import make_config, use_wgan
 
     if a.config is not None:
         cfg = read_config(a.config)
@@ -148,12 +157,12 @@ def _config_from_args(a: argparse.Namespace) -> Any:
     else:
         raise UsageError("train needs --preset NAME or --config FILE.toml")
     tr = cfg.train
+    if a.wgan:
+        use_wgan(cfg)
     if a.loss is not None:
         tr.loss = a.loss
-        if a.loss == "wasserstein":  # the WGAN recipe: RMSprop, small lr, several critic steps
-            cfg.optimizer = "rmsprop"
-            tr.lr, tr.lr_final = 5e-5, None
-            tr.d_steps = 5
+    if a.optimizer is not None:
+        cfg.optimizer = a.optimizer
     if a.steps is not None:
         tr.steps = a.steps
     if a.batch_size is not None:
@@ -213,8 +222,10 @@ def cmd_train(a: argparse.Namespace) -> int:
     _set_threads(a)
     cfg = _config_from_args(a)
     run = Run.create(cfg, a.out)
-    print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {cfg.train.loss}) "
-          f"for {cfg.train.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
+    tr = cfg.train
+    print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
+          f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step) "
+          f"for {tr.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
     _print_metrics(run.train(progress=not a.no_progress))
     return 0
 

@@ -14,8 +14,8 @@ and keep the data on the current device:
     >>> images, labels = load_digits("train")
     >>> for x, y in ArrayLoader((images, labels), batch_size=64):   # one epoch
     ...     pass
-    >>> stream = InfiniteLoader(images, batch_size=64)               # GAN loop
-    >>> x = next(stream)
+    >>> real = EpochBatches(images.data, batch_size=64, seed=0)     # GAN loop: batch of step k
+    >>> x = real(0)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .tensor import Tensor
 __all__ = [
     "ring8", "grid25", "ring8_centers", "grid25_centers", "Mixture", "MIXTURES",
     "load_digits", "load_mnist", "download_mnist", "MNISTNotFoundError", "MNIST_FILES", "MNIST_SHA256",
-    "MNIST_MIRRORS", "ArrayLoader", "InfiniteLoader", "batches", "sample_batches",
+    "MNIST_MIRRORS", "ArrayLoader", "EpochBatches", "load_images",
 ]
 
 
@@ -449,64 +449,40 @@ class ArrayLoader:
             yield self._take(perm[i * bs:(i + 1) * bs])
 
 
-class InfiniteLoader:
-    """An endless stream of full minibatches, reshuffled at the start of every epoch (for the GAN loop).
+class EpochBatches:
+    """Minibatches of an on-device array, reshuffled each epoch; batch ``k`` is a pure function of (seed, k).
 
-    Each epoch yields ``n // batch_size`` batches (the incomplete rest is dropped),
-    then a new permutation is drawn from ``npgan.backend.rng()``. ``epoch`` counts
-    completed epochs, ``step`` batches served. ``state_dict()`` /
-    ``load_state_dict()`` save and restore the position (including the current
-    permutation) so a resumed run sees the same batches.
+    The training runs' source of real images (``EpochBatches(images, batch_size, seed)(step)``). The permutation
+    of epoch e comes from a generator seeded with (seed, e), not npgan's main stream, so a resumed run draws
+    exactly the batches an uninterrupted one would without saving loader state. Each epoch serves
+    ``n // batch_size`` batches (the rest is dropped); a batch is one vectorised gather.
     """
 
-    def __init__(self, data: Any, batch_size: int, shuffle: bool = True) -> None:
-        self._loader = ArrayLoader(data, batch_size, shuffle=shuffle, drop_last=True)
-        self.epoch = 0
-        self.step = 0
-        self._perm: Any = None
-        self._pos = 0
+    def __init__(self, data: Any, batch_size: int, seed: int) -> None:
+        self.data, self.seed = data, seed
+        self.batch_size = _check_batch(batch_size, data.shape[0])
+        self.per_epoch = data.shape[0] // self.batch_size
+        self._epoch, self._perm = -1, None
 
-    @property
-    def batches_per_epoch(self) -> int:
-        return len(self._loader)
-
-    def __iter__(self) -> InfiniteLoader:
-        return self
-
-    def __next__(self) -> Any:
-        ld = self._loader
-        if self._perm is None:
-            self._perm, self._pos = _permutation(ld.n, ld.shuffle), 0
-        elif self._pos >= len(ld):
-            self._perm, self._pos = _permutation(ld.n, ld.shuffle), 0
-            self.epoch += 1
-        bs = ld.batch_size
-        batch = ld._take(self._perm[self._pos * bs:(self._pos + 1) * bs])
-        self._pos += 1
-        self.step += 1
-        return batch
-
-    def state_dict(self) -> dict[str, Any]:
-        perm = None if self._perm is None else backend.to_numpy(self._perm).copy()
-        return {"epoch": self.epoch, "step": self.step, "pos": self._pos, "perm": perm}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if not isinstance(state, dict) or not {"epoch", "step", "pos"} <= set(state):
-            raise ValueError(f"InfiniteLoader.load_state_dict: expected a dict with epoch, step, pos and perm, got "
-                             f"{state!r:.200}")
-        perm = state.get("perm")
-        if perm is not None and len(perm) != self._loader.n:
-            raise ValueError(f"InfiniteLoader.load_state_dict: saved permutation covers {len(perm)} samples, "
-                             f"this data set has {self._loader.n}")
-        self.epoch, self.step, self._pos = int(state["epoch"]), int(state["step"]), int(state["pos"])
-        self._perm = None if perm is None else backend.asarray(perm)
+    def __call__(self, step: int) -> Tensor:
+        epoch, k = divmod(step, self.per_epoch)
+        if epoch != self._epoch:
+            perm = backend.np.random.default_rng([self.seed, epoch]).permutation(self.data.shape[0])
+            self._perm = backend.asarray(perm, device=backend.device_of(self.data))
+            self._epoch = epoch
+        idx = self._perm[k * self.batch_size:(k + 1) * self.batch_size]
+        return Tensor(self.data[idx])
 
 
-def batches(data: Any, batch_size: int, shuffle: bool = True, drop_last: bool = True) -> Iterator[Any]:
-    """One epoch of minibatches of ``data``: ``iter(ArrayLoader(data, batch_size, shuffle, drop_last))``."""
-    return iter(ArrayLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last))
-
-
-def sample_batches(data: Any, batch_size: int, shuffle: bool = True) -> InfiniteLoader:
-    """An endless minibatch stream over ``data`` that reshuffles each epoch (an :class:`InfiniteLoader`)."""
-    return InfiniteLoader(data, batch_size, shuffle=shuffle)
+def load_images(name: str, split: str, data_dir: str | os.PathLike = "") -> Any:
+    """The images of data set ``name`` ("digits" or "mnist", from ``data_dir``) as one array on the current
+    device in the default dtype, (N, 1, H, W) in [−1, 1]; the labels are dropped."""
+    if name == "digits":
+        images, _ = load_digits(split=split)
+    elif name == "mnist":
+        if not data_dir:
+            raise ValueError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
+        images, _ = load_mnist(data_dir, split=split)
+    else:
+        raise ValueError(f"load_images: unknown image data set {name!r}; choose digits or mnist")
+    return backend.asarray(images.data, dtype=backend.get_default_dtype())

@@ -1,7 +1,7 @@
-"""Run configurations: the presets users start from, their architectures and data.
+"""The presets users start from, their architectures and data, and :func:`build`, which makes a run's parts.
 
-A :class:`RunConfig` holds everything needed to reproduce a run (it is written to ``config.toml``). The
-architectures are the ones of the literature, each sized to its data:
+A preset is a :class:`~npgan.config.RunConfig` (everything needed to reproduce a run). The architectures are the
+ones of the literature, each sized to its data:
 
 * ``mlp2d`` — the 2-D mixtures: G z → 128 → 128 → 2 (ReLU), D 2 → 128 → 128 → 1 (LeakyReLU 0.2);
 * ``mlp`` — the MLP GAN: G z → 128 → 256 → D_img (ReLU, ReLU, Tanh), D D_img → 256 → 128 → 1 (LeakyReLU 0.2);
@@ -9,104 +9,38 @@ architectures are the ones of the literature, each sized to its data:
 * ``dcgan`` — DCGAN: for 28×28, G ConvT(z,128,7,1,0)+BN+ReLU → ConvT(128,64,4,2,1)+BN+ReLU → ConvT(64,1,4,2,1)+
   Tanh and D Conv(1,64,4,2,1)+LReLU → Conv(64,128,4,2,1)+BN+LReLU → Conv(128,1,7,1,0); for 8×8 the same with
   kernel 2 in place of 7 (4×4 → 2×2 → 1×1 in D).
+
+:func:`build` turns a configuration into ``(G, D, opt_g, opt_d, trainer)`` and changes no process-wide state: the
+models are made on the current device in the current default dtype, their initial weights drawn from npgan's
+generator as it stands (like any ``nn`` layer). Setting the dtype, device and seed from the configuration is
+the job of the entry points (:class:`npgan.experiment.Run`, the command line) and of scripts, before they call
+it. :data:`WGAN` is the Wasserstein GAN recipe (``npgan train --wgan``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from . import backend, nn
-from .gan import TrainConfig
+from . import data, nn, optim
+from .config import DATASETS, MODELS, RunConfig
+from .gan import TrainConfig, Trainer
+from .tensor import Tensor
 
-__all__ = ["RunConfig", "PRESETS", "make_config", "build_models", "DATASETS", "MODELS"]
-
-DATASETS = ("ring8", "grid25", "digits", "mnist")
-MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run; saved as config.toml in the run directory."""
-
-    preset: str = "custom"
-    data: str = "ring8"
-    data_dir: str = ""
-    model: str = "mlp2d"
-    hidden: int = 128
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
-    beta1: float = 0.5
-    beta2: float = 0.999
-    optimizer: str = "adam"
-    log_every: int = 100
-    checkpoint_every: int = 1000
-    sample_every: int = 1000
-    eval_samples: int = 2500
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["train"] = dataclasses.asdict(self.train)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}; valid keys are {sorted(known)}")
-        tr = d.pop("train", {}) or {}
-        tknown = {f.name for f in dataclasses.fields(TrainConfig)}
-        tunknown = sorted(set(tr) - tknown)
-        if tunknown:
-            raise ValueError(f"unknown [train] config keys {tunknown}; valid keys are {sorted(tknown)}")
-        cfg = cls(**d, train=TrainConfig(**tr))
-        return cfg
-
-    def validate(self) -> None:
-        if self.data not in DATASETS:
-            raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.model == "mlp2d" and self.data not in ("ring8", "grid25"):
-            raise ValueError(f"model 'mlp2d' is for the 2-D mixtures, not {self.data!r}")
-        if self.model != "mlp2d" and self.data in ("ring8", "grid25"):
-            raise ValueError(f"model {self.model!r} is for images; use 'mlp2d' for {self.data!r}")
-        if self.optimizer not in ("adam", "rmsprop"):
-            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        for name in ("hidden", "log_every", "checkpoint_every", "sample_every", "eval_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        self.train.validate()
-
-    def arch_hash(self) -> str:
-        """A short hash of what fixes the architecture (data, model, widths, z): checkpoints must match it."""
-        key = {"data": self.data, "model": self.model, "hidden": self.hidden, "z_dim": self.train.z_dim}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
+__all__ = ["RunConfig", "PRESETS", "make_config", "build_models", "build", "Built", "real_source", "WGAN",
+           "use_wgan", "DATASETS", "MODELS"]
 
 def _mixture(data: str, **train: Any) -> RunConfig:
     return RunConfig(data=data, model="mlp2d", hidden=128, log_every=100, checkpoint_every=1000,
                      sample_every=1000, eval_samples=2500, train=TrainConfig(**train))
 
 
-# The 2-D mixture recipe that FINDINGS.md measured with PyTorch: batch 512, z 16, Adam (0.5, 0.999),
-# lr 1e-3 → 1e-4 linear, λ annealed linearly to 0, fixed σ. On the grid, a 2-D noise (z = 2) is what made the
-# difference: with z = 16 every run starved a row or column of modes (18–24 of 25, reverse KL 0.35–0.72); and
-# λ = 0.2 rather than 0.1: with 0.1 seed 1 of 0-2 left a mode nearly empty (25/25 but reverse KL 0.065); with
-# 0.2 seeds 0-3 scored 25/25, HQ ≥ 94.9 %, reverse KL ≤ 0.01, and seed 4 missed one mode (24/25, 89.6 %, 0.092).
-# Without the term no seed of 0-4 met all three (23-25 modes, HQ 87.7-94.4 %, reverse KL 0.013-0.41).
+# The 2-D mixture recipe: batch 512, z 16, Adam (0.5, 0.999), lr 1e-3 → 1e-4 linear, λ annealed linearly to 0,
+# fixed σ. On the grid, a 2-D noise (z = 2) is what made the difference: with z = 16 every run starved a row or
+# column of modes (18–24 of 25, reverse KL 0.35–0.72); and λ = 0.2 rather than 0.1: with 0.1 seed 1 of 0-2 left
+# a mode nearly empty (25/25 but reverse KL 0.065); with 0.2 seeds 0-3 scored 25/25, HQ ≥ 94.9 %, reverse KL
+# ≤ 0.01, and seed 4 missed one mode (24/25, 89.6 %, 0.092). Without the term no seed of 0-4 met all three
+# (23-25 modes, HQ 87.7-94.4 %, reverse KL 0.013-0.41).
 def _presets() -> dict[str, RunConfig]:
     return {
         "ring8": _mixture("ring8", steps=12000, batch_size=512, z_dim=16, lr=1e-3, lr_final=1e-4,
@@ -190,5 +124,52 @@ def arch_summary(G: nn.Module, D: nn.Module) -> dict[str, Any]:
             "D": {k: list(v.shape) for k, v in D.state_dict().items()}}
 
 
-def default_dtype_of(cfg: RunConfig) -> Any:
-    return backend.np.dtype(cfg.dtype)
+class Built(NamedTuple):
+    """A run's working parts, as :func:`build` makes them."""
+
+    G: nn.Module
+    D: nn.Module
+    opt_g: optim.Optimizer
+    opt_d: optim.Optimizer
+    trainer: Trainer
+
+
+def real_source(cfg: RunConfig) -> Callable[[int], Tensor]:
+    """The real batch of each step: fresh draws from npgan's generator for the 2-D mixtures, otherwise the
+    training images in a fixed order per epoch (:class:`~npgan.data.EpochBatches`)."""
+    B = cfg.train.batch_size
+    if cfg.data in ("ring8", "grid25"):
+        sampler = data.MIXTURES[cfg.data].sampler
+        return lambda step: sampler(B)
+    return data.EpochBatches(data.load_images(cfg.data, "train", cfg.data_dir), B, cfg.seed)
+
+
+def build(cfg: RunConfig) -> Built:
+    """``(G, D, opt_g, opt_d, trainer)`` for ``cfg``; sets nothing process-wide (see the module docstring).
+
+    The optimizers are Adam with betas (beta1, beta2), or RMSprop, at ``cfg.train.lr``; the trainer draws its
+    real batches from :func:`real_source` (which reads the image files, if any).
+    """
+    G, D = build_models(cfg)
+    if cfg.optimizer == "rmsprop":
+        opt_g = optim.RMSprop(G.parameters(), lr=cfg.train.lr)
+        opt_d = optim.RMSprop(D.parameters(), lr=cfg.train.lr)
+    else:
+        opt_g = optim.Adam(G.parameters(), lr=cfg.train.lr, betas=(cfg.beta1, cfg.beta2))
+        opt_d = optim.Adam(D.parameters(), lr=cfg.train.lr, betas=(cfg.beta1, cfg.beta2))
+    return Built(G, D, opt_g, opt_d, Trainer(G, D, opt_g, opt_d, real_source(cfg), cfg.train))
+
+
+#: The Wasserstein GAN recipe of Arjovsky et al. 2017 (Algorithm 1): the critic loss E D(G(z)) − E D(x) with
+#: D's weights clipped to ±clip_value after each update, RMSprop at a constant lr of 5e-5 and 5 critic steps per
+#: generator step. ``npgan train --wgan`` applies it to any preset; options given with it override it.
+WGAN: dict[str, Any] = {"optimizer": "rmsprop",
+                        "train": {"loss": "wasserstein", "lr": 5e-5, "lr_final": None, "d_steps": 5}}
+
+
+def use_wgan(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the :data:`WGAN` recipe applied (in place; returned for convenience)."""
+    cfg.optimizer = WGAN["optimizer"]
+    for k, v in WGAN["train"].items():
+        setattr(cfg.train, k, v)
+    return cfg

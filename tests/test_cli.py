@@ -109,6 +109,32 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
     assert not d.exists()
 
 
+def _train_config(*args):
+    from npgan.cli import _config_from_args, build_parser
+    return _config_from_args(build_parser().parse_args(["train", "--preset", "ring8", *args, "--out", "unused"]))
+
+
+def test_wgan_is_an_explicit_recipe_and_loss_changes_only_the_loss():
+    plain = _train_config()
+    c = _train_config("--loss", "wasserstein")  # the loss only: no optimizer, lr or d_steps switched behind it
+    assert (c.train.loss, c.optimizer, c.train.lr, c.train.lr_final, c.train.d_steps) == (
+        "wasserstein", plain.optimizer, plain.train.lr, plain.train.lr_final, plain.train.d_steps)
+    w = _train_config("--wgan")
+    assert (w.train.loss, w.optimizer, w.train.lr, w.train.lr_final, w.train.d_steps) == (
+        "wasserstein", "rmsprop", 5e-5, None, 5)
+    o = _train_config("--wgan", "--lr", "1e-4", "--d-steps", "2", "--optimizer", "adam", "--loss", "hinge")
+    assert (o.train.loss, o.optimizer, o.train.lr, o.train.lr_final, o.train.d_steps) == (
+        "hinge", "adam", 1e-4, None, 2)
+
+
+def test_train_banner_names_the_recipe(tmp_path, capsys):
+    rc, _, err = _cli(["train", "--preset", "ring8", "--wgan", "--steps", "3", "--batch-size", "64",
+                       "--no-progress", "--out", tmp_path / "w"], capsys)
+    assert rc == 0, err
+    assert "loss wasserstein, rmsprop lr 5e-05, 5 D steps per G step" in err.splitlines()[0]
+    assert 'optimizer = "rmsprop"' in (tmp_path / "w" / "config.toml").read_text()
+
+
 def test_existing_run_is_never_overwritten(tmp_path, capsys):
     out = tmp_path / "r"
     assert _cli(["train", "--preset", "ring8", *FAST, "--out", out], capsys)[0] == 0

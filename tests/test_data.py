@@ -355,7 +355,7 @@ def test_array_loader_epoch_covers_every_sample_once():
 def test_array_loader_is_seeded_and_reshuffles():
     x = np.arange(40.0)[:, None]
     npgan.manual_seed(3)
-    a = [b.numpy() for b in data.batches(x, 8)]
+    a = [b.numpy() for b in data.ArrayLoader(x, 8)]
     npgan.manual_seed(3)
     loader = data.ArrayLoader(x, 8)
     b = [t.numpy() for t in loader]
@@ -374,30 +374,30 @@ def test_loader_errors():
         data.ArrayLoader((x, np.zeros(4)), 2)
     with pytest.raises(TypeError, match="Tensor or array"):
         data.ArrayLoader([[1, 2], [3, 4]], 1)
-    with pytest.raises(ValueError, match="larger than the data set"):
-        data.sample_batches(x, 64)
+    with pytest.raises(ValueError, match=r"batch_size 64 is larger than the data set \(5 samples\)"):
+        data.EpochBatches(x, 64, seed=0)
 
 
-def test_infinite_loader_reshuffles_each_epoch_and_resumes():
+def test_epoch_batches_reshuffle_each_epoch_and_are_a_function_of_seed_and_step():
     x = np.arange(20.0)[:, None]
-    stream = data.sample_batches(x, 6)  # 3 full batches per epoch, 2 samples dropped
-    assert iter(stream) is stream and stream.batches_per_epoch == 3
-    epochs = []
-    for _ in range(4):
-        epochs.append(np.concatenate([next(stream).numpy()[:, 0] for _ in range(3)]))
-    assert stream.epoch == 3 and stream.step == 12
+    real = data.EpochBatches(x, 6, seed=4)  # 3 full batches per epoch, 2 samples dropped
+    assert real.per_epoch == 3
+    epochs = [np.concatenate([real(3 * e + k).numpy()[:, 0] for k in range(3)]) for e in range(4)]
     for e in epochs:
-        assert len(set(e.tolist())) == 18
-    assert len({tuple(e) for e in epochs}) == 4
-    # resume: a fresh loader restored from state_dict (and the same RNG state) yields the same batches
-    next(stream)
-    state = stream.state_dict()
-    rng_state = npgan.backend.get_rng_state()
-    expect = [next(stream).numpy() for _ in range(5)]
-    other = data.InfiniteLoader(x, 6)
-    other.load_state_dict(state)
-    npgan.backend.set_rng_state(rng_state)
-    assert [b.numpy().tolist() for b in (next(other) for _ in range(5))] == [e.tolist() for e in expect]
-    assert other.epoch == stream.epoch and other.step == stream.step
-    with pytest.raises(ValueError, match="covers 20 samples, this data set has 30"):
-        data.InfiniteLoader(np.zeros((30, 1)), 6).load_state_dict(state)
+        assert len(set(e.tolist())) == 18  # no sample twice within an epoch
+    assert len({tuple(e) for e in epochs}) == 4  # a new order each epoch
+    # a fresh source (a resumed run) gives the same batch for a step, whatever npgan's generator did meanwhile
+    npgan.manual_seed(123)
+    npgan.randn(5)
+    other = data.EpochBatches(x, 6, seed=4)
+    assert [other(s).numpy().tolist() for s in (7, 2, 11)] == [real(s).numpy().tolist() for s in (7, 2, 11)]
+    assert data.EpochBatches(x, 6, seed=5)(0).numpy().tolist() != real(0).numpy().tolist()
+
+
+def test_load_images():
+    x = data.load_images("digits", "test")
+    assert x.shape == (359, 1, 8, 8) and x.dtype == npgan.get_default_dtype() and -1 <= x.min() < x.max() <= 1
+    with pytest.raises(ValueError, match="--data-dir"):
+        data.load_images("mnist", "train")
+    with pytest.raises(ValueError, match="unknown image data set 'ring8'"):
+        data.load_images("ring8", "train")

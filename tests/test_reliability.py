@@ -190,8 +190,7 @@ def _write_cfg(path, cfg):
 
 
 def test_cli_stop_exits_3_with_one_line_and_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    import npgan.experiment as ex
-    monkeypatch.setattr(ex, "_real_source", _nan_at(25))
+    monkeypatch.setattr(npgan.presets, "real_source", _nan_at(25))
     out = tmp_path / "r"
     rc, _, err = _cli(["train", "--config", _write_cfg(tmp_path / "c.toml", _ring_cfg(40)), "--no-progress",
                        "--out", out], capsys)
@@ -206,16 +205,12 @@ def test_cli_stop_exits_3_with_one_line_and_the_last_good_checkpoint(tmp_path, c
     assert not list(out.glob(".*.tmp"))
 
 
-def test_rollback_reloads_the_checkpoint_and_halves_the_learning_rate(tmp_path):
-    import npgan.experiment as ex
-    orig = ex._real_source
-    ex._real_source = _nan_at(25, once=True)
-    try:
-        run = Run.create(_ring_cfg(40, on_nan="rollback"), tmp_path / "r")
-        logs = []
-        run.train(progress=False, log=logs.append)
-    finally:
-        ex._real_source = orig
+def test_rollback_reloads_the_checkpoint_and_halves_the_learning_rate(tmp_path, monkeypatch):
+    monkeypatch.setattr(npgan.presets, "real_source", _nan_at(25, once=True))
+    run = Run.create(_ring_cfg(40, on_nan="rollback"), tmp_path / "r")
+    logs = []
+    run.train(progress=False, log=logs.append)
+    monkeypatch.undo()
     assert len(logs) == 1
     assert "step 25" in logs[0] and "rolled back to the checkpoint of step 20" in logs[0] and "halved" in logs[0]
     assert run.trainer.lr_scale == 0.5 and run.trainer.step_count == 40
