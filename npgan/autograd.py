@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .backend import get_array_module, is_array
 from .tensor import Tensor, _seed_grad, run_backward_arrays, run_backward_graph
 
 __all__ = ["grad"]
@@ -75,7 +76,8 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
     if create_graph:
         got: dict[int, Any] = run_backward_graph(outs, seeds, retain_graph, targets)
     else:
-        got = {k: Tensor(g) for k, g in run_backward_arrays(outs, seeds, retain_graph, targets).items()}
+        got = {k: Tensor(g if is_array(g) else get_array_module(g).asarray(g))  # a NumPy scalar keeps its dtype
+               for k, g in run_backward_arrays(outs, seeds, retain_graph, targets).items()}
     res: list[Tensor | None] = []
     for i, t in enumerate(ins):
         g = got.get(id(t))
