@@ -9,6 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import backend, functional, nn, ops, optim, parallel
+from .autograd import grad
 from .backend import (
     DeviceError,
     get_default_dtype,
@@ -17,7 +18,7 @@ from .backend import (
     set_default_dtype,
     set_device,
 )
-from .gradcheck import GradcheckError, gradcheck
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .ops import (
     abs,
     cat,
@@ -57,6 +58,7 @@ from .weights import load, save  # safetensors files (npgan.weights; the package
 __all__ = [
     "__version__", "backend", "functional", "nn", "ops", "optim", "Tensor", "Function", "tensor", "as_tensor",
     "zeros", "ones", "randn", "rand", "no_grad", "enable_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "grad", "gradgradcheck",
     "manual_seed", "set_default_dtype", "get_default_dtype", "set_device", "get_device", "DeviceError",
     "parallel", "get_num_threads", "set_num_threads",
     "abs", "cat", "clamp", "clip", "concatenate", "exp", "log", "matmul", "maximum", "minimum", "mean",

@@ -22,7 +22,7 @@ from .tensor import Function, Tensor, sum_to
 __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "max", "min", "reshape",
            "transpose", "permute", "getitem", "concatenate", "cat", "stack", "exp", "log", "sqrt", "abs",
            "clip", "clamp", "where", "maximum", "minimum", "astype", "to_device", "flatten", "squeeze",
-           "unsqueeze", "expand_dims", "broadcast_to", "var", "square"]
+           "unsqueeze", "expand_dims", "broadcast_to", "var", "square", "sum_to_size"]
 
 
 def _lift(other: Any, like: Tensor) -> Tensor:
@@ -52,9 +52,30 @@ def _as_float(x: Any) -> Tensor:
     return x
 
 
+def _need(f: Function, i: int, make):
+    """``make()`` when input ``i`` of ``f`` wants a gradient, else None (for ``backward_graph``)."""
+    return make() if f.needs_grad[i] else None
+
+
+def _const(a: Any, like: Tensor) -> Tensor:
+    """A raw array that does not depend on the inputs (a mask, a sign) as a constant Tensor of like's dtype."""
+    return Tensor(a if a.dtype == like.dtype else a.astype(like.dtype))
+
+
+def _reduced_shape(shape, axis, keepdims) -> tuple[int, ...]:
+    """The shape of a reduction's output with the reduced axes kept as 1 (what broadcasts against ``shape``)."""
+    if axis is None:
+        return (1,) * len(shape)
+    return tuple(1 if i in axis else s for i, s in enumerate(shape))
+
+
 # ============================================================================ arithmetic
 class Add(Function):
-    """y = a + b.   ga = sum_to(gy, a.shape),  gb = sum_to(gy, b.shape)."""
+    """y = a + b.   ga = sum_to(gy, a.shape),  gb = sum_to(gy, b.shape).
+
+    Double backward: the backward is linear in gy and free of a, b; its own backward is the adjoint of
+    sum_to, a broadcast (see :class:`SumTo`).
+    """
 
     def forward(self, a, b):
         self.sa, self.sb = a.shape, b.shape
@@ -63,9 +84,15 @@ class Add(Function):
     def backward(self, gy):
         return sum_to(gy, self.sa), sum_to(gy, self.sb)
 
+    def backward_graph(self, gy):
+        return _need(self, 0, lambda: sum_to_size(gy, self.sa)), _need(self, 1, lambda: sum_to_size(gy, self.sb))
+
 
 class Sub(Function):
-    """y = a − b.   ga = sum_to(gy, a.shape),  gb = −sum_to(gy, b.shape)."""
+    """y = a − b.   ga = sum_to(gy, a.shape),  gb = −sum_to(gy, b.shape).
+
+    Double backward: linear in gy, free of a, b (as :class:`Add`).
+    """
 
     def forward(self, a, b):
         self.sa, self.sb = a.shape, b.shape
@@ -74,9 +101,16 @@ class Sub(Function):
     def backward(self, gy):
         return sum_to(gy, self.sa), (-sum_to(gy, self.sb) if self.needs_grad[1] else None)
 
+    def backward_graph(self, gy):
+        return _need(self, 0, lambda: sum_to_size(gy, self.sa)), _need(self, 1, lambda: -sum_to_size(gy, self.sb))
+
 
 class Mul(Function):
-    """y = a · b (elementwise).   ga = sum_to(gy · b),  gb = sum_to(gy · a)."""
+    """y = a · b (elementwise).   ga = sum_to(gy · b),  gb = sum_to(gy · a).
+
+    Double backward: ga is bilinear in (gy, b): ∂ga/∂gy = b, ∂ga/∂b = gy, ∂ga/∂a = 0 (gb alike); backward_graph
+    computes the same products from the input Tensors, so these follow from Mul's own backward.
+    """
 
     def forward(self, a, b):
         self.a, self.b = a, b  # each is the other's gradient factor
@@ -88,9 +122,18 @@ class Mul(Function):
         gb = sum_to(gy * a, b.shape) if self.needs_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        a, b = self.inputs
+        return (_need(self, 0, lambda: sum_to_size(gy * b, a.shape)),
+                _need(self, 1, lambda: sum_to_size(gy * a, b.shape)))
+
 
 class Div(Function):
-    """y = a / b.   ga = sum_to(gy / b),  gb = −sum_to(gy · a / b²) = −sum_to(gy · y / b)."""
+    """y = a / b.   ga = sum_to(gy / b),  gb = −sum_to(gy · a / b²) = −sum_to(gy · y / b).
+
+    Double backward (from a, b as Tensors): ∂ga/∂b = −gy / b², ∂gb/∂a = −gy / b², ∂gb/∂b = 2·gy·a / b³,
+    ∂ga/∂a = 0; ∂ga/∂gy = 1/b, ∂gb/∂gy = −a / b².
+    """
 
     def forward(self, a, b):
         y = a / b
@@ -103,9 +146,14 @@ class Div(Function):
         gb = sum_to(-gy * self.y / b, b.shape) if self.needs_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        a, b = self.inputs
+        return (_need(self, 0, lambda: sum_to_size(gy / b, a.shape)),
+                _need(self, 1, lambda: sum_to_size(-(gy * a) / (b * b), b.shape)))
+
 
 class Neg(Function):
-    """y = −x.   gx = −gy."""
+    """y = −x.   gx = −gy.   Double backward: ∂gx/∂gy = −1 (linear, free of x)."""
 
     def forward(self, x):
         return -x
@@ -113,9 +161,16 @@ class Neg(Function):
     def backward(self, gy):
         return -gy
 
+    def backward_graph(self, gy):
+        return -gy
+
 
 class Pow(Function):
-    """y = x^p for a constant scalar p.   gx = gy · p · x^(p−1)  (0 for p = 0, also at x = 0, as PyTorch)."""
+    """y = x^p for a constant scalar p.   gx = gy · p · x^(p−1)  (0 for p = 0, also at x = 0, as PyTorch).
+
+    Double backward: ∂gx/∂x = gy · p(p−1) · x^(p−2),  ∂gx/∂gy = p · x^(p−1) (backward_graph is
+    gy · p · pow(x, p−1), so the second derivative comes from another Pow).
+    """
 
     def __init__(self, p: float):
         self.p = p
@@ -132,12 +187,25 @@ class Pow(Function):
             return gy * 2 * self.x
         return gy * p * self.x ** (p - 1)
 
+    def backward_graph(self, gy):
+        x, p = self.inputs[0], self.p
+        if p == 0:
+            return gy * 0.0
+        if p == 1:
+            return gy * 1.0
+        if p == 2:
+            return gy * (2.0 * x)
+        return gy * (p * pow(x, p - 1))
+
 
 class MatMul(Function):
     """y = a @ b with NumPy's matmul rules (1-D operands, batched and broadcast stacks).
 
     ga = gy @ bᵀ,  gb = aᵀ @ gy  (ᵀ swaps the last two axes), each summed back over
     broadcast batch axes; a 1-D operand is treated as a row (a) or column (b) vector.
+
+    Double backward: ga is bilinear in (gy, b), gb in (a, gy): ∂ga/∂b · δb = gy @ δbᵀ, ∂gb/∂a · δa = δaᵀ @ gy,
+    ∂ga/∂gy · δg = δg @ bᵀ; backward_graph builds ga, gb from MatMul, Permute, Reshape and SumTo.
     """
 
     def forward(self, a, b):
@@ -174,10 +242,23 @@ class MatMul(Function):
             gb = sum_to(gb, b2.shape).reshape(b.shape)
         return ga, gb
 
+    def backward_graph(self, gy):
+        a, b = self.inputs
+        a2 = reshape(a, (1,) + a.shape) if a.ndim == 1 else a
+        b2 = reshape(b, b.shape + (1,)) if b.ndim == 1 else b
+        g2 = gy
+        if a.ndim == 1:
+            g2 = unsqueeze(g2, g2.ndim - 1 if b.ndim > 1 else 0)
+        if b.ndim == 1:
+            g2 = unsqueeze(g2, g2.ndim)
+        ga = _need(self, 0, lambda: reshape(sum_to_size(matmul(g2, transpose(b2, -1, -2)), a2.shape), a.shape))
+        gb = _need(self, 1, lambda: reshape(sum_to_size(matmul(transpose(a2, -1, -2), g2), b2.shape), b.shape))
+        return ga, gb
+
 
 # ============================================================================ elementwise math
 class Exp(Function):
-    """y = exp(x).   gx = gy · y."""
+    """y = exp(x).   gx = gy · y.   Double backward: ∂gx/∂x = gy · y,  ∂gx/∂gy = y (through the output y)."""
 
     def forward(self, x):
         self.y = get_array_module(x).exp(x)
@@ -186,9 +267,12 @@ class Exp(Function):
     def backward(self, gy):
         return gy * self.y
 
+    def backward_graph(self, gy):
+        return gy * self.output
+
 
 class Log(Function):
-    """y = log(x).   gx = gy / x."""
+    """y = log(x).   gx = gy / x.   Double backward: ∂gx/∂x = −gy / x²,  ∂gx/∂gy = 1/x."""
 
     def forward(self, x):
         self.x = x
@@ -197,9 +281,12 @@ class Log(Function):
     def backward(self, gy):
         return gy / self.x
 
+    def backward_graph(self, gy):
+        return gy / self.inputs[0]
+
 
 class Sqrt(Function):
-    """y = √x.   gx = gy / (2y)."""
+    """y = √x.   gx = gy / (2y).   Double backward: ∂gx/∂x = −gy / (4·y³),  ∂gx/∂gy = 1/(2y) (through y)."""
 
     def forward(self, x):
         self.y = get_array_module(x).sqrt(x)
@@ -208,9 +295,15 @@ class Sqrt(Function):
     def backward(self, gy):
         return gy / (2 * self.y)
 
+    def backward_graph(self, gy):
+        return gy / (2.0 * self.output)
+
 
 class Abs(Function):
-    """y = |x|.   gx = gy · sign(x)  (0 at x = 0, as PyTorch)."""
+    """y = |x|.   gx = gy · sign(x)  (0 at x = 0, as PyTorch).
+
+    Double backward: sign(x) is piecewise constant: ∂gx/∂x = 0, ∂gx/∂gy = sign(x) (a constant mask).
+    """
 
     def forward(self, x):
         self.x = x
@@ -219,9 +312,15 @@ class Abs(Function):
     def backward(self, gy):
         return gy * get_array_module(gy).sign(self.x)
 
+    def backward_graph(self, gy):
+        return gy * _const(get_array_module(self.x).sign(self.x), gy)
+
 
 class Clip(Function):
-    """y = min(max(x, lo), hi).   gx = gy where lo ≤ x ≤ hi, else 0 (PyTorch's convention at the bounds)."""
+    """y = min(max(x, lo), hi).   gx = gy where lo ≤ x ≤ hi, else 0 (PyTorch's convention at the bounds).
+
+    Double backward: the mask is constant: ∂gx/∂x = 0, ∂gx/∂gy = [lo ≤ x ≤ hi].
+    """
 
     def __init__(self, lo, hi):
         self.lo, self.hi = lo, hi
@@ -239,9 +338,15 @@ class Clip(Function):
     def backward(self, gy):
         return gy * self.mask
 
+    def backward_graph(self, gy):
+        return gy * _const(self.mask, gy)
+
 
 class Where(Function):
-    """y = where(c, a, b) for a constant boolean c.   ga = sum_to(gy · c),  gb = sum_to(gy · ¬c)."""
+    """y = where(c, a, b) for a constant boolean c.   ga = sum_to(gy · c),  gb = sum_to(gy · ¬c).
+
+    Double backward: linear in gy, free of a, b: ∂ga/∂gy = c, ∂gb/∂gy = ¬c (Where and SumTo again).
+    """
 
     def __init__(self, cond):
         self.cond = cond
@@ -260,11 +365,18 @@ class Where(Function):
         gb = sum_to(xp.where(c, 0, gy), self.sb) if self.needs_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        c = self.cond
+        return (_need(self, 0, lambda: sum_to_size(where(c, gy, 0.0), self.sa)),
+                _need(self, 1, lambda: sum_to_size(where(c, 0.0, gy), self.sb)))
+
 
 class Maximum(Function):
     """y = max(a, b) elementwise.   Where a = b the gradient is split in halves (as torch.maximum).
 
     ga = sum_to(gy · ([a > b] + ½[a = b])),  gb = sum_to(gy · ([b > a] + ½[a = b])).
+
+    Double backward: the weights are piecewise constant: ∂ga/∂a = ∂ga/∂b = 0, ∂ga/∂gy = w_a, ∂gb/∂gy = 1 − w_a.
     """
 
     sign = 1
@@ -281,6 +393,11 @@ class Maximum(Function):
         gb = sum_to(gy * (1 - wa), self.sb) if self.needs_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        wa = self.wa.astype(gy.dtype, copy=False)
+        return (_need(self, 0, lambda: sum_to_size(gy * _const(wa, gy), self.sa)),
+                _need(self, 1, lambda: sum_to_size(gy * _const(1 - wa, gy), self.sb)))
+
 
 class Minimum(Maximum):
     """y = min(a, b) elementwise; gradient as :class:`Maximum` with the roles swapped.
@@ -292,7 +409,7 @@ class Minimum(Maximum):
 
 
 class AsType(Function):
-    """y = x cast to another float dtype.   gx = gy cast back."""
+    """y = x cast to another float dtype.   gx = gy cast back.   Double backward: a cast again (linear)."""
 
     def __init__(self, dtype):
         self.dtype = dtype
@@ -304,9 +421,12 @@ class AsType(Function):
     def backward(self, gy):
         return gy.astype(self.src)
 
+    def backward_graph(self, gy):
+        return astype(gy, self.src)
+
 
 class ToDevice(Function):
-    """y = x copied to another device.   gx = gy copied back."""
+    """y = x copied to another device.   gx = gy copied back.   Double backward: a copy again (linear)."""
 
     def __init__(self, device):
         self.device = device
@@ -317,6 +437,9 @@ class ToDevice(Function):
 
     def backward(self, gy):
         return backend.asarray(gy, device=self.src)
+
+    def backward_graph(self, gy):
+        return to_device(gy, self.src)
 
 
 # ============================================================================ reductions
@@ -351,7 +474,10 @@ def _expand_reduced(g, shape, axis, keepdims):
 
 
 class Sum(Function):
-    """y = Σ_axis x.   gx = gy broadcast back over the summed axes."""
+    """y = Σ_axis x.   gx = gy broadcast back over the summed axes.
+
+    Double backward: linear in gy, free of x; the backward of the broadcast is the sum again.
+    """
 
     def __init__(self, axis=None, keepdims=False):
         self.axis, self.keepdims = axis, keepdims
@@ -365,9 +491,15 @@ class Sum(Function):
         g = _expand_reduced(gy, self.shape, self.axis, self.keepdims)
         return get_array_module(gy).broadcast_to(g, self.shape).copy()
 
+    def backward_graph(self, gy):
+        return broadcast_to(reshape(gy, _reduced_shape(self.shape, self.axis, self.keepdims)), self.shape)
+
 
 class Mean(Sum):
-    """y = (1/n) Σ_axis x (n = number of summed elements).   gx = gy / n broadcast back."""
+    """y = (1/n) Σ_axis x (n = number of summed elements).   gx = gy / n broadcast back.
+
+    Double backward: linear in gy, free of x (as :class:`Sum`, scaled by 1/n).
+    """
 
     def forward(self, x):
         y = super().forward(x)
@@ -378,9 +510,15 @@ class Mean(Sum):
     def backward(self, gy):
         return super().backward(gy / self.n)
 
+    def backward_graph(self, gy):
+        return super().backward_graph(gy / float(self.n))
+
 
 class Max(Function):
-    """y = max_axis x.   gx = gy · [x = y] / (number of maxima): ties share the gradient (as torch.amax)."""
+    """y = max_axis x.   gx = gy · [x = y] / (number of maxima): ties share the gradient (as torch.amax).
+
+    Double backward: the weights w = [x = y] / count are piecewise constant: ∂gx/∂x = 0, ∂gx/∂gy = w.
+    """
 
     def __init__(self, axis=None, keepdims=False, sign=1):
         self.axis, self.keepdims, self.sign = axis, keepdims, sign
@@ -400,10 +538,14 @@ class Max(Function):
         g = _expand_reduced(gy, self.w.shape, self.axis, self.keepdims)
         return (g * self.w).astype(gy.dtype, copy=False)
 
+    def backward_graph(self, gy):
+        g = reshape(gy, _reduced_shape(self.w.shape, self.axis, self.keepdims))
+        return g * _const(self.w.astype(gy.dtype, copy=False), gy)
+
 
 # ============================================================================ shapes and indexing
 class Reshape(Function):
-    """y = x.reshape(shape).   gx = gy.reshape(x.shape)."""
+    """y = x.reshape(shape).   gx = gy.reshape(x.shape).   Double backward: a reshape again (linear)."""
 
     def __init__(self, shape):
         self.shape = shape
@@ -419,9 +561,12 @@ class Reshape(Function):
     def backward(self, gy):
         return gy.reshape(self.src)
 
+    def backward_graph(self, gy):
+        return reshape(gy, self.src)
+
 
 class Permute(Function):
-    """y = x.transpose(axes).   gx = gy.transpose(argsort(axes))."""
+    """y = x.transpose(axes).   gx = gy.transpose(argsort(axes)).   Double backward: a permutation (linear)."""
 
     def __init__(self, axes):
         self.axes = axes
@@ -440,9 +585,12 @@ class Permute(Function):
             inv[a] = i
         return gy.transpose(inv)
 
+    def backward_graph(self, gy):
+        return permute(gy, tuple(int(i) for i in backend.np.argsort(self.axes)))
+
 
 class BroadcastTo(Function):
-    """y = broadcast_to(x, shape).   gx = sum_to(gy, x.shape)."""
+    """y = broadcast_to(x, shape).   gx = sum_to(gy, x.shape).   Double backward: :class:`SumTo` (linear)."""
 
     def __init__(self, shape):
         self.shape = tuple(shape)
@@ -453,6 +601,29 @@ class BroadcastTo(Function):
 
     def backward(self, gy):
         return sum_to(gy, self.src)
+
+    def backward_graph(self, gy):
+        return sum_to_size(gy, self.src)
+
+
+class SumTo(Function):
+    """y = sum_to(x, shape): x summed over the axes broadcasting added or stretched (the adjoint of a broadcast).
+
+    gx = broadcast_to(gy, x.shape).   Double backward: :class:`BroadcastTo` (linear).
+    """
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.src = x.shape
+        return sum_to(x, self.shape)
+
+    def backward(self, gy):
+        return get_array_module(gy).broadcast_to(gy, self.src).copy()
+
+    def backward_graph(self, gy):
+        return broadcast_to(gy, self.src)
 
 
 def _is_advanced(key) -> bool:
@@ -524,6 +695,9 @@ class GetItem(Function):
 
     gx = zeros_like(x) with gy scattered back to the selected places; repeated
     indices accumulate (``add.at``).
+
+    Double backward: the scatter is linear in gy and free of x; it is :class:`GetItemGrad`, whose own
+    backward is this gather again.
     """
 
     def __init__(self, key):
@@ -553,9 +727,40 @@ class GetItem(Function):
             gx[self.key] = gy
         return gx
 
+    def backward_graph(self, gy):
+        return GetItemGrad(self.key, self.shape)(gy)
+
+
+class GetItemGrad(Function):
+    """y = zeros(shape) with x scattered to the places ``key`` selects (repeated indices accumulate): the
+    backward of :class:`GetItem` as a differentiable op.
+
+    gx = gy[key] (a gather: the adjoint of the scatter).   Double backward: :class:`GetItemGrad` again.
+    """
+
+    def __init__(self, key, shape):
+        self.key, self.shape = key, tuple(shape)
+
+    def forward(self, x):
+        gx = get_array_module(x).zeros(self.shape, dtype=x.dtype)
+        if _is_advanced(self.key):
+            backend.scatter_add(gx, self.key, x)
+        else:
+            gx[self.key] = x
+        return gx
+
+    def backward(self, gy):
+        return gy[self.key]
+
+    def backward_graph(self, gy):
+        return GetItem(self.key)(gy)
+
 
 class Concatenate(Function):
-    """y = concatenate(xs, axis).   g_xi = the slice of gy that x_i occupies."""
+    """y = concatenate(xs, axis).   g_xi = the slice of gy that x_i occupies.
+
+    Double backward: linear in gy, free of xs: slices (:class:`GetItem`) again.
+    """
 
     def __init__(self, axis=0):
         self.axis = axis
@@ -576,9 +781,19 @@ class Concatenate(Function):
         cuts = list(backend.np.cumsum(self.sizes)[:-1])
         return tuple(xp.split(gy, cuts, axis=self.axis))
 
+    def backward_graph(self, gy):
+        lead, out, start = (slice(None),) * self.axis, [], 0
+        for i, n in enumerate(self.sizes):
+            out.append(getitem(gy, lead + (slice(start, start + n),)) if self.needs_grad[i] else None)
+            start += n
+        return tuple(out)
+
 
 class Stack(Function):
-    """y = stack(xs, axis).   g_xi = gy taken at index i of the new axis."""
+    """y = stack(xs, axis).   g_xi = gy taken at index i of the new axis.
+
+    Double backward: linear in gy, free of xs: an index (:class:`GetItem`) again.
+    """
 
     def __init__(self, axis=0):
         self.axis = axis
@@ -595,6 +810,10 @@ class Stack(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         return tuple(xp.moveaxis(gy, self.axis, 0))
+
+    def backward_graph(self, gy):
+        lead = (slice(None),) * self.axis
+        return tuple(getitem(gy, lead + (i,)) if n else None for i, n in enumerate(self.needs_grad))
 
 
 # ============================================================================ public functions
@@ -758,6 +977,14 @@ expand_dims = unsqueeze
 
 def broadcast_to(x: Tensor, shape) -> Tensor:
     return BroadcastTo(shape)(x)
+
+
+def sum_to_size(x: Tensor, shape) -> Tensor:
+    """x summed down to ``shape`` over the axes broadcasting would add or stretch (PyTorch's ``sum_to_size``);
+    x itself when it has that shape already."""
+    if tuple(x.shape) == tuple(shape):
+        return x
+    return SumTo(shape)(x)
 
 
 def permute(x: Tensor, *axes) -> Tensor:

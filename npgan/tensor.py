@@ -190,15 +190,32 @@ class Tensor:
         self.grad = None
 
     # ------------------------------------------------------------------ backward
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
         ``grad`` is the gradient of some scalar with respect to ``self``; it may be
         left out only when ``self`` holds one element (then it is 1).
+        ``retain_graph`` (default: ``create_graph``) keeps the graph for another backward.
+
+        ``create_graph=True`` computes the gradients with the differentiable backward
+        (``Function.backward_graph``, in npgan ops) and keeps the graph; ``.grad`` still
+        receives a raw array of the value (so optimizers, clipping and checkpoints see
+        one type). To differentiate a gradient again, use :func:`npgan.grad` with
+        ``create_graph=True``, which returns the gradients as Tensors carrying their graph.
         """
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input of the computation had requires_grad=True)")
+        if retain_graph is None:
+            retain_graph = create_graph
+        if create_graph:
+            gt = _seed_grad(self, grad, "backward(grad)", "the tensor", True)
+            leaves: dict[int, Tensor] = {}
+            got = run_backward_graph([self], [gt], retain_graph, None, leaves)
+            for k, gx in got.items():
+                t = leaves[k]
+                t.grad = gx.data.copy() if t.grad is None else t.grad + gx.data
+            return
         xp = get_array_module(self.data)
         if grad is None:
             if self.data.size != 1:
@@ -303,6 +320,210 @@ def run_backward(root: Tensor, grad: Any, retain_graph: bool = False) -> None:
             f.release()
 
 
+# ----------------------------------------------------------------------------- higher order (create_graph)
+def _walk(roots: Sequence[Tensor]) -> tuple[list[Function], dict[int, Tensor]]:
+    """The Functions recorded for all ``roots`` in the order they ran (as :func:`graph_functions`), and each
+    Function's output tensor by ``id`` (held only while a backward runs: no reference cycle outlives it)."""
+    order: list[Function] = []
+    out_of: dict[int, Tensor] = {}
+    seen: set[int] = set()
+    stack: list[tuple[Function, bool]] = []
+    for r in reversed(roots):
+        if r.creator is not None:
+            out_of[id(r.creator)] = r
+            stack.append((r.creator, False))
+    while stack:
+        f, expanded = stack.pop()
+        if expanded:
+            order.append(f)
+            continue
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        if f.inputs is None:
+            raise GraphFreedError(type(f).__name__)
+        stack.append((f, True))
+        for t in reversed(f.inputs):
+            c = t.creator
+            if c is not None:
+                out_of[id(c)] = t
+                if id(c) not in seen:
+                    stack.append((c, False))
+    return order, out_of
+
+
+def _needed(order: list[Function], targets: dict[int, Tensor]) -> dict[int, tuple[bool, ...]]:
+    """For each Function (by id), which inputs lie on a path to one of ``targets``: only those get a gradient."""
+    leads: dict[int, bool] = {}
+    need: dict[int, tuple[bool, ...]] = {}
+    for f in order:
+        m = tuple(t.requires_grad and (id(t) in targets or (t.creator is not None and leads[id(t.creator)]))
+                  for t in f.inputs)
+        need[id(f)] = m
+        leads[id(f)] = True in m
+    return need
+
+
+def _seed_grad(root: Tensor, grad: Any, what: str, whose: str, as_tensor: bool) -> Any:
+    """The gradient that starts a backward at ``root``: ones for a one-element root when ``grad`` is None,
+    else ``grad`` checked against root's shape and brought to its dtype and device; a Tensor when
+    ``as_tensor`` (a Tensor ``grad`` keeps its graph), else a raw array."""
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(f"{what} is needed: {whose} has shape {root.shape}, and only a one-element "
+                               "output has the implicit gradient 1")
+        g = get_array_module(root.data).ones_like(root.data)
+        return Tensor(g) if as_tensor else g
+    if isinstance(grad, Tensor) and as_tensor:
+        if grad.device != root.device:
+            grad = grad.to(root.device)
+        if grad.dtype != root.dtype:
+            grad = grad.astype(root.dtype)
+        g = grad
+    else:
+        g = _as_data(grad, root.data.dtype)
+        if backend.device_of(g) != backend.device_of(root.data):
+            g = backend.asarray(g, device=backend.device_of(root.data))
+    if g.shape != root.shape:
+        raise ValueError(f"{what} has shape {tuple(g.shape)}, {whose} has shape {root.shape}")
+    return Tensor(g) if as_tensor and not isinstance(g, Tensor) else g
+
+
+def run_backward_graph(roots: Sequence[Tensor], grads: Sequence[Tensor], retain_graph: bool,
+                       targets: dict[int, Tensor] | None = None,
+                       leaves: dict[int, Tensor] | None = None) -> dict[int, Tensor]:
+    """The differentiable backward (``create_graph=True``): gradients as Tensors that carry their own graph.
+
+    Each Function's ``backward_graph(gy)`` maps the output's gradient (a Tensor) to its inputs' gradients,
+    written in npgan ops, so recording is on while it runs; it reads its inputs as ``self.inputs`` (Tensors)
+    and its output as ``self.output`` (set only during the call). With ``targets`` (tensors by id), only the
+    paths that lead to them are walked and their gradients returned (a non-leaf target's is the total that
+    reached it); without, the gradients of every leaf that requires grad are returned, and ``leaves`` is
+    filled with those leaves by id. Nothing is written to ``.grad``.
+    """
+    order, out_of = _walk(roots)
+    need = _needed(order, targets) if targets is not None else None
+    result: dict[int, Tensor] = {}
+    pending: dict[int, Tensor] = {}
+
+    def to_leaf(t: Tensor, g: Tensor) -> None:
+        if targets is None:
+            if leaves is not None:
+                leaves[id(t)] = t
+        elif id(t) not in targets:
+            return
+        k = id(t)
+        result[k] = g if k not in result else result[k] + g
+
+    with enable_grad():
+        for r, g in zip(roots, grads):
+            if r.creator is None:
+                if r.requires_grad:
+                    to_leaf(r, g)
+            else:
+                k = id(r.creator)
+                pending[k] = g if k not in pending else pending[k] + g
+        for f in reversed(order):
+            gy = pending.pop(id(f), None)
+            if gy is None:
+                continue
+            out = out_of[id(f)]
+            if targets is not None and id(out) in targets:
+                result[id(out)] = gy
+            mask = f.needs_grad if need is None else need[id(f)]
+            if True in mask:
+                bg = getattr(f, "backward_graph", None)
+                if bg is None:
+                    raise NotImplementedError(f"double backward is not implemented for {type(f).__name__} "
+                                              "(create_graph=True needs its backward_graph)")
+                saved, f.needs_grad, f.output = f.needs_grad, mask, out
+                try:
+                    gxs = bg(gy)
+                finally:
+                    f.needs_grad = saved
+                    f.__dict__.pop("output", None)
+                if not isinstance(gxs, tuple):
+                    gxs = (gxs,)
+                for t, gx, m in zip(f.inputs, gxs, mask):
+                    if gx is None or not m:
+                        continue
+                    if gx.shape != t.data.shape:
+                        raise RuntimeError(f"internal error: {type(f).__name__}.backward_graph returned a gradient "
+                                           f"of shape {gx.shape} for an input of shape {t.data.shape}")
+                    if gx.dtype != t.data.dtype:
+                        gx = gx.astype(t.data.dtype)
+                    c = t.creator
+                    if c is None:
+                        to_leaf(t, gx)
+                    else:
+                        k = id(c)
+                        pending[k] = gx if k not in pending else pending[k] + gx
+            if not retain_graph:
+                f.release()
+    return result
+
+
+def run_backward_arrays(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: bool,
+                        targets: dict[int, Tensor]) -> dict[int, Any]:
+    """The raw-array backward of :func:`npgan.grad` without ``create_graph``: as :func:`run_backward`, but
+    walking only the paths to ``targets`` and returning their gradients (by id) instead of filling ``.grad``.
+    Every returned array is newly allocated."""
+    order, out_of = _walk(roots)
+    need = _needed(order, targets)
+    result: dict[int, Any] = {}
+    fresh: set[int] = set()
+    pending: dict[int, Any] = {}
+
+    def put(store: dict[int, Any], k: int, g: Any, is_fresh: bool) -> None:
+        if k in store:
+            store[k] = store[k] + g
+            if store is result:
+                fresh.add(k)
+        else:
+            store[k] = g
+            if store is result and is_fresh:
+                fresh.add(k)
+
+    for r, g in zip(roots, grads):
+        if r.creator is None:
+            if id(r) in targets:
+                put(result, id(r), g, False)
+        else:
+            put(pending, id(r.creator), g, False)
+    for f in reversed(order):
+        gy = pending.pop(id(f), None)
+        if gy is None:
+            continue
+        out = out_of[id(f)]
+        if id(out) in targets:
+            result[id(out)] = gy
+        mask = need[id(f)]
+        if True in mask:
+            saved, f.needs_grad = f.needs_grad, mask
+            try:
+                gxs = f.backward(gy)
+            finally:
+                f.needs_grad = saved
+            if not isinstance(gxs, tuple):
+                gxs = (gxs,)
+            for t, gx, m in zip(f.inputs, gxs, mask):
+                if gx is None or not m:
+                    continue
+                if gx.shape != t.data.shape:
+                    raise RuntimeError(f"internal error: {type(f).__name__}.backward returned a gradient of "
+                                       f"shape {gx.shape} for an input of shape {t.data.shape}")
+                is_fresh = f.fresh_grads
+                if gx.dtype != t.data.dtype:
+                    gx, is_fresh = gx.astype(t.data.dtype), True
+                if t.creator is None:
+                    put(result, id(t), gx, is_fresh)
+                else:
+                    put(pending, id(t.creator), gx, is_fresh)
+        if not retain_graph:
+            f.release()
+    return {k: (g if k in fresh else g.copy()) for k, g in result.items()}
+
+
 class Function:
     """Base class of differentiable operations.
 
@@ -316,6 +537,14 @@ class Function:
     allocated array that nothing else references (not ``gy``, not a view, not shared between inputs): a leaf
     then keeps it as its ``.grad`` instead of a copy (what a leaf receives is otherwise always copied, so that
     changing one ``.grad`` in place can never change another).
+
+    Higher order (``create_graph=True``, see :func:`run_backward_graph`): a subclass may also define
+    ``backward_graph(gy) -> grad or tuple`` taking and returning Tensors and written in npgan ops, so that the
+    gradient it returns is itself recorded and can be differentiated again. It reads the inputs as Tensors
+    (``self.inputs``), the output as ``self.output`` (a Tensor, available only during the call) and constants
+    from ``self`` (masks, shapes); it must never use a saved raw array that depends on the inputs, as that
+    would cut the dependence. Without it, ``create_graph=True`` through the Function raises
+    ``NotImplementedError``; the plain ``backward`` path never uses it.
     """
 
     __slots__ = ("inputs", "needs_grad", "__dict__")
