@@ -53,6 +53,7 @@ from .tensor import (
     tensor,
     zeros,
 )
+from .weights import load, save  # safetensors files (npgan.weights; the package is imported when called)
 
 __all__ = [
     "__version__", "backend", "functional", "nn", "ops", "optim", "Tensor", "Function", "tensor", "as_tensor",
@@ -61,5 +62,5 @@ __all__ = [
     "manual_seed", "set_default_dtype", "get_default_dtype", "set_device", "get_device", "DeviceError",
     "parallel", "get_num_threads", "set_num_threads",
     "abs", "cat", "clamp", "clip", "concatenate", "exp", "log", "matmul", "maximum", "minimum", "mean",
-    "permute", "reshape", "sqrt", "stack", "sum", "transpose", "where",
+    "permute", "reshape", "sqrt", "stack", "sum", "transpose", "where", "save", "load",
 ]

@@ -1,9 +1,10 @@
 """Neural-network functions, each one Function with a hand-written backward.
 
 Imported as ``import npgan.functional as F``. Activations, the dense layer,
-dropout, batch normalisation and the binary cross-entropies live here; the
-convolutions are in :mod:`npgan.conv` and re-exported; the KDE entropy is in
-:mod:`npgan.losses`.
+dropout, batch normalisation and the cross-entropies (binary, and softmax with
+integer labels) live here; the convolutions (:mod:`npgan.conv`) and the KDE
+entropy (:mod:`npgan.kde`) live in their own modules and are re-exported. The GAN
+objectives built from these are in :mod:`npgan.losses`.
 
 Notation in the docstrings: ``gy`` is the gradient arriving at the output,
 ``gx`` the one sent to the input ``x``; σ is the logistic sigmoid.
@@ -15,11 +16,16 @@ from typing import Any
 
 from . import backend, kernels
 from .backend import get_array_module
+from .conv import conv2d, conv_transpose2d
+from .kde import kde_bandwidth, kde_entropy
 from .ops import _as_float, _lift, per_channel_operand
 from .tensor import Function, Tensor, sum_to
 
 __all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "logsigmoid", "dropout",
-           "binary_cross_entropy_with_logits", "binary_cross_entropy", "batch_norm", "stable_sigmoid"]
+           "binary_cross_entropy_with_logits", "binary_cross_entropy", "softmax_cross_entropy", "batch_norm",
+           "stable_sigmoid", "log_softmax_array",
+           # re-exported from their own modules
+           "conv2d", "conv_transpose2d", "kde_entropy", "kde_bandwidth"]
 
 
 def stable_sigmoid(x: Any) -> Any:
@@ -94,38 +100,41 @@ class ReLU(Function):
 class LeakyReLU(Function):
     """y = x if x > 0 else a·x.   gx = gy · (1 if x > 0 else a).
 
-    For 0 ≤ a ≤ 1, y = max(x, a·x): two passes (a product into the output, a maximum in place). Backward keeps
-    the mask [x > 0] (one byte per element) and rebuilds the factor f = [x > 0]·(1 − a) + a, which is exactly
-    1 or a in floating point, before gx = gy · f. On CuPy one fused kernel each way (backward reads y).
+    Kept for backward: the mask [x > 0], one byte per element. For 0 ≤ a ≤ 1 (``unit_slope``, every GAN's
+    case) both passes are products and maxima, exact and free of branches on the mask (``where`` on a random
+    mask is several times slower on a CPU):
+        y = max(x, a·x),    gx = gy · f,  f = [x > 0]·(1 − a) + a, which is exactly 1 or a in floating point.
+    Other slopes take ``where`` both ways. With ``fused=True`` (CuPy, 0 ≤ a ≤ 1; :func:`leaky_relu` decides)
+    one kernel runs each way and backward reads y instead of the mask: y > 0 ⇔ x > 0 when a ≥ 0.
     """
 
-    def __init__(self, slope: float):
-        self.slope = slope
+    def __init__(self, slope: float, fused: bool = False):
+        self.slope, self.fused = slope, fused
+        self.unit_slope = 0 <= slope <= 1
 
     def forward(self, x):
-        xp = get_array_module(x)
-        if 0 <= self.slope <= 1 and kernels.enabled(xp):  # one fused kernel; backward keeps y, no mask
+        if self.fused:
             self.y = kernels.leaky_relu_forward(x, self.slope)
             return self.y
+        xp = get_array_module(x)
         a = x.dtype.type(self.slope)
         self.pos = x > 0
-        if 0 <= self.slope <= 1:  # branch-free and exact (where() on a random mask is ~10x slower on CPU)
-            y = xp.multiply(x, a, out=xp.empty_like(x))  # (out=: a 0-d input stays an array)
-            return xp.maximum(x, y, out=y)
-        return xp.where(self.pos, x, x * a)
+        if not self.unit_slope:
+            return xp.where(self.pos, x, x * a)
+        y = xp.multiply(x, a, out=xp.empty_like(x))  # (out=: a 0-d input stays an array)
+        return xp.maximum(x, y, out=y)
 
     def backward(self, gy):
-        xp = get_array_module(gy)
-        if "y" in self.__dict__:
+        if self.fused:
             return kernels.leaky_relu_backward(self.y, gy, self.slope)
-        if 0 <= self.slope <= 1:
-            a = gy.dtype.type(self.slope)
-            f = self.pos.astype(gy.dtype)
-            f *= gy.dtype.type(1) - a
-            f += a
-            f *= gy
-            return f
-        return xp.where(self.pos, gy, gy * gy.dtype.type(self.slope))
+        a = gy.dtype.type(self.slope)
+        if not self.unit_slope:
+            return get_array_module(gy).where(self.pos, gy, gy * a)
+        f = self.pos.astype(gy.dtype)
+        f *= gy.dtype.type(1) - a
+        f += a
+        f *= gy
+        return f
 
 
 class Sigmoid(Function):
@@ -206,7 +215,9 @@ def relu(x: Tensor) -> Tensor:
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     slope = _number("leaky_relu", "negative_slope", negative_slope)
-    return LeakyReLU(slope)(_as_float(x))
+    x = _as_float(x)
+    fused = 0 <= slope <= 1 and kernels.enabled(get_array_module(x.data))
+    return LeakyReLU(slope, fused)(x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
@@ -238,7 +249,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     return Dropout(p)(x)
 
 
-# ============================================================================ binary cross-entropy
+# ============================================================================ cross-entropies
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -260,7 +271,7 @@ def _reduce(loss, reduction):
     return loss
 
 
-def _reduce_grad(gy, shape, reduction, dtype):
+def _reduce_grad(gy, shape, reduction):
     if reduction == "none":
         return gy
     n = 1
@@ -297,16 +308,12 @@ class SigmoidBCEWithLogits(Function):
 
     def backward(self, gy):
         x, t = self.x, self.t
-        g = _reduce_grad(gy, x.shape, self.reduction, x.dtype)
+        g = _reduce_grad(gy, x.shape, self.reduction)
         gx = None
         if self.needs_grad[0] and kernels.enabled(get_array_module(x)) and x.dtype == t.dtype:
             gx = kernels.bce_logits_grad(x, t, g)
         elif self.needs_grad[0]:  # σ(x) − t as (1 − t)·σ(x) − t·σ(−x): no cancellation when t is 0 or 1
-            xp = get_array_module(x)
-            e = xp.exp(-xp.abs(x))
-            r = 1.0 / (1.0 + e)
-            pos = x >= 0
-            gx = ((1 - t) * xp.where(pos, r, e * r) - t * xp.where(pos, e * r, r)) * g
+            gx = ((1 - t) * stable_sigmoid(x) - t * stable_sigmoid(-x)) * g
         gt = sum_to(-x * g, t.shape) if self.needs_grad[1] else None
         return gx, gt
 
@@ -337,7 +344,7 @@ class BinaryCrossEntropy(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         p, t = self.p, self.t
-        g = _reduce_grad(gy, p.shape, self.reduction, p.dtype)
+        g = _reduce_grad(gy, p.shape, self.reduction)
         gp = (p - t) / xp.maximum(p * (1 - p), 1e-12) * g if self.needs_grad[0] else None
         gt = (self.l1p - self.lp) * g if self.needs_grad[1] else None
         return gp, gt
@@ -375,6 +382,69 @@ def _bce_args(name: str, x: Any, target: Any, reduction: str) -> tuple[Tensor, T
                 raise TypeError(f"{name}: target must be a tensor, an array or a number, got {target!r}") from None
             target = Tensor(xp.full(x.shape, t, dtype=x.dtype) if t.ndim == 0 else t)
     return x, _check_bce(name, x, target, reduction)
+
+
+def log_softmax_array(x: Any) -> Any:
+    """log softmax along the last axis of a raw array: z − log Σ e^z with z = x − max(x) (no overflow)."""
+    xp = get_array_module(x)
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
+
+
+class SoftmaxCrossEntropy(Function):
+    """Softmax + negative log-likelihood of integer labels, fused.
+
+    logits x: (N, C), labels t: (N,) integers in [0, C).
+    ℓ_i = −log softmax(x_i)[t_i] = log Σ_c e^{x_ic} − x_{i t_i}, computed as
+    −(z_i − log Σ_c e^{z_ic})[t_i] with z_i = x_i − max_c x_ic;
+    reduced by mean (÷ N), sum or none.
+
+    gx_ic = (softmax(x_i)_c − [c = t_i]) · gy / N   (gy_i elementwise for "none").
+    Labels get no gradient. Kept for backward: the softmax (N, C) and the labels.
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        self.reduction = reduction
+
+    def forward(self, x, t):
+        xp = get_array_module(x)
+        logp = log_softmax_array(x)
+        self.p, self.t = xp.exp(logp), t
+        return _reduce(-logp[xp.arange(x.shape[0]), t], self.reduction)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        g = self.p.copy()
+        g[xp.arange(g.shape[0]), self.t] -= 1
+        gl = _reduce_grad(gy, (g.shape[0],), self.reduction)
+        g *= gl[:, None] if self.reduction == "none" else gl
+        return g, None
+
+
+def softmax_cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of softmax(logits) against integer ``labels`` (PyTorch's ``F.cross_entropy``).
+
+    logits: (N, C) Tensor; labels: (N,) integer Tensor, array or list with
+    values in [0, C); reduction: "mean" | "sum" | "none".
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"softmax_cross_entropy: reduction must be 'mean', 'sum' or 'none', "
+                         f"got {reduction!r}")
+    if logits.ndim != 2:
+        raise ValueError(f"softmax_cross_entropy: logits must be (N, C), got shape {logits.shape}")
+    t = labels.data if isinstance(labels, Tensor) else labels
+    if not backend.is_array(t):
+        t = backend.np.asarray(t)
+    if t.dtype.kind not in "iu":
+        raise ValueError(f"softmax_cross_entropy: labels must be integers, got dtype {t.dtype}")
+    if t.shape != (logits.shape[0],):
+        raise ValueError(f"softmax_cross_entropy: labels of shape {t.shape} do not fit logits of shape "
+                         f"{logits.shape} (expected ({logits.shape[0]},))")
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
+        raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {logits.shape[1]}), "
+                         f"got values in [{int(t.min())}, {int(t.max())}]")
+    t = get_array_module(logits.data).asarray(t)
+    return SoftmaxCrossEntropy(reduction)(logits, Tensor(t))
 
 
 # ============================================================================ batch normalisation
@@ -505,18 +575,3 @@ def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | 
         running_var += (f * m / (m - 1)) * fn.batch_var.astype(running_var.dtype, copy=False)
     return y
 
-
-# The convolutions and the KDE entropy live in their own modules; F exposes them too.
-try:
-    from .conv import conv2d, conv_transpose2d  # noqa: E402,F401
-
-    __all__ += ["conv2d", "conv_transpose2d"]
-except ImportError:  # pragma: no cover - only while the module is being written
-    pass
-
-try:
-    from .losses import kde_entropy  # noqa: E402,F401
-
-    __all__ += ["kde_entropy"]
-except ImportError:  # pragma: no cover - only while the module is being written
-    pass

@@ -6,7 +6,7 @@ Two families:
   modes a generator reaches, the share of high-quality samples and the reverse
   KL of the mode histogram to the uniform one.
 * Images (8×8 digits, MNIST): a small classifier built with npgan itself
-  (:class:`MLPClassifier`, trained with :func:`softmax_cross_entropy`) gives the
+  (:class:`MLPClassifier`, trained with ``F.softmax_cross_entropy``) gives the
   classes covered, the KL of the predicted-class histogram to uniform and a
   classifier score (the Inception-score formula); :func:`prdc` gives
   precision / recall / density / coverage on raw pixels. :func:`image_metrics`
@@ -31,13 +31,15 @@ from typing import Any
 
 from . import backend, nn, optim
 from .backend import get_array_module
-from .tensor import Function, Tensor, no_grad
+from .functional import SoftmaxCrossEntropy, log_softmax_array, softmax_cross_entropy
+from .tensor import Tensor, no_grad
 
 __all__ = [
-    "mode_metrics", "SoftmaxCrossEntropy", "softmax_cross_entropy", "log_softmax_array", "MLPClassifier",
-    "train_classifier", "evaluate_accuracy", "save_classifier", "load_classifier", "train_digits_classifier",
-    "digits_classifier", "mnist_classifier", "cache_dir", "classifier_metrics", "prdc", "image_metrics",
-    "DIGITS_CLASSIFIER_PATH",
+    "mode_metrics", "MLPClassifier", "train_classifier", "evaluate_accuracy", "save_classifier", "load_classifier",
+    "train_digits_classifier", "digits_classifier", "mnist_classifier", "cache_dir", "classifier_metrics", "prdc",
+    "image_metrics", "DIGITS_CLASSIFIER_PATH",
+    # the softmax cross-entropy op lives in npgan.functional; its old names here stay importable
+    "SoftmaxCrossEntropy", "softmax_cross_entropy", "log_softmax_array",
 ]
 
 
@@ -103,76 +105,6 @@ def mode_metrics(samples: Any, centers: Any, std: float, threshold: float = 3.0,
         "reverse_kl": _kl_to_uniform(counts / n_hq) if n_hq else float("nan"),
         "counts": [int(v) for v in counts],
     }
-
-
-# ============================================================================ softmax cross-entropy
-def log_softmax_array(x: Any) -> Any:
-    """log softmax along the last axis of a raw array: z − log Σ e^z with z = x − max(x) (no overflow)."""
-    xp = get_array_module(x)
-    z = x - x.max(axis=-1, keepdims=True)
-    return z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
-
-
-class SoftmaxCrossEntropy(Function):
-    """Softmax + negative log-likelihood of integer labels, fused.
-
-    logits x: (N, C), labels t: (N,) integers in [0, C).
-    ℓ_i = −log softmax(x_i)[t_i] = log Σ_c e^{x_ic} − x_{i t_i}, computed as
-    −(z_i − log Σ_c e^{z_ic})[t_i] with z_i = x_i − max_c x_ic;
-    reduced by mean (÷ N), sum or none.
-
-    gx_ic = (softmax(x_i)_c − [c = t_i]) · gy / N   (gy_i elementwise for "none").
-    Labels get no gradient. Kept for backward: the softmax (N, C) and the labels.
-    """
-
-    def __init__(self, reduction: str = "mean"):
-        self.reduction = reduction
-
-    def forward(self, x, t):
-        xp = get_array_module(x)
-        logp = log_softmax_array(x)
-        rows = xp.arange(x.shape[0])
-        self.p, self.t = xp.exp(logp), t
-        loss = -logp[rows, t]
-        if self.reduction == "mean":
-            return loss.mean() if loss.size else loss.sum() * float("nan")
-        return loss.sum() if self.reduction == "sum" else loss
-
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        g = self.p.copy()
-        g[xp.arange(g.shape[0]), self.t] -= 1
-        if self.reduction == "none":
-            g *= gy[:, None]
-        else:
-            g *= gy / g.shape[0] if self.reduction == "mean" else gy
-        return g, None
-
-
-def softmax_cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
-    """Cross-entropy of softmax(logits) against integer ``labels`` (PyTorch's ``F.cross_entropy``).
-
-    logits: (N, C) Tensor; labels: (N,) integer Tensor, array or list with
-    values in [0, C); reduction: "mean" | "sum" | "none".
-    """
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"softmax_cross_entropy: reduction must be 'mean', 'sum' or 'none', "
-                         f"got {reduction!r}")
-    if logits.ndim != 2:
-        raise ValueError(f"softmax_cross_entropy: logits must be (N, C), got shape {logits.shape}")
-    t = _array(labels)
-    if not backend.is_array(t):
-        t = backend.np.asarray(t)
-    if t.dtype.kind not in "iu":
-        raise ValueError(f"softmax_cross_entropy: labels must be integers, got dtype {t.dtype}")
-    if t.shape != (logits.shape[0],):
-        raise ValueError(f"softmax_cross_entropy: labels of shape {t.shape} do not fit logits of shape "
-                         f"{logits.shape} (expected ({logits.shape[0]},))")
-    if t.size and (int(t.min()) < 0 or int(t.max()) >= logits.shape[1]):
-        raise ValueError(f"softmax_cross_entropy: labels must lie in [0, {logits.shape[1]}), "
-                         f"got values in [{int(t.min())}, {int(t.max())}]")
-    t = get_array_module(logits.data).asarray(t)
-    return SoftmaxCrossEntropy(reduction)(logits, Tensor(t))
 
 
 # ============================================================================ classifier

@@ -52,13 +52,6 @@ def _as_float(x: Any) -> Tensor:
     return x
 
 
-def _check_devices(a: Any, b: Any) -> None:
-    xa, xb = get_array_module(a), get_array_module(b)
-    if xa is not xb or (xa is not backend.np and a.device != b.device):
-        raise ValueError(f"operands live on different devices: {backend.device_of(a)} and "
-                         f"{backend.device_of(b)}")
-
-
 def _need(f: Function, i: int, make):
     """``make()`` when input ``i`` of ``f`` wants a gradient, else None (for ``backward_graph``)."""
     return make() if f.needs_grad[i] else None
@@ -680,8 +673,9 @@ def per_channel_operand(a3: Any) -> Any:
     broadcasts against them (batch norm's statistics, a conv bias).
 
     v[:, None] would do, but NumPy then runs its inner loop once per (n, c) row of only M elements with a
-    broadcast operand (0.26 ms for x − μ at 64×64×14×14); v expanded to a contiguous (C, M) block lets the loop
-    run over C·M elements at a time (0.14 ms). The block costs C·M numbers, a 1/N-th of the data. (CuPy: v[:, None].)
+    broadcast operand; v expanded to a contiguous (C, M) block lets the loop run over C·M elements at a time,
+    about twice as fast (benchmarks/README.md). The block costs C·M numbers, a 1/N-th of the data.
+    (CuPy: v[:, None].)
     """
     xp = get_array_module(a3)
     C, M = a3.shape[1], a3.shape[2]

@@ -234,6 +234,14 @@ class Tensor:
         run_backward(self, g, retain_graph)
 
     # ------------------------------------------------------------------ operators (bound in ops.py)
+    # ops.py defines each operator as a Function and, when it is imported (``import npgan`` does so), sets
+    # these on Tensor (ops._bind; the lazy binding keeps tensor.py free of an import of ops.py):
+    #   arithmetic   + − * / (and reflected), unary −, unary +, ** (__pow__), @ (and reflected), abs()
+    #   indexing     t[key] (__getitem__)
+    #   comparisons  < <= > >= (no gradient: a bool Tensor)
+    #   methods      sum mean var max min exp log sqrt abs clip clamp pow matmul
+    #                reshape view flatten squeeze unsqueeze permute transpose, and the property T
+    # ``==`` is not bound: Tensors compare by identity and hash by id, so they can key dicts and sets.
     def __hash__(self) -> int:
         return id(self)
 

@@ -1,13 +1,15 @@
 """Property tests of npgan.functional: forward against a NumPy formula, backward by gradcheck (float64).
 
-Also the numerics of the fused BCE with extreme logits (+-1e4, float32 and float64).
+Also the numerics of the fused BCE with extreme logits (+-1e4, float32 and float64), and the softmax
+cross-entropy (gradcheck, PyTorch parity, huge logits, bad input).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from helpers import assert_close, torch_or_skip
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -228,6 +230,67 @@ def test_bce_probabilities_clamps_the_log_at_minus_100():
     assert np.all(np.isfinite(p.grad))
 
 
+# ============================================================================ softmax cross-entropy
+def _ce_inputs(rs, n, c, scale):
+    x = npgan.Tensor(rs.standard_normal((n, c)) * scale, requires_grad=True, dtype=np.float64)
+    t = rs.integers(0, c, n)
+    return x, t
+
+
+@settings(max_examples=30)
+@given(n=st.integers(1, 4), c=st.integers(2, 5), seed=st.integers(0, 2**31 - 1),
+       scale=st.sampled_from([0.1, 1.0, 5.0]), reduction=st.sampled_from(REDUCTIONS))
+def test_softmax_cross_entropy_gradcheck(n, c, seed, scale, reduction):
+    npgan.set_default_dtype("float64")
+    x, t = _ce_inputs(np.random.default_rng(seed), n, c, scale)
+    fn = lambda a: F.softmax_cross_entropy(a, t, reduction)
+    assert npgan.gradcheck(fn, [x], atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_softmax_cross_entropy_matches_torch(reduction):
+    torch = torch_or_skip()
+    rs = np.random.default_rng(0)
+    x, t = _ce_inputs(rs, 7, 5, 3.0)
+    y = F.softmax_cross_entropy(x, t, reduction)
+    xt = torch.tensor(x.numpy(), requires_grad=True)
+    yt = torch.nn.functional.cross_entropy(xt, torch.tensor(t), reduction=reduction)
+    assert_close(y, yt, what="loss")
+    gy = rs.standard_normal(y.shape)
+    y.backward(gy if y.size > 1 else None)
+    yt.backward(torch.tensor(gy) if y.size > 1 else None)
+    assert_close(x.grad, xt.grad, what="grad of logits")
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    torch = torch_or_skip()
+    x = npgan.tensor(np.array([[1e4, -1e4, 0.0], [-3e4, 3e4, 1.0]], np.float32), requires_grad=True)
+    t = np.array([1, 1])
+    y = F.softmax_cross_entropy(x, t)
+    y.backward()
+    xt = torch.tensor(x.numpy(), requires_grad=True)
+    yt = torch.nn.functional.cross_entropy(xt, torch.tensor(t))
+    yt.backward()
+    assert np.isfinite(y.item()) and np.all(np.isfinite(x.grad))
+    assert_close(y, yt, rtol=1e-6, what="loss")
+    assert_close(x.grad, xt.grad, rtol=1e-6, atol=1e-7, what="grad")
+    assert x.dtype == np.float32 and y.dtype == np.float32
+
+
+def test_softmax_cross_entropy_bad_input():
+    x = npgan.zeros(3, 4, requires_grad=True)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\), got values in \[0, 4\]"):
+        F.softmax_cross_entropy(x, [0, 1, 4])
+    with pytest.raises(ValueError, match="labels must be integers"):
+        F.softmax_cross_entropy(x, np.zeros(3))
+    with pytest.raises(ValueError, match=r"labels of shape \(2,\) do not fit logits of shape \(3, 4\)"):
+        F.softmax_cross_entropy(x, [0, 1])
+    with pytest.raises(ValueError, match=r"logits must be \(N, C\)"):
+        F.softmax_cross_entropy(npgan.zeros(4), [0])
+    with pytest.raises(ValueError, match="reduction"):
+        F.softmax_cross_entropy(x, [0, 1, 2], reduction="avg")
+
+
 # ============================================================================ batch norm
 @st.composite
 def bn_case(draw):
@@ -296,3 +359,14 @@ def test_batch_norm_without_affine_parameters_matches_the_formula():
     x = rs.standard_normal((5, 3, 2))
     check(lambda t: F.batch_norm(t, None, None, training=True), x,
           ref=lambda a: bn_ref(a, np.ones(3), np.zeros(3), 1e-5), rtol=1e-10, atol=1e-10)
+
+
+def test_functional_sits_below_the_gan_objectives():
+    """functional (and kde) never import losses: the objectives are built on the ops, not the other way."""
+    import subprocess
+    import sys
+
+    code = ("import sys, npgan.functional as F, npgan.kde; "
+            "print(sorted(m for m in ('npgan.losses', 'npgan.gan') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,4 +1,4 @@
-"""KDE entropy (npgan.losses.kde_entropy): gradient, PyTorch parity, statistics, robustness, memory."""
+"""KDE entropy (npgan.kde.kde_entropy): gradient, PyTorch parity, statistics, robustness, memory."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import npgan
 import npgan.functional as F
-from npgan.losses import KDEEntropy, kde_bandwidth, kde_entropy
+from npgan.kde import BANDWIDTH_RULES, KDEEntropy, kde_bandwidth, kde_entropy
 
 BANDWIDTHS = (0.7, "scott", "silverman", "median")
 
@@ -121,8 +121,12 @@ def test_does_not_mutate_input_and_keeps_dtype():
         assert h.dtype == dt and h.shape == () and t.grad.dtype == dt
 
 
-def test_functional_reexport():
-    assert F.kde_entropy is kde_entropy
+def test_old_homes_reexport_the_op():
+    import npgan.losses as losses
+
+    assert F.kde_entropy is kde_entropy and F.kde_bandwidth is kde_bandwidth
+    assert losses.kde_entropy is kde_entropy and losses.kde_bandwidth is kde_bandwidth
+    assert losses.KDEEntropy is KDEEntropy and losses.BANDWIDTH_RULES is BANDWIDTH_RULES
 
 
 # ----------------------------------------------------------------------------- PyTorch parity

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npgan
-from npgan.losses import LOSS_KINDS, discriminator_loss, generator_loss, kde_entropy
+from npgan.kde import kde_entropy
+from npgan.losses import LOSS_KINDS, discriminator_loss, generator_loss
 
 
 def _softplus(x):

@@ -159,7 +159,7 @@ def test_render_with_dot_runs_it_on_the_dot_text(tmp_path, monkeypatch):
 
 def test_backward_formula_picks_the_gradient_paragraphs():
     from npgan.conv import Conv2d
-    from npgan.losses import KDEEntropy
+    from npgan.kde import KDEEntropy
     from npgan.ops import Add
 
     assert viz.backward_formula(Add) == Add.__doc__.strip()

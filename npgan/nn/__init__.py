@@ -1,6 +1,7 @@
 """Layers and containers with PyTorch's names, parameter layouts and state_dict keys."""
 
 from . import init
+from .conv import Conv2d, ConvTranspose2d
 from .layers import (
     BatchNorm1d,
     BatchNorm2d,
@@ -19,11 +20,4 @@ from .module import Module, ModuleList, Parameter, Sequential, StateDictError
 
 __all__ = ["init", "Module", "ModuleList", "Parameter", "Sequential", "StateDictError", "Linear", "ReLU",
            "LeakyReLU", "Sigmoid", "Tanh", "Softplus", "Identity", "Flatten", "Unflatten", "Dropout",
-           "BatchNorm1d", "BatchNorm2d"]
-
-try:  # the convolution layers live in their own module
-    from .conv import Conv2d, ConvTranspose2d  # noqa: F401
-
-    __all__ += ["Conv2d", "ConvTranspose2d"]
-except ImportError:  # pragma: no cover - during development only
-    pass
+           "BatchNorm1d", "BatchNorm2d", "Conv2d", "ConvTranspose2d"]
