@@ -1,7 +1,7 @@
 """Wall and CPU time of short ``npgan train`` runs under several thread settings, taken in alternation.
 
     python benchmarks/train_threads.py [--presets ring8,grid25,digits-mlp,digits-dcgan] [--rounds 3] [--busy]
-        [--setting NAME=ROOT[:VAR=VALUE,...]] ...
+        [--steps SCALE] [--setting NAME=ROOT[:VAR=VALUE,...]] ...
 
 Each setting is a checkout of npgan (ROOT, put first on PYTHONPATH) and extra environment variables; the default
 compares this checkout as it is ("auto": npgan's own rule, parallel.fit_blas) with the same code with the BLAS
@@ -54,6 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default=",".join(STEPS))
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=float, default=1.0, help=f"scale the step counts ({STEPS})")
     ap.add_argument("--busy", action="store_true", help="run a busy loop beside the runs")
     ap.add_argument("--setting", action="append", default=[], help="NAME=ROOT[:VAR=VALUE,...] (repeatable)")
     a = ap.parse_args()
@@ -67,7 +68,7 @@ def main() -> int:
         for r in range(a.rounds):
             for p in presets:
                 for name, sroot, env in settings:
-                    res[name, p].append(run_once(sroot, env, p, STEPS[p]))
+                    res[name, p].append(run_once(sroot, env, p, max(1, round(STEPS[p] * a.steps))))
                     w, c = res[name, p][-1]
                     print(f"round {r}: {p:13s} {name:8s} {w:6.1f} s wall {c:6.1f} s cpu", flush=True)
     finally:
@@ -79,7 +80,7 @@ def main() -> int:
         for name, _, _ in settings:
             w = statistics.median(x[0] for x in res[name, p])
             c = statistics.median(x[1] for x in res[name, p])
-            print(f"{p:13s} ({STEPS[p]:5d} steps) {name:8s} {w:6.1f} s wall {c:6.1f} s cpu")
+            print(f"{p:13s} ({max(1, round(STEPS[p] * a.steps)):5d} steps) {name:8s} {w:6.1f} s wall {c:6.1f} s cpu")
     return 0
 
 

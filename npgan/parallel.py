@@ -275,12 +275,13 @@ def gemm_work(modules: Iterable[Any], batch: int) -> int:
 def fit_blas(work: int) -> Iterator[None]:
     """Hold the BLAS to one thread inside the block when ``work`` (see :func:`gemm_work`) < :data:`GEMM_MIN_WORK`.
 
-    Otherwise, on the GPU, or without a BLAS whose threads can be set, the block runs untouched. Nests with the
+    Otherwise, or without a BLAS whose threads can be set, the block runs untouched. On the GPU the hold is
+    harmless (the host BLAS is idle there), and a NumPy stand-in for CuPy computes as the CPU does. Nests with the
     split ops' own hold; the BLAS's thread count is restored on leaving. Which side of the threshold a model is on
     changes only how many threads compute each product; OpenBLAS may then add in another order (float32: about
     1e-7 relative), so, as with npgan's own thread count, runs repeat bit for bit on the same side.
     """
-    if work >= GEMM_MIN_WORK or backend.current_xp() is not backend.np or not _blas_controllers():
+    if work >= GEMM_MIN_WORK or not _blas_controllers():
         yield
         return
     get_num_threads()  # fixed before the hold: npgan's default thread count follows the BLAS's own
