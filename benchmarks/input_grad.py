@@ -7,7 +7,7 @@ For the conv2d case of bench.py (64 images 64×14×14 → 128×7×7, k4 s2 p1), 
   phase, one GEMM    the same GEMM, then one update per phase block (u, v) and row phase i′
   phase, per block   the default: one GEMM per phase block and row phase, each consumed while in cache
 each run over the batch split as the Conv2d Function splits it (``parallel_chunks``), taken in turn round after
-round; medians over rounds (this machine's speed drifts within a minute). The figures quoted in npgan/conv.py.
+round; medians over rounds (this machine's speed drifts within a minute). The figures quoted in benchmarks/README.md.
 """
 
 from __future__ import annotations

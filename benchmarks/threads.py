@@ -1,4 +1,4 @@
-"""How npgan's convolutions use threads, measured: the figures quoted in npgan/parallel.py and the README.
+"""How npgan's convolutions use threads, measured: the figures quoted in benchmarks/README.md and the README.
 
     python benchmarks/threads.py [--rounds 6] [--threads 2]
 

@@ -401,15 +401,16 @@ def tune_malloc(enable: bool = True) -> bool:
     Why. A training step allocates and frees the same few-MB arrays (activations, column matrices,
     gradients) every time. By default glibc hands blocks above its mmap threshold straight back to the
     kernel on free and trims the heap top above 128 KB, so the next step's arrays start as untouched
-    pages: one page fault per 4 KB, about 16,000 per 28x28 DCGAN step, 17% of its single-threaded time
-    (measured with ``benchmarks/bench.py --only 28x28``). With an mmap threshold of 32 MB, a trim
+    pages: one page fault per 4 KB, about 16,000 per 28x28 DCGAN step (``benchmarks/README.md`` has the
+    time it costs). With an mmap threshold of 32 MB, a trim
     threshold of 256 MB and a top pad of 64 MB, freed blocks stay mapped and are reused.
 
-    Cost: up to 256 MB of freed memory may stay with the process instead of going back to the system.
-    npgan calls this once at import unless the environment variable ``NPGAN_TUNE_MALLOC=0`` is set;
-    ``tune_malloc(False)`` restores glibc's defaults (dynamic mmap threshold from 128 KB, trim at 128 KB,
-    no top pad). Elsewhere than Linux with glibc it does nothing and returns False. Arrays on the GPU
-    are unaffected (CuPy has its own memory pool).
+    Cost: up to 256 MB of freed memory may stay with the process instead of going back to the system, for the
+    whole process (it is glibc's setting, not npgan's). So it is an opt-in: ``import npgan`` leaves glibc alone
+    unless the environment variable ``NPGAN_TUNE_MALLOC=1`` is set; call this function to turn it on from a
+    script. ``tune_malloc(False)`` restores glibc's defaults (dynamic mmap threshold from 128 KB, trim at
+    128 KB, no top pad). Elsewhere than Linux with glibc it does nothing and returns False. Arrays on the GPU
+    are unaffected (CuPy has its own memory pool). ``npgan info`` reports :func:`malloc_tuned`.
     """
     global _malloc_tuned
     try:
@@ -430,11 +431,11 @@ def tune_malloc(enable: bool = True) -> bool:
 
 
 def malloc_tuned() -> bool | None:
-    """Whether :func:`tune_malloc` is in effect (None: never called, e.g. NPGAN_TUNE_MALLOC=0)."""
+    """Whether :func:`tune_malloc` is in effect (None: never called, the default)."""
     return _malloc_tuned
 
 
-if os.environ.get("NPGAN_TUNE_MALLOC", "1").strip().lower() not in ("0", "false", "no", "off"):
+if os.environ.get("NPGAN_TUNE_MALLOC", "").strip().lower() in ("1", "true", "yes", "on"):  # opt-in
     tune_malloc(True)
 
 if os.environ.get("NPGAN_DEVICE"):  # pragma: no cover - exercised in a subprocess test

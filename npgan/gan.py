@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import backend
+from . import backend, parallel
 from .errors import DivergenceError
 from .functional import stable_sigmoid
 from .losses import LOSS_KINDS, discriminator_loss, generator_loss
@@ -170,6 +170,7 @@ class Trainer:
         self._pending: list[tuple[int, list[Any]]] = []
         self._g_params = list(G.parameters())
         self._d_params = list(D.parameters())
+        self._gemm_work = parallel.gemm_work((G, D), config.batch_size)  # small: one BLAS thread (fit_blas)
 
     # ------------------------------------------------------------------ one step
     def _noise(self, n: int) -> Tensor:
@@ -249,7 +250,8 @@ class Trainer:
         self.D.train()
         rec: dict[str, Any] = {}
         try:  # overflow/invalid warnings are not printed: the guard reports a divergence in one line instead
-            with backend.np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            with backend.np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
+                    parallel.fit_blas(self._gemm_work):
                 if cfg.order == "d_first":
                     self._d_phase(rec)
                     self._g_phase(lam, rec)

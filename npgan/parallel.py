@@ -7,8 +7,7 @@ batch is cut into ``get_num_threads()`` contiguous chunks, and each thread runs 
 GEMMs — on its chunk, with the BLAS held to one thread meanwhile (each GEMM then has a core to itself
 instead of two libraries' thread pools fighting over the same cores). NumPy releases the GIL in its copies,
 ufunc loops and BLAS calls, so the chunks really run at the same time. (Batch norm and the activations are
-not split: they are a few passes over memory, which a second thread on the same memory bus barely speeds up —
-batch norm split over two threads measured no faster at 64×64×14×14 and slower at 64×128×7×7.)
+not split: they are a few passes over memory, which a second thread on the same memory bus barely speeds up.)
 
     parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
 
@@ -19,11 +18,19 @@ piece, and so does any call made from inside a chunk (no nesting).
 Small ops also hold the BLAS to one thread while they run, as long as some op was split within the last
 second. After a multi-threaded call, OpenBLAS's worker threads keep spinning for a while, and a split op that
 starts meanwhile finds its cores taken: letting a model's small convolutions use OpenBLAS's threads between its
-split ones slows every step (``python benchmarks/threads.py``: "small ops free" against "default"). A model
-none of whose ops is large enough to split never holds the BLAS and runs as if splitting were off. The
-threshold is a trade: from 64k elements the 28×28 DCGAN splits all six of its convolutions; from 512k only
-two, and its step is a few percent slower, while the 8×8 DCGAN (largest ops 262k) then splits nothing and is
-a few percent faster (``threads.py``: "default" against "split from 512k").
+split ones slows every step (``python benchmarks/threads.py``: "small ops free" against "default"). The
+threshold is a trade: from 64k elements the 28×28 DCGAN splits all six of its convolutions, and the 8×8 DCGAN
+(largest ops 262k) splits too; a higher one splits fewer (``threads.py``: "default" against "split from 512k").
+
+Models whose matrix products are small. OpenBLAS starts its second thread for any product of more than a few
+hundred thousand multiply-adds, and its threads spin while they wait for the next one. For an MLP whose
+largest product is small (the 2-D presets: 512 × 128 × 128, 8.4M multiply-adds) that second thread buys
+nothing and burns a second core; beside any other busy process it slows the run down. :func:`fit_blas`
+holds the BLAS to one thread around a piece of work whose largest product (:func:`gemm_work`) is below
+:data:`GEMM_MIN_WORK`; the training loop wraps each step in it. Large products (an MLP at batch 2,048, or on
+MNIST-sized hidden layers) keep the BLAS's own threads, and the split convolutions are unaffected (they hold
+the BLAS to one thread anyway, and split over npgan's threads). ``benchmarks/train_threads.py`` measures the
+presets both ways.
 
 Threads. The default is the BLAS's own thread count (which follows ``OPENBLAS_NUM_THREADS``,
 ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS``), at most the number of cores this process may use; the
@@ -42,14 +49,17 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import backend
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK"]
+__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK",
+           "gemm_work", "fit_blas", "GEMM_MIN_WORK"]
 
-MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off costs about 60 µs)
+MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
+GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
 HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS after a recent split (False only to measure why)
 HOLD_WINDOW_S = 1.0  # "recent": within this many seconds
 
@@ -131,8 +141,8 @@ def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
 class _Pool:
     """``workers`` daemon threads taking chunks from one queue; each chunk signals its own lock when done.
 
-    Leaner than ``concurrent.futures.ThreadPoolExecutor`` (no futures, no condition variables): a hand-off and
-    its completion cost about 60 µs on the 2-core machine (``benchmarks/threads.py``); a DCGAN step splits 24 ops.
+    Leaner than ``concurrent.futures.ThreadPoolExecutor`` (no futures, no condition variables): a DCGAN step
+    splits 24 ops, and ``benchmarks/threads.py`` times the cost of one hand-off and its completion.
     """
 
     def __init__(self, workers: int):
@@ -248,6 +258,38 @@ def _limit_blas(enter: bool) -> None:
             if _state["depth"] == 0:
                 for lc, k in zip(_state["blas"], _state["saved"]):
                     lc.set_num_threads(k)
+
+
+def gemm_work(modules: Iterable[Any], batch: int) -> int:
+    """Multiply-adds of the largest matrix product a dense layer of ``modules`` takes at this batch size.
+
+    A Linear layer's weight (out, in) costs batch · in · out multiply-adds in its forward product (and the same
+    in each of its two backward products); the result is the largest such product over every 2-D parameter of
+    the modules, 0 when they have none (convolutions, whose products are split over npgan's threads instead).
+    """
+    shapes = [tuple(p.shape) for m in modules for p in m.parameters()]
+    return max((batch * a * b for a, b in (s for s in shapes if len(s) == 2)), default=0)
+
+
+@contextmanager
+def fit_blas(work: int) -> Iterator[None]:
+    """Hold the BLAS to one thread inside the block when ``work`` (see :func:`gemm_work`) < :data:`GEMM_MIN_WORK`.
+
+    Otherwise, or without a BLAS whose threads can be set, the block runs untouched. On the GPU the hold is
+    harmless (the host BLAS is idle there), and a NumPy stand-in for CuPy computes as the CPU does. Nests with the
+    split ops' own hold; the BLAS's thread count is restored on leaving. Which side of the threshold a model is on
+    changes only how many threads compute each product; OpenBLAS may then add in another order (float32: about
+    1e-7 relative), so, as with npgan's own thread count, runs repeat bit for bit on the same side.
+    """
+    if work >= GEMM_MIN_WORK or not _blas_controllers():
+        yield
+        return
+    get_num_threads()  # fixed before the hold: npgan's default thread count follows the BLAS's own
+    _limit_blas(True)
+    try:
+        yield
+    finally:
+        _limit_blas(False)
 
 
 def _after_fork_in_child() -> None:

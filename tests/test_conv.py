@@ -131,26 +131,26 @@ def test_every_input_gradient_path_matches_torch(device, threads, transposed, k,
     _parity(g, transposed)
 
 
-@pytest.mark.parametrize("knob", ["_BATCHED_MAX_K", "_PER_BLOCK_MIN_WIDTH"])
+@pytest.mark.parametrize("knob", ["BATCHED_MAX_K", "PER_BLOCK_MIN_WIDTH"])
 @settings(max_examples=15, deadline=None)
 @given(g=geometry())
 def test_both_gemm_layouts_agree(knob, g):
-    """Each size threshold in conv.py picks between two ways to the same numbers; both ways, on any geometry:
-    _BATCHED_MAX_K: one big GEMM + a transposing copy, or one GEMM per image straight into NCHW;
-    _PER_BLOCK_MIN_WIDTH: the input gradient's GEMM whole, or per phase block."""
-    import npgan.conv as conv
+    """Each size threshold in conv_fast.py picks between two ways to the same numbers; both ways, on any geometry:
+    BATCHED_MAX_K: one big GEMM + a transposing copy, or one GEMM per image straight into NCHW;
+    PER_BLOCK_MIN_WIDTH: the input gradient's GEMM whole, or per phase block."""
+    import npgan.conv_fast as fast
     x, w, b = _arrays(g, False)
     results = []
     for limit in (0, 10**9):
-        saved = getattr(conv, knob)
-        setattr(conv, knob, limit)
+        saved = getattr(fast, knob)
+        setattr(fast, knob, limit)
         try:
             xs, ws = npgan.tensor(x, requires_grad=True), npgan.tensor(w, requires_grad=True)
             y = F.conv2d(xs, ws, None, g["s"], g["p"], g["d"])
             y.backward(np.ones(y.shape))
             results.append((y.numpy(), np.asarray(xs.grad), np.asarray(ws.grad)))
         finally:
-            setattr(conv, knob, saved)
+            setattr(fast, knob, saved)
     for a, c in zip(*results):
         np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 

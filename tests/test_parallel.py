@@ -186,3 +186,86 @@ def test_conv_layers_are_split_by_image(monkeypatch):
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
     assert calls == [5, 5, 5, 5]
 
+
+
+# ----------------------------------------------------------------------------- BLAS threads that fit the work
+def test_gemm_work_is_the_largest_dense_product():
+    from npgan import nn
+    mlp = nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Linear(16, 40), nn.Linear(40, 1))
+    assert parallel.gemm_work([mlp], 8) == 8 * 16 * 40
+    assert parallel.gemm_work([mlp, nn.Linear(50, 50)], 8) == 8 * 50 * 50
+    assert parallel.gemm_work([nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8)], 64) == 0  # convolutions split instead
+
+
+@pytest.mark.parametrize("work_vs_threshold", [-1, 0])
+def test_fit_blas_holds_the_blas_below_the_threshold_only(work_vs_threshold):
+    if not parallel._blas_controllers():
+        pytest.skip("no BLAS whose thread count threadpoolctl can set")
+    before = _blas_threads()
+    with parallel.fit_blas(parallel.GEMM_MIN_WORK + work_vs_threshold):
+        inside = _blas_threads()
+        with parallel.fit_blas(0):  # nests
+            assert _blas_threads() == [1] * len(before)
+        assert _blas_threads() == inside
+    assert inside == ([1] * len(before) if work_vs_threshold < 0 else before)
+    assert _blas_threads() == before
+
+
+def _probe_trainer(batch, hidden, seen):
+    """A small 2-D GAN whose D records the BLAS threads it runs under."""
+    from npgan import data, nn, optim
+    from npgan.gan import TrainConfig, Trainer
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(_blas_threads())
+            return x
+
+    npgan.manual_seed(0)
+    G = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 2))
+    D = nn.Sequential(Probe(), nn.Linear(2, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                      nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+    cfg = TrainConfig(steps=4, batch_size=batch, z_dim=4, lr=1e-3, entropy_weight=0.1, bandwidth=0.2)
+    real = lambda step: data.ring8(batch)  # noqa: E731  (npgan's seeded generator)
+    return Trainer(G, D, optim.Adam(G.parameters(), lr=1e-3), optim.Adam(D.parameters(), lr=1e-3), real, cfg), G, D
+
+
+def test_training_steps_hold_the_blas_for_small_models_with_the_same_results(monkeypatch):
+    """The Trainer wraps each step in fit_blas: below GEMM_MIN_WORK the BLAS runs one thread, at or above it
+    keeps its own. The weights after a few float64 steps agree on both sides of the threshold up to the order of
+    the BLAS's sums (OpenBLAS on two threads may add in another order), and each side repeats bit for bit."""
+    if not parallel._blas_controllers():
+        pytest.skip("no BLAS whose thread count threadpoolctl can set")
+    before = _blas_threads()
+    results = {}
+    saved_dtype = npgan.get_default_dtype()
+    npgan.set_default_dtype("float64")
+    try:
+        for side, threshold in (("below", 10**15), ("above", 1), ("below again", 10**15)):
+            monkeypatch.setattr(parallel, "GEMM_MIN_WORK", threshold)
+            seen = []
+            tr, G, D = _probe_trainer(256, 64, seen)
+            for _ in range(4):
+                tr.step()
+            held = side.startswith("below")
+            assert seen and all(s == ([1] * len(before) if held else before) for s in seen), (side, seen)
+            results[side] = [p.numpy().copy() for p in list(G.parameters()) + list(D.parameters())]
+    finally:
+        npgan.set_default_dtype(saved_dtype)
+    assert _blas_threads() == before
+    for a, b, c in zip(results["below"], results["above"], results["below again"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_fit_blas_keeps_npgans_own_thread_count():
+    """npgan's default thread count follows the BLAS's; entering a hold first must not make it 1."""
+    if not parallel._blas_controllers():
+        pytest.skip("no BLAS whose thread count threadpoolctl can set")
+    code = ("import npgan\nfrom npgan import parallel\nwith parallel.fit_blas(0):\n"
+            "    print(parallel.get_num_threads())\n")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    env.pop("NPGAN_NUM_THREADS", None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(min(2, parallel._available_cores())), r.stdout
