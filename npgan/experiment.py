@@ -58,7 +58,7 @@ from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, estimate_step_bytes
 from .presets import arch_summary, build
-from .runlock import RunLock
+from .runlock import LOCK_NAME, RunLock
 from .tensor import Tensor
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
@@ -267,7 +267,7 @@ class Run:
             try:
                 self.lock = RunLock(self.out, command)
             except OSError as exc:  # e.g. a read-only directory: a writer cannot work there
-                raise RunError(f"cannot take the writer lock {self.out / '.npgan.lock'}: "
+                raise RunError(f"cannot take the writer lock {self.out / LOCK_NAME}: "
                                f"{exc.strerror or exc}") from None
 
     # ------------------------------------------------------------------ construction
@@ -279,6 +279,8 @@ class Run:
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} exists and is not a directory")
         if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
+            if (out / LOCK_NAME).is_file():  # a writer at work there: name it (opening the lock writes nothing)
+                RunLock(out).release()
             raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
                            "or choose another directory")
         if cfg.data == "mnist" and not cfg.data_dir:

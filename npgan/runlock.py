@@ -111,4 +111,7 @@ class RunLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter shutdown os may be gone; the kernel releases anyway
+            pass
