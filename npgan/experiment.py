@@ -8,7 +8,12 @@ A run directory holds:
   atomically at step 0, every ``checkpoint_every`` steps, at the end and on Ctrl-C (the history is flushed
   first, so it always reaches the checkpoint's step);
 * ``samples/step_NNNNNN.png`` — a fixed-noise grid of images, or a scatter of 2-D samples over the mode centres;
-* ``losses.png`` and ``metrics.json`` at the end.
+* ``losses.png`` and ``metrics.json`` at the end;
+* ``.npgan.lock`` — the writer lock (:mod:`npgan.runlock`): one ``train``/``resume`` at a time; readers
+  (:func:`load_run_readonly`: ``npgan sample``, ``npgan info DIR``) take no lock and write nothing.
+
+A failed write of any of these raises :class:`~npgan.errors.WriteError` (the checkpoint:
+:class:`~npgan.errors.CheckpointWriteError`) naming the file; the CLI exits 4.
 
 Resuming restores every piece of state, so an interrupted and resumed run ends with exactly the weights of an
 uninterrupted one (same machine, CPU), however it was interrupted (Ctrl-C, SIGKILL, even during a checkpoint
