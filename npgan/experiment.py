@@ -465,7 +465,10 @@ class Run:
 
     # ------------------------------------------------------------------ training
     def train(self, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Train to ``cfg.train.steps``; returns the final metrics.
+        """Train to :attr:`target_step` (``cfg.train.steps`` for a new run); returns the final metrics.
+
+        Holds the directory's writer lock while it runs (taking it if :meth:`create`/:meth:`resume` did not) and
+        releases it when it returns or raises.
 
         Ctrl-C or SIGTERM finishes the step in flight, saves a checkpoint and raises :class:`Interrupted`.
         A non-finite loss or gradient is handled as ``cfg.train.on_nan`` says (see the module docstring);

@@ -171,6 +171,7 @@ def test_a_reader_reads_again_once_when_the_checkpoint_was_replaced(tmp_path, mo
 TRIALS = 20
 
 
+@pytest.mark.slow  # about 15 s alone; minutes on a loaded machine (it waits for events, never for a time)
 def test_sampling_in_a_loop_while_training_loses_nothing(tmp_path, capsys):
     """20 `npgan sample` calls against a run that checkpoints every 2 steps and logs every step."""
     cfg_path = tmp_path / "c.toml"
