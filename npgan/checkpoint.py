@@ -54,6 +54,8 @@ __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointWriteError", "save_ar
 FORMAT_VERSION = 2
 _READABLE_FORMATS = (1, 2)
 _ZIP_MAGIC = b"PK\x03\x04"
+#: the ending of npgan's temporary files (``.NAME.PID.XXXXXXXX.npgan.tmp``), which cleanup looks for
+TEMP_SUFFIX = ".npgan.tmp"
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -108,7 +110,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, _fault_pause: bool 
     keeps its previous content.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         try:
             _write_all(fd, data)
@@ -134,13 +136,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files (``.NAME.XXXX.tmp``) that a killed writer left in ``directory``; returns them.
+    """Delete the temporary files that killed npgan writers left in ``directory``; returns them.
 
-    Call it only when no other process writes to the directory (``npgan resume`` does, before training).
+    Only npgan's own are touched: ``.NAME.PID.XXXXXXXX.npgan.tmp`` (:func:`atomic_write_bytes` names them so),
+    regular files only; a user's ``.notes.tmp`` stays. Call it only while holding the directory's writer lock
+    (:class:`npgan.runlock.RunLock`; ``npgan resume`` does, before training): then no live npgan process is writing
+    one of them.
     """
     removed = []
-    for p in Path(directory).glob(".*.tmp"):
+    for p in Path(directory).glob(f".*{TEMP_SUFFIX}"):
         try:
+            if p.is_symlink() or not p.is_file():
+                continue
             p.unlink()
             removed.append(p)
         except OSError:  # pragma: no cover - raced with another cleaner

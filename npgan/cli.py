@@ -3,17 +3,19 @@
     npgan train --preset ring8 --out runs/r8
     npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
     npgan train --preset ring8 --wgan --out runs/w          # the Wasserstein GAN recipe (npgan.presets.WGAN)
-    npgan resume runs/r8 [--steps N]
+    npgan resume runs/r8 [--steps N [--restretch]]
     npgan sample runs/r8 --n 1000 --out samples.npy [--png samples.png]
-    npgan info
+    npgan info [runs/r8]
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
-directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130.
+directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130. One writer at a time: ``train`` and
+``resume`` hold the run directory's lock (:mod:`npgan.runlock`; a second writer exits 2 naming the holder's PID);
+``sample`` and ``info`` only read (no lock, nothing written: a read-only directory or a run in training is fine).
 
 Exit status: 0 done; 2 bad input, an unusable file, or a batch too large for the machine's memory (found before
 training starts); 3 training diverged (a non-finite loss or gradient with ``--on-nan stop``, or rollbacks
-exhausted): the last good checkpoint is intact; 4 a checkpoint could not be written (e.g. disk full): the
-previous one is intact; 130 interrupted (checkpoint saved).
+exhausted): the last good checkpoint is intact; 4 a file could not be written (e.g. disk full; the line names it):
+a previous checkpoint is intact; 130 interrupted (checkpoint saved).
 """
 
 from __future__ import annotations
@@ -128,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("dir", type=Path)
-    r.add_argument("--steps", type=_positive_int("--steps"), help="new total number of steps")
+    r.add_argument("--steps", type=_positive_int("--steps"),
+                   help="train to step N: beyond the run's end it extends the run with the final lr and λ; "
+                        "before it, this session stops at N")
+    r.add_argument("--restretch", action="store_true",
+                   help="with --steps N beyond the end: lay the lr and λ schedules out anew over N steps "
+                        "(written to config.toml) instead of keeping their final values")
     r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
     r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
     r.add_argument("--no-progress", action="store_true")
@@ -140,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="FILE.npy")
     s.add_argument("--png", type=Path, help="also a picture (grid or scatter)")
 
-    sub.add_parser("info", help="version, device, array backend, BLAS")
+    i = sub.add_parser("info", help="version, device, array backend, BLAS; with DIR, that run's state (read-only)")
+    i.add_argument("dir", type=Path, nargs="?", help="a run directory")
     return p
 
 
@@ -221,47 +229,65 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .experiment import Run
     _set_threads(a)
     cfg = _config_from_args(a)
-    run = Run.create(cfg, a.out)
-    tr = cfg.train
-    print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
-          f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step) "
-          f"for {tr.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
-    _print_metrics(run.train(progress=not a.no_progress))
+    with Run.create(cfg, a.out) as run:  # holds the writer lock until done
+        tr = cfg.train
+        print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
+              f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step) "
+              f"for {tr.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
+        _print_metrics(run.train(progress=not a.no_progress))
     return 0
 
 
 def cmd_resume(a: argparse.Namespace) -> int:
     from .experiment import Run
     _set_threads(a)
-    run = Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan, device=a.device)
-    if run.trainer.step_count >= run.cfg.train.steps and (a.dir / "metrics.json").exists():
-        print(f"{a.dir} has finished its {run.cfg.train.steps} steps; pass --steps N to train further",
-              file=sys.stderr)
-        return 0
-    print(f"resuming {a.dir} at step {run.trainer.step_count} of {run.cfg.train.steps}", file=sys.stderr)
-    _print_metrics(run.train(progress=not a.no_progress))
+    with Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan, device=a.device,
+                    restretch=getattr(a, "restretch", False)) as run:
+        at, target = run.trainer.step_count, run.target_step
+        if at > target:
+            print(f"{a.dir} is at step {at}, past --steps {target}; nothing to do", file=sys.stderr)
+            return 0
+        if at == target and (a.dir / "metrics.json").exists():
+            print(f"{a.dir} has finished its {target} steps; pass --steps N to train further", file=sys.stderr)
+            return 0
+        print(f"resuming {a.dir} at step {at} of {target}", file=sys.stderr)
+        _print_metrics(run.train(progress=not a.no_progress))
     return 0
+
+
+def _check_output(path: Path, option: str) -> None:
+    """Refuse (UsageError) an output path whose directory is missing or that names a directory, before
+    anything is written; the message names the path given, never a temporary file."""
+    parent = path.parent
+    if not parent.is_dir():
+        what = "does not exist" if not parent.exists() else "is not a directory"
+        raise UsageError(f"{option} {path}: the directory {parent} {what}")
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a directory; give a file name")
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
     from .checkpoint import atomic_write_bytes
-    from .experiment import CHECKPOINT, Run, RunError
+    from .experiment import load_run_readonly, writing
     if a.out.suffix != ".npy":
         raise UsageError(f"--out must name a .npy file, got {a.out}")
-    if not (a.dir / CHECKPOINT).exists():
-        raise RunError(f"{a.dir} has no {CHECKPOINT} to sample from")
-    run = Run.resume(a.dir)
+    _check_output(a.out, "--out")
+    if a.png is not None:
+        _check_output(a.png, "--png")
+    run = load_run_readonly(a.dir)  # writes nothing in the run directory
     x = backend.to_numpy(run.trainer.sample(n=a.n).data)  # fresh draws from the restored stream
     buf = io.BytesIO()
     backend.np.save(buf, x, allow_pickle=False)
-    atomic_write_bytes(a.out, buf.getvalue())
+    with writing(a.out):
+        atomic_write_bytes(a.out, buf.getvalue())
     if a.png is not None:
         from . import plots
-        if run.cfg.data in ("ring8", "grid25"):
-            from .data import MIXTURES
-            plots.scatter_2d(x, backend.to_numpy(MIXTURES[run.cfg.data][1]), a.png)
-        else:
-            plots.image_grid(x[:256], a.png)
+        with writing(a.png):
+            if run.cfg.data in ("ring8", "grid25"):
+                from .data import MIXTURES
+                plots.scatter_2d(x, backend.to_numpy(MIXTURES[run.cfg.data][1]), a.png)
+            else:
+                plots.image_grid(x[:256], a.png)
     print(f"wrote {a.n} samples of shape {x.shape[1:]} to {a.out}", file=sys.stderr)
     return 0
 
@@ -272,6 +298,15 @@ def cmd_info(a: argparse.Namespace) -> int:
             "cupy": getattr(backend.cupy, "__version__", None), "gpu_available": backend.gpu_available(),
             "default_dtype": str(backend.get_default_dtype()), "malloc_tuned": backend.malloc_tuned(),
             "threads": get_num_threads()}
+    if getattr(a, "dir", None) is not None:
+        from .experiment import load_run_readonly
+        from .runlock import holder
+        run = load_run_readonly(a.dir)  # writes nothing in the run directory
+        tr = run.cfg.train
+        info = {"run": str(a.dir), "preset": run.cfg.preset, "data": run.cfg.data, "model": run.cfg.model,
+                "step": run.step, "total_steps": run.total_steps, "schedule_steps": tr.steps,
+                "finished": run.step >= run.total_steps and (a.dir / "metrics.json").is_file(),
+                "last_writer_pid": holder(a.dir).get("pid")}
     for k, v in info.items():
         print(f"{k}: {v}")
     return 0
@@ -282,7 +317,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import CheckpointError, CheckpointWriteError, DivergenceError
+    from .errors import CheckpointError, CheckpointWriteError, DivergenceError, WriteError
     from .experiment import Interrupted
     try:
         a = build_parser().parse_args(argv)
@@ -298,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"npgan: diverged: {_one_line(exc)}", file=sys.stderr)
         return 3
-    except CheckpointWriteError as exc:
+    except (CheckpointWriteError, WriteError) as exc:
         if os.environ.get("NPGAN_DEBUG"):
             raise
         print(f"npgan: error: {_one_line(exc)}", file=sys.stderr)

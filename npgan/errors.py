@@ -22,6 +22,8 @@ Runs, checkpoints and training (defined here; all derive from :class:`NpganError
   architecture or holds pickled objects; nothing was changed by the failed load;
 * :class:`CheckpointWriteError` (OSError, with the errno) — a checkpoint could not be written (disk full, no
   permission); the previous checkpoint file is intact and the message says so;
+* :class:`WriteError` (OSError, with the errno) — another file (history.csv, a picture, samples, config.toml,
+  metrics.json) could not be written; the message names the file;
 * :class:`RunError` (ValueError) — a run directory cannot be created or resumed;
 * :class:`DivergenceError` (FloatingPointError) — a loss or gradient became nan/inf; the message names the network,
   the loss and the step; no parameter was changed by that step;
@@ -34,7 +36,7 @@ float64).
 
 from __future__ import annotations
 
-__all__ = ["NpganError", "CheckpointError", "CheckpointWriteError", "RunError", "DivergenceError",
+__all__ = ["NpganError", "CheckpointError", "CheckpointWriteError", "WriteError", "RunError", "DivergenceError",
            "InsufficientMemoryError", "PrecisionWarning"]
 
 
@@ -48,6 +50,10 @@ class CheckpointError(NpganError, ValueError):
 
 class CheckpointWriteError(NpganError, OSError):
     """A checkpoint could not be written (``errno`` kept, e.g. ENOSPC); the previous checkpoint is intact."""
+
+
+class WriteError(NpganError, OSError):
+    """A file other than the checkpoint could not be written (``errno`` kept); the message names the file."""
 
 
 class RunError(NpganError, ValueError):

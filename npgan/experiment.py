@@ -8,7 +8,12 @@ A run directory holds:
   atomically at step 0, every ``checkpoint_every`` steps, at the end and on Ctrl-C (the history is flushed
   first, so it always reaches the checkpoint's step);
 * ``samples/step_NNNNNN.png`` — a fixed-noise grid of images, or a scatter of 2-D samples over the mode centres;
-* ``losses.png`` and ``metrics.json`` at the end.
+* ``losses.png`` and ``metrics.json`` at the end;
+* ``.npgan.lock`` — the writer lock (:mod:`npgan.runlock`): one ``train``/``resume`` at a time; readers
+  (:func:`load_run_readonly`: ``npgan sample``, ``npgan info DIR``) take no lock and write nothing.
+
+A failed write of any of these raises :class:`~npgan.errors.WriteError` (the checkpoint:
+:class:`~npgan.errors.CheckpointWriteError`) naming the file; the CLI exits 4.
 
 Resuming restores every piece of state, so an interrupted and resumed run ends with exactly the weights of an
 uninterrupted one (same machine, CPU), however it was interrupted (Ctrl-C, SIGKILL, even during a checkpoint
@@ -28,15 +33,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import io
 import json
 import math
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import backend
 from .checkpoint import (
@@ -52,14 +59,16 @@ from .checkpoint import (
     unpack_state,
 )
 from .config import RunConfig, read_config, write_config
-from .errors import DivergenceError, RunError
+from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, estimate_step_bytes
 from .presets import arch_summary, build
+from .runlock import LOCK_NAME, RunLock
 from .tensor import Tensor
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
-           "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory"]
+           "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory", "load_run_readonly",
+           "LoadedRun", "check_checkpoint_file", "writing"]
 
 CONFIG, HISTORY, CHECKPOINT, METRICS = "config.toml", "history.csv", "checkpoint.npz", "metrics.json"
 
@@ -112,9 +121,125 @@ def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:
     return rows
 
 
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OSError raised inside (disk full, no permission, a missing directory) into :class:`WriteError`
+    naming ``path`` (the file meant, not a temporary one) and the errno: ``npgan`` exits 4 with that line."""
+    try:
+        yield
+    except (WriteError, CheckpointWriteError):
+        raise
+    except OSError as exc:
+        code = errno.errorcode.get(exc.errno or 0, "?")
+        raise WriteError(exc.errno, f"could not write {path}: {exc.strerror or exc} ({code})") from None
+
+
+def check_checkpoint_file(path: str | os.PathLike) -> None:
+    """:class:`CheckpointError` unless ``path`` is (a symlink to) a regular file, saying what it is instead.
+
+    A run directory without its checkpoint (deleted, a dangling symlink, a directory or FIFO in its place) is an
+    error, never a silent restart from step 0; a FIFO is never opened (a read would block forever).
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise CheckpointError(f"checkpoint {path} is a dangling symlink (to {os.readlink(path)}, which does not "
+                                  "exist)") from None
+        raise CheckpointError(f"checkpoint {path} does not exist: the run directory has lost its checkpoint "
+                              f"(start again with 'npgan train --config {path.parent / CONFIG} --out NEW_DIR')"
+                              ) from None
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    raise CheckpointError(f"checkpoint {path} is {kind}, not a checkpoint file")
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, opt_g: Any, opt_d: Any,
+                         trainer: Trainer) -> int | None:
+    """Restore G, D, the optimizers, the RNG and the trainer's counters from ``path`` (all or nothing); returns
+    the run's recorded total (``total_steps``, written when a resume extended the run) or None.
+
+    The file is opened and read once (a writer replaces it by a rename, so one read sees one complete version);
+    if it fails to load and was replaced meanwhile, it is read once more.
+    """
+    for attempt in (0, 1):
+        before = _file_identity(path)
+        try:
+            check_checkpoint_file(path)
+            arrays, meta = load_arrays(path)
+            break
+        except CheckpointError:
+            if attempt or _file_identity(path) == before:
+                raise
+    if meta.get("arch_hash") != cfg.arch_hash() or meta.get("arch") != arch_summary(G, D):
+        raise CheckpointError(f"checkpoint {path} was written for another architecture "
+                              f"(data/model/widths differ from {out / CONFIG})")
+    total = meta.get("total_steps")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total <= 0):
+        raise CheckpointError(f"checkpoint {path}: total_steps must be a positive integer, got {total!r}")
+    st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
+    apply_state(path, st, {"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d})
+    trainer.step_count, trainer.lr_scale, trainer.skipped = st.step, st.lr_scale, st.skipped
+    return total
+
+
+class LoadedRun(NamedTuple):
+    """A run as read by :func:`load_run_readonly`: the config, G and D with the checkpoint's weights, its step, a
+    Trainer (for :meth:`~npgan.gan.Trainer.sample`; the process's RNG holds the checkpoint's state) and the
+    run's total number of steps."""
+
+    cfg: RunConfig
+    G: Any
+    D: Any
+    step: int
+    trainer: Trainer
+    total_steps: int
+
+
+def load_run_readonly(out: str | os.PathLike) -> LoadedRun:
+    """Read a run (config.toml and checkpoint.npz) without writing, truncating or deleting anything in ``out``.
+
+    Takes no lock: it works on a read-only directory and while another process trains the run (the checkpoint
+    is replaced atomically; see :func:`_load_training_state`). ``npgan sample`` and ``npgan info DIR`` use it.
+    Like :class:`Run`, it sets the process's default dtype, device and seed from the config first.
+    """
+    out = Path(out)
+    if not out.is_dir():
+        raise RunError(f"run directory {out} does not exist")
+    check_checkpoint_file(out / CHECKPOINT)
+    cfg = read_config(out / CONFIG)
+    backend.set_default_dtype(cfg.dtype)
+    backend.set_device(cfg.device)
+    backend.manual_seed(cfg.seed)
+    G, D, opt_g, opt_d, trainer = build(cfg)
+    total = _load_training_state(cfg, out, out / CHECKPOINT, G, D, opt_g, opt_d, trainer)
+    return LoadedRun(cfg, G, D, trainer.step_count, trainer, max(cfg.train.steps, total or 0))
+
+
 # ============================================================================ the run
 class Run:
-    """A configured run bound to a directory. Use :meth:`create` or :meth:`resume`, then :meth:`train`."""
+    """A configured run bound to a directory. Use :meth:`create` or :meth:`resume`, then :meth:`train`.
+
+    One writer at a time: :meth:`create` and :meth:`resume` take the directory's writer lock
+    (:class:`npgan.runlock.RunLock`; another writer gets :class:`~npgan.runlock.RunLockedError`, exit 2) and hold
+    it until :meth:`train` returns or raises, or :meth:`close` (also ``with Run.resume(d) as run:``).
+    ``total_steps`` is the run's length: ``train.steps`` of config.toml, or more when a resume extended it
+    (recorded in the checkpoint); ``stop_at`` a step where this session stops (``resume --steps N`` below it).
+    """
 
     def __init__(self, cfg: RunConfig, out: Path) -> None:
         self.cfg, self.out = cfg, Path(out)
@@ -126,6 +251,29 @@ class Run:
         self.fixed_z = side_noise(cfg, 64 if cfg.data not in ("ring8", "grid25") else 1000, tag=7)
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, when known
         self.rollbacks = 0
+        self.total_steps = cfg.train.steps  # the run's length (a resume may extend it; see resume)
+        self.stop_at: int | None = None  # where this session stops, when before total_steps
+        self.lock: RunLock | None = None
+
+    def close(self) -> None:
+        """Release the directory's writer lock (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _acquire(self, command: str) -> None:
+        if self.lock is None or not self.lock.held:
+            try:
+                self.lock = RunLock(self.out, command)
+            except OSError as exc:  # e.g. a read-only directory: a writer cannot work there
+                raise RunError(f"cannot take the writer lock {self.out / LOCK_NAME}: "
+                               f"{exc.strerror or exc}") from None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -136,50 +284,91 @@ class Run:
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} exists and is not a directory")
         if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
+            if (out / LOCK_NAME).is_file():  # a writer at work there: name it (opening the lock writes nothing)
+                RunLock(out).release()
             raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
                            "or choose another directory")
         if cfg.data == "mnist" and not cfg.data_dir:
             raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
-        out.mkdir(parents=True, exist_ok=True)
-        write_config(out / CONFIG, cfg)
-        atomic_write_text(out / HISTORY, ",".join(HISTORY_FIELDS) + "\n")
+        with writing(out):
+            out.mkdir(parents=True, exist_ok=True)
+        run._acquire("train")  # another writer here: RunLockedError, nothing written
+        try:
+            if any(os.path.lexists(out / f) for f in (CONFIG, CHECKPOINT, HISTORY)):  # made while we built
+                raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
+                               "or choose another directory")
+            with writing(out / CONFIG):
+                write_config(out / CONFIG, cfg)
+            with writing(out / HISTORY):
+                atomic_write_text(out / HISTORY, ",".join(HISTORY_FIELDS) + "\n")
+        except BaseException:
+            run.close()
+            raise
         return run
 
     @classmethod
     def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None,
-               device: str | None = None) -> Run:
+               device: str | None = None, restretch: bool = False) -> Run:
         """Reload a run from its directory: config, weights, optimizers, RNG, step and history.
 
-        ``steps`` (a new total) and ``on_nan`` change the run's configuration (written back to config.toml).
-        ``device`` runs it on another device than its config's ("cpu" for a GPU run, or back), for this
-        session only (not written); the weights and optimizer state move there, the random stream cannot
-        (see :func:`npgan.backend.set_rng_state`). Temporary files left by a writer that was killed are removed.
+        ``steps``: train to step ``steps``. Beyond the run's length it extends the run: the new length is recorded
+        in the checkpoint (``total_steps``), config.toml is not rewritten, and the lr and λ schedules stay at
+        their final values past their end (they were laid out over config.toml's ``train.steps``); below it,
+        this session stops there and the run keeps its length. With ``restretch=True`` the schedules are laid
+        out anew over ``steps`` (config.toml's ``train.steps`` becomes ``steps``; the learning rate jumps back
+        up), which needs ``steps`` past the checkpoint's step. ``on_nan`` changes the run's configuration
+        (written back to config.toml). ``device`` runs it on another device than its config's ("cpu" for a GPU
+        run, or back), for this session only (not written); the weights and optimizer state move there, the
+        random stream cannot (see :func:`npgan.backend.set_rng_state`).
+
+        Takes the directory's writer lock first, then removes the temporary files killed npgan writers left. A
+        missing checkpoint is a :class:`CheckpointError` (never a silent restart from step 0).
         """
         out = Path(out)
         if not out.is_dir():
             raise RunError(f"run directory {out} does not exist")
-        cfg = read_config(out / CONFIG)
-        if steps is not None:
-            if not isinstance(steps, int) or steps <= 0:
-                raise RunError(f"--steps must be a positive integer, got {steps!r}")
-            cfg.train.steps = steps
-        if on_nan is not None:
-            cfg.train.on_nan = on_nan
-            cfg.validate()
-        file_cfg = cfg
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
+            raise RunError(f"--steps must be a positive integer, got {steps!r}")
         if device is not None:
             backend._parse_device(device)  # a bad name fails here, before anything is read or written
+        check_checkpoint_file(out / CHECKPOINT)  # before the lock file is made
+        lock = RunLock(out, "resume")
+        try:
+            cfg = read_config(out / CONFIG)
+            if on_nan is not None:
+                cfg.train.on_nan = on_nan
+                cfg.validate()
+            if restretch:
+                if steps is None:
+                    raise RunError("--restretch needs --steps N (the new length of the schedules)")
+                cfg.train.steps = steps
             file_cfg = dataclasses.replace(cfg, device=cfg.device)
-            cfg.device = device
-        run = cls(cfg, out)
-        remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
-        if (out / CHECKPOINT).exists():
+            if device is not None:
+                cfg.device = device
+            run = cls(cfg, out)
+            run.lock = lock
+            remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
             run.load_checkpoint(out / CHECKPOINT)
-        run._restore_history()
-        if steps is not None or on_nan is not None:
-            write_config(out / CONFIG, file_cfg)
+            at = run.trainer.step_count
+            if restretch and steps is not None and steps <= at:
+                raise RunError(f"--restretch --steps {steps} must be beyond the checkpoint's step {at}")
+            if steps is not None:
+                run.total_steps = steps if restretch else max(run.total_steps, steps)
+                run.stop_at = steps if steps < run.total_steps else None
+            run._restore_history()
+            if restretch or on_nan is not None:
+                with writing(out / CONFIG):
+                    write_config(out / CONFIG, file_cfg)
+        except BaseException:
+            lock.release()
+            raise
         return run
+
+    @property
+    def target_step(self) -> int:
+        """The step this session trains to: ``stop_at`` when set, else ``total_steps``."""
+        return self.stop_at if self.stop_at is not None else self.total_steps
 
     # ------------------------------------------------------------------ checkpoints
     def _last_good(self) -> str:
@@ -201,6 +390,8 @@ class Run:
                                   step=step, arch=arch_summary(self.G, self.D), arch_hash=self.cfg.arch_hash(),
                                   config=self.cfg.to_dict(), rng=backend.get_rng_state(), lr_scale=tr.lr_scale,
                                   skipped=tr.skipped)
+        if self.total_steps != self.cfg.train.steps:
+            meta["total_steps"] = self.total_steps  # a resume extended the run beyond config.toml's steps
         bad = [k for k, v in arrays.items()
                if backend.np.dtype(v.dtype).kind == "f" and not bool(backend.get_array_module(v).isfinite(v).all())]
         if bad:
@@ -225,14 +416,10 @@ class Run:
         against the models and optimizers); the state is then applied as a whole and put back as it was if any
         part fails.
         """
-        arrays, meta = load_arrays(path)
-        if meta.get("arch_hash") != self.cfg.arch_hash() or meta.get("arch") != arch_summary(self.G, self.D):
-            raise CheckpointError(f"checkpoint {path} was written for another architecture "
-                                  f"(data/model/widths differ from {self.out / CONFIG})")
-        st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
-        apply_state(path, st, {"G": self.G, "D": self.D}, {"opt_g": self.opt_g, "opt_d": self.opt_d})
-        self.trainer.step_count, self.trainer.lr_scale, self.trainer.skipped = st.step, st.lr_scale, st.skipped
-        self.checkpoint_step = st.step
+        total = _load_training_state(self.cfg, self.out, Path(path), self.G, self.D, self.opt_g, self.opt_d,
+                                     self.trainer)
+        self.total_steps = max(self.cfg.train.steps, total or 0)
+        self.checkpoint_step = self.trainer.step_count
 
     # ------------------------------------------------------------------ history (on disk only, so that a long
     # run's memory does not grow with its length)
@@ -250,24 +437,27 @@ class Run:
         buf = io.StringIO()
         buf.write(",".join(HISTORY_FIELDS) + "\n")
         _write_rows(buf, self.read_history(upto=self.trainer.step_count))
-        atomic_write_text(self.out / HISTORY, buf.getvalue())
+        with writing(self.out / HISTORY):
+            atomic_write_text(self.out / HISTORY, buf.getvalue())
 
     def _append_history(self, rows: list[dict[str, float]]) -> None:
         if rows:
-            with open(self.out / HISTORY, "a", newline="") as f:
+            with writing(self.out / HISTORY), open(self.out / HISTORY, "a", newline="") as f:
                 _write_rows(f, rows)
 
     # ------------------------------------------------------------------ pictures and metrics
     def save_samples(self, step: int) -> None:
         from . import data, plots
-        (self.out / "samples").mkdir(exist_ok=True)
         path = self.out / "samples" / f"step_{step:06d}.png"
+        with writing(path.parent):
+            path.parent.mkdir(exist_ok=True)
         x = backend.to_numpy(self.trainer.sample(self.fixed_z).data)
-        if self.cfg.data in ("ring8", "grid25"):
-            centers = backend.to_numpy(data.MIXTURES[self.cfg.data].centers)
-            plots.scatter_2d(x, centers, path, title=f"{self.cfg.data}, step {step}")
-        else:
-            plots.image_grid(x, path, title=f"{self.cfg.data}, step {step}")
+        with writing(path):
+            if self.cfg.data in ("ring8", "grid25"):
+                centers = backend.to_numpy(data.MIXTURES[self.cfg.data].centers)
+                plots.scatter_2d(x, centers, path, title=f"{self.cfg.data}, step {step}")
+            else:
+                plots.image_grid(x, path, title=f"{self.cfg.data}, step {step}")
 
     def evaluate(self) -> dict[str, Any]:
         """The run's quality metrics (:func:`evaluate`)."""
@@ -275,13 +465,23 @@ class Run:
 
     # ------------------------------------------------------------------ training
     def train(self, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Train to ``cfg.train.steps``; returns the final metrics.
+        """Train to :attr:`target_step` (``cfg.train.steps`` for a new run); returns the final metrics.
+
+        Holds the directory's writer lock while it runs (taking it if :meth:`create`/:meth:`resume` did not) and
+        releases it when it returns or raises.
 
         Ctrl-C or SIGTERM finishes the step in flight, saves a checkpoint and raises :class:`Interrupted`.
         A non-finite loss or gradient is handled as ``cfg.train.on_nan`` says (see the module docstring);
         ``log`` receives the one-line reports of skipped steps and rollbacks (default: stderr).
         """
-        cfg, tr, total = self.cfg, self.trainer, self.cfg.train.steps
+        self._acquire("train")
+        try:
+            return self._train(progress, log)
+        finally:
+            self.close()  # this run's writing is done (train() again takes the lock again)
+
+    def _train(self, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
+        cfg, tr, total = self.cfg, self.trainer, self.target_step
         tr.log = log = log or (lambda msg: print(f"npgan: {msg}", file=sys.stderr, flush=True))
         bar = None
         if progress:
@@ -325,9 +525,11 @@ class Run:
                     self.save_samples(s)
         self.save_checkpoint()
         from . import plots
-        plots.loss_curves(self.read_history(), self.out / "losses.png")
+        with writing(self.out / "losses.png"):
+            plots.loss_curves(self.read_history(), self.out / "losses.png")
         result = {"step": tr.step_count, **{k: _jsonable(v) for k, v in self.evaluate().items()}}
-        atomic_write_text(self.out / METRICS, json.dumps(result, indent=2) + "\n")
+        with writing(self.out / METRICS):
+            atomic_write_text(self.out / METRICS, json.dumps(result, indent=2) + "\n")
         return result
 
     def _rollback(self, exc: DivergenceError, log: Callable[[str], None]) -> None:

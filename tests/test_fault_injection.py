@@ -157,7 +157,8 @@ def test_disk_full_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypat
                  "previous checkpoint", "(step 3) is intact", "no temporary file is left"):
         assert frag in msg, msg
     assert path.read_bytes() == good
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoint.npz", "config.toml", "history.csv"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".npgan.lock", "checkpoint.npz", "config.toml",
+                                                                  "history.csv"]  # the lock file stays (runlock.py)
 
 
 def test_fsync_failure_is_a_write_failure_too(tmp_path, monkeypatch):
