@@ -229,7 +229,7 @@ class Run:
         if meta.get("arch_hash") != self.cfg.arch_hash() or meta.get("arch") != arch_summary(self.G, self.D):
             raise CheckpointError(f"checkpoint {path} was written for another architecture "
                                   f"(data/model/widths differ from {self.out / CONFIG})")
-        st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
+        st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"), config=self.cfg.to_dict())
         apply_state(path, st, {"G": self.G, "D": self.D}, {"opt_g": self.opt_g, "opt_d": self.opt_d})
         self.trainer.step_count, self.trainer.lr_scale, self.trainer.skipped = st.step, st.lr_scale, st.skipped
         self.checkpoint_step = st.step
