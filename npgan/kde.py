@@ -196,7 +196,8 @@ class KDEEntropy(Function):
 
     Keeps for backward: W (n, n), ``xc`` = x̃ (n, d, the centred points divided by s), ``scale`` = s
     and ``sigma`` = σ (the bandwidth of the unscaled points). ``bandwidth`` is σ or a rule evaluated on x in
-    forward (the median rule reuses the distance matrix); either way σ is a constant of the gradient (see :func:`kde_entropy`).
+    forward (the median rule reuses the distance matrix); either way σ is a constant of the gradient
+    (see :func:`kde_entropy`).
     """
 
     def __init__(self, bandwidth: float | str, leave_one_out: bool):
