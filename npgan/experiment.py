@@ -54,7 +54,7 @@ from .checkpoint import (
 from .config import RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError
 from .gan import HISTORY_FIELDS, Trainer
-from .memory import available_memory, check_memory, estimate_step_bytes
+from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
 from .presets import arch_summary, build
 from .tensor import Tensor
 
@@ -121,8 +121,9 @@ class Run:
         backend.set_default_dtype(cfg.dtype)  # the entry point's job (see the module docstring)
         backend.set_device(cfg.device)
         backend.manual_seed(cfg.seed)
+        check_model_size(cfg)  # by arithmetic, before a huge model is built
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
-        check_memory(self.G, self.D, cfg.train)
+        check_memory(self.G, self.D, cfg.train, eval_samples=cfg.eval_samples)
         self.fixed_z = side_noise(cfg, 64 if cfg.data not in ("ring8", "grid25") else 1000, tag=7)
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, when known
         self.rollbacks = 0
