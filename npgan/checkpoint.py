@@ -212,6 +212,18 @@ def _check_zip(path: Path, raw: bytes) -> None:
                               f"file has {len(raw)})")
 
 
+def _check_size(path: Path) -> None:
+    """Refuse, before reading it, a file larger than 90% of the available memory (a checkpoint is read whole):
+    the message names the file and its size (a sparse 60 GB file is not "a batch too large")."""
+    from .memory import _fmt_bytes, available_memory  # memory sits above checkpoint: import at call time
+    size = path.stat().st_size
+    avail = available_memory()
+    if avail is not None and size > 0.9 * avail:
+        raise CheckpointError(f"checkpoint {path} is {_fmt_bytes(size)}, more than the {_fmt_bytes(avail)} of "
+                              "memory available to read it; an npgan checkpoint holds the weights and optimizer "
+                              "state (is it the right file?)")
+
+
 def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """(arrays as host numpy arrays, meta) from a checkpoint; :class:`CheckpointError` on any defect.
 
@@ -222,10 +234,14 @@ def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_size(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise CheckpointError(f"checkpoint {path} ({path.stat().st_size:,} bytes) does not fit in memory; "
+                              "is it the right file?") from None
     _check_zip(path, raw)
     try:
         with backend.np.load(io.BytesIO(raw), allow_pickle=False) as z:

@@ -28,6 +28,10 @@ DATASETS = ("ring8", "grid25", "digits", "mnist")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
 
+#: the size of the values G must produce for each data set (max |x|): ring8's centres lie on a circle of radius 2,
+#: grid25's at −4..4; images are in [−1, 1]. The bandwidth check uses it (tests compare with npgan.data).
+DATA_SCALE = {"ring8": 2.0, "grid25": 4.0, "digits": 1.0, "mnist": 1.0}
+
 #: read_config refuses larger files (a config.toml is a few hundred bytes; /dev/zero would never end)
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -91,7 +95,26 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("preset", "data_dir", "device"):
+            if isinstance(getattr(self, name), str):
+                toml_string(getattr(self, name))  # a lone surrogate cannot be written to config.toml
         self.train.validate()
+        self._check_bandwidth()
+
+    def _check_bandwidth(self) -> None:
+        """A fixed KDE bandwidth σ must fit the data's scale S (:data:`DATA_SCALE`) in the run's dtype:
+        eps·S ≤ σ ≤ S/eps. Below, σ is under the data's float resolution (every point is its own mode);
+        above, every kernel weight is equal and the entropy term has no gradient. Checked before anything is
+        written."""
+        bw, tr = self.train.bandwidth, self.train
+        if isinstance(bw, str) or not (tr.entropy_weight > 0 or (tr.entropy_weight_final or 0) > 0):
+            return
+        eps = 2.0 ** -52 if self.dtype == "float64" else 2.0 ** -23
+        S = DATA_SCALE.get(self.data, 1.0)
+        lo, hi = eps * S, S / eps
+        if not lo <= float(bw) <= hi:
+            raise ValueError(f"bandwidth {bw!r} does not fit the {self.data} data (values within ±{S:g}) in "
+                             f"{self.dtype}: use a σ between {lo:.3g} and {hi:.3g}, or scott, silverman, median")
 
     def arch_hash(self) -> str:
         """A short hash of what fixes the architecture (data, model, widths, z): checkpoints must match it."""
