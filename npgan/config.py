@@ -28,9 +28,9 @@ DATASETS = ("ring8", "grid25", "digits", "mnist")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
 
-#: the size of the values G must produce for each data set (max |x|): ring8's centres lie on a circle of radius 2,
+#: the size of the values G must produce for each data set (max |x|): ring8's centres lie on the unit circle,
 #: grid25's at −4..4; images are in [−1, 1]. The bandwidth check uses it (tests compare with npgan.data).
-DATA_SCALE = {"ring8": 2.0, "grid25": 4.0, "digits": 1.0, "mnist": 1.0}
+DATA_SCALE = {"ring8": 1.0, "grid25": 4.0, "digits": 1.0, "mnist": 1.0}
 
 #: read_config refuses larger files (a config.toml is a few hundred bytes; /dev/zero would never end)
 MAX_CONFIG_BYTES = 1 << 20
