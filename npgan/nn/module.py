@@ -228,11 +228,11 @@ class Module:
                 continue
             if not backend.is_array(v):
                 v = backend.np.asarray(v)
-            kind = v.dtype.kind
-            if kind not in ("b", "i", "u", "f"):
+            dkind = v.dtype.kind
+            if dkind not in ("b", "i", "u", "f"):
                 bad.append(f"{key}: dtype {v.dtype} is not real numbers")
                 continue
-            if kind == "f" and not bool(backend.get_array_module(v).isfinite(v).all()):
+            if dkind == "f" and not bool(backend.get_array_module(v).isfinite(v).all()):
                 bad.append(f"{key}: holds nan or inf")
                 continue
             staged.append((m, local, kind, v, arr))
