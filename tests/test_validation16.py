@@ -165,6 +165,9 @@ def test_load_state_dict_refuses_nan_and_complex():
             lin.load_state_dict({"weight": bad, "bias": np.zeros(3, np.float32)})
         assert "weight" in str(e.value) and "\n" not in str(e.value)
         assert np.array_equal(lin.weight.data, before)
+    good = np.full((3, 2), 0.5, np.float32)
+    lin.load_state_dict({"weight": good, "bias": np.zeros(3, np.float32)})
+    assert np.array_equal(lin.weight.data, good) and "weight" in dict(lin.named_parameters())
 
 
 # ============================================================================ 5. environment
