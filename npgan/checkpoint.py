@@ -11,7 +11,9 @@ A training run's state (:func:`pack_state`, :func:`unpack_state`, :func:`apply_s
 ``state_dict`` under its name (``G/…``, ``D/…``) and each optimizer's array state under
 ``NAME/state/INDEX/KEY``; ``meta`` holds ``step``, ``arch`` (parameter names and shapes), ``arch_hash``,
 ``config``, ``rng`` (npgan's generator state), ``optimizers`` (each one's ``param_groups`` and its non-array
-state, ``scalars``), ``lr_scale`` and ``skipped``.
+state, ``scalars``), ``lr_scale``, ``skipped`` and ``env`` (npgan's thread count and the BLAS libraries' name,
+version and threads: exact resume needs the same). Every field and array is validated before anything is
+applied (:func:`unpack_state`, :func:`apply_state`).
 
 ``sha256`` (format 2) is taken over the canonical JSON of the header's other fields and then every array's name,
 dtype, shape and bytes, in order: a flipped byte anywhere — in an array or in the step number — fails the check.
@@ -37,7 +39,9 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
+import sys
 import tempfile
 import time
 import zipfile
@@ -215,6 +219,18 @@ def _check_zip(path: Path, raw: bytes) -> None:
                               f"file has {len(raw)})")
 
 
+def _check_size(path: Path) -> None:
+    """Refuse, before reading it, a file larger than 90% of the available memory (a checkpoint is read whole):
+    the message names the file and its size (a sparse 60 GB file is not "a batch too large")."""
+    from .memory import _fmt_bytes, available_memory  # memory sits above checkpoint: import at call time
+    size = path.stat().st_size
+    avail = available_memory()
+    if avail is not None and size > 0.9 * avail:
+        raise CheckpointError(f"checkpoint {path} is {_fmt_bytes(size)}, more than the {_fmt_bytes(avail)} of "
+                              "memory available to read it; an npgan checkpoint holds the weights and optimizer "
+                              "state (is it the right file?)")
+
+
 def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
     """(arrays as host numpy arrays, meta) from a checkpoint; :class:`CheckpointError` on any defect.
 
@@ -225,10 +241,14 @@ def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    _check_size(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise CheckpointError(f"checkpoint {path} ({path.stat().st_size:,} bytes) does not fit in memory; "
+                              "is it the right file?") from None
     _check_zip(path, raw)
     try:
         with backend.np.load(io.BytesIO(raw), allow_pickle=False) as z:
@@ -289,7 +309,7 @@ def pack_state(nets: dict[str, Any], opts: dict[str, Any], *, step: int, arch: d
     """
     arrays: dict[str, Any] = {}
     meta: dict[str, Any] = {"step": step, "arch": arch, "arch_hash": arch_hash, "config": config, "rng": rng,
-                            "optimizers": {}, "lr_scale": lr_scale, "skipped": skipped}
+                            "optimizers": {}, "lr_scale": lr_scale, "skipped": skipped, "env": _env()}
     for prefix, net in nets.items():
         for k, v in net.state_dict().items():
             arrays[f"{prefix}/{k}"] = v
@@ -307,42 +327,218 @@ def pack_state(nets: dict[str, Any], opts: dict[str, Any], *, step: int, arch: d
     return arrays, meta
 
 
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _nonneg_int(path: Any, field: str, v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise CheckpointError(f"checkpoint {path}: {field} must be a non-negative integer, got {v!r}")
+    return v
+
+
+#: the optimizer hyper-parameters a checkpoint's param_groups may hold, and the values each may take
+_GROUP_RULES: dict[str, tuple[str, Any]] = {
+    "lr": ("a finite number > 0", lambda v: _is_real(v) and v > 0),
+    "eps": ("a finite number >= 0", lambda v: _is_real(v) and v >= 0),
+    "weight_decay": ("a finite number >= 0", lambda v: _is_real(v) and v >= 0),
+    "momentum": ("a finite number >= 0", lambda v: _is_real(v) and v >= 0),
+    "dampening": ("a finite number >= 0", lambda v: _is_real(v) and v >= 0),
+    "alpha": ("a number in [0, 1]", lambda v: _is_real(v) and 0 <= v <= 1),
+    "betas": ("a pair of numbers in [0, 1)",
+              lambda v: isinstance(v, list) and len(v) == 2 and all(_is_real(b) and 0 <= b < 1 for b in v)),
+    "params": ("a list of parameter indices",
+               lambda v: isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                      for i in v)),
+}
+
+
+def _check_groups(path: Any, name: str, groups: Any) -> None:
+    """Each optimizer param_group's hyper-parameters are of the right type and range (:data:`_GROUP_RULES`;
+    any other key must be a bool or a finite number)."""
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise CheckpointError(f"checkpoint {path}: {name}.param_groups must be a list of tables, got {groups!r}")
+    for gi, g in enumerate(groups):
+        for k, v in g.items():
+            what, ok = _GROUP_RULES.get(k, ("true, false or a finite number",
+                                            lambda v: isinstance(v, bool) or _is_real(v)))
+            if not ok(v):
+                raise CheckpointError(f"checkpoint {path}: {name}.param_groups[{gi}].{k} must be {what}, "
+                                      f"got {v!r}")
+
+
+def _check_rng(path: Any, rng: Any) -> None:
+    """The RNG state is complete: numpy's ``bit_generator`` state, or CuPy's ``state``/``size``/``seed``
+    (an empty or partial one would reseed the generator and the resume would no longer be exact)."""
+    ok = isinstance(rng, dict) and isinstance(rng.get("device"), str)
+    if ok and rng.get("kind", "numpy") == "numpy":
+        bg = rng.get("bit_generator")
+        ok = (isinstance(bg, dict) and isinstance(bg.get("bit_generator"), str)
+              and isinstance(bg.get("state"), dict) and bool(bg["state"]))
+    elif ok:
+        ok = (isinstance(rng.get("state"), str) and isinstance(rng.get("size"), int)
+              and isinstance(rng.get("seed"), int))
+    if not ok:
+        raise CheckpointError(f"checkpoint {path}: rng is not a complete random-generator state (got "
+                              f"{_short(rng)}); resuming from it would silently reseed the generator")
+
+
+def _short(v: Any, n: int = 80) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+#: configuration fields a resumed session may change without making the checkpoint another run's
+SESSION_FIELDS = ("device", "train.steps", "train.on_nan")
+
+
+def _config_key(config: dict[str, Any]) -> dict[str, Any]:
+    d = {k: v for k, v in config.items() if k != "train" and k not in SESSION_FIELDS}
+    d["train"] = {k: v for k, v in dict(config.get("train") or {}).items() if f"train.{k}" not in SESSION_FIELDS}
+    return d
+
+
+def check_config(path: Any, saved: Any, config: dict[str, Any]) -> None:
+    """The checkpoint's configuration is the run's: :func:`config_hash` of both, leaving out the fields a
+    session may change (:data:`SESSION_FIELDS`), must agree; else :class:`CheckpointError` naming the fields."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"checkpoint {path}: config must be a table, got {_short(saved)}")
+    a, b = _config_key(saved), _config_key(config)
+    if config_hash(a) == config_hash(b):
+        return
+    diff = [f"{k} ({a.get(k)!r} here, {b.get(k)!r} in config.toml)" for k in sorted(set(a) | set(b))
+            if k != "train" and a.get(k) != b.get(k)]
+    diff += [f"train.{k} ({a['train'].get(k)!r} here, {b['train'].get(k)!r} in config.toml)"
+             for k in sorted(set(a["train"]) | set(b["train"])) if a["train"].get(k) != b["train"].get(k)]
+    raise CheckpointError(f"checkpoint {path} belongs to another run: its configuration differs from the run's "
+                          f"config.toml in {', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''}")
+
+
 def unpack_state(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str, Any], nets: tuple[str, ...],
-                 opts: tuple[str, ...]) -> TrainingState:
+                 opts: tuple[str, ...], config: dict[str, Any] | None = None) -> TrainingState:
     """The inverse of :func:`pack_state` for the networks and optimizers named; :class:`CheckpointError` naming
-    ``path`` for an unexpected array, a missing field or a value out of range (step < 0, lr_scale outside (0, 1])."""
-    try:
-        sds: dict[str, dict[str, Any]] = {n: {} for n in nets}
-        opt_states: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in opts}
-        for k, v in arrays.items():
-            head, _, rest = k.partition("/")
-            if head in sds:
-                sds[head][rest] = v
-            elif head in opt_states:
-                _, i, name = rest.split("/")
-                opt_states[head].setdefault(int(i), {})[name] = v
-            else:
-                raise CheckpointError(f"checkpoint {path}: unexpected entry {k!r}")
-        opt_sd = {}
-        for name, st in opt_states.items():
-            info = meta["optimizers"][name]
-            for i, sc in info["scalars"].items():
-                st.setdefault(int(i), {}).update(sc)
-            opt_sd[name] = {"state": st, "param_groups": info["param_groups"]}
-        step = int(meta["step"])
-        lr_scale = float(meta.get("lr_scale", 1.0))
-        skipped = int(meta.get("skipped", 0))
-        rng = meta["rng"]
-        if step < 0 or not (0 < lr_scale <= 1) or not isinstance(rng, dict):
-            raise ValueError(f"step {step}, lr_scale {lr_scale}, rng {type(rng).__name__}")
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint {path} is incomplete ({type(exc).__name__}: {exc})") from None
-    return TrainingState(sds, opt_sd, step, lr_scale, skipped, rng)
+    ``path`` and the field for an unexpected array or any header field of the wrong type or range:
+
+    * ``step``, ``skipped``: non-negative integers (not 12.7, not Infinity); ``lr_scale`` in (0, 1];
+    * each optimizer's ``param_groups`` (:data:`_GROUP_RULES`: lr > 0, betas in [0, 1), eps >= 0 ...) and its
+      scalar state (``step`` a non-negative integer, anything else a finite number);
+    * ``rng``: a complete generator state (an empty one would reseed silently);
+    * ``config`` (when the run's ``config`` is given): the same run (:func:`check_config`);
+    * ``env`` (npgan threads, BLAS): when it differs from this process, one warning line on stderr
+      (exact resume needs the same thread count and BLAS, see docs/reliability.md).
+
+    Arrays' dtypes and finiteness are checked against the networks by :func:`apply_state`, before it applies.
+    """
+    sds: dict[str, dict[str, Any]] = {n: {} for n in nets}
+    opt_states: dict[str, dict[int, dict[str, Any]]] = {n: {} for n in opts}
+    for k, v in arrays.items():
+        head, _, rest = k.partition("/")
+        parts = rest.split("/")
+        if head in sds:
+            sds[head][rest] = v
+        elif head in opt_states and len(parts) == 3 and parts[0] == "state" and parts[1].isdigit():
+            opt_states[head].setdefault(int(parts[1]), {})[parts[2]] = v
+        else:
+            raise CheckpointError(f"checkpoint {path}: unexpected entry {k!r}")
+    for field in ("step", "rng", "optimizers"):
+        if field not in meta:
+            raise CheckpointError(f"checkpoint {path} is incomplete: no {field!r} in its header")
+    step = _nonneg_int(path, "step", meta["step"])
+    skipped = _nonneg_int(path, "skipped", meta.get("skipped", 0))
+    lr_scale = meta.get("lr_scale", 1.0)
+    if not (_is_real(lr_scale) and 0 < lr_scale <= 1):
+        raise CheckpointError(f"checkpoint {path}: lr_scale must be a number in (0, 1], got {lr_scale!r}")
+    rng = meta["rng"]
+    _check_rng(path, rng)
+    if config is not None and "config" in meta:
+        check_config(path, meta["config"], config)
+    opt_sd = {}
+    optimizers = meta["optimizers"]
+    for name, st in opt_states.items():
+        info = optimizers.get(name) if isinstance(optimizers, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("scalars", {}), dict):
+            raise CheckpointError(f"checkpoint {path} is incomplete: no optimizer state {name!r} in its header")
+        _check_groups(path, name, info.get("param_groups"))
+        for i, sc in info.get("scalars", {}).items():
+            if not str(i).isdigit() or not isinstance(sc, dict):
+                raise CheckpointError(f"checkpoint {path}: {name}.scalars has an entry {i!r}: {_short(sc)}")
+            for k, v in sc.items():
+                if k == "step":
+                    _nonneg_int(path, f"{name}.scalars.{i}.step", v)
+                elif not (isinstance(v, bool) or _is_real(v)):
+                    raise CheckpointError(f"checkpoint {path}: {name}.scalars.{i}.{k} must be a finite number, "
+                                          f"got {v!r}")
+            st.setdefault(int(i), {}).update(sc)
+        opt_sd[name] = {"state": st, "param_groups": info["param_groups"]}
+    _warn_env(path, meta.get("env"))
+    return TrainingState(sds, opt_sd, step, float(lr_scale), skipped, rng)
+
+
+def _check_arrays(path: Any, state: TrainingState, nets: dict[str, Any], opts: dict[str, Any]) -> None:
+    """Every array has exactly the dtype of what it replaces (a network's parameter or buffer, an optimizer's
+    parameter), and every float array is finite; :class:`CheckpointError` naming the array otherwise."""
+    def check(name: str, v: Any, want: Any) -> None:
+        dt = getattr(v, "dtype", None)
+        if dt is None or dt != want:
+            raise CheckpointError(f"checkpoint {path}: array {name} has dtype {dt}, expected {backend.np.dtype(want)}"
+                                  " (a checkpoint's arrays are never cast)")
+        xp = backend.get_array_module(v)
+        if dt.kind == "f" and not bool(xp.isfinite(v).all()):
+            raise CheckpointError(f"checkpoint {path}: array {name} holds nan or inf; a checkpoint holds only "
+                                  "finite weights and optimizer state")
+
+    for n, m in nets.items():
+        own = m.state_dict()
+        for k, v in state.nets.get(n, {}).items():
+            if k in own:  # a missing or unexpected key is load_state_dict's error
+                check(f"{n}/{k}", v, own[k].dtype)
+    for n, o in opts.items():
+        params = [p for _, _, p in o._indexed()]
+        for i, st in state.opts.get(n, {}).get("state", {}).items():
+            for k, v in st.items():
+                if backend.is_array(v) and 0 <= i < len(params):
+                    if getattr(v, "ndim", 0) == 0 and v.dtype.kind in "iu":
+                        continue  # an integer count kept as an array
+                    check(f"{n}/state/{i}/{k}", v, params[i].dtype)
+
+
+def _env() -> dict[str, Any]:
+    """What a run's floating-point results depend on besides its data: npgan's thread count and the BLAS
+    (name, version, threads as threadpoolctl reports them)."""
+    from . import parallel
+    blas = []
+    for lc in parallel._blas_controllers():
+        try:
+            blas.append({"name": str(lc.internal_api), "version": str(lc.version),
+                         "threads": int(lc.get_num_threads())})
+        except Exception:  # noqa: BLE001 - threadpoolctl could not inspect this library
+            pass
+    return {"threads": parallel.get_num_threads(), "blas": blas}
+
+
+def _warn_env(path: Any, saved: Any) -> None:
+    if not isinstance(saved, dict):
+        return
+    here = _env()
+    if saved == here:
+        return
+    def fmt(e: Any) -> str:
+        b = e.get("blas") if isinstance(e, dict) else None
+        libs = ", ".join(f"{x.get('name')} {x.get('version')} x{x.get('threads')}" for x in b
+                         if isinstance(x, dict)) if isinstance(b, list) else "?"
+        return f"{e.get('threads')} npgan thread(s), BLAS {libs or 'none'}"
+    print(f"npgan: warning: checkpoint {path} was written with {fmt(saved)}, this process has {fmt(here)}; "
+          "the resume is not bit-exact (exact resume needs the same thread count and BLAS)", file=sys.stderr)
 
 
 def apply_state(path: str | os.PathLike, state: TrainingState, nets: dict[str, Any], opts: dict[str, Any]) -> None:
     """Load ``state`` into the networks and optimizers and npgan's generator, all or nothing: if any part does
-    not fit, everything is put back as it was and :class:`CheckpointError` names ``path``."""
+    not fit, everything is put back as it was and :class:`CheckpointError` names ``path``.
+
+    First every array is checked (:func:`_check_arrays`: exactly the dtype of what it replaces, finite), so that
+    a float64 or float16 array, a NaN weight or an infinite Adam ``exp_avg_sq`` is refused before anything
+    changes."""
+    _check_arrays(path, state, nets, opts)
     before = ({n: {k: v.copy() for k, v in m.state_dict().items()} for n, m in nets.items()},
               {n: o.state_dict() for n, o in opts.items()}, backend.get_rng_state())
     try:

@@ -28,6 +28,13 @@ DATASETS = ("ring8", "grid25", "digits", "mnist")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
 
+#: the size of the values G must produce for each data set (max |x|): ring8's centres lie on the unit circle,
+#: grid25's at −4..4; images are in [−1, 1]. The bandwidth check uses it (tests compare with npgan.data).
+DATA_SCALE = {"ring8": 1.0, "grid25": 4.0, "digits": 1.0, "mnist": 1.0}
+
+#: read_config refuses larger files (a config.toml is a few hundred bytes; /dev/zero would never end)
+MAX_CONFIG_BYTES = 1 << 20
+
 
 @dataclass
 class RunConfig:
@@ -88,7 +95,26 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("preset", "data_dir", "device"):
+            if isinstance(getattr(self, name), str):
+                toml_string(getattr(self, name))  # a lone surrogate cannot be written to config.toml
         self.train.validate()
+        self._check_bandwidth()
+
+    def _check_bandwidth(self) -> None:
+        """A fixed KDE bandwidth σ must fit the data's scale S (:data:`DATA_SCALE`) in the run's dtype:
+        eps·S ≤ σ ≤ S/eps. Below, σ is under the data's float resolution (every point is its own mode);
+        above, every kernel weight is equal and the entropy term has no gradient. Checked before anything is
+        written."""
+        bw, tr = self.train.bandwidth, self.train
+        if isinstance(bw, str) or not (tr.entropy_weight > 0 or (tr.entropy_weight_final or 0) > 0):
+            return
+        eps = 2.0 ** -52 if self.dtype == "float64" else 2.0 ** -23
+        S = DATA_SCALE.get(self.data, 1.0)
+        lo, hi = eps * S, S / eps
+        if not lo <= float(bw) <= hi:
+            raise ValueError(f"bandwidth {bw!r} does not fit the {self.data} data (values within ±{S:g}) in "
+                             f"{self.dtype}: use a σ between {lo:.3g} and {hi:.3g}, or scott, silverman, median")
 
     def arch_hash(self) -> str:
         """A short hash of what fixes the architecture (data, model, widths, z): checkpoints must match it."""
@@ -105,8 +131,35 @@ def _toml_value(v: Any) -> str:
             raise ValueError(f"cannot write the non-finite number {v} to TOML")
         return repr(v)
     if isinstance(v, str):
-        return json.dumps(v)
+        return toml_string(v)
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def toml_string(s: str) -> str:
+    """``s`` as a TOML basic string that reads back as exactly ``s`` (TOML 1.0, "Basic strings").
+
+    ``"`` and ``\\`` are escaped, the control characters U+0000–U+001F and U+007F become ``\\b \\t \\n \\f
+    \\r`` or ``\\uXXXX``, everything else is written as itself in UTF-8 (characters outside the Basic
+    Multilingual Plane included: json.dumps would write them as surrogate pairs ``\\ud835\\udd44``, which TOML
+    forbids). A lone surrogate (an undecodable file-name byte under Python's surrogateescape, U+DC80–U+DCFF) has
+    no UTF-8 form and no TOML escape: ValueError naming it.
+    """
+    out = []
+    for ch in s:
+        o = ord(ch)
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\u{o:04X}")
+        elif 0xD800 <= o <= 0xDFFF:
+            raise ValueError(f"cannot write {s!r} to TOML: it holds the lone surrogate U+{o:04X} (a file-name "
+                             "byte that is not UTF-8); rename the file or directory")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
 
 
 def write_config(path: Path, cfg: RunConfig) -> None:
@@ -127,11 +180,22 @@ def read_config(path: Path) -> RunConfig:
     except ImportError:  # pragma: no cover - Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        d = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise RunError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise RunError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise RunError(f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; an npgan config.toml "
+                       "is a few hundred bytes (is it the right file?)")
+    try:
+        d = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise RunError(f"config file {path} nests arrays or tables too deeply (an npgan config has no nested "
+                       "values)") from None
     try:
         cfg = RunConfig.from_dict(d)
         _check_types(cfg)

@@ -61,7 +61,7 @@ from .checkpoint import (
 from .config import RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
-from .memory import available_memory, check_memory, estimate_step_bytes
+from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
 from .presets import arch_summary, build
 from .runlock import LOCK_NAME, RunLock
 from .tensor import Tensor
@@ -191,7 +191,7 @@ def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, 
     total = meta.get("total_steps")
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total <= 0):
         raise CheckpointError(f"checkpoint {path}: total_steps must be a positive integer, got {total!r}")
-    st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
+    st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"), config=cfg.to_dict())
     apply_state(path, st, {"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d})
     trainer.step_count, trainer.lr_scale, trainer.skipped = st.step, st.lr_scale, st.skipped
     return total
@@ -246,8 +246,9 @@ class Run:
         backend.set_default_dtype(cfg.dtype)  # the entry point's job (see the module docstring)
         backend.set_device(cfg.device)
         backend.manual_seed(cfg.seed)
+        check_model_size(cfg)  # by arithmetic, before a huge model is built
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
-        check_memory(self.G, self.D, cfg.train)
+        check_memory(self.G, self.D, cfg.train, eval_samples=cfg.eval_samples)
         self.fixed_z = side_noise(cfg, 64 if cfg.data not in ("ring8", "grid25") else 1000, tag=7)
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, when known
         self.rollbacks = 0

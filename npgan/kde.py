@@ -51,6 +51,20 @@ def _as_points(x: Any, name: str = "kde_entropy") -> Any:
     return data
 
 
+def _scaled(x: Any) -> tuple[Any, float]:
+    """(x/s, s) with s = 2^(e−1), max|x| = f·2^e, f in [0.5, 1) (s = 1 for all-zero x).
+
+    x/s is exact (``ldexp``, a power of two) and lies in [−2, 2], so that no square, distance or standard
+    deviation of x/s can overflow, whatever the size of x (float32 points at 1e19 have squares above
+    float32's 3.4e38); s itself is a finite Python float for every finite x."""
+    xp = get_array_module(x)
+    top = float(xp.abs(x).max())
+    if top == 0:
+        return x, 1.0
+    e = math.frexp(top)[1] - 1
+    return xp.ldexp(x, -e).astype(x.dtype, copy=False), math.ldexp(1.0, e)
+
+
 def _centre(x: Any) -> Any:
     """x − x_k, x_k the point nearest the mean: distances are unchanged, the cancellation in
     ‖a‖² + ‖b‖² − 2a·b shrinks to the data's spread, and equal rows (a collapsed batch) become
@@ -134,12 +148,15 @@ def kde_bandwidth(x: Any, rule: str = "silverman") -> float:
 
     A rule's σ is raised to the data's float resolution eps·max|x| (1 when x is all zeros), so that
     a collapsed batch (all rows equal, s = 0) still gives a finite entropy and gradient. A positive
-    float is returned unchanged. Inputs with more than two axes are flattened to (n, d).
+    float is returned unchanged. Inputs with more than two axes are flattened to (n, d). The rules are
+    evaluated on x/s (s a power of two near max|x|, an exact scaling) and multiplied back, so float32 points of any
+    finite size give a finite σ.
     """
     bw = _check_bandwidth(rule, "kde_bandwidth")
     if not isinstance(bw, str):
         return bw
-    return _rule_bandwidth(_as_points(x, "kde_bandwidth"), bw)
+    xs, scale = _scaled(_as_points(x, "kde_bandwidth"))  # every rule is scale-equivariant: σ(x) = s·σ(x/s)
+    return _rule_bandwidth(xs, bw) * scale
 
 
 # ============================================================================ KDE entropy
@@ -167,9 +184,21 @@ class KDEEntropy(Function):
                 = (1/(nσ²)) (diag(rowsum S) x − S x)
 
     computed as gx = gy/(nσ²) · (r ⊙ x − W x − Wᵀ x), r = rowsum(W) + colsum(W): two matrix
-    products, no (n, n, d) array and no second (n, n) array. Keeps W (n, n) and x − x_c
-    (n, d) for backward. ``bandwidth`` is σ or a rule evaluated on x in forward (the median rule
-    reuses the distance matrix); either way σ is a constant of the gradient (see :func:`kde_entropy`).
+    products, no (n, n, d) array and no second (n, n) array.
+
+    Scaling (finite for every finite input). Everything is computed on x/s, s = 2^(e−1) ≥ max|x|/2 a
+    power of two (exact), with σ' = σ/s. N(x_i | x_j, σ²I) = s^(−d) N(x_i/s | x_j/s, σ'²I), so
+
+        L_ij(x, σ) = L_ij(x/s, σ'),   H(x; σ) = H(x/s; σ') + d log s,
+
+    and the normaliser is taken as d (log σ + ½ log 2π) (σ² itself may overflow, log σ cannot). In
+    particular H(c x; c σ) = H(x; σ) + d log c. The gradient in the same variables:
+    ∂H/∂x = (s/σ)² / (n s) · (r ⊙ x̃ − W x̃ − Wᵀ x̃),  x̃ = (x − x_c)/s.
+
+    Keeps for backward: W (n, n), ``xc`` = x̃ (n, d, the centred points divided by s), ``scale`` = s
+    and ``sigma`` = σ (the bandwidth of the unscaled points). ``bandwidth`` is σ or a rule evaluated on x in
+    forward (the median rule reuses the distance matrix); either way σ is a constant of the gradient
+    (see :func:`kde_entropy`).
 
     Double backward. backward_graph recomputes W from x in npgan ops (distances, the row softmax with its
     maximum shifted out as a constant and the same floor, W's diagonal dropped), so that with
@@ -180,7 +209,8 @@ class KDEEntropy(Function):
         ∂W_ij/∂L_il = W_ij (δ_jl − W_il)   (the softmax's Jacobian, per row),
         ∂L_il/∂x_k = −(x_i − x_l)(δ_ik − δ_lk)/σ²;
     and gx is linear in gy: ∂gx/∂gy = (r ⊙ x − W x − Wᵀ x)/(nσ²). The leave-one-out diagonal and the floor
-    enter as constant masks; σ stays a constant.
+    enter as constant masks; σ stays a constant. (backward_graph works on the unscaled points: the
+    second derivative is for the scales where σ² is finite.)
     """
 
     def __init__(self, bandwidth: float | str, leave_one_out: bool):
@@ -194,16 +224,19 @@ class KDEEntropy(Function):
         d = x2.shape[1]
         m = n - 1 if self.loo else n
         dt = x2.dtype.type
-        xc = _centre(x2)
+        xs, s = _scaled(x2)                    # x/s in [−2, 2]: nothing below can overflow
+        xc = _centre(xs)
         L = _sq_dists(xc)                      # the one (n, n) buffer, reused in place to the end
         bw = self.bandwidth
-        self.sigma = sigma = _rule_bandwidth(x2, bw, L) if isinstance(bw, str) else float(bw)
-        inv2s2 = 1.0 / (2.0 * sigma * sigma) if sigma * sigma > 0 else math.inf  # σ² may underflow to 0
+        self.scale = s
+        self.sigma = sigma = _rule_bandwidth(xs, bw, L) * s if isinstance(bw, str) else float(bw)
+        r = s / sigma                          # 1/σ' with σ' = σ/s, the bandwidth of the scaled points
+        inv2s2 = 0.5 * r * r                   # 1/(2σ'²): 0 when σ ≫ the data, inf when σ ≪ it
         with backend.np.errstate(over="ignore"):
             ok = math.isfinite(inv2s2) and math.isfinite(float(dt(inv2s2)))
         if not ok:
-            raise ValueError(f"kde_entropy: bandwidth {sigma!r} is too small for {x2.dtype}: "
-                             "1/(2σ²) overflows")
+            raise ValueError(f"kde_entropy: bandwidth {sigma!r} is too small for {x2.dtype} points of size "
+                             f"{s:.3g}: 1/(2σ²) overflows at their scale")
         floor = dt(_EXP_FLOOR.get(x2.dtype.name, -80.0))
         if kernels.enabled(xp) and L.flags.c_contiguous:  # the same steps in one fused kernel
             M, Z = kernels.kde_row_softmax_(L, -inv2s2, floor, self.loo)
@@ -219,13 +252,14 @@ class KDEEntropy(Function):
                 xp.fill_diagonal(L, 0)
             Z = L.sum(axis=1)
         L /= Z[:, None]                        # now W, the row softmax
-        self.W, self.xc = L, xc
+        self.W, self.xc = L, xc                # xc: the centred points divided by s
         lse = M + xp.log(Z)
-        h = -lse.mean() + math.log(m) + 0.5 * d * math.log(2.0 * math.pi * sigma ** 2)
+        # (d/2) log(2πσ²) as d·(log σ + log(2π)/2): σ² may overflow (σ = 1e200), log σ cannot
+        h = -lse.mean() + math.log(m) + d * (math.log(sigma) + 0.5 * math.log(2.0 * math.pi))
         return xp.asarray(h, dtype=x2.dtype)
 
     def backward(self, gy):
-        W, xc = self.W, self.xc
+        W, xc, s = self.W, self.xc, self.scale
         n = xc.shape[0]
         # S_kk multiplies x_k − x_k = 0: dropping W's diagonal changes nothing exactly, and keeps
         # r ⊙ x − W x − Wᵀ x from cancelling terms of size |x| (float error relative to the spread).
@@ -236,7 +270,9 @@ class KDEEntropy(Function):
         g -= t
         get_array_module(xc).matmul(W.T, xc, out=t)
         g -= t
-        g *= gy * (1.0 / (n * self.sigma * self.sigma))
+        # xc is (x − x_c)/s: 1/(nσ²) · (… s·xc) = (s/σ)² / (n s) · (… xc), each factor finite
+        rs = s / self.sigma
+        g *= gy * (rs / n * rs / s)
         return g.reshape(self.shape)
 
     def backward_graph(self, gy):

@@ -9,13 +9,14 @@ largest batch size that fits, before anything is trained or written.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from . import backend, nn
 from .errors import InsufficientMemoryError
 from .gan import TrainConfig
 from .tensor import Tensor, no_grad
 
-__all__ = ["estimate_step_bytes", "check_memory", "available_memory"]
+__all__ = ["estimate_step_bytes", "check_memory", "available_memory", "count_parameters", "check_model_size"]
 
 
 def _layer_bytes(net: nn.Module, x: Tensor) -> tuple[int, Tensor]:
@@ -99,6 +100,57 @@ def available_memory() -> int | None:
         return None
 
 
+def count_parameters(cfg: Any) -> tuple[int, int]:
+    """(G's, D's) parameter counts of a :class:`~npgan.config.RunConfig`'s architecture, by arithmetic, without
+    building anything (the architectures of :func:`npgan.presets.build_models`; a test checks they agree).
+
+    With z = z_dim, h = hidden, n = C·H·W the image size and BN(c) = 2c a batch norm's weight and bias:
+
+        mlp2d   G: (z+1)h + (h+1)h + (h+1)2            D: 3h + (h+1)h + (h+1)
+        mlp     G: (z+1)h + (h+1)2h + (2h+1)n          D: (n+1)2h + (2h+1)h + (h+1)
+        mlp_bn  G: (z+1)h + (h+1)2h + BN(2h) + (2h+1)4h + BN(4h) + (4h+1)n
+                D: (n+1)4h + (4h+1)2h + (2h+1)
+        dcgan   G: z·2h·k² + BN(2h) + 2h·h·16 + BN(h) + h·C·16     D: C·h·16 + h·2h·16 + BN(2h) + 2h·k²
+                (k = 7 for 28×28 images, 2 for 8×8)
+    """
+    z, h = int(cfg.train.z_dim), int(cfg.hidden)
+    if cfg.model == "mlp2d":
+        return (z + 1) * h + (h + 1) * h + (h + 1) * 2, 3 * h + (h + 1) * h + (h + 1)
+    c, side = (1, 8) if cfg.data == "digits" else (1, 28)
+    n = c * side * side
+    if cfg.model == "mlp":
+        return ((z + 1) * h + (h + 1) * 2 * h + (2 * h + 1) * n,
+                (n + 1) * 2 * h + (2 * h + 1) * h + (h + 1))
+    if cfg.model == "mlp_bn":
+        return ((z + 1) * h + (h + 1) * 2 * h + 4 * h + (2 * h + 1) * 4 * h + 8 * h + (4 * h + 1) * n,
+                (n + 1) * 4 * h + (4 * h + 1) * 2 * h + (2 * h + 1))
+    k = 7 if side == 28 else 2
+    return (z * 2 * h * k * k + 4 * h + 2 * h * h * 16 + 2 * h + h * c * 16,
+            c * h * 16 + h * 2 * h * 16 + 4 * h + 2 * h * k * k)
+
+
+#: bytes per parameter a run holds: the weight, its gradient, two Adam moments (RMSprop: one) and the copy that
+#: a checkpoint load keeps to put things back on failure
+_BYTES_PER_PARAM_FACTOR = 5
+
+
+def check_model_size(cfg: Any, available: int | None = None) -> int:
+    """Before any model is built: refuse (:class:`InsufficientMemoryError`) an architecture whose weights,
+    gradients and optimizer state alone (5 copies of the :func:`count_parameters` parameters) exceed 90% of
+    the available memory, naming ``hidden`` and ``z_dim``. Returns those bytes."""
+    g, d = count_parameters(cfg)
+    itemsize = 8 if cfg.dtype == "float64" else 4
+    need = _BYTES_PER_PARAM_FACTOR * (g + d) * itemsize
+    avail = available_memory() if available is None else available
+    if avail is None or need <= 0.9 * avail:
+        return need
+    raise InsufficientMemoryError(
+        f"the {cfg.model} models with hidden = {cfg.hidden} and z_dim = {cfg.train.z_dim} have {g + d:,} "
+        f"parameters (G {g:,}, D {d:,}), whose weights, gradients and optimizer state need about "
+        f"{_fmt_bytes(need)}, but only {_fmt_bytes(avail)} is available on {backend.get_device()}; "
+        "use a smaller hidden or z_dim (the batch size does not change this)")
+
+
 def _fmt_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
@@ -107,14 +159,40 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.3g} EiB"  # pragma: no cover
 
 
-def check_memory(G: nn.Module, D: nn.Module, train: TrainConfig, available: int | None = None) -> int:
-    """Raise :class:`InsufficientMemoryError` before training when one step would not fit in memory.
+def estimate_eval_bytes(G: nn.Module, train: TrainConfig, eval_samples: int) -> int:
+    """Bytes of the final evaluation: ``eval_samples`` noise vectors (drawn in float64, then cast) and G's
+    activations on all of them at once (a_G per sample, as in :func:`estimate_step_bytes`)."""
+    was = [(m, m.training) for m in G.modules()]
+    G.eval()
+    try:
+        a_g, _ = _layer_bytes(G, Tensor(backend.current_xp().zeros((2, train.z_dim),
+                                                                    dtype=backend.get_default_dtype())))
+    finally:
+        for m, mode in was:
+            object.__setattr__(m, "training", mode)
+    per_sample = a_g / 2 + train.z_dim * (8 + backend.get_default_dtype().itemsize)
+    return int(eval_samples * per_sample)
+
+
+def check_memory(G: nn.Module, D: nn.Module, train: TrainConfig, available: int | None = None,
+                 eval_samples: int = 0) -> int:
+    """Raise :class:`InsufficientMemoryError` before training when one step, or the final evaluation of
+    ``eval_samples`` samples (:func:`estimate_eval_bytes`), would not fit in memory.
 
     Compares :func:`estimate_step_bytes` with 90% of :func:`available_memory` (or ``available``); returns the
-    estimate. The message gives both figures and the largest batch size that fits.
+    estimate. The message gives both figures and the largest batch size (or eval_samples) that fits.
     """
     est = estimate_step_bytes(G, D, train)
     avail = available_memory() if available is None else available
+    if avail is not None and eval_samples > 0:
+        ev = estimate_eval_bytes(G, train, eval_samples)
+        weights = sum(p.data.nbytes for net in (G, D) for p in net.parameters())
+        if ev + weights > 0.9 * avail:
+            fit = max(int((0.9 * avail - weights) / (ev / eval_samples)), 0)
+            raise InsufficientMemoryError(
+                f"eval_samples = {eval_samples} needs about {_fmt_bytes(ev)} of memory for the final evaluation "
+                f"(noise and G's activations for every sample), but only {_fmt_bytes(avail)} is available on "
+                f"{backend.get_device()}; use eval_samples of at most {fit} (in the config file)")
     if avail is None or est <= 0.9 * avail:
         return est
     B = train.batch_size

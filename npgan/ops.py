@@ -26,9 +26,32 @@ __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "m
 
 
 def _lift(other: Any, like: Tensor) -> Tensor:
-    """A Python/numpy scalar or array as a constant tensor of ``like``'s dtype (no type promotion)."""
+    """A Python/numpy scalar or array as a constant tensor of ``like``'s dtype (no type promotion).
+
+    The dtype rule of npgan's binary ops (``+ − * / @``, maximum, minimum, where):
+
+    * a Python number, numpy scalar, list or array operand takes the tensor's float dtype (``x32 * 0.5`` and
+      ``x32 + np.float64(1)`` stay float32, as PyTorch's "wrapped numbers" do);
+    * two tensors follow NumPy's promotion: float32 with float64 gives float64 (npgan promotes where PyTorch
+      raises "expected scalar type", e.g. a float64 input to a float32 ``nn.Linear`` computes in float64);
+    * functions of real numbers (exp, log, sigmoid, layers, losses) turn integer and bool inputs into the
+      default float dtype (:func:`_as_float`).
+
+    Anything that is not numbers (None, a string, a dict, an object array) is a TypeError naming its type.
+    """
     if isinstance(other, Tensor):
         return other
+    if other is None or isinstance(other, (str, bytes, dict, set)):
+        raise TypeError(f"unsupported operand: a tensor and {type(other).__name__} ({other!r:.40}); "
+                        "operands are tensors, arrays or numbers")
+    if not backend.is_array(other):
+        kind = backend.np.asarray(other).dtype.kind if not callable(other) else "O"
+        if kind not in "biuf":
+            raise TypeError(f"unsupported operand: a tensor and {type(other).__name__} ({other!r:.40}); "
+                            "operands are tensors, arrays or numbers")
+    elif other.dtype.kind not in "biuf":
+        raise TypeError(f"unsupported operand: a tensor and an array of dtype {other.dtype}; operands are "
+                        "tensors, arrays or numbers")
     xp = get_array_module(like.data)
     if backend.is_array(other):
         if backend.device_of(other) != backend.device_of(like.data):

@@ -200,8 +200,10 @@ class Module:
 
         Values may be numpy/cupy arrays, npgan tensors or anything with ``.numpy()``
         (e.g. torch tensors, after ``.detach()``). With ``strict``, the keys must
-        match exactly; shapes must always match. Nothing is changed unless every
-        entry fits: the error lists every missing, unexpected and mis-shaped key.
+        match exactly; shapes must always match; values must be real (bool, integer
+        or float, never complex) and finite. Nothing is changed unless every entry
+        fits: the one-line error lists every missing, unexpected, mis-shaped,
+        complex or non-finite key.
         """
         if not hasattr(state, "items"):
             raise TypeError(f"load_state_dict expects a mapping of names to arrays, got {type(state).__name__}")
@@ -224,6 +226,15 @@ class Module:
             if shape != arr.shape:
                 bad.append(f"{key}: expected shape {arr.shape}, got {shape}")
                 continue
+            if not backend.is_array(v):
+                v = backend.np.asarray(v)
+            dkind = v.dtype.kind
+            if dkind not in ("b", "i", "u", "f"):
+                bad.append(f"{key}: dtype {v.dtype} is not real numbers")
+                continue
+            if dkind == "f" and not bool(backend.get_array_module(v).isfinite(v).all()):
+                bad.append(f"{key}: holds nan or inf")
+                continue
             staged.append((m, local, kind, v, arr))
         problems = []
         if strict and missing:
@@ -231,7 +242,7 @@ class Module:
         if strict and unexpected:
             problems.append(f"unexpected keys {unexpected}")
         if bad:
-            problems.append("shape mismatch: " + "; ".join(bad))
+            problems.append("bad entries: " + "; ".join(bad))
         if problems:
             raise StateDictError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
         for m, local, kind, v, arr in staged:
