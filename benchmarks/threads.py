@@ -73,7 +73,6 @@ def steps(rounds, threads, torch):
             for name, (th, mw, hold) in cfgs.items():
                 parallel.set_num_threads(th)
                 parallel.MIN_WORK, parallel.HOLD_BLAS_IN_SMALL_OPS = mw, hold
-                parallel._state["last_split"] = float("-inf")  # no hold carried over from the last setting
                 res[name].append(median_ms(ours, n))
             parallel.set_num_threads(threads)
             parallel.MIN_WORK, parallel.HOLD_BLAS_IN_SMALL_OPS = cfgs["default"][1], True

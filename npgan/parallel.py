@@ -15,12 +15,15 @@ The calling thread runs the last chunk itself; the others go to a pool of ``get_
 threads (:class:`_Pool`). Small ops (``work`` below :data:`MIN_WORK` elements) and ops on the GPU run in one
 piece, and so does any call made from inside a chunk (no nesting).
 
-Small ops also hold the BLAS to one thread while they run, as long as some op was split within the last
-second. After a multi-threaded call, OpenBLAS's worker threads keep spinning for a while, and a split op that
+Small ops also hold the BLAS to one thread while they run, whenever npgan splits (more than one thread).
+After a multi-threaded call, OpenBLAS's worker threads keep spinning for a while, and a split op that
 starts meanwhile finds its cores taken: letting a model's small convolutions use OpenBLAS's threads between its
-split ones slows every step (``python benchmarks/threads.py``: "small ops free" against "default"). The
-threshold is a trade: from 64k elements the 28×28 DCGAN splits all six of its convolutions, and the 8×8 DCGAN
-(largest ops 262k) splits too; a higher one splits fewer (``threads.py``: "default" against "split from 512k").
+split ones slows every step (``python benchmarks/threads.py``: "small ops free" against "default"). The rule
+depends on the op and the thread count only, never on the clock, so that a run and its resume compute every
+op the same way (an earlier rule, "within a second of a split", gave results that changed with the machine's
+load). The threshold is a trade: from 64k elements the 28×28 DCGAN splits all six of its convolutions, and the
+8×8 DCGAN (largest ops 262k) splits too; a higher one splits fewer (``threads.py``: "default" against "split
+from 512k").
 
 Models whose matrix products are small. OpenBLAS starts its second thread for any product of more than a few
 hundred thousand multiply-adds, and its threads spin while they wait for the next one. For an MLP whose
@@ -48,7 +51,6 @@ from __future__ import annotations
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -60,13 +62,11 @@ __all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bound
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
 GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
-HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS after a recent split (False only to measure why)
-HOLD_WINDOW_S = 1.0  # "recent": within this many seconds
+HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS to one thread while splitting is on (False: to measure why)
 
 _lock = threading.Lock()
 _inside = threading.local()  # .active: this thread is running a chunk
-_state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": [],
-                          "last_split": float("-inf")}
+_state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": []}
 
 
 def _blas_controllers() -> list:
@@ -198,8 +198,8 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
 
     ``fn`` must only write to its own part of any shared output (rows lo..hi of the batch) and return what
     the caller combines (e.g. a partial weight gradient). ``work`` is the number of elements the whole op
-    touches: below :data:`MIN_WORK` ``fn(0, n)`` runs alone (with the BLAS held to one thread if an op was
-    split within :data:`HOLD_WINDOW_S`); on the GPU (``xp`` not NumPy), with one thread, or when called from
+    touches: below :data:`MIN_WORK` ``fn(0, n)`` runs alone (with the BLAS held to one thread, see the
+    module's docstring); on the GPU (``xp`` not NumPy), with one thread, or when called from
     inside a chunk, it runs alone and untouched. Exceptions from any chunk propagate after all chunks finished.
     """
     threads = get_num_threads()
@@ -207,7 +207,7 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
             or not _blas_controllers()):
         return [fn(0, n)]
     small = n < 2 or work < MIN_WORK
-    if small and not (HOLD_BLAS_IN_SMALL_OPS and time.monotonic() - _state["last_split"] < HOLD_WINDOW_S):
+    if small and not HOLD_BLAS_IN_SMALL_OPS:
         return [fn(0, n)]
     _limit_blas(True)
     if small:  # one piece, but with the BLAS held too (see the module's docstring)
@@ -228,7 +228,6 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
         for ok, value in results:
             if not ok:
                 raise value
-        _state["last_split"] = time.monotonic()
         return [value for _, value in results] + [last]
     finally:
         _limit_blas(False)
