@@ -188,6 +188,11 @@ def part_collapse(args: Any, rng: Any, axes: Any) -> dict[str, Any]:
         ax.quiver(pts[:, 0], pts[:, 1], gg[:, 0], gg[:, 1], color="C3", angles="xy", width=0.004)
         ax.set_aspect("equal")
         ax.set_title(title, fontsize=10)
+    from matplotlib.ticker import MaxNLocator
+    for ax in axes:  # a few ticks: the equal-aspect panels are narrow, and crowded tick labels run together
+        ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.yaxis.set_major_locator(MaxNLocator(5))
+        ax.tick_params(labelsize=8)
     a3.scatter(x[:, 0], x[:, 1], s=6, color="C0", label="start")
     a3.scatter(y[:, 0], y[:, 1], s=6, color="C1", label=f"after {steps} ascent steps")
     a3.set_aspect("equal")
@@ -204,12 +209,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     res: dict[str, Any] = {}
     res.update(part_discrete())
     pyplot = plt()
-    fig = pyplot.figure(figsize=(12, 7.5))
+    fig = pyplot.figure(figsize=(12, 8.5), layout="constrained")  # constrained: labels and titles never overlap
+    fig.get_layout_engine().set(h_pad=0.12, hspace=0.08)
     gs = fig.add_gridspec(2, 6)
     res.update(part_kde_n(args, rng, fig.add_subplot(gs[0, :3])))
     res.update(part_kde_bandwidth(args, rng, fig.add_subplot(gs[0, 3:])))
     res.update(part_collapse(args, rng, [fig.add_subplot(gs[1, 2 * k:2 * k + 2]) for k in range(3)]))
-    fig.tight_layout()
     save(fig, out_dir / "entropy.png")
     return finish(NAME, res, timer, out_dir)
 

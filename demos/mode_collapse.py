@@ -83,8 +83,10 @@ def draw(fig_rows: list[tuple[str, list[Any]]], data: str, lim: float, path: Any
         for c, (step, x, surf) in enumerate(snaps):
             ax = axes[r, c]
             ax.imshow(surf, extent=(-lim, lim, -lim, lim), cmap="coolwarm", vmin=0, vmax=1, alpha=0.75)
-            ax.scatter(x[:, 0], x[:, 1], s=1.5, color="k", alpha=0.5, linewidths=0)
-            ax.scatter(centers[:, 0], centers[:, 1], s=12, marker="x", color="lime", linewidths=0.8)
+            # modes: hollow rings under the samples, so the samples that sit on a mode stay visible
+            ax.scatter(centers[:, 0], centers[:, 1], s=28, facecolors="none", edgecolors="lime", linewidths=0.8,
+                       zorder=2)
+            ax.scatter(x[:, 0], x[:, 1], s=1.5, color="k", alpha=0.5, linewidths=0, zorder=3)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_xticks([])

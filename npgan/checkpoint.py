@@ -28,9 +28,6 @@ over the target and the directory is fsync'ed: a crash at any moment leaves eith
 a half-written one; a failed write (disk full) removes its temporary file and raises
 :class:`CheckpointWriteError`, leaving the previous checkpoint intact. A process killed between the two steps
 leaves a stale temporary file, which :func:`remove_stale_temps` (run by ``npgan resume``) deletes.
-
-``NPGAN_FAULT_SLEEP_IN_SAVE=SECONDS`` (for fault-injection tests only) pauses a checkpoint save between the
-fsync of the temporary file and the rename, so that a test can kill the process in that window.
 """
 
 from __future__ import annotations
@@ -42,8 +39,6 @@ import json
 import math
 import os
 import sys
-import tempfile
-import time
 import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -107,24 +102,30 @@ def _fsync_dir(d: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, _fault_pause: bool = False) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, fsync and a rename (never a half-written file).
 
     On any failure the temporary file is removed and the exception (e.g. OSError ENOSPC) propagates; ``path``
-    keeps its previous content.
+    keeps its previous content. The file gets the mode of any newly created file, 0o666 less the umask (not
+    ``tempfile.mkstemp``'s private 0o600).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits collided
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(errno.EEXIST, f"no free temporary file name next to {path}")
     try:
         try:
             _write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
-        if _fault_pause:
-            pause = os.environ.get("NPGAN_FAULT_SLEEP_IN_SAVE")
-            if pause:
-                time.sleep(float(pause))
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -186,7 +187,7 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str,
     payload.update(host)
     backend.np.savez(buf, **payload)
     try:
-        atomic_write_bytes(path, buf.getvalue(), _fault_pause=True)
+        atomic_write_bytes(path, buf.getvalue())
     except OSError as exc:
         code = errno.errorcode.get(exc.errno or 0, "?")
         state = (f"the previous checkpoint {path} is intact" if path.is_file()

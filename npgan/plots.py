@@ -66,13 +66,18 @@ def image_grid(images: Any, path: str | os.PathLike, title: str | None = None, n
 
 
 def scatter_2d(samples: Any, centers: Any, path: str | os.PathLike, title: str | None = None) -> None:
-    """Save a scatter of 2-D samples over the mixture's mode centres."""
+    """Save a scatter of 2-D samples over the mixture's mode centres.
+
+    The modes are hollow red circles drawn under the samples: a mode that the generator covers shows its
+    samples inside the ring (a filled marker on top would hide exactly the samples that sit on the modes).
+    """
     plt = _plt()
     np = backend.np
     s, c = np.asarray(samples), np.asarray(centers)
     fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(s[:, 0], s[:, 1], s=3, alpha=0.4, label="G(z)")
-    ax.scatter(c[:, 0], c[:, 1], s=40, marker="x", color="red", label="modes")
+    ax.scatter(c[:, 0], c[:, 1], s=110, facecolors="none", edgecolors="red", linewidths=0.9, zorder=1,
+               label="modes")
+    ax.scatter(s[:, 0], s[:, 1], s=4, alpha=0.4, color="C0", linewidths=0, zorder=2, label="G(z)")
     lim = float(np.abs(c).max()) * 1.5 + 0.5
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)

@@ -17,6 +17,7 @@ Graph semantics (the same as PyTorch's):
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "t
            "zeros", "ones", "randn", "rand", "as_tensor", "sum_to"]
 
 _grad_enabled = True
+# Key in a Function's __dict__: how many entries before it are options (set by __init__, before the first call).
+_N_OPTIONS = "_n_options"
 
 
 @contextlib.contextmanager
@@ -531,7 +534,14 @@ class Function:
     ``backward(gy) -> grad or tuple of grads`` (one per input, ``None`` for an
     input that needs none) on raw backend arrays, and keep in ``self`` exactly
     what ``backward`` needs. ``self.needs_grad[i]`` tells whether input ``i``
-    wants a gradient, so a backward can skip work.
+    wants a gradient, so a backward can skip work. Options go in ``__init__``;
+    a Function is called on tensors: ``Softsign()(x)``, ``Scale(2.0)(x)``.
+    docs/extending.md walks through writing one.
+
+    One instance may be called many times: the first call records the instance itself as the graph node,
+    every later call records a fresh node that holds a copy of the options only (what ``__init__`` set), so
+    two nodes never share saved values (PyTorch's ``Function.apply`` gives each call its own node too).
+    The options are the attributes set before the first call; ``release`` (after backward) keeps them.
 
     ``fresh_grads = True`` on a subclass promises that every gradient its ``backward`` returns is a newly
     allocated array that nothing else references (not ``gy``, not a view, not shared between inputs): a leaf
@@ -554,7 +564,15 @@ class Function:
         ts = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         if backend._gpu_type is not None and len(ts) > 1:  # only with a GPU module: one test per input
             backend.check_same_device([t.data for t in ts], type(self).__name__)
-        y = self.forward(*[t.data for t in ts])
+        d = self.__dict__
+        n = d.get(_N_OPTIONS)
+        if n is None:  # the first call: this instance is the node; what __init__ set so far are its options
+            d[_N_OPTIONS] = len(d)
+            node = self
+        else:  # a later call: a node of its own, so this call's forward cannot overwrite the first one's saves
+            node = object.__new__(type(self))
+            node.__dict__.update(itertools.islice(d.items(), n + 1))
+        y = node.forward(*[t.data for t in ts])
         out = Tensor.__new__(Tensor)
         out.data = y
         out.grad = None
@@ -565,9 +583,9 @@ class Function:
             needs = tuple(t.requires_grad for t in ts)
             if True in needs:
                 out.requires_grad = True
-                out.creator = self
-                self.inputs = ts
-                self.needs_grad = needs
+                out.creator = node
+                node.inputs = ts
+                node.needs_grad = needs
         return out
 
     def forward(self, *xs: Any) -> Any:  # pragma: no cover - abstract
@@ -577,9 +595,18 @@ class Function:
         raise NotImplementedError
 
     def release(self) -> None:
-        """Drop the inputs and everything saved for backward (after a backward pass)."""
+        """Drop the inputs and everything saved for backward (after a backward pass); keep the options."""
         self.inputs = None
-        self.__dict__.clear()
+        d = self.__dict__
+        n = d.get(_N_OPTIONS)
+        if n:  # keep the options (and the count), so that a later call of this instance still has them
+            options = list(itertools.islice(d.items(), n + 1))
+            d.clear()
+            d.update(options)
+        else:  # keep the count: a later call must make a fresh node, not revive this freed one
+            d.clear()
+            if n is not None:
+                d[_N_OPTIONS] = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

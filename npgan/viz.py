@@ -28,13 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from .tensor import Function, GraphFreedError, Tensor, graph_functions
+from .backend import is_array
+from .tensor import _N_OPTIONS, Function, GraphFreedError, Tensor, graph_functions
 
 __all__ = ["graph", "render", "explain", "functions_in_order", "backward_formula", "function_classes"]
-
-# Attributes of a Function worth showing in its node (its options, not its saved arrays).
-_OPTIONS = ("p", "slope", "reduction", "axis", "keepdims", "axes", "eps", "training", "lo", "hi", "dtype",
-            "sigma", "loo", "s", "d")
 
 # A line of a docstring that states a gradient: "gx = …", "gW = …", "gx̂ = …", "∂L/∂W₂ = …", "gp_i = …".
 _GRAD_LINE = re.compile(r"(^|[\s(,;])(g[^\s=]{0,6}|∂\S*)\s*=")
@@ -75,23 +72,35 @@ def _tensors(root: Tensor, fns: list[Function]) -> list[Tensor]:
 
 
 def _fmt_value(v: Any) -> str:
+    """An option as text: numbers and tuples by value, an array or a tensor by its shape and dtype only."""
+    if isinstance(v, Tensor):
+        v = v.data
+    if is_array(v):
+        return f"array{tuple(v.shape)} {v.dtype}"
     if isinstance(v, float):
         return f"{v:g}"
-    if hasattr(v, "name") and not isinstance(v, str):  # a dtype
+    if hasattr(v, "itemsize") and hasattr(v, "name"):  # a dtype
         return str(v.name)
-    return repr(v) if isinstance(v, str) else str(v)
+    text = repr(v) if isinstance(v, str) else str(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _split(f: Function) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recorded Function's options (what __init__ set, before its first call) and what forward saved."""
+    d = getattr(f, "__dict__", {})
+    n = d.get(_N_OPTIONS)
+    if n is None:  # never called through Function.__call__: no boundary is known, show it all as options
+        return dict(d), {}
+    items = list(d.items())
+    return dict(items[:n]), dict(items[n + 1:])
 
 
 def _options(f: Function) -> str:
-    d = getattr(f, "__dict__", {})
-    parts = []
-    for k in _OPTIONS:
-        if k in d:
-            v = d[k]
-            if v is None or isinstance(v, (bool, int, float, str)) or (
-                    isinstance(v, tuple) and all(isinstance(a, int) for a in v)) or hasattr(v, "itemsize"):
-                parts.append(f"{k}={_fmt_value(v)}")
-    return ", ".join(parts)
+    return ", ".join(f"{k}={_fmt_value(v)}" for k, v in _split(f)[0].items())
+
+
+def _saved(f: Function) -> str:
+    return ", ".join(f"{k} {_fmt_value(v)}" for k, v in _split(f)[1].items())
 
 
 def _describe(t: Tensor, names: dict[int, str]) -> str:
@@ -209,7 +218,8 @@ def function_classes() -> list[type]:
 
 def explain(tensor: Tensor, names: Any = None, full: bool = False, file: TextIO | None = None) -> str:
     """Print (to ``file``, default stdout) and return every recorded Function in the order it ran, each with its
-    inputs, output and backward formula (from the Function's class docstring; ``full=True`` prints it all).
+    options, inputs, output, what its forward saved for backward (arrays by shape and dtype) and its backward
+    formula (from the Function's class docstring; ``full=True`` prints it all).
 
     ``gy`` in the formulas is the gradient arriving at the Function's output; ``backward()`` visits the
     Functions from the last to the first, each turning gy into the gradients of its inputs.
@@ -232,6 +242,8 @@ def explain(tensor: Tensor, names: Any = None, full: bool = False, file: TextIO 
             head = f"[{k:>{width}}] {type(f).__module__}.{type(f).__name__}"
             head += f" ({opts})" if opts else ""
             out.append(f"{head}: {ins} -> {_describe(res, names_) if res is not None else '?'}")
+            saved = _saved(f)
+            out.append(" " * (width + 3) + "saved for backward: " + (saved or "nothing"))
             for ln in backward_formula(f, full).splitlines():
                 out.append(" " * (width + 7) + ln)
     text = "\n".join(out) + "\n"

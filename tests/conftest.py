@@ -8,6 +8,7 @@ npgan ("cpu" or "gpu"); the device is current while the test runs and "cpu" agai
 """
 
 import os
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -70,3 +71,19 @@ def device(request):
         yield request.param
     finally:
         npgan.set_device("cpu")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """All skips on one line, grouped by reason (``-rfE`` keeps failures and errors listed one by one)."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    reasons = Counter(_skip_reason(r) for r in skipped)
+    text = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common())
+    terminalreporter.write_line(f"{len(skipped)} skipped: {text}", yellow=True)

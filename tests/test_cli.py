@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -174,21 +174,40 @@ def test_config_file_is_a_complete_recipe(tmp_path, capsys):
     assert rc == 2 and "not_a_key" in err
 
 
+# The child runs the CLI and prints "ROWS n" each time history.csv has grown to n rows (header included), so
+# the test waits for training progress as an event on a pipe, never for wall time.
+_CHILD = r"""
+import sys
+from npgan.experiment import Run
+real_append = Run._append_history
+def append(self, rows):
+    real_append(self, rows)
+    n = len((self.out / "history.csv").read_text().splitlines())
+    print("ROWS", n, flush=True)
+Run._append_history = append
+from npgan.cli import main
+sys.argv = ["npgan", *sys.argv[1:]]
+sys.exit(main())
+"""
+
+
 def _spawn(args):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "npgan.cli", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([sys.executable, "-c", _CHILD, *map(str, args)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.guard = threading.Timer(900, p.kill)  # a safety net against a hang (the test then fails), not a deadline
+    p.guard.start()
+    return p
 
 
-def _wait_rows(path, n, proc, timeout=60):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if path.exists() and len(path.read_text().splitlines()) > n:
+def _wait_rows(path, n, proc):
+    """Block until the child reports that ``path`` (history.csv) has more than ``n`` lines."""
+    for line in proc.stdout:
+        if line.startswith("ROWS") and int(line.split()[1]) > n:
+            assert len(path.read_text().splitlines()) > n
             return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended early: {proc.communicate()}")
-        time.sleep(0.05)
-    raise AssertionError("no progress")
+    proc.wait()
+    raise AssertionError(f"the run ended before {n} history rows (status {proc.returncode}): {proc.stderr.read()}")
 
 
 def _final_weights(d):
@@ -206,7 +225,8 @@ def test_signal_then_resume_reaches_the_uninterrupted_weights(tmp_path, capsys, 
     p = _spawn(["train", "--config", cfg, "--no-progress", "--out", out])
     _wait_rows(out / "history.csv", 120, p)
     p.send_signal(sig)
-    _, err = p.communicate(timeout=60)
+    _, err = p.communicate()
+    p.guard.cancel()
     if sig == signal.SIGINT:
         assert p.returncode == 130, err
         assert "checkpoint saved" in err

@@ -1,8 +1,10 @@
-"""Fault injection: SIGKILL at random moments (also in the middle of a checkpoint write) and a full disk.
+"""Fault injection: SIGKILL at chosen events (in the middle of a checkpoint write, right after its rename, between
+two optimizer updates, in the middle of a history append) and a full disk.
 
 Whatever happens, the run directory holds a loadable checkpoint, `npgan resume` reaches exactly the weights and
 history of an uninterrupted run, no temporary file is left behind, and a failed write says the previous
-checkpoint is intact.
+checkpoint is intact. The kills wait for events, never for wall time: the child process runs the CLI under a
+small wrapper (``_CHILD``) that stops at the chosen event, says so on stdout, and waits there to be killed.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -25,6 +27,62 @@ from npgan.presets import make_config
 
 KILLS = 20
 
+# The child: `python -c _CHILD EVENT N npgan-cli-args...` runs the CLI and stops at the N-th EVENT of the process:
+#   save     before the rename of a checkpoint's temporary file (written and fsync'ed: the middle of a save)
+#   renamed  right after that rename (before the directory's fsync)
+#   update   after an optimizer's update (between D's and G's update, or between two steps)
+#   history  in the middle of an append to history.csv (the file ends in a cut row)
+# There it prints "PAUSED ..." and waits for the SIGKILL. The hooks live here, not in npgan.
+_CHILD = r"""
+import os, sys, threading
+event, n = sys.argv[1], int(sys.argv[2])
+seen = [0]
+
+def hit(name):
+    if name != event:
+        return False
+    seen[0] += 1
+    return seen[0] == n
+
+def pause(what):
+    print("PAUSED", event, n, what, flush=True)
+    threading.Event().wait()  # until the test kills this process
+
+real_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    checkpoint = os.fspath(dst).endswith("checkpoint.npz")
+    if checkpoint and hit("save"):
+        pause(f"before renaming {os.path.basename(os.fspath(src))}")
+    real_replace(src, dst, *args, **kwargs)
+    if checkpoint and hit("renamed"):
+        pause("after the rename")
+os.replace = replace
+
+from npgan import optim
+from npgan.experiment import Run
+real_step = optim.Optimizer.step
+def step(self):
+    real_step(self)
+    if hit("update"):
+        pause(type(self).__name__)
+optim.Optimizer.step = step
+
+real_append = Run._append_history
+def append(self, rows):
+    path = self.out / "history.csv"
+    before = path.stat().st_size
+    real_append(self, rows)
+    if rows and hit("history"):
+        after = path.stat().st_size
+        os.truncate(path, before + (after - before) // 2)
+        pause(f"history.csv cut at byte {before + (after - before) // 2} of {after}")
+Run._append_history = append
+
+from npgan.cli import main
+sys.argv = ["npgan", *sys.argv[3:]]
+sys.exit(main())
+"""
+
 
 def _cfg(steps):
     """ring8, batch 64, constant learning rate and entropy weight (so the schedule does not depend on `steps`)."""
@@ -35,32 +93,37 @@ def _cfg(steps):
     return cfg
 
 
-def _spawn(args, pause):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", NPGAN_FAULT_SLEEP_IN_SAVE=str(pause))
-    return subprocess.Popen([sys.executable, "-m", "npgan.cli", *map(str, args)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _stat(path):
+def _run_until_paused(args, event, n, log):
+    """Start the CLI with ``args``, wait until it stops at its ``n``-th ``event``, SIGKILL it; the PAUSED line."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log, "w") as err:
+        p = subprocess.Popen([sys.executable, "-c", _CHILD, event, str(n), *map(str, args)], env=env,
+                             stdout=subprocess.PIPE, stderr=err, text=True)
+    # a safety net against a hang, not a pass/fail criterion: a child that never reaches its event is killed,
+    # and the test then fails below on "ended before its event"
+    guard = threading.Timer(900, p.kill)
+    guard.start()
     try:
-        st = path.stat()
-        return st.st_ino, st.st_mtime_ns
-    except FileNotFoundError:
-        return None
+        paused = None
+        for line in p.stdout:
+            if line.startswith("PAUSED"):
+                paused = line.strip()
+                p.send_signal(signal.SIGKILL)
+                break
+    finally:
+        guard.cancel()
+        p.kill()
+        p.wait()
+        p.stdout.close()
+    if paused is None:
+        raise AssertionError(f"the run ended before its {event} #{n} (status {p.returncode}): "
+                             f"{log.read_text()[-2000:]}")
+    assert p.returncode == -signal.SIGKILL
+    return paused
 
 
 def _temps(out):
     return list(out.glob(".*.tmp"))
-
-
-def _wait(cond, proc, timeout=30.0):
-    t0 = time.monotonic()
-    while not cond():
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended early (status {proc.returncode}): {proc.stderr.read()}")
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError("no progress")
-        time.sleep(0.002)
 
 
 def _weights(d):
@@ -68,34 +131,39 @@ def _weights(d):
     return {k: v for k, v in arrays.items() if not k.startswith("opt")}, meta["step"]
 
 
+def _plan(rnd):
+    """The event of each kill: every other one in the middle of a checkpoint write (the 2nd or 3rd save of that
+    process, so every such round commits at least one new checkpoint), the rest after a rename, an optimizer
+    update or in a history append."""
+    plan = []
+    for i in range(KILLS):
+        if i % 2 == 0:
+            plan.append(("save", rnd.randint(2, 3)))
+        else:
+            event = ("update", "history", "renamed")[(i // 2) % 3]
+            plan.append((event, {"update": rnd.randint(1, 40), "history": rnd.randint(1, 4),
+                                 "renamed": rnd.randint(1, 2)}[event]))
+    return plan
+
+
 def test_twenty_sigkills_then_resume_reach_the_uninterrupted_weights(tmp_path):
-    rnd = random.Random(20240601)
     out = tmp_path / "cut"
     write_config(tmp_path / "c.toml", _cfg(10**6))  # never finishes on its own
-    ck = out / "checkpoint.npz"
     steps, mid_save = [], 0
-    for i in range(KILLS):
+    for i, (event, n) in enumerate(_plan(random.Random(20240601))):
         args = (["train", "--config", tmp_path / "c.toml", "--out", out] if i == 0 else ["resume", out])
-        p = _spawn([*args, "--no-progress"], pause=0.02)
-        try:
-            before = _stat(ck)
-            _wait(lambda b=before: _stat(ck) not in (None, b), p)  # this process has saved: training is under way
-            if i % 2 == 0:  # kill the moment a checkpoint's temporary file exists: in the middle of a save
-                _wait(lambda: bool(_temps(out)), p)
-            else:  # a random moment: in a step, a history append, a save...
-                time.sleep(rnd.uniform(0.0, 0.15))
-            p.send_signal(signal.SIGKILL)
-        finally:
-            p.kill()
-            p.wait(timeout=30)
-            p.stderr.close()
-        assert p.returncode == -signal.SIGKILL
-        mid_save += bool(_temps(out))
+        paused = _run_until_paused([*args, "--no-progress"], event, n, tmp_path / f"kill{i}.log")
+        assert paused.startswith(f"PAUSED {event} {n}"), paused
+        temps = _temps(out)
+        assert bool(temps) == (event == "save"), (paused, temps)  # a kill mid-save leaves its temporary file
+        mid_save += bool(temps)
         _, step = _weights(out)  # always a loadable, checksum-valid checkpoint
         assert not steps or step >= steps[-1]
+        if event == "save" and steps:
+            assert step > steps[-1], f"kill {i} ({paused}): no checkpoint was committed before it"
         steps.append(step)
     print(f"checkpoint steps after each kill: {steps}; {mid_save} kills during a checkpoint write")
-    assert mid_save >= KILLS // 2, f"only {mid_save} kills landed during a checkpoint write"
+    assert mid_save == KILLS // 2
     assert steps[-1] > 0
 
     # finish: resume to a fixed total with the CLI, and train the same total without interruption

@@ -14,7 +14,9 @@ def test_twenty_line_example_runs_and_learns(capsys):
     assert len(code.strip().splitlines()) <= 22
     ns: dict = {}
     exec(compile(code, "README.md", "exec"), ns)
-    loss = float(capsys.readouterr().out.split("loss")[1])
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and printed[0].startswith("loss ") and printed[1] == "True", printed
+    loss = float(printed[0].split()[1])
     assert loss < 0.5  # the quadrant rule is learnt from a chance level of ln 2 ≈ 0.693
     assert ns["npgan"].gradcheck(lambda w: ns["F"].tanh(ns["x"].astype("float64")[:5] @ w.T).sum(), [ns["w"]])
 

@@ -109,7 +109,12 @@ def test_backward_frees_saved_values():
     y = x.exp()
     fn = y.creator
     y.sum().backward()
-    assert fn.inputs is None and not fn.__dict__
+    assert fn.inputs is None and list(fn.__dict__) == ["_n_options"]  # Exp has no options: only their count stays
+    z = (x * 2).clip(0.5, 1.5)
+    fn = z.creator
+    assert set(fn.__dict__) > {"lo", "hi", "_n_options"}  # the options and what forward saved
+    z.sum().backward()
+    assert fn.inputs is None and list(fn.__dict__) == ["lo", "hi", "_n_options"]  # the saved values are gone
 
 
 # ============================================================================ deep graphs

@@ -184,4 +184,4 @@ def test_graph_on_numpy_float64_and_conv():
     y = F.conv2d(x, w, padding=1).mean()
     dot = viz.graph(y, {"x": x, "w": w})
     assert "x (1, 1, 4, 4) float64" in dot and "w (2, 1, 3, 3) float64" in dot
-    assert "Conv2d\\np=(1, 1), s=(1, 1), d=(1, 1)" in dot
+    assert "Conv2d\\ns=(1, 1), p=(1, 1), d=(1, 1), out=(4, 4)" in dot  # the options, in __init__'s order
