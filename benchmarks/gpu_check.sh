@@ -3,12 +3,14 @@
 # dependencies are installed (nothing is downloaded or installed), in under 8 minutes:
 #   1. env      nvidia-smi, Python, NumPy, CuPy, torch versions                           (limit  15 s)
 #   2. tests    the GPU-marked tests: python -m pytest -m gpu tests (test_gpu.py and every test
-#               parametrised by the device fixture, on "gpu"); 4 xdist workers when xdist is there (limit 205 s)
-#   3. bench    benchmarks/bench.py --device gpu: every case on CuPy against torch CUDA, among them
-#               "DCGAN 64×64×3 train step, batch 128" (cases_images) and cases_gpu's GPU cases (limit 110 s)
-#   4. draw     benchmarks/batch_draw.py --device gpu: drawing a batch of 128 from an ImageFolder cache
+#               parametrised by the device fixture, on "gpu"); 4 xdist workers when xdist is there (limit 185 s)
+#   3. dcgan64  benchmarks/bench.py --device gpu --only "DCGAN 64×64×3": the write-up's DCGAN train step at
+#               batch 128, npgan on CuPy against torch on CUDA, first and alone           (limit  40 s)
+#   4. bench    benchmarks/bench.py --device gpu: every case on CuPy against torch CUDA, cases_gpu's GPU
+#               cases among them                                                          (limit  90 s)
+#   5. draw     benchmarks/batch_draw.py --device gpu: drawing a batch of 128 from an ImageFolder cache
 #               against one DCGAN 64×64×3 step                                            (limit  35 s)
-#   5. shapes   benchmarks/gpu_shapes_run.py: a 200-step 32×32 DCGAN run on the generated shapes, then
+#   6. shapes   benchmarks/gpu_shapes_run.py: a 200-step 32×32 DCGAN run on the generated shapes, then
 #               the shapes classifier's metrics and colour PRDC                           (limit  90 s)
 # Each stage runs under `timeout`; a stage that fails or times out does not stop the next ones.
 #
@@ -16,7 +18,8 @@
 #
 # writes DIR/gpu_check.log (everything printed), DIR/gpu_check.json (per stage: exit status, seconds, timed out;
 # the test counts; the benchmark table; the batch-draw figures; the shapes run), DIR/gpu_tests.xml (JUnit),
-# DIR/bench_gpu.json, DIR/batch_draw_gpu.json, DIR/shapes_run.json and DIR/shapes_samples.png.
+# DIR/bench_dcgan64_gpu.json, DIR/bench_gpu.json, DIR/batch_draw_gpu.json, DIR/shapes_run.json and
+# DIR/shapes_samples.png.
 # Exit status: 0 when every stage passed, 1 when one failed or timed out, 2 for a usage error.
 # Without a GPU (no nvidia-smi, nvidia-smi sees no device, or CuPy cannot use one) it prints one line saying so,
 # writes nothing and exits 0. PYTHON selects the interpreter (default: python).
@@ -66,14 +69,20 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run under timeout, output to the ter
     printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$dt" "$limit" >> "$STAGES"
 }
 
-stage env 15 bash -c "nvidia-smi; \"$PY\" -c 'import sys, numpy, cupy, torch; print(\"python\", sys.version.split()[0], \"| numpy\", numpy.__version__, \"| cupy\", cupy.__version__, \"| torch\", torch.__version__, \"cuda\", torch.version.cuda, \"available\", torch.cuda.is_available())'"
+VERSIONS='import sys, numpy, cupy, torch
+print("python", sys.version.split()[0], "| numpy", numpy.__version__, "| cupy", cupy.__version__,
+      "| torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+stage env 15 bash -c 'nvidia-smi && "$0" -c "$1"' "$PY" "$VERSIONS"
 
 XDIST=()
 if "$PY" -c "import xdist" >/dev/null 2>&1; then
     XDIST=(-n 4)
 fi
-stage tests 205 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${XDIST[@]}" --junitxml="$DIR/gpu_tests.xml" tests
-stage bench 110 "$PY" benchmarks/bench.py --device gpu --repeat 5 --json "$DIR/bench_gpu.json"
+stage tests 185 "$PY" -m pytest -q -m gpu -p no:cacheprovider ${XDIST[@]+"${XDIST[@]}"} \
+    --junitxml="$DIR/gpu_tests.xml" tests
+stage dcgan64 40 "$PY" benchmarks/bench.py --device gpu --repeat 5 --only "DCGAN 64×64×3" \
+    --json "$DIR/bench_dcgan64_gpu.json"
+stage bench 90 "$PY" benchmarks/bench.py --device gpu --repeat 5 --json "$DIR/bench_gpu.json"
 stage draw 35 "$PY" benchmarks/batch_draw.py --device gpu --repeat 5 --json "$DIR/batch_draw_gpu.json"
 stage shapes 90 "$PY" benchmarks/gpu_shapes_run.py "$DIR" --device gpu --steps 200
 
@@ -101,7 +110,8 @@ try:
                               if c.find("failure") is not None or c.find("error") is not None]
 except (OSError, ET.ParseError, AttributeError) as exc:
     out["tests"] = f"no JUnit report ({type(exc).__name__}: {exc})"
-for key, name in (("bench", "bench_gpu.json"), ("batch_draw", "batch_draw_gpu.json"), ("shapes_run", "shapes_run.json")):
+for key, name in (("dcgan64", "bench_dcgan64_gpu.json"), ("bench", "bench_gpu.json"),
+                  ("batch_draw", "batch_draw_gpu.json"), ("shapes_run", "shapes_run.json")):
     try:
         with open(os.path.join(d, name)) as f:
             out[key] = json.load(f)
