@@ -1,15 +1,10 @@
-"""Colour image data (npgan.images): image folders and their cache, CIFAR-10 binary files, shapes, colour metrics.
+"""Colour image data (npgan.images): image folders and their cache, float batches and streams, colour metrics.
 
 Every image and data file is generated here (Pillow writes them into tmp_path); nothing is downloaded.
 """
 
-import functools
-import hashlib
-import http.server
 import io
 import os
-import tarfile
-import threading
 import warnings
 
 import numpy as np
@@ -17,7 +12,7 @@ import pytest
 from PIL import Image
 
 import npgan
-from npgan import images
+from npgan import cifar, images, shapes
 from npgan.images import ImageDataError, ImageDataWarning
 
 
@@ -260,254 +255,6 @@ def test_folder_errors_are_one_line_and_write_nothing(tmp_path):
             images.ImageFolder(small, **{"image_size": 32, **bad})
 
 
-# ============================================================================ CIFAR-10
-def _cifar_records(seed, n=10000):
-    rng = np.random.default_rng(seed)
-    rec = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
-    rec[:, 0] = rng.integers(0, 10, n)
-    return rec
-
-
-def _expected(recs):
-    r = np.concatenate(recs)
-    return r[:, 1:].reshape(-1, 3, 32, 32), r[:, 0]
-
-
-def _sha(b):
-    return hashlib.sha256(b).hexdigest()
-
-
-def _tar(path, members, level=1):
-    with tarfile.open(path, "w:gz", compresslevel=level) as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
-
-
-@pytest.fixture(scope="module")
-def test_records():
-    return _cifar_records(10)
-
-
-def test_cifar10_binary_files_read_back_exactly(tmp_path, test_records):
-    recs = [np.roll(test_records, 7 * i + 1, axis=0) for i in range(5)]  # five distinct files, cheaply
-    d = tmp_path / "cifar" / "cifar-10-batches-bin"
-    d.mkdir(parents=True)
-    sums = {}
-    for name, r in zip(images.CIFAR10_FILES["train"], recs):
-        (d / name).write_bytes(r.tobytes())
-        sums[name] = _sha(r.tobytes())
-    x, y = images.read_cifar10(tmp_path / "cifar", "train", checksums=sums)
-    ex, ey = _expected(recs)
-    assert x.shape == (50000, 3, 32, 32) and x.dtype == np.uint8
-    np.testing.assert_array_equal(x, ex)
-    np.testing.assert_array_equal(y, ey)
-    # the official manifest is the default: these files are not the official ones
-    with pytest.raises(ImageDataError, match="data_batch_1.bin .*SHA-256 .*expected cee91656"):
-        images.read_cifar10(tmp_path / "cifar", "train")
-
-
-def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, test_records):
-    (tmp_path / "test_batch.bin").write_bytes(test_records.tobytes())
-    sums = {"test_batch.bin": _sha(test_records.tobytes())}
-    xt, yt = images.load_cifar10(tmp_path, "test", checksums=sums)
-    ex, ey = _expected([test_records])
-    assert xt.shape == (10000, 3, 32, 32) and yt.numpy().dtype == np.int64
-    np.testing.assert_allclose(xt.numpy()[::50], ex[::50] / 127.5 - 1, atol=1e-6)  # a subset: 30M floats are slow
-    np.testing.assert_array_equal(yt.numpy(), ey)
-    ds = images.cifar10_images(tmp_path, "test", image_size=64, checksums=sums)
-    b = ds.batch(np.arange(6))
-    assert b.shape == (6, 3, 64, 64) and len(ds) == 10000
-    for i in range(6):  # Pillow's uint8 bilinear resize, up to its fixed-point rounding
-        want = np.asarray(Image.fromarray(ex[i].transpose(1, 2, 0)).resize((64, 64), Image.BILINEAR))
-        got = np.rint((b[i] + 1) * 127.5).transpose(1, 2, 0)
-        assert np.abs(got - want).max() <= 1
-
-
-def test_cifar10_archive_read_without_extraction(tmp_path, test_records):
-    data = test_records.tobytes()
-    arc = _tar(tmp_path / images.CIFAR10_ARCHIVE, {"cifar-10-batches-bin/test_batch.bin": data,
-                                                    "cifar-10-batches-bin/batches.meta.txt": b"airplane\n"})
-    sums = {images.CIFAR10_ARCHIVE: _sha(arc.read_bytes())}
-    x, y = images.read_cifar10(tmp_path, "test", checksums=sums)
-    ex, ey = _expected([test_records])
-    np.testing.assert_array_equal(x, ex)
-    np.testing.assert_array_equal(y, ey)
-    assert sorted(os.listdir(tmp_path)) == [images.CIFAR10_ARCHIVE]  # nothing extracted
-    x2, _ = images.read_cifar10(arc, "test", checksums={"test_batch.bin": _sha(data)})  # member checksums
-    np.testing.assert_array_equal(x2, ex)
-    with pytest.raises(ImageDataError, match="SHA-256 .* expected 0000"):
-        images.read_cifar10(tmp_path, "test", checksums={images.CIFAR10_ARCHIVE: "0" * 64})
-    with pytest.raises(ImageDataError, match="no SHA-256 for cifar-10-binary.tar.gz"):
-        images.read_cifar10(tmp_path, "test", checksums={"other": "0" * 64})
-    with pytest.raises(ImageDataError, match="no regular file cifar-10-batches-bin/data_batch_1.bin"):
-        images.read_cifar10(tmp_path, "train", checksums=None)
-    cut = tmp_path / "cut"
-    cut.mkdir()
-    (cut / images.CIFAR10_ARCHIVE).write_bytes(arc.read_bytes()[:200000])
-    with pytest.raises(ImageDataError, match="not a complete .tar.gz|truncated"):
-        images.read_cifar10(cut, "test", checksums=None)
-
-
-def test_cifar10_truncated_wrong_and_pickled_files_are_refused(tmp_path, test_records):
-    data = test_records.tobytes()
-    (tmp_path / "test_batch.bin").write_bytes(data[:-3073])
-    with pytest.raises(ImageDataError, match=r"truncated: 30726927 bytes, expected 30730000 \(10000 records"):
-        images.read_cifar10(tmp_path, "test", checksums=None)
-    (tmp_path / "test_batch.bin").write_bytes(data + b"x")
-    with pytest.raises(ImageDataError, match="trailing data"):
-        images.read_cifar10(tmp_path, "test", checksums=None)
-    (tmp_path / "test_batch.bin").write_bytes(data)
-    with pytest.raises(ImageDataError, match="SHA-256"):
-        images.read_cifar10(tmp_path, "test", checksums={"test_batch.bin": _sha(data[::-1])})
-    bad = test_records.copy()
-    bad[5, 0] = 17
-    (tmp_path / "test_batch.bin").write_bytes(bad.tobytes())
-    with pytest.raises(ImageDataError, match="label 17 outside 0..9"):
-        images.read_cifar10(tmp_path, "test", checksums=None)
-    py = tmp_path / "py"
-    py.mkdir()
-    (py / "data_batch_1").write_bytes(b"\x80\x04pickle")
-    with pytest.raises(ImageDataError, match="binary version .*cifar-10-binary.tar.gz"):
-        images.read_cifar10(py, "train")
-    (py / "cifar-10-python.tar.gz").write_bytes(b"x")
-    with pytest.raises(ImageDataError, match="not the pickled Python version"):
-        images.read_cifar10(py / "cifar-10-python.tar.gz", "train")
-    (tmp_path / "t").mkdir()
-    tar_py = _tar(tmp_path / "t" / images.CIFAR10_ARCHIVE, {"cifar-10-batches-py/data_batch_1": b"\x80\x04"})
-    with pytest.raises(ImageDataError, match="binary version"):
-        images.read_cifar10(tar_py, "train", checksums=None)
-    with pytest.raises(images.CIFAR10NotFoundError, match="download_cifar10"):
-        images.read_cifar10(tmp_path / "t" / "none", "test")
-    with pytest.raises(ImageDataError, match="split"):
-        images.read_cifar10(tmp_path, "all")
-
-
-@pytest.fixture
-def www(tmp_path, monkeypatch):
-    """A local HTTP server on 127.0.0.1 serving a made-up CIFAR archive; records the paths requested."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    root = tmp_path / "www"
-    root.mkdir()
-    arc = _tar(root / images.CIFAR10_ARCHIVE, {"cifar-10-batches-bin/test_batch.bin": _cifar_records(3).tobytes()})
-    requested = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            requested.append(self.path)
-            super().do_GET()
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/", arc.read_bytes(), requested
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
-
-
-def test_download_cifar10_fetches_verifies_and_reads(tmp_path, www):
-    url, blob, requested = www
-    sums = {images.CIFAR10_ARCHIVE: _sha(blob)}
-    dest = tmp_path / "dl"
-    path = images.download_cifar10(dest, base_url=url, checksums=sums, timeout=5)
-    assert path == str(dest / images.CIFAR10_ARCHIVE) and (dest / images.CIFAR10_ARCHIVE).read_bytes() == blob
-    assert requested == ["/" + images.CIFAR10_ARCHIVE]
-    x, _ = images.read_cifar10(dest, "test", checksums=sums)
-    np.testing.assert_array_equal(x, _expected([_cifar_records(3)])[0])
-    images.download_cifar10(dest, base_url=url, checksums=sums, timeout=5)  # valid file kept, not fetched again
-    assert len(requested) == 1
-    other = tmp_path / "other"
-    with pytest.raises(ImageDataError, match="download_cifar10: checksum mismatch"):
-        images.download_cifar10(other, base_url=url, checksums={images.CIFAR10_ARCHIVE: "0" * 64}, timeout=5)
-    assert os.listdir(other) == []
-    with pytest.raises(ImageDataError, match="not the official server"):
-        images.download_cifar10(other, base_url=url)
-    with pytest.raises(ImageDataError, match="http"):
-        images.download_cifar10(other, base_url="ftp://127.0.0.1/", checksums=sums)
-    with pytest.raises(OSError, match="could not fetch"):
-        images.download_cifar10(other, base_url=url + "missing/", checksums=sums, timeout=5)
-    assert os.listdir(other) == []
-
-
-# ============================================================================ shapes
-def test_shapes_labels_balance_and_determinism():
-    x, y = images.shapes_uint8(1205, 32, seed=7)
-    assert x.shape == (1205, 3, 32, 32) and x.dtype == np.uint8 and y.dtype == np.int64
-    counts = np.bincount(y, minlength=12)
-    assert counts.size == 12 and counts.max() - counts.min() <= 1
-    x2, y2 = images.shapes_uint8(1205, 32, seed=7)
-    np.testing.assert_array_equal(x, x2)
-    np.testing.assert_array_equal(y, y2)
-    x3, _ = images.shapes_uint8(1205, 32, seed=8)
-    assert (x3 != x).mean() > 0.5
-    p, _ = images.shapes_uint8(50, 64, seed=1, background="plain")
-    assert p.shape == (50, 3, 64, 64)
-    t, ty = images.shapes(40, 32, seed=2)
-    assert t.shape == (40, 3, 32, 32) and float(t.numpy().min()) >= -1 and float(t.numpy().max()) <= 1
-    np.testing.assert_allclose(t.numpy(), images.shapes_uint8(40, 32, 2)[0] / 127.5 - 1, atol=1e-6)
-    for bad in (dict(n=-1), dict(image_size=30), dict(background="stars")):
-        with pytest.raises(ImageDataError):
-            images.shapes_uint8(**{"n": 4, **bad})
-
-
-def test_shapes_colour_and_size_follow_the_label():
-    x, y = images.shapes_uint8(600, 32, seed=4, background="plain")
-    f = x.astype(float) / 255
-    sat = f.max(axis=1) - f.min(axis=1)                  # background grey: saturation 0
-    fg = sat > 0.3
-    mean_rgb = (f * fg[:, None]).sum(axis=(2, 3)) / fg.sum(axis=(1, 2))[:, None]
-    ref = np.asarray(list(images.SHAPE_COLOURS.values()))
-    nearest = np.argmin(((mean_rgb[:, None] / mean_rgb.max(1, keepdims=True)[:, None]
-                          - ref[None] / ref.max(1)[None, :, None]) ** 2).sum(-1), axis=1)
-    np.testing.assert_array_equal(nearest, y % 4)
-    # squares fill their bounding box, discs π/4 of it, triangles about half
-    rows, cols = fg.any(axis=2), fg.any(axis=1)
-    fill = fg.sum(axis=(1, 2)) / (rows.sum(1) * cols.sum(1))
-    for k, (lo, hi) in enumerate([(0.7, 0.86), (0.9, 1.01), (0.4, 0.65)]):
-        v = fill[y // 4 == k]
-        assert lo < np.median(v) < hi, (images.SHAPES[k], np.median(v))
-
-
-def test_shipped_shapes_classifier_accuracy_on_fresh_shapes():
-    clf = images.shapes_classifier()
-    assert isinstance(clf, images.ShapesClassifier) and clf.meta["test_accuracy"] >= 0.99
-    assert os.path.getsize(images.SHAPES_CLASSIFIER_PATH) < 1_000_000
-    for size in (32, 64):
-        for bg in ("noisy", "plain"):
-            x, y = images.shapes(1200, size, seed=98765, background=bg)
-            acc = float((clf.predict(x) == y.numpy()).mean())
-            assert acc >= 0.99, (size, bg, acc)
-    m = npgan.metrics.classifier_metrics(images.shapes(1200, 32, seed=5)[0], clf)
-    assert m["classes_covered"] == 12 and m["class_kl"] < 0.01 and m["classifier_score"] > 10
-    collapsed = np.repeat(images.shapes(1, 32, seed=5)[0].numpy(), 200, axis=0)
-    assert npgan.metrics.classifier_metrics(collapsed, clf)["classes_covered"] == 1
-    with pytest.raises(ValueError, match="multiple of 16"):
-        clf.predict(np.zeros((2, 3, 28, 28), np.float32))
-
-
-def test_shapes_features_remove_the_position():
-    x = images.shapes(50, 32, seed=3, background="plain")[0].numpy()
-    f = images.shapes_features(x)
-    assert f.shape == (50, 3, 16, 16)
-    moved = np.roll(x, (3, -3), axis=(2, 3))  # down 3, left 3: compare the images whose shape does not wrap
-    tinted = (x.max(axis=1) - x.min(axis=1)) > 0.02
-    keep = ~tinted[:, -3:, :].any(axis=(1, 2)) & ~tinted[:, :, :3].any(axis=(1, 2))
-    assert keep.sum() >= 25
-    np.testing.assert_allclose(images.shapes_features(moved[keep]), f[keep], atol=1e-6)
-    flat = np.zeros((2, 3, 32, 32), np.float32)  # no saturated pixel: no shift, plain average
-    np.testing.assert_array_equal(images.shapes_features(flat), np.zeros((2, 3, 16, 16)))
-
-
 # ============================================================================ colour metrics
 def test_area_downsample():
     rng = np.random.default_rng(0)
@@ -521,8 +268,8 @@ def test_area_downsample():
 
 
 def test_colour_image_metrics_sanity():
-    real = images.shapes(600, 32, seed=11)[0]
-    other = images.shapes(600, 64, seed=12)[0]   # the same distribution at another size
+    real = shapes.shapes(600, 32, seed=11)[0]
+    other = shapes.shapes(600, 64, seed=12)[0]   # the same distribution at another size
     good = images.colour_image_metrics(other, real)
     assert good["precision"] > 0.7 and good["recall"] > 0.7 and good["coverage"] > 0.7
     assert good["channel_mean_gap"] < 0.02 and good["channel_std_gap"] < 0.02
@@ -537,3 +284,10 @@ def test_colour_image_metrics_sanity():
     assert mc["recall"] < 0.05 and mc["coverage"] < 0.05
     with pytest.raises(ValueError, match="same C"):
         images.colour_image_metrics(noise[:, :1], real)
+
+
+def test_cifar10_and_shapes_names_still_resolve_in_npgan_images():
+    assert images.read_cifar10 is cifar.read_cifar10 and images.CIFAR10NotFoundError is cifar.CIFAR10NotFoundError
+    assert images.shapes is shapes.shapes and images.ShapesClassifier is shapes.ShapesClassifier
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        _ = images.nothing_here

@@ -1,0 +1,198 @@
+"""CIFAR-10, binary version (npgan.cifar): batch files and archives read back exactly, checksums, refusals, download.
+
+Every data file is generated here (records of random bytes written into tmp_path); the download is served by a
+local HTTP server. Nothing is fetched from the network.
+"""
+
+import functools
+import hashlib
+import http.server
+import io
+import os
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from npgan import cifar
+from npgan.images import ImageDataError
+
+
+def _cifar_records(seed, n=10000):
+    rng = np.random.default_rng(seed)
+    rec = rng.integers(0, 256, (n, 3073), dtype=np.uint8)
+    rec[:, 0] = rng.integers(0, 10, n)
+    return rec
+
+
+def _expected(recs):
+    r = np.concatenate(recs)
+    return r[:, 1:].reshape(-1, 3, 32, 32), r[:, 0]
+
+
+def _sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def _tar(path, members, level=1):
+    with tarfile.open(path, "w:gz", compresslevel=level) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def test_records():
+    return _cifar_records(10)
+
+
+def test_cifar10_binary_files_read_back_exactly(tmp_path, test_records):
+    recs = [np.roll(test_records, 7 * i + 1, axis=0) for i in range(5)]  # five distinct files, cheaply
+    d = tmp_path / "cifar" / "cifar-10-batches-bin"
+    d.mkdir(parents=True)
+    sums = {}
+    for name, r in zip(cifar.CIFAR10_FILES["train"], recs):
+        (d / name).write_bytes(r.tobytes())
+        sums[name] = _sha(r.tobytes())
+    x, y = cifar.read_cifar10(tmp_path / "cifar", "train", checksums=sums)
+    ex, ey = _expected(recs)
+    assert x.shape == (50000, 3, 32, 32) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x, ex)
+    np.testing.assert_array_equal(y, ey)
+    # the official manifest is the default: these files are not the official ones
+    with pytest.raises(ImageDataError, match="data_batch_1.bin .*SHA-256 .*expected cee91656"):
+        cifar.read_cifar10(tmp_path / "cifar", "train")
+
+
+def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, test_records):
+    (tmp_path / "test_batch.bin").write_bytes(test_records.tobytes())
+    sums = {"test_batch.bin": _sha(test_records.tobytes())}
+    xt, yt = cifar.load_cifar10(tmp_path, "test", checksums=sums)
+    ex, ey = _expected([test_records])
+    assert xt.shape == (10000, 3, 32, 32) and yt.numpy().dtype == np.int64
+    np.testing.assert_allclose(xt.numpy()[::50], ex[::50] / 127.5 - 1, atol=1e-6)  # a subset: 30M floats are slow
+    np.testing.assert_array_equal(yt.numpy(), ey)
+    ds = cifar.cifar10_images(tmp_path, "test", image_size=64, checksums=sums)
+    b = ds.batch(np.arange(6))
+    assert b.shape == (6, 3, 64, 64) and len(ds) == 10000
+    for i in range(6):  # Pillow's uint8 bilinear resize, up to its fixed-point rounding
+        want = np.asarray(Image.fromarray(ex[i].transpose(1, 2, 0)).resize((64, 64), Image.BILINEAR))
+        got = np.rint((b[i] + 1) * 127.5).transpose(1, 2, 0)
+        assert np.abs(got - want).max() <= 1
+
+
+def test_cifar10_archive_read_without_extraction(tmp_path, test_records):
+    data = test_records.tobytes()
+    arc = _tar(tmp_path / cifar.CIFAR10_ARCHIVE, {"cifar-10-batches-bin/test_batch.bin": data,
+                                                    "cifar-10-batches-bin/batches.meta.txt": b"airplane\n"})
+    sums = {cifar.CIFAR10_ARCHIVE: _sha(arc.read_bytes())}
+    x, y = cifar.read_cifar10(tmp_path, "test", checksums=sums)
+    ex, ey = _expected([test_records])
+    np.testing.assert_array_equal(x, ex)
+    np.testing.assert_array_equal(y, ey)
+    assert sorted(os.listdir(tmp_path)) == [cifar.CIFAR10_ARCHIVE]  # nothing extracted
+    x2, _ = cifar.read_cifar10(arc, "test", checksums={"test_batch.bin": _sha(data)})  # member checksums
+    np.testing.assert_array_equal(x2, ex)
+    with pytest.raises(ImageDataError, match="SHA-256 .* expected 0000"):
+        cifar.read_cifar10(tmp_path, "test", checksums={cifar.CIFAR10_ARCHIVE: "0" * 64})
+    with pytest.raises(ImageDataError, match="no SHA-256 for cifar-10-binary.tar.gz"):
+        cifar.read_cifar10(tmp_path, "test", checksums={"other": "0" * 64})
+    with pytest.raises(ImageDataError, match="no regular file cifar-10-batches-bin/data_batch_1.bin"):
+        cifar.read_cifar10(tmp_path, "train", checksums=None)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / cifar.CIFAR10_ARCHIVE).write_bytes(arc.read_bytes()[:200000])
+    with pytest.raises(ImageDataError, match="not a complete .tar.gz|truncated"):
+        cifar.read_cifar10(cut, "test", checksums=None)
+
+
+def test_cifar10_truncated_wrong_and_pickled_files_are_refused(tmp_path, test_records):
+    data = test_records.tobytes()
+    (tmp_path / "test_batch.bin").write_bytes(data[:-3073])
+    with pytest.raises(ImageDataError, match=r"truncated: 30726927 bytes, expected 30730000 \(10000 records"):
+        cifar.read_cifar10(tmp_path, "test", checksums=None)
+    (tmp_path / "test_batch.bin").write_bytes(data + b"x")
+    with pytest.raises(ImageDataError, match="trailing data"):
+        cifar.read_cifar10(tmp_path, "test", checksums=None)
+    (tmp_path / "test_batch.bin").write_bytes(data)
+    with pytest.raises(ImageDataError, match="SHA-256"):
+        cifar.read_cifar10(tmp_path, "test", checksums={"test_batch.bin": _sha(data[::-1])})
+    bad = test_records.copy()
+    bad[5, 0] = 17
+    (tmp_path / "test_batch.bin").write_bytes(bad.tobytes())
+    with pytest.raises(ImageDataError, match="label 17 outside 0..9"):
+        cifar.read_cifar10(tmp_path, "test", checksums=None)
+    py = tmp_path / "py"
+    py.mkdir()
+    (py / "data_batch_1").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(ImageDataError, match="binary version .*cifar-10-binary.tar.gz"):
+        cifar.read_cifar10(py, "train")
+    (py / "cifar-10-python.tar.gz").write_bytes(b"x")
+    with pytest.raises(ImageDataError, match="not the pickled Python version"):
+        cifar.read_cifar10(py / "cifar-10-python.tar.gz", "train")
+    (tmp_path / "t").mkdir()
+    tar_py = _tar(tmp_path / "t" / cifar.CIFAR10_ARCHIVE, {"cifar-10-batches-py/data_batch_1": b"\x80\x04"})
+    with pytest.raises(ImageDataError, match="binary version"):
+        cifar.read_cifar10(tar_py, "train", checksums=None)
+    with pytest.raises(cifar.CIFAR10NotFoundError, match="download_cifar10"):
+        cifar.read_cifar10(tmp_path / "t" / "none", "test")
+    with pytest.raises(ImageDataError, match="split"):
+        cifar.read_cifar10(tmp_path, "all")
+
+
+@pytest.fixture
+def www(tmp_path, monkeypatch):
+    """A local HTTP server on 127.0.0.1 serving a made-up CIFAR archive; records the paths requested."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    root = tmp_path / "www"
+    root.mkdir()
+    arc = _tar(root / cifar.CIFAR10_ARCHIVE, {"cifar-10-batches-bin/test_batch.bin": _cifar_records(3).tobytes()})
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/", arc.read_bytes(), requested
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
+def test_download_cifar10_fetches_verifies_and_reads(tmp_path, www):
+    url, blob, requested = www
+    sums = {cifar.CIFAR10_ARCHIVE: _sha(blob)}
+    dest = tmp_path / "dl"
+    path = cifar.download_cifar10(dest, base_url=url, checksums=sums, timeout=5)
+    assert path == str(dest / cifar.CIFAR10_ARCHIVE) and (dest / cifar.CIFAR10_ARCHIVE).read_bytes() == blob
+    assert requested == ["/" + cifar.CIFAR10_ARCHIVE]
+    x, _ = cifar.read_cifar10(dest, "test", checksums=sums)
+    np.testing.assert_array_equal(x, _expected([_cifar_records(3)])[0])
+    cifar.download_cifar10(dest, base_url=url, checksums=sums, timeout=5)  # valid file kept, not fetched again
+    assert len(requested) == 1
+    other = tmp_path / "other"
+    with pytest.raises(ImageDataError, match="download_cifar10: checksum mismatch"):
+        cifar.download_cifar10(other, base_url=url, checksums={cifar.CIFAR10_ARCHIVE: "0" * 64}, timeout=5)
+    assert os.listdir(other) == []
+    with pytest.raises(ImageDataError, match="not the official server"):
+        cifar.download_cifar10(other, base_url=url)
+    with pytest.raises(ImageDataError, match="http"):
+        cifar.download_cifar10(other, base_url="ftp://127.0.0.1/", checksums=sums)
+    with pytest.raises(OSError, match="could not fetch"):
+        cifar.download_cifar10(other, base_url=url + "missing/", checksums=sums, timeout=5)
+    assert os.listdir(other) == []
