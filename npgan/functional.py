@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend, kernels
+from . import backend, kernels, ops
 from .backend import get_array_module
 from .conv import conv2d, conv_transpose2d
 from .kde import kde_bandwidth, kde_entropy
-from .ops import _as_float, _lift, per_channel_operand
+from .ops import _as_float, _const, _lift, _need, per_channel_operand
 from .tensor import Function, Tensor, sum_to
 
 __all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "logsigmoid", "dropout",
@@ -47,6 +47,11 @@ class Linear(Function):
     """y = x Wᵀ + b,  x: (..., in), W: (out, in), b: (out,) or None.
 
     gx = gy W,   gW = Σ_batch gyᵀ x  (gy, x flattened to 2-D),   gb = Σ_batch gy.
+
+    Double backward: gx is bilinear in (gy, W), gW in (gy, x), gb linear in gy; none depends on its own
+    input. With u, V, c the gradients arriving at gx, gW, gb, the second pass sends
+        to W: gyᵀ u,   to x: gy V,   to gy: u Wᵀ + x Vᵀ + c (broadcast over the batch)
+    (rows flattened to 2-D as above); backward_graph builds gx, gW, gb from MatMul, Permute, Reshape and Sum.
     """
 
     def forward(self, x, w, b=None):
@@ -74,6 +79,15 @@ class Linear(Function):
             gb = gy.reshape(rows, gy.shape[-1]).sum(axis=0)
         return gx, gw, gb
 
+    def backward_graph(self, gy):
+        x, w = self.inputs[0], self.inputs[1]
+        rows = int(backend.np.prod(x.shape[:-1]))
+        g2 = ops.reshape(gy, (rows, gy.shape[-1]))
+        gx = _need(self, 0, lambda: ops.matmul(gy, w))
+        gw = _need(self, 1, lambda: ops.matmul(ops.transpose(g2), ops.reshape(x, (rows, x.shape[-1]))))
+        gb = _need(self, 2, lambda: ops.sum(g2, axis=0)) if len(self.inputs) > 2 else None
+        return gx, gw, gb
+
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x Wᵀ + b (PyTorch's layout: weight is (out_features, in_features))."""
@@ -84,7 +98,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 # ============================================================================ activations
 class ReLU(Function):
-    """y = max(x, 0).   gx = gy · [x > 0]."""
+    """y = max(x, 0).   gx = gy · [x > 0].
+
+    Double backward: the mask is piecewise constant: ∂gx/∂x = 0, ∂gx/∂gy = [x > 0] (a constant Tensor).
+    """
 
     def forward(self, x):
         y = get_array_module(x).maximum(x, 0)
@@ -96,6 +113,9 @@ class ReLU(Function):
         f *= gy
         return f
 
+    def backward_graph(self, gy):
+        return gy * _const(self.y > 0, gy)
+
 
 class LeakyReLU(Function):
     """y = x if x > 0 else a·x.   gx = gy · (1 if x > 0 else a).
@@ -106,6 +126,9 @@ class LeakyReLU(Function):
         y = max(x, a·x),    gx = gy · f,  f = [x > 0]·(1 − a) + a, which is exactly 1 or a in floating point.
     Other slopes take ``where`` both ways. With ``fused=True`` (CuPy, 0 ≤ a ≤ 1; :func:`leaky_relu` decides)
     one kernel runs each way and backward reads y instead of the mask: y > 0 ⇔ x > 0 when a ≥ 0.
+
+    Double backward (either path): the factor f ∈ {1, a} is piecewise constant: ∂gx/∂x = 0, ∂gx/∂gy = f
+    (a constant Tensor, from the mask, or from y on the fused path).
     """
 
     def __init__(self, slope: float, fused: bool = False):
@@ -136,9 +159,16 @@ class LeakyReLU(Function):
         f *= gy
         return f
 
+    def backward_graph(self, gy):
+        pos = self.y > 0 if self.fused else self.pos
+        return gy * _const(get_array_module(pos).where(pos, 1.0, self.slope), gy)
+
 
 class Sigmoid(Function):
-    """y = σ(x) = 1/(1 + e^−x).   gx = gy · y (1 − y)."""
+    """y = σ(x) = 1/(1 + e^−x).   gx = gy · y (1 − y).
+
+    Double backward: ∂gx/∂x = gy · y(1 − y)(1 − 2y),  ∂gx/∂gy = y(1 − y) (through the output y, a Sigmoid).
+    """
 
     def forward(self, x):
         self.y = stable_sigmoid(x)
@@ -148,9 +178,16 @@ class Sigmoid(Function):
         y = self.y
         return gy * y * (1 - y)
 
+    def backward_graph(self, gy):
+        y = self.output
+        return gy * y * (1.0 - y)
+
 
 class Tanh(Function):
-    """y = tanh(x).   gx = gy · (1 − y²)."""
+    """y = tanh(x).   gx = gy · (1 − y²).
+
+    Double backward: ∂gx/∂x = −2 gy · y (1 − y²),  ∂gx/∂gy = 1 − y² (through the output y, a Tanh).
+    """
 
     def forward(self, x):
         self.y = get_array_module(x).tanh(x)
@@ -160,9 +197,16 @@ class Tanh(Function):
         y = self.y
         return gy * (1 - y * y)
 
+    def backward_graph(self, gy):
+        y = self.output
+        return gy * (1.0 - y * y)
+
 
 class Softplus(Function):
-    """y = log(1 + e^x) = max(x, 0) + log(1 + e^−|x|).   gx = gy · σ(x)."""
+    """y = log(1 + e^x) = max(x, 0) + log(1 + e^−|x|).   gx = gy · σ(x).
+
+    Double backward: ∂gx/∂x = gy · σ(x)(1 − σ(x)),  ∂gx/∂gy = σ(x) (a :class:`Sigmoid` of the input).
+    """
 
     def forward(self, x):
         self.x = x
@@ -171,9 +215,15 @@ class Softplus(Function):
     def backward(self, gy):
         return gy * stable_sigmoid(self.x)
 
+    def backward_graph(self, gy):
+        return gy * Sigmoid()(self.inputs[0])
+
 
 class LogSigmoid(Function):
-    """y = log σ(x) = min(x, 0) − log(1 + e^−|x|).   gx = gy · (1 − σ(x)) = gy · σ(−x)."""
+    """y = log σ(x) = min(x, 0) − log(1 + e^−|x|).   gx = gy · (1 − σ(x)) = gy · σ(−x).
+
+    Double backward: ∂gx/∂x = −gy · σ(x)σ(−x),  ∂gx/∂gy = σ(−x) (a :class:`Sigmoid` of −x).
+    """
 
     def forward(self, x):
         self.x = x
@@ -182,9 +232,15 @@ class LogSigmoid(Function):
     def backward(self, gy):
         return gy * stable_sigmoid(-self.x)
 
+    def backward_graph(self, gy):
+        return gy * Sigmoid()(-self.inputs[0])
+
 
 class Dropout(Function):
-    """y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element.   gx = gy · m / (1 − p)."""
+    """y = x · m / (1 − p), m ~ Bernoulli(1 − p) per element.   gx = gy · m / (1 − p).
+
+    Double backward: linear in gy, free of x (the drawn mask is a constant): ∂gx/∂gy = m / (1 − p).
+    """
 
     def __init__(self, p: float):
         self.p = p
@@ -196,6 +252,9 @@ class Dropout(Function):
 
     def backward(self, gy):
         return gy * self.scale
+
+    def backward_graph(self, gy):
+        return gy * _const(self.scale, gy)
 
 
 def _number(fn: str, name: str, v: Any) -> float:
@@ -290,6 +349,10 @@ class SigmoidBCEWithLogits(Function):
            ((1 − t_i) σ(x_i) − t_i σ(−x_i)) · gy / n, exact for t_i ∈ {0, 1} at any x_i
     gt_i = −x_i · gy / n
     Stable for any finite x: no exp of a positive number is ever taken.
+
+    Double backward (backward_graph: the same formula in npgan ops, σ by :class:`Sigmoid`; CPU and GPU alike):
+        ∂gx_i/∂x_i = σ(x_i)(1 − σ(x_i)) · gy / n,   ∂gx_i/∂t_i = −gy / n,   ∂gt_i/∂x_i = −gy / n,
+        ∂gt_i/∂t_i = 0,   ∂gx/∂gy = (σ(x) − t)/n,   ∂gt/∂gy = −x/n.
     """
 
     def __init__(self, reduction: str):
@@ -317,6 +380,13 @@ class SigmoidBCEWithLogits(Function):
         gt = sum_to(-x * g, t.shape) if self.needs_grad[1] else None
         return gx, gt
 
+    def backward_graph(self, gy):
+        x, t = self.inputs
+        g = gy / float(x.size) if self.reduction == "mean" else gy
+        gx = _need(self, 0, lambda: ((1.0 - t) * Sigmoid()(x) - t * Sigmoid()(-x)) * g)
+        gt = _need(self, 1, lambda: ops.sum_to_size(-x * g, t.shape))
+        return gx, gt
+
 
 class BinaryCrossEntropy(Function):
     """Binary cross-entropy on probabilities p ∈ [0, 1] with targets t.
@@ -324,6 +394,11 @@ class BinaryCrossEntropy(Function):
     ℓ_i = −(t_i max(log p_i, −100) + (1 − t_i) max(log(1 − p_i), −100))   (PyTorch's clamp)
     gp_i = (p_i − t_i) / max(p_i (1 − p_i), 1e−12) · gy / n
     gt_i = (max(log(1 − p_i), −100) − max(log p_i, −100)) · gy / n
+
+    Double backward (where the clamps are inactive; a clamped term is a constant there):
+        ∂gp_i/∂p_i = (p_i² − 2 p_i t_i + t_i) / (p_i (1 − p_i))² · gy / n,
+        ∂gp_i/∂t_i = ∂gt_i/∂p_i = −1 / (p_i (1 − p_i)) · gy / n,   ∂gt_i/∂t_i = 0,
+        ∂gp/∂gy = (p − t) / (p(1 − p) n),   ∂gt/∂gy = (log(1 − p) − log p) / n.
     """
 
     def __init__(self, reduction: str):
@@ -347,6 +422,17 @@ class BinaryCrossEntropy(Function):
         g = _reduce_grad(gy, p.shape, self.reduction)
         gp = (p - t) / xp.maximum(p * (1 - p), 1e-12) * g if self.needs_grad[0] else None
         gt = (self.l1p - self.lp) * g if self.needs_grad[1] else None
+        return gp, gt
+
+    def backward_graph(self, gy):
+        p, t = self.inputs
+        g = gy / float(p.size) if self.reduction == "mean" else gy
+
+        def clamped_log(q, ok):  # max(log q, −100) with the log taken only where it is above −100 (no 0/0)
+            return ops.where(ok, ops.log(ops.where(ok, q, 1.0)), -100.0)
+
+        gp = _need(self, 0, lambda: (p - t) / ops.maximum(p * (1.0 - p), 1e-12) * g)
+        gt = _need(self, 1, lambda: (clamped_log(1.0 - p, self.l1p > -100) - clamped_log(p, self.lp > -100)) * g)
         return gp, gt
 
 
@@ -401,6 +487,10 @@ class SoftmaxCrossEntropy(Function):
 
     gx_ic = (softmax(x_i)_c − [c = t_i]) · gy / N   (gy_i elementwise for "none").
     Labels get no gradient. Kept for backward: the softmax (N, C) and the labels.
+
+    Double backward: with P = softmax(x_i),  ∂gx_ic/∂x_ik = (P_c [c = k] − P_c P_k) · gy / N (the softmax's
+    Jacobian), ∂gx/∂gy = (P − onehot(t))/N. backward_graph recomputes P from x in ops (shifted by the row
+    maximum as a constant: the softmax does not change).
     """
 
     def __init__(self, reduction: str = "mean"):
@@ -419,6 +509,20 @@ class SoftmaxCrossEntropy(Function):
         gl = _reduce_grad(gy, (g.shape[0],), self.reduction)
         g *= gl[:, None] if self.reduction == "none" else gl
         return g, None
+
+    def backward_graph(self, gy):
+        x = self.inputs[0]
+        xp = get_array_module(x.data)
+        n = x.shape[0]
+        e = ops.exp(x - _const(x.data.max(axis=-1, keepdims=True), x))
+        p = e / ops.sum(e, axis=-1, keepdims=True)
+        onehot = xp.zeros(x.shape, dtype=x.dtype)
+        onehot[xp.arange(n), self.t] = 1
+        if self.reduction == "none":
+            gl = ops.reshape(gy, (n, 1))
+        else:
+            gl = gy / float(n) if self.reduction == "mean" else gy
+        return (p - _const(onehot, x)) * gl, None
 
 
 def softmax_cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
@@ -462,6 +566,16 @@ class BatchNorm(Function):
         y = γ (x − μ_r)/√(v_r + ε) + β,  gx = gy · γ /√(v_r + ε)
     Keeps x̂ and s for backward (x̂ has the input's size). Forward allocates two arrays of the input's
     size (x̂, and y, which holds (x − μ)² first); backward two (gy · x̂, reused for x̂ · (a/m)·gγ, and gx).
+
+    Double backward. backward_graph recomputes μ, v, s and x̂ from x in npgan ops (in training they depend on
+    the whole channel) and forms gx, gγ, gβ by the formulas above, so the second pass differentiates them.
+    Per channel, with g = gy·γ, ḡ = Σg/m, c = Σ(g x̂)/m and ∂x̂_j/∂x_k = (s/m)(m δ_jk − 1 − x̂_j x̂_k):
+        gx_k = s (g_k − ḡ − x̂_k c)
+        ∂gx_k/∂x_l = −(s²/m) [ x̂_k (g_l − ḡ) + x̂_l (g_k − ḡ) + c (m δ_kl − 1 − 3 x̂_k x̂_l) ]
+        ∂gx_k/∂γ = ∂gγ/∂x_k = (s/m)(m gy_k − Σgy − x̂_k Σ(gy x̂))   (gx is linear in γ),   ∂gγ/∂γ = 0,
+        ∂gγ/∂gy = x̂,   ∂gβ/∂gy = 1,   ∂gx/∂gy: the first backward again (linear in gy).
+    Evaluation: gx = gy γ s_r (s_r constant), gγ = Σ gy x̂ with x̂ affine in x: ∂gx/∂γ = gy s_r,
+    ∂gγ/∂x = gy s_r, nothing else but the linear parts.
     """
 
     def __init__(self, eps: float, training: bool, running_mean=None, running_var=None):
@@ -525,6 +639,33 @@ class BatchNorm(Function):
                 gx -= full(a * gbeta / m)
             gx = gx.reshape(gy.shape)
         return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
+
+    def backward_graph(self, gy):
+        x, gamma, _ = self.inputs
+        N, C = x.shape[0], x.shape[1]
+        M = 1
+        for k in x.shape[2:]:
+            M *= k
+        x3, gy3 = ops.reshape(x, (N, C, M)), ops.reshape(gy, (N, C, M))
+        if self.training:
+            d = x3 - ops.mean(x3, axis=(0, 2), keepdims=True)
+            s = ops.pow(ops.mean(d * d, axis=(0, 2), keepdims=True) + self.eps, -0.5)
+            xhat = d * s
+        else:  # the running statistics are constants: x̂ is affine in x
+            s = _const(self.s.reshape(1, C, 1), x)
+            xhat = (x3 - _const(self.rm.astype(x.dtype, copy=False).reshape(1, C, 1), x)) * s
+        gbeta = ops.sum(gy3, axis=(0, 2), keepdims=True)
+        ggamma = ops.sum(gy3 * xhat, axis=(0, 2), keepdims=True)
+
+        def gx():
+            a = ops.reshape(gamma, (1, C, 1)) * s
+            if not self.training:
+                return ops.reshape(gy3 * a, x.shape)
+            m = float(N * M)
+            return ops.reshape((a / m) * (m * gy3 - gbeta - xhat * ggamma), x.shape)
+
+        return (_need(self, 0, gx), _need(self, 1, lambda: ops.reshape(ggamma, (C,))),
+                _need(self, 2, lambda: ops.reshape(gbeta, (C,))))
 
 
 def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import backend, kernels
+from . import backend, kernels, ops
 from .backend import get_array_module
+from .ops import _const
 from .tensor import Function, Tensor
 
 __all__ = ["kde_entropy", "kde_bandwidth", "KDEEntropy", "BANDWIDTH_RULES"]
@@ -169,6 +170,17 @@ class KDEEntropy(Function):
     products, no (n, n, d) array and no second (n, n) array. Keeps W (n, n) and x − x_c
     (n, d) for backward. ``bandwidth`` is σ or a rule evaluated on x in forward (the median rule
     reuses the distance matrix); either way σ is a constant of the gradient (see :func:`kde_entropy`).
+
+    Double backward. backward_graph recomputes W from x in npgan ops (distances, the row softmax with its
+    maximum shifted out as a constant and the same floor, W's diagonal dropped), so that with
+    gx = c (r ⊙ x − W x − Wᵀ x), c = gy/(nσ²), the second pass differentiates W too. With the gradient u
+    (n, d) arriving at gx, and A = W with its diagonal dropped:
+        ∂⟨u, gx⟩/∂x_k = c Σ_j S_kj (u_k − u_j)                                   (W held fixed)
+                       + Σ_ij ∂⟨u, gx⟩/∂W_ij · ∂W_ij/∂x_k,   ∂⟨u, gx⟩/∂W_ij = c (u_i − u_j)·(x_i − x_j),
+        ∂W_ij/∂L_il = W_ij (δ_jl − W_il)   (the softmax's Jacobian, per row),
+        ∂L_il/∂x_k = −(x_i − x_l)(δ_ik − δ_lk)/σ²;
+    and gx is linear in gy: ∂gx/∂gy = (r ⊙ x − W x − Wᵀ x)/(nσ²). The leave-one-out diagonal and the floor
+    enter as constant masks; σ stays a constant.
     """
 
     def __init__(self, bandwidth: float | str, leave_one_out: bool):
@@ -226,6 +238,32 @@ class KDEEntropy(Function):
         g -= t
         g *= gy * (1.0 / (n * self.sigma * self.sigma))
         return g.reshape(self.shape)
+
+    def backward_graph(self, gy):
+        x = self.inputs[0]
+        n = x.shape[0]
+        raw = x.data.reshape(n, -1)
+        xp = get_array_module(raw)
+        off = 1.0 - xp.eye(n, dtype=raw.dtype)
+        r0 = raw - raw.mean(axis=0)
+        k = xp.argmin(xp.einsum("ij,ij->i", r0, r0))       # centred at the point nearest the mean, as forward
+        xc = ops.reshape(x, raw.shape) - _const(raw[k][None], x)
+        sq = ops.sum(xc * xc, axis=1, keepdims=True)
+        D = -2.0 * ops.matmul(xc, ops.transpose(xc)) + sq + ops.transpose(sq)
+        D = ops.clip(D, 0.0, None) * _const(off, x)         # clamped at 0, diagonal exactly 0
+        L = D * (-1.0 / (2.0 * self.sigma * self.sigma))
+        Lc = L.data.copy()
+        if self.loo:
+            xp.fill_diagonal(Lc, -xp.inf)
+        shifted = ops.clip(L - _const(Lc.max(axis=1, keepdims=True), x), _EXP_FLOOR.get(raw.dtype.name, -80.0))
+        E = ops.exp(shifted)
+        if self.loo:
+            E = E * _const(off, x)
+        W = E / ops.sum(E, axis=1, keepdims=True)
+        A = W * _const(off, x)                                # S_kk multiplies x_k − x_k = 0
+        r = ops.sum(A, axis=1, keepdims=True) + ops.transpose(ops.sum(A, axis=0, keepdims=True))
+        g = r * xc - ops.matmul(A, xc) - ops.matmul(ops.transpose(A), xc)
+        return ops.reshape(g * (gy * (1.0 / (n * self.sigma * self.sigma))), self.shape)
 
 
 def kde_entropy(x: Tensor, bandwidth: float | str = "silverman", leave_one_out: bool = False) -> Tensor:
