@@ -200,6 +200,51 @@ def test_mlp_D_parity_with_torch(kind):
             assert np.abs(ours).max() > 0, f"no gradient for {name}"
 
 
+@pytest.mark.parametrize("recipe", ["r1", "wgan-gp"])
+def test_full_D_step_parity_with_torch(recipe):
+    """A whole D step on the MLP: loss = BCE(D(x), 1) + BCE(D(x̃), 0) + (γ/2)·R1 (γ = 10), or the critic's
+    E D(x̃) − E D(x) + λ·GP (λ = 10); the outputs, the penalty, the loss and every parameter's gradient against
+    PyTorch in float64, then one Adam step of each and the new weights."""
+    torch = torch_or_skip()
+    from npgan import losses, optim
+    from npgan.interop import to_torch
+
+    D = _mlp()
+    TD = to_torch(D)
+    rng = np.random.default_rng(7)
+    real, fake = rng.standard_normal((16, 4)), rng.standard_normal((16, 4)) * 0.5 + 1
+    weight = 10.0
+    loss_kind = "non_saturating" if recipe == "r1" else "wasserstein"
+
+    d_real, d_fake = D(npgan.tensor(real)), D(npgan.tensor(fake))
+    pen = _ours(D, recipe, real, fake)
+    loss = losses.discriminator_loss(d_real, d_fake, loss_kind) + (weight / 2 if recipe == "r1" else weight) * pen
+    loss.backward()
+
+    tr, tf = TD(torch.tensor(real)), TD(torch.tensor(fake))
+    tpen = _torch_penalty(torch, TD, recipe, real, fake, _eps(11, 16, 2))
+    if recipe == "r1":
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        tloss = bce(tr, torch.ones_like(tr)) + bce(tf, torch.zeros_like(tf)) + weight / 2 * tpen
+    else:
+        tloss = tf.mean() - tr.mean() + weight * tpen
+    tloss.backward()
+
+    assert_close(d_real, tr, rtol=1e-10, what="D(x)")
+    assert_close(d_fake, tf, rtol=1e-10, what="D(x̃)")
+    assert_close(pen, tpen, rtol=1e-10, what="penalty")
+    assert_close(loss, tloss, rtol=1e-10, what="loss")
+    tparams = dict(TD.named_parameters())
+    for name, p in D.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=1e-10, atol=1e-12, what=f"∂loss/∂{name}")
+    opt = optim.Adam(D.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    topt = torch.optim.Adam(TD.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    opt.step()
+    topt.step()
+    for name, p in D.named_parameters():
+        assert_close(p, tparams[name], rtol=1e-12, atol=1e-14, what=f"{name} after one Adam step")
+
+
 # ============================================================================ refusals and bad input
 @pytest.mark.parametrize("bn", [nn.BatchNorm1d, nn.BatchNorm2d])
 def test_wgan_gp_refuses_batch_norm(bn):
