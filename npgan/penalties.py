@@ -43,7 +43,7 @@ from . import backend, ops
 from .autograd import grad
 from .tensor import Tensor
 
-__all__ = ["PENALTY_KINDS", "gradient_penalty", "per_sample_grad_norm2"]
+__all__ = ["PENALTY_KINDS", "check_penalty", "gradient_penalty", "per_sample_grad_norm2"]
 
 PENALTY_KINDS = ("r1", "r2", "wgan-gp")
 
@@ -73,6 +73,19 @@ def _batch_norm_in(D: Any) -> str | None:
             if isinstance(m, _BatchNorm):
                 return f"{type(m).__name__} at {name!r}" if name else type(m).__name__
     return None
+
+
+def check_penalty(D: Any, kind: str) -> None:
+    """Refuse, in one line, a penalty ``kind`` that does not exist or that D cannot take (WGAN-GP with a BatchNorm
+    in the critic). ``gradient_penalty`` calls it on every use; a training loop can call it once, up front."""
+    if kind not in PENALTY_KINDS:
+        raise ValueError(f"gradient_penalty: unknown kind {kind!r}; valid kinds are {PENALTY_KINDS}")
+    if kind == "wgan-gp":
+        bn = _batch_norm_in(D)
+        if bn is not None:
+            raise ValueError(f"gradient_penalty: kind='wgan-gp' refuses a critic with BatchNorm ({bn}): BatchNorm "
+                             "mixes the samples of a batch, so the per-sample gradient norm the penalty constrains "
+                             "is not defined; use no normalisation in the critic (Gulrajani et al. 2017, §4)")
 
 
 def per_sample_grad_norm2(D: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
@@ -106,8 +119,7 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
 
     Returns the unweighted mean; multiply by γ/2 (R1, R2: Mescheder's convention) or λ (WGAN-GP).
     """
-    if kind not in PENALTY_KINDS:
-        raise ValueError(f"gradient_penalty: unknown kind {kind!r}; valid kinds are {PENALTY_KINDS}")
+    check_penalty(D, kind)
     if kind == "r1":
         if real is None:
             raise ValueError("gradient_penalty: kind='r1' needs the real batch (real=...)")
@@ -116,12 +128,6 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
         if fake is None:
             raise ValueError("gradient_penalty: kind='r2' needs the generated batch (fake=...)")
         return per_sample_grad_norm2(D, _points(fake, "fake")).mean()
-    # WGAN-GP
-    bn = _batch_norm_in(D)
-    if bn is not None:
-        raise ValueError(f"gradient_penalty: kind='wgan-gp' refuses a critic with BatchNorm ({bn}): BatchNorm mixes "
-                         "the samples of a batch, so the per-sample gradient norm the penalty constrains is not "
-                         "defined; use no normalisation in the critic (Gulrajani et al. 2017, §4)")
     if real is None or fake is None:
         raise ValueError("gradient_penalty: kind='wgan-gp' needs both the real and the generated batch")
     if isinstance(center, bool) or not isinstance(center, (int, float)) or not math.isfinite(center) or center < 0:

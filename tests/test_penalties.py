@@ -17,7 +17,7 @@ from helpers import assert_close, torch_or_skip
 
 import npgan
 from npgan import nn, ops
-from npgan.penalties import PENALTY_KINDS, gradient_penalty
+from npgan.penalties import PENALTY_KINDS, check_penalty, gradient_penalty
 from npgan.tensor import Function
 
 F64 = np.float64
@@ -258,6 +258,10 @@ def test_wgan_gp_refuses_batch_norm(bn):
         gradient_penalty(D, x, x, kind="wgan-gp")
     msg = str(e.value)
     assert "\n" not in msg and bn.__name__ in msg and "per-sample gradient norm" in msg and "Gulrajani" in msg
+    with pytest.raises(ValueError) as e2:
+        check_penalty(D, "wgan-gp")  # the same refusal, up front (a training loop's start)
+    assert str(e2.value) == msg
+    check_penalty(D, "r1")
     assert gradient_penalty(D, x, kind="r1").item() >= 0  # R1 allows it (as PyTorch)
 
 
