@@ -138,6 +138,7 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
     if backend.device_of(xr) != backend.device_of(xf):
         raise ValueError(f"gradient_penalty: real is on {backend.device_of(xr)}, fake on {backend.device_of(xf)}")
     eps = backend.rng().random((xr.shape[0],) + (1,) * (xr.ndim - 1), dtype=xr.dtype)
+    eps = backend.asarray(eps, device=backend.device_of(xr))  # the generator of the current device; the data's
     x_hat = Tensor(eps * xr + (1 - eps) * xf, requires_grad=True)
     s = per_sample_grad_norm2(D, x_hat)
     # ‖g‖ = √s, with the derivative 0 where g = 0 (torch.linalg.norm's choice) instead of 0·∞
