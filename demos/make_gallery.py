@@ -1,6 +1,6 @@
 """Regenerate the README's gallery: run the demos and copy their chosen figures to docs/gallery/.
 
-    python demos/make_gallery.py                 # every demo in full (about 6 minutes on 2 CPU cores)
+    python demos/make_gallery.py                 # every demo in full (about 7 minutes on 2 CPU cores)
     python demos/make_gallery.py --only entropy  # one demo
     python demos/make_gallery.py --quick         # tiny runs (a check of the pipeline, not figures to commit)
     python demos/make_gallery.py --mnist-dir DIR # also the MNIST demo (needs the IDX files)
@@ -33,6 +33,7 @@ FIGURES = {
     "mlp_gan_digits": [("samples_over_training.png", "mlp_gan_digits_samples.png")],
     "dcgan_digits": [("samples_over_training.png", "dcgan_digits_samples.png"),
                      ("losses.png", "dcgan_digits_losses.png")],
+    "dirac_gan": [("dirac_fields.png", "dirac_gan_fields.png"), ("dirac_distance.png", "dirac_gan_distance.png")],
     "mnist": [("samples_over_training.png", "mnist_samples.png")],
 }
 MAX_BYTES = 150_000

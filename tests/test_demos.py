@@ -260,5 +260,5 @@ def test_gallery_is_small_and_linked_from_the_readme():
     for p in pngs:
         assert f"docs/gallery/{p.name}" in readme, f"README.md does not show {p.name}"
     for name in ("bce_and_saturation", "optimal_discriminator", "entropy", "mode_collapse", "mlp_gan_digits",
-                 "dcgan_digits", "mnist"):
+                 "dcgan_digits", "mnist", "dirac_gan"):
         assert f"demos/{name}.py" in readme
