@@ -64,12 +64,13 @@ def test_weight_grad_op_gradcheck_and_gradgradcheck(threads, g):
 
 
 def _third_order(fn):
-    """x ↦ ∇_{x₀}⟨r, fn(x)⟩ with a fixed r, recorded: its gradgradcheck checks third derivatives, running the
-    double backward of each op's double backward (Conv2dWeightGrad's backward_graph included)."""
+    """x ↦ ∇_w(⟨r, y⟩ + ‖y‖²/2), y = fn(x, w, ...), with a fixed r, recorded: Conv2dWeightGrad of (x, r + y)
+    (the transposed conv: of (r + y, x)), both arguments depending on the inputs. Its gradgradcheck checks third
+    derivatives, running the double backward of each op's double backward, Conv2dWeightGrad's included."""
     def g(*xs):
         out = fn(*xs)
-        r = np.random.default_rng(7).standard_normal(out.shape)
-        return npgan.grad(out, xs[1], r, create_graph=True)[0]  # the weight's gradient: Conv2dWeightGrad
+        r = npgan.tensor(np.random.default_rng(7).standard_normal(out.shape))
+        return npgan.grad((out * r).sum() + (out * out).sum() * 0.5, xs[1], create_graph=True)[0]
     return g
 
 
