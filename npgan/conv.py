@@ -42,10 +42,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend, conv_fast
+from . import backend, conv_fast, ops
 from .backend import get_array_module
 from .conv_fast import scratch_array
-from .ops import _as_float, per_channel_operand
+from .ops import _as_float, _need, per_channel_operand
 from .parallel import parallel_chunks, sum_parts
 from .tensor import Function, Tensor
 
@@ -150,6 +150,17 @@ class Conv2d(Function):
 
     Keeps the column matrix (for gw) and the weight (for gx): col holds about kh·kw/(s_h·s_w) times
     as many numbers as x, the price of computing each gradient with one GEMM.
+
+    Double backward: the three gradients are bilinear, none in its own input,
+        gx = convᵀ(gy, w)            (:class:`ConvTranspose2d` with output size (H, W): the output_padding
+                                      H − [(OH − 1)s − 2p + d(kh − 1) + 1] ∈ [0, s) that recovers x's shape)
+        gw = ∂⟨gy, conv(x, ·)⟩/∂w    (:class:`Conv2dWeightGrad` (x, gy))
+        gb = Σ_{n,a,b} gy            (Sum)
+    so with u, V, c the gradients arriving at gx, gw, gb the second pass sends
+        to w: ∂⟨u, convᵀ(gy, w)⟩/∂w = weight grad of conv(u, ·) against gy,   to x: convᵀ(gy, V),
+        to gy: conv(u, w) + conv(x, V) + c (broadcast over n, a, b).
+    backward_graph records exactly the three ops above; each one's backward (and backward_graph) is
+    again a convolution, a transposed convolution or a weight gradient, so every order works.
     """
 
     fresh_grads = True  # gx, gw, gb: new arrays each (a leaf keeps them without a copy)
@@ -194,6 +205,14 @@ class Conv2d(Function):
         gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
         return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
 
+    def backward_graph(self, gy):
+        x, w = self.inputs[0], self.inputs[1]
+        x_hw = tuple(x.shape[2:])
+        gx = _need(self, 0, lambda: ConvTranspose2d(self.s, self.p, self.d, x_hw)(gy, w))
+        gw = _need(self, 1, lambda: Conv2dWeightGrad(self.s, self.p, self.d, tuple(w.shape[2:]))(x, gy))
+        gb = _need(self, 2, lambda: ops.sum(gy, axis=(0, 2, 3))) if len(self.inputs) > 2 else None
+        return gx, gw, gb
+
 
 class ConvTranspose2d(Function):
     """y = convᵀ(x, w) + b: the adjoint (input gradient) of a convolution, NCHW.
@@ -216,6 +235,15 @@ class ConvTranspose2d(Function):
     run per chunk of the batch on the CPU, as in :class:`Conv2d`.
 
     Keeps x₂ (for gw; the size of x) and w (for gx).
+
+    Double backward: the same structure as :class:`Conv2d`'s, with the roles exchanged,
+        gx = conv_w(gy)                      (:class:`Conv2d` with output size (H, W))
+        gw = ∂⟨x, conv(gy, ·)⟩/∂w            (:class:`Conv2dWeightGrad` (gy, x): the weight gradient of
+                                              conv_w at input gy and output gradient x)
+        gb = Σ_{n,a,b} gy
+    and with u, V, c arriving at gx, gw, gb the second pass sends
+        to w: the weight grad of conv(gy, ·) against u,   to x: conv(gy, V),
+        to gy: convᵀ(u, w) + convᵀ(x, V) + c.
     """
 
     fresh_grads = True
@@ -263,6 +291,67 @@ class ConvTranspose2d(Function):
         parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w[0].size, xp)  # col's size
         gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
         return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
+
+    def backward_graph(self, gy):
+        x, w = self.inputs[0], self.inputs[1]
+        x_hw = tuple(x.shape[2:])
+        gx = _need(self, 0, lambda: Conv2d(self.s, self.p, self.d, x_hw)(gy, w))
+        gw = _need(self, 1, lambda: Conv2dWeightGrad(self.s, self.p, self.d, tuple(w.shape[2:]))(gy, x))
+        gb = _need(self, 2, lambda: ops.sum(gy, axis=(0, 2, 3))) if len(self.inputs) > 2 else None
+        return gx, gw, gb
+
+
+class Conv2dWeightGrad(Function):
+    """gw = ∂⟨g, conv(x, w)⟩/∂w, the weight gradient of a convolution as an op of (x, g) (used by create_graph).
+
+    Shapes: x (N, C, H, W), g (N, O, OH, OW) with (OH, OW) the size conv(x, ·) has (or, for the transposed
+    convolution's weight, that conv's first OH, OW outputs), gw (O, C, kh, kw):
+        gw[o, c, i, j] = Σ_{n,a,b} g[n, o, a, b] · x̃[n, c, a·s + i·d, b·s + j·d],
+    i.e. gW₂ = g₂ᵀ · im2col(x) — :class:`Conv2d`'s weight gradient, the same routines.
+
+    Why an op of its own (rather than im2col spelled in GetItem and MatMul): it is bilinear, gw = B(x, g) with
+    ⟨V, B(x, g)⟩ = ⟨g, conv(x, V)⟩ for every V (O, C, kh, kw) (the definition of a weight gradient), so both
+    of its partials are convolutions that exist already:
+        ∂⟨V, gw⟩/∂g = conv(x, V)          (:class:`Conv2d`, output size (OH, OW))
+        ∂⟨V, gw⟩/∂x = convᵀ(g, V)         (:class:`ConvTranspose2d`, output size (H, W): the adjoint of
+                                          conv(·, V) in x)
+    No col of x is materialised in a graph, and the stride, padding and dilation are handled by the routines
+    the first order already uses.
+
+    Double backward: backward_graph records that Conv2d and ConvTranspose2d, whose own backward_graph
+    records Conv2dWeightGrad again: B is linear in each argument, so the third and further orders are the
+    same three ops. Keeps x and g (for the backward; references, no copies).
+    """
+
+    fresh_grads = True
+
+    def __init__(self, stride: Pair, padding: Pair, dilation: Pair, kernel: Pair):
+        self.s, self.p, self.d, self.k = stride, padding, dilation, kernel
+
+    def forward(self, x, g):
+        xp = get_array_module(x)
+        out = tuple(g.shape[2:])
+        P = out[0] * out[1]
+
+        def chunk(lo, hi):
+            c = _im2col(x[lo:hi], self.k, out, self.s, self.p, self.d)  # scratch
+            return _rows(g[lo:hi]).T @ c
+
+        parts = parallel_chunks(chunk, x.shape[0], x.shape[0] * P * self.k[0] * self.k[1] * x.shape[1], xp)
+        self.x, self.g = x, g
+        return _weight_layout(sum_parts(parts), (g.shape[1], x.shape[1]) + self.k)
+
+    def backward(self, gw):
+        need, x, g = self.needs_grad, self.x, self.g
+        gx = ConvTranspose2d(self.s, self.p, self.d, tuple(x.shape[2:])).forward(g, gw) if need[0] else None
+        gg = Conv2d(self.s, self.p, self.d, tuple(g.shape[2:])).forward(x, gw) if need[1] else None
+        return gx, gg
+
+    def backward_graph(self, gw):
+        x, g = self.inputs
+        gx = _need(self, 0, lambda: ConvTranspose2d(self.s, self.p, self.d, tuple(x.shape[2:]))(g, gw))
+        gg = _need(self, 1, lambda: Conv2d(self.s, self.p, self.d, tuple(g.shape[2:]))(x, gw))
+        return gx, gg
 
 
 # ============================================================================ the plain route: im2col, one GEMM, col2im
