@@ -156,6 +156,11 @@ def test_init_g_from_an_exported_file_is_g_at_step_0_and_resume_keeps_training(r
     assert not np.array_equal(trained, want["0.weight"])
     resumed = Run.resume(out)
     assert np.array_equal(resumed.G.state_dict()["0.weight"], trained)  # no re-init on resume
+    # `train --config` of that run repeats the init, but not from a file that changed since
+    npgan.save(want, f, {"edited": "yes"})  # same tensors, other bytes
+    rc, _, err = _cli(["train", "--config", out / "config.toml", *FAST, "--out", tmp_path / "again"], capsys)
+    assert rc == 2 and "has changed since the config recorded it" in _one_error_line(err)
+    assert not (tmp_path / "again").exists()
 
 
 def test_init_file_that_does_not_fit_is_refused_in_one_line_and_nothing_is_written(runs, tmp_path, capsys):
@@ -259,6 +264,8 @@ def test_model_file_end_to_end(tmp_path, capsys):
     assert rc == 2 and "has changed since the run was created" in _one_error_line(err)
     rc, _, err = _cli(["export", out, "--out", tmp_path / "g2.safetensors"], capsys)
     assert rc == 2 and "--allow-changed-model" in _one_error_line(err)
+    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s2.npy"], capsys)
+    assert rc == 2 and "has changed" in _one_error_line(err) and not (tmp_path / "s2.npy").exists()
     assert _snapshot(out) == before
     assert _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--allow-changed-model"], capsys)[0] == 0
     assert _cli(["resume", out, "--steps", "6", *FAST, "--allow-changed-model"], capsys)[0] == 0
