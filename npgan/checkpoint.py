@@ -389,22 +389,28 @@ def _short(v: Any, n: int = 80) -> str:
     return r if len(r) <= n else r[:n] + "..."
 
 
-#: configuration fields a resumed session may change without making the checkpoint another run's
-SESSION_FIELDS = ("device", "train.steps", "train.on_nan")
+#: configuration fields a resumed session may change without making the checkpoint another run's (the model
+#: file's SHA-256 changes with ``resume --allow-changed-model``)
+SESSION_FIELDS = ("device", "train.steps", "train.on_nan", "model_sha256")
 
 
-def _config_key(config: dict[str, Any]) -> dict[str, Any]:
-    d = {k: v for k, v in config.items() if k != "train" and k not in SESSION_FIELDS}
-    d["train"] = {k: v for k, v in dict(config.get("train") or {}).items() if f"train.{k}" not in SESSION_FIELDS}
+def _config_key(config: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``config`` less the session fields and less the fields ``other`` lacks (a field added to RunConfig after a
+    checkpoint was written is not in that checkpoint's copy, and cannot tell two runs apart)."""
+    t_other = dict(other.get("train") or {})
+    d = {k: v for k, v in config.items() if k != "train" and k not in SESSION_FIELDS and k in other}
+    d["train"] = {k: v for k, v in dict(config.get("train") or {}).items()
+                  if f"train.{k}" not in SESSION_FIELDS and k in t_other}
     return d
 
 
 def check_config(path: Any, saved: Any, config: dict[str, Any]) -> None:
     """The checkpoint's configuration is the run's: :func:`config_hash` of both, leaving out the fields a
-    session may change (:data:`SESSION_FIELDS`), must agree; else :class:`CheckpointError` naming the fields."""
+    session may change (:data:`SESSION_FIELDS`) and those only one side has, must agree; else
+    :class:`CheckpointError` naming the fields."""
     if not isinstance(saved, dict):
         raise CheckpointError(f"checkpoint {path}: config must be a table, got {_short(saved)}")
-    a, b = _config_key(saved), _config_key(config)
+    a, b = _config_key(saved, config), _config_key(config, saved)
     if config_hash(a) == config_hash(b):
         return
     diff = [f"{k} ({a.get(k)!r} here, {b.get(k)!r} in config.toml)" for k in sorted(set(a) | set(b))

@@ -6,6 +6,8 @@
     npgan resume runs/r8 [--steps N [--restretch]]
     npgan sample runs/r8 --n 1000 --out samples.npy [--png samples.png]
     npgan info [runs/r8]
+    npgan export runs/r8 --net G --out g.safetensors   # weights for PyTorch (safetensors.torch.load_file)
+    npgan train --preset ring8 --model my_gan.py:build --init-g g.safetensors --out runs/mine
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
 directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130. One writer at a time: ``train`` and
@@ -128,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive_int("--threads"),
                    help="CPU threads per op (default: $NPGAN_NUM_THREADS, else the BLAS's thread count)")
 
+    _add_weights_options(t)
+
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("dir", type=Path)
     r.add_argument("--steps", type=_positive_int("--steps"),
@@ -147,9 +151,82 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, required=True, help="FILE.npy")
     s.add_argument("--png", type=Path, help="also a picture (grid or scatter)")
 
+    r.add_argument("--allow-changed-model", action="store_true",
+                   help="resume a --model run whose model file changed since the run was created")
+
+    e = sub.add_parser("export", help="write a run's G and/or D to a safetensors file (PyTorch's state_dict keys)")
+    e.add_argument("dir", type=Path)
+    e.add_argument("--net", choices=("G", "D", "both"), default="G",
+                   help="which network (default G); both: one file, keys prefixed 'G.' and 'D.'")
+    e.add_argument("--out", type=Path, required=True, help="FILE.safetensors (not inside the run directory)")
+    e.add_argument("--force", action="store_true", help="replace an existing --out file")
+    e.add_argument("--allow-changed-model", action="store_true",
+                   help="export a --model run whose model file changed since the run was created")
+
     i = sub.add_parser("info", help="version, device, array backend, BLAS; with DIR, that run's state (read-only)")
     i.add_argument("dir", type=Path, nargs="?", help="a run directory")
     return p
+
+
+# ============================================================================ weights in and out (#18)
+def _add_weights_options(t: argparse.ArgumentParser) -> None:
+    t.add_argument("--model", metavar="FILE.py:build",
+                   help="your own networks: build(config) in FILE.py (or module:function) returns (G, D) made of "
+                        "npgan modules; the run records the file's SHA-256")
+    t.add_argument("--init-g", type=Path, metavar="FILE",
+                   help="start G from these weights (safetensors: from npgan export or PyTorch's save_file)")
+    t.add_argument("--init-d", type=Path, metavar="FILE", help="start D from these weights (as --init-g)")
+
+
+def _apply_weights_args(a: argparse.Namespace, cfg: Any) -> None:
+    """--model, --init-g, --init-d into ``cfg`` (paths made absolute, so that resume works from anywhere)."""
+    if a.model is not None:
+        from .presets import _split_spec, model_file
+        where, fn, is_file = _split_spec(a.model)
+        model_file(a.model)  # a missing file or module: one line now
+        cfg.model = "custom"
+        cfg.model_build = f"{Path(where).resolve()}:{fn}" if is_file else f"{where}:{fn}"
+        cfg.model_sha256 = ""
+    for net in ("g", "d"):
+        path = getattr(a, f"init_{net}")
+        if path is not None:
+            if not path.is_file():
+                raise UsageError(f"--init-{net} {path} does not exist" if not path.exists()
+                                 else f"--init-{net} {path} is not a file")
+            setattr(cfg, f"init_{net}", str(path.resolve()))
+            setattr(cfg, f"init_{net}_sha256", "")
+    cfg.validate()
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    """Write G, D or both (keys 'G.…'/'D.…') with their buffers and a metadata block; never writes in the run."""
+    from . import weights
+    from .experiment import read_models
+    out = a.out
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must name a .safetensors file, got {out}")
+    if a.dir.is_dir() and out.resolve().is_relative_to(a.dir.resolve()):
+        raise UsageError(f"--out {out} is inside the run directory {a.dir}; export never writes there")
+    if out.exists() and not a.force:
+        raise UsageError(f"--out {out} already exists; pass --force to replace it")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"--out {out} exists and is not a file")
+    cfg, G, D, step = read_models(a.dir, allow_changed_model=a.allow_changed_model)
+    meta = {"preset": cfg.preset, "step": str(step), "data": cfg.data, "model": cfg.model,
+            "z_dim": str(cfg.train.z_dim), "dtype": cfg.dtype, "net": a.net}
+    if cfg.model == "custom":
+        meta.update(model_build=cfg.model_build, model_sha256=cfg.model_sha256)
+    if a.net == "both":
+        state = {f"{n}.{k}": v for n, m in (("G", G), ("D", D)) for k, v in m.state_dict().items()}
+        meta.update(architecture=f"G: {G!r}\nD: {D!r}")
+    else:
+        net = G if a.net == "G" else D
+        state = net.state_dict()
+        meta.update(architecture=repr(net))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights.save(state, out, meta)
+    print(f"wrote {a.net} of {a.dir} (step {step}, {len(state)} tensors) to {out}", file=sys.stderr)
+    return 0
 
 
 def _config_from_args(a: argparse.Namespace) -> Any:
@@ -229,6 +306,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .experiment import Run
     _set_threads(a)
     cfg = _config_from_args(a)
+    _apply_weights_args(a, cfg)
     with Run.create(cfg, a.out) as run:  # holds the writer lock until done
         tr = cfg.train
         print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
@@ -242,7 +320,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
     from .experiment import Run
     _set_threads(a)
     with Run.resume(a.dir, steps=a.steps, on_nan=a.on_nan, device=a.device,
-                    restretch=getattr(a, "restretch", False)) as run:
+                    restretch=getattr(a, "restretch", False),
+                    allow_changed_model=a.allow_changed_model) as run:
         at, target = run.trainer.step_count, run.target_step
         if at > target:
             print(f"{a.dir} is at step {at}, past --steps {target}; nothing to do", file=sys.stderr)
@@ -321,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     from .experiment import Interrupted
     try:
         a = build_parser().parse_args(argv)
-        return {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info}[a.cmd](a)
+        return {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info,
+                "export": cmd_export}[a.cmd](a)
     except Interrupted as exc:
         print(f"npgan: {exc}", file=sys.stderr)
         return 130

@@ -55,6 +55,14 @@ class RunConfig:
     checkpoint_every: int = 1000
     sample_every: int = 1000
     eval_samples: int = 2500
+    # Your own networks and initial weights (npgan train --model / --init-g / --init-d): ``model = "custom"``
+    # with ``model_build`` = "FILE.py:function" or "module:function", and the SHA-256 of each file used.
+    model_build: str = ""
+    model_sha256: str = ""
+    init_g: str = ""
+    init_g_sha256: str = ""
+    init_d: str = ""
+    init_d_sha256: str = ""
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -79,11 +87,16 @@ class RunConfig:
     def validate(self) -> None:
         if self.data not in DATASETS:
             raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
-        if self.model == "mlp2d" and self.data not in ("ring8", "grid25"):
+        if self.model == "custom" or self.model_build:
+            if self.model != "custom" or not self.model_build:
+                raise ValueError(f"model 'custom' goes with model_build = 'FILE.py:function' (npgan train --model); "
+                                 f"got model {self.model!r}, model_build {self.model_build!r}")
+        elif self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
+                             "(or your own: npgan train --model FILE.py:build)")
+        elif self.model == "mlp2d" and self.data not in ("ring8", "grid25"):
             raise ValueError(f"model 'mlp2d' is for the 2-D mixtures, not {self.data!r}")
-        if self.model != "mlp2d" and self.data in ("ring8", "grid25"):
+        elif self.model != "mlp2d" and self.data in ("ring8", "grid25"):
             raise ValueError(f"model {self.model!r} is for images; use 'mlp2d' for {self.data!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")

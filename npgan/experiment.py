@@ -62,13 +62,13 @@ from .config import RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
-from .presets import arch_summary, build
+from .presets import arch_summary, build, build_models, check_models, file_sha256, model_file
 from .runlock import LOCK_NAME, RunLock
 from .tensor import Tensor
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
            "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory", "load_run_readonly",
-           "LoadedRun", "check_checkpoint_file", "writing"]
+           "LoadedRun", "check_checkpoint_file", "writing", "read_models"]
 
 CONFIG, HISTORY, CHECKPOINT, METRICS = "config.toml", "history.csv", "checkpoint.npz", "metrics.json"
 
@@ -248,6 +248,7 @@ class Run:
         backend.manual_seed(cfg.seed)
         check_model_size(cfg)  # by arithmetic, before a huge model is built
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
+        check_models(cfg, self.G, self.D)  # shapes, and no Sigmoid before the logit losses
         check_memory(self.G, self.D, cfg.train, eval_samples=cfg.eval_samples)
         self.fixed_z = side_noise(cfg, 64 if cfg.data not in ("ring8", "grid25") else 1000, tag=7)
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, when known
@@ -291,7 +292,11 @@ class Run:
                            "or choose another directory")
         if cfg.data == "mnist" and not cfg.data_dir:
             raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
+        if cfg.model == "custom":
+            path = model_file(cfg.model_build)
+            cfg.model_sha256 = file_sha256(path) if path is not None else ""
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
+        run._init_weights()  # --init-g / --init-d: checked and loaded before anything is written
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
         run._acquire("train")  # another writer here: RunLockedError, nothing written
@@ -308,9 +313,31 @@ class Run:
             raise
         return run
 
+    def _init_weights(self) -> None:
+        """Load ``cfg.init_g`` / ``cfg.init_d`` (safetensors) into G / D at step 0 and record each file's SHA-256.
+
+        Keys and shapes are checked first (:func:`npgan.weights.load_into`, strict); a file whose SHA-256 differs
+        from the one the config records (``npgan train --config`` of an earlier run) is refused.
+        """
+        from .weights import WeightsError, load_into
+        for net, module in (("g", self.G), ("d", self.D)):
+            path = getattr(self.cfg, f"init_{net}")
+            if not path:
+                continue
+            try:
+                load_into(module, path, strict=True)
+            except WeightsError as exc:
+                raise WeightsError(f"--init-{net} (the initial weights of {net.upper()}): {exc}") from None
+            sha, recorded = file_sha256(path), getattr(self.cfg, f"init_{net}_sha256")
+            if recorded and sha != recorded:
+                raise RunError(f"--init-{net} {path} has changed since the config recorded it (sha256 "
+                               f"{recorded[:12]}..., now {sha[:12]}...); clear init_{net}_sha256 to use it as is")
+            setattr(self.cfg, f"init_{net}_sha256", sha)
+
     @classmethod
     def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None,
-               device: str | None = None, restretch: bool = False) -> Run:
+               device: str | None = None, restretch: bool = False,
+               allow_changed_model: bool = False) -> Run:
         """Reload a run from its directory: config, weights, optimizers, RNG, step and history.
 
         ``steps``: train to step ``steps``. Beyond the run's length it extends the run: the new length is recorded
@@ -325,6 +352,8 @@ class Run:
 
         Takes the directory's writer lock first, then removes the temporary files killed npgan writers left. A
         missing checkpoint is a :class:`CheckpointError` (never a silent restart from step 0).
+        A ``--model`` file that changed since the run was created is refused unless ``allow_changed_model``
+        (then its new SHA-256 is written to config.toml; the checkpoint must still fit the architecture).
         """
         out = Path(out)
         if not out.is_dir():
@@ -340,6 +369,7 @@ class Run:
             if on_nan is not None:
                 cfg.train.on_nan = on_nan
                 cfg.validate()
+            changed = _check_model_file(cfg, allow_changed_model, out)
             if restretch:
                 if steps is None:
                     raise RunError("--restretch needs --steps N (the new length of the schedules)")
@@ -358,7 +388,7 @@ class Run:
                 run.total_steps = steps if restretch else max(run.total_steps, steps)
                 run.stop_at = steps if steps < run.total_steps else None
             run._restore_history()
-            if restretch or on_nan is not None:
+            if restretch or on_nan is not None or changed:
                 with writing(out / CONFIG):
                     write_config(out / CONFIG, file_cfg)
         except BaseException:
@@ -550,6 +580,58 @@ class Run:
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+
+def _check_model_file(cfg: RunConfig, allow_changed: bool, out: Path) -> bool:
+    """For a ``--model`` run: refuse a model file whose SHA-256 differs from config.toml's, before running it,
+    unless ``allow_changed`` (then ``cfg.model_sha256`` takes the new value). Returns whether it changed."""
+    if cfg.model != "custom":
+        return False
+    path = model_file(cfg.model_build)
+    sha = file_sha256(path) if path is not None else ""
+    if sha == cfg.model_sha256:
+        return False
+    if not allow_changed:
+        raise RunError(f"{out}: the model file {path} has changed since the run was created (sha256 "
+                       f"{cfg.model_sha256[:12]}..., now {sha[:12]}...); restore it, or pass --allow-changed-model "
+                       "(the checkpoint must still fit the architecture)")
+    cfg.model_sha256 = sha
+    return True
+
+
+def read_models(run_dir: str | os.PathLike, allow_changed_model: bool = False) -> tuple[RunConfig, Any, Any, int]:
+    """``(cfg, G, D, step)`` from a run directory's config.toml and checkpoint.npz, reading only.
+
+    Unlike :meth:`Run.resume` this writes and deletes nothing in ``run_dir`` (no stale-temp cleanup, no history
+    rewrite), reads no data set and leaves npgan's default dtype and random stream as they were; the models are
+    built in the run's dtype on the current device and hold the checkpoint's weights and buffers (no optimizer).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
+    cfg = read_config(run_dir / CONFIG)
+    _check_model_file(cfg, allow_changed_model, run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no {CHECKPOINT} to read weights from")
+    arrays, meta = load_arrays(path)
+    dtype, rng = backend.get_default_dtype(), backend.get_rng_state()
+    try:
+        backend.set_default_dtype(cfg.dtype)
+        G, D = build_models(cfg)
+    finally:
+        backend.set_default_dtype(dtype)
+        backend.set_rng_state(rng)
+    if meta.get("arch_hash") != cfg.arch_hash() or meta.get("arch") != arch_summary(G, D):
+        raise CheckpointError(f"checkpoint {path} was written for another architecture "
+                              f"(data/model/widths differ from {run_dir / CONFIG})")
+    st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
+    try:
+        G.load_state_dict(st.nets["G"])
+        D.load_state_dict(st.nets["D"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} does not fit its run's models ({exc})") from None
+    return cfg, G, D, st.step
 
 
 class Interrupted(KeyboardInterrupt):

@@ -19,16 +19,23 @@ it. :data:`WGAN` is the Wasserstein GAN recipe (``npgan train --wgan``).
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import data, nn, optim
+from . import backend, data, nn, optim
 from .config import DATASETS, MODELS, RunConfig
+from .errors import RunError
 from .gan import TrainConfig, Trainer
 from .tensor import Tensor
 
 __all__ = ["RunConfig", "PRESETS", "make_config", "build_models", "build", "Built", "real_source", "WGAN",
-           "use_wgan", "DATASETS", "MODELS"]
+           "use_wgan", "DATASETS", "MODELS",
+           "model_file", "file_sha256", "load_model_build", "check_models"]
 
 def _mixture(data: str, **train: Any) -> RunConfig:
     return RunConfig(data=data, model="mlp2d", hidden=128, log_every=100, checkpoint_every=1000,
@@ -82,7 +89,13 @@ def image_shape(data: str) -> tuple[int, int, int]:
 
 
 def build_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
-    """(G, D) for the configuration, initialised from npgan's seeded generator."""
+    """(G, D) for the configuration, initialised from npgan's seeded generator.
+
+    ``cfg.model == "custom"``: ``build(cfg)`` from ``cfg.model_build`` (:func:`load_model_build`), whose result
+    must be two npgan modules (:func:`check_models` tests what they compute).
+    """
+    if cfg.model == "custom":
+        return _custom_models(cfg)
     z, h = cfg.train.z_dim, cfg.hidden
     if cfg.model == "mlp2d":
         G = nn.Sequential(nn.Linear(z, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2))
@@ -122,6 +135,159 @@ def arch_summary(G: nn.Module, D: nn.Module) -> dict[str, Any]:
     """Parameter names and shapes of both networks (stored in checkpoints, compared on load)."""
     return {"G": {k: list(v.shape) for k, v in G.state_dict().items()},
             "D": {k: list(v.shape) for k, v in D.state_dict().items()}}
+
+
+# ============================================================================ your own networks (--model)
+def _split_spec(spec: str) -> tuple[str, str, bool]:
+    """("FILE.py" or "module", "function", is_file) from "FILE.py:function" / "module:function" (default build)."""
+    where, sep, fn = spec.rpartition(":")
+    if not sep or not fn.isidentifier():
+        where, fn = spec, "build"
+    is_file = where.endswith(".py") or "/" in where or "\\" in where
+    if not where:
+        raise RunError(f"--model {spec!r}: expected FILE.py:function or module:function")
+    return where, fn, is_file
+
+
+def model_file(spec: str) -> Path | None:
+    """The source file behind a ``--model`` spec, found without running it (None for a module with no file)."""
+    where, _, is_file = _split_spec(spec)
+    if is_file:
+        path = Path(where)
+        if not path.is_file():
+            raise RunError(f"--model {spec}: {path} does not exist" if not path.exists()
+                           else f"--model {spec}: {path} is not a file")
+        return path
+    try:
+        found = importlib.util.find_spec(where)
+    except (ImportError, ValueError) as exc:
+        raise RunError(f"--model {spec}: cannot find module {where!r} ({type(exc).__name__}: {exc})") from None
+    if found is None:
+        raise RunError(f"--model {spec}: no module named {where!r} (give FILE.py:function, or put the module "
+                       "on PYTHONPATH)")
+    return Path(found.origin) if found.origin and Path(found.origin).is_file() else None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_model_build(spec: str) -> Callable[[RunConfig], Any]:
+    """The function named by a ``--model`` spec ("FILE.py:function" or "module:function"), imported.
+
+    A file is run as a fresh module each time (no ``__pycache__`` is written next to it); any exception raised
+    while importing it becomes one :class:`~npgan.errors.RunError` line naming the spec.
+    """
+    where, fn, is_file = _split_spec(spec)
+    path = model_file(spec)
+    dont_write = sys.dont_write_bytecode
+    try:
+        sys.dont_write_bytecode = True
+        if is_file:
+            name = f"npgan_model_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+            mspec = importlib.util.spec_from_file_location(name, path)
+            if mspec is None or mspec.loader is None:
+                raise RunError(f"--model {spec}: {path} cannot be imported as Python")
+            module = importlib.util.module_from_spec(mspec)
+            sys.modules[name] = module  # dataclasses and pickling look their module up here
+            mspec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except RunError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: any failure is one line (Ctrl-C stays Ctrl-C)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise RunError(f"--model {spec}: importing {where} raised {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        sys.dont_write_bytecode = dont_write
+    f = getattr(module, fn, None)
+    if f is None:
+        raise RunError(f"--model {spec}: {where} has no function {fn!r}")
+    if not callable(f):
+        raise RunError(f"--model {spec}: {where}.{fn} is a {type(f).__name__}, not a function")
+    return f
+
+
+def _custom_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
+    spec = cfg.model_build
+    f = load_model_build(spec)
+    try:
+        out = f(cfg)
+    except Exception as exc:  # noqa: BLE001 - user code: one line
+        raise RunError(f"--model {spec}: build(config) raised {type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise RunError(f"--model {spec}: build(config) must return (G, D), got {type(out).__name__}"
+                       + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
+    for name, m in zip("GD", out):
+        if not isinstance(m, nn.Module):
+            hint = (" (a torch module: convert it with npgan.interop.from_torch)"
+                    if type(m).__module__.startswith("torch") else "")
+            raise RunError(f"--model {spec}: build(config) returned a {type(m).__module__}.{type(m).__name__} "
+                           f"as {name}; it must be an npgan.nn.Module{hint}")
+    if out[0] is out[1]:
+        raise RunError(f"--model {spec}: build(config) returned the same module as G and D")
+    return out[0], out[1]
+
+
+def data_shape(cfg: RunConfig) -> tuple[int, ...]:
+    """One real sample's shape: (2,) for the 2-D mixtures, (1, H, W) for images."""
+    return (2,) if cfg.data in ("ring8", "grid25") else image_shape(cfg.data)
+
+
+def _ends_in_sigmoid(t: Tensor) -> bool:
+    """Whether ``t`` was made by a Sigmoid, looking back through reshapes (Flatten, Unflatten, views)."""
+    from . import functional as F
+    from . import ops
+    c = t.creator
+    while c is not None and isinstance(c, (ops.Reshape, ops.Permute, ops.GetItem)):
+        c = c.inputs[0].creator
+    return isinstance(c, F.Sigmoid)
+
+
+def check_models(cfg: RunConfig, G: nn.Module, D: nn.Module) -> None:
+    """Refuse (one :class:`~npgan.errors.RunError` line) a G or D that cannot train on ``cfg``'s data.
+
+    One forward pass of a batch of 2 in eval mode (nothing changes: no running statistics, no draws from npgan's
+    generator) checks that G maps (N, z_dim) to the data's (N, *shape), that D maps that to (N, 1), and that D's
+    output is not made by a Sigmoid: every loss in :mod:`npgan.losses` takes logits
+    (``binary_cross_entropy_with_logits`` applies the sigmoid itself).
+    """
+    what = f"--model {cfg.model_build}" if cfg.model == "custom" else f"model {cfg.model!r}"
+    z_dim, shape = cfg.train.z_dim, data_shape(cfg)
+    z = Tensor(backend.asarray(backend.np.random.default_rng(0).standard_normal((2, z_dim)),
+                               dtype=backend.get_default_dtype()))
+    modes = [(m, m.training) for net in (G, D) for m in net.modules()]
+    try:
+        G.eval()
+        D.eval()
+        step = "G"
+        try:
+            x = G(z)
+            if not isinstance(x, Tensor) or tuple(x.shape) != (2, *shape):
+                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise RunError(f"{what}: G maps z of shape (2, {z_dim}) to {got}; the {cfg.data} data are "
+                               f"(N, {', '.join(map(str, shape))})")
+            step = "D"
+            y = D(x)
+        except RunError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - user code: one line
+            raise RunError(f"{what}: {step} failed on a batch of 2 ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if not isinstance(y, Tensor) or tuple(y.shape) != (2, 1):
+            got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+            raise RunError(f"{what}: D maps a batch of 2 samples to {got}; it must give one logit per sample, "
+                           "(N, 1) (end with Linear(..., 1), or a Conv2d to 1 channel then Flatten())")
+        if _ends_in_sigmoid(y):
+            raise RunError(f"{what}: D ends in a Sigmoid; remove the final Sigmoid: npgan's losses take logits "
+                           "(binary_cross_entropy_with_logits applies the sigmoid itself)")
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
 
 
 class Built(NamedTuple):
