@@ -62,7 +62,7 @@ from .config import RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
-from .presets import arch_summary, build, build_models, check_models, file_sha256, model_file
+from .presets import arch_summary, build, check_models, file_sha256, model_file
 from .runlock import LOCK_NAME, RunLock
 from .tensor import Tensor
 
@@ -210,22 +210,25 @@ class LoadedRun(NamedTuple):
     total_steps: int
 
 
-def load_run_readonly(out: str | os.PathLike) -> LoadedRun:
+def load_run_readonly(out: str | os.PathLike, allow_changed_model: bool = False) -> LoadedRun:
     """Read a run (config.toml and checkpoint.npz) without writing, truncating or deleting anything in ``out``.
 
     Takes no lock: it works on a read-only directory and while another process trains the run (the checkpoint
     is replaced atomically; see :func:`_load_training_state`). ``npgan sample`` and ``npgan info DIR`` use it.
-    Like :class:`Run`, it sets the process's default dtype, device and seed from the config first.
+    Like :class:`Run`, it sets the process's default dtype, device and seed from the config first. It reads no
+    data set (the trainer it returns can sample, not train). A ``--model`` file that changed since the run was
+    created is refused unless ``allow_changed_model``.
     """
     out = Path(out)
     if not out.is_dir():
         raise RunError(f"run directory {out} does not exist")
     check_checkpoint_file(out / CHECKPOINT)
     cfg = read_config(out / CONFIG)
+    _check_model_file(cfg, allow_changed_model, out)
     backend.set_default_dtype(cfg.dtype)
     backend.set_device(cfg.device)
     backend.manual_seed(cfg.seed)
-    G, D, opt_g, opt_d, trainer = build(cfg)
+    G, D, opt_g, opt_d, trainer = build(cfg, data=False)
     total = _load_training_state(cfg, out, out / CHECKPOINT, G, D, opt_g, opt_d, trainer)
     return LoadedRun(cfg, G, D, trainer.step_count, trainer, max(cfg.train.steps, total or 0))
 
@@ -363,6 +366,7 @@ class Run:
         if device is not None:
             backend._parse_device(device)  # a bad name fails here, before anything is read or written
         check_checkpoint_file(out / CHECKPOINT)  # before the lock file is made
+        _check_model_file(read_config(out / CONFIG), allow_changed_model, out)  # likewise (again under the lock)
         lock = RunLock(out, "resume")
         try:
             cfg = read_config(out / CONFIG)
@@ -600,38 +604,16 @@ def _check_model_file(cfg: RunConfig, allow_changed: bool, out: Path) -> bool:
 
 
 def read_models(run_dir: str | os.PathLike, allow_changed_model: bool = False) -> tuple[RunConfig, Any, Any, int]:
-    """``(cfg, G, D, step)`` from a run directory's config.toml and checkpoint.npz, reading only.
-
-    Unlike :meth:`Run.resume` this writes and deletes nothing in ``run_dir`` (no stale-temp cleanup, no history
-    rewrite), reads no data set and leaves npgan's default dtype and random stream as they were; the models are
-    built in the run's dtype on the current device and hold the checkpoint's weights and buffers (no optimizer).
-    """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"run directory {run_dir} does not exist")
-    cfg = read_config(run_dir / CONFIG)
-    _check_model_file(cfg, allow_changed_model, run_dir)
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        raise RunError(f"{run_dir} has no {CHECKPOINT} to read weights from")
-    arrays, meta = load_arrays(path)
-    dtype, rng = backend.get_default_dtype(), backend.get_rng_state()
+    """``(cfg, G, D, step)`` of a run, read as :func:`load_run_readonly` reads it (nothing written, no data set
+    read), leaving npgan's default dtype, device and random stream as they were (``npgan export``)."""
+    dtype, device, rng = backend.get_default_dtype(), backend.get_device(), backend.get_rng_state()
     try:
-        backend.set_default_dtype(cfg.dtype)
-        G, D = build_models(cfg)
+        run = load_run_readonly(run_dir, allow_changed_model)
     finally:
         backend.set_default_dtype(dtype)
+        backend.set_device(device)
         backend.set_rng_state(rng)
-    if meta.get("arch_hash") != cfg.arch_hash() or meta.get("arch") != arch_summary(G, D):
-        raise CheckpointError(f"checkpoint {path} was written for another architecture "
-                              f"(data/model/widths differ from {run_dir / CONFIG})")
-    st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
-    try:
-        G.load_state_dict(st.nets["G"])
-        D.load_state_dict(st.nets["D"])
-    except ValueError as exc:
-        raise CheckpointError(f"checkpoint {path} does not fit its run's models ({exc})") from None
-    return cfg, G, D, st.step
+    return run.cfg, run.G, run.D, run.step
 
 
 class Interrupted(KeyboardInterrupt):

@@ -310,11 +310,12 @@ def real_source(cfg: RunConfig) -> Callable[[int], Tensor]:
     return data.EpochBatches(data.load_images(cfg.data, "train", cfg.data_dir), B, cfg.seed)
 
 
-def build(cfg: RunConfig) -> Built:
+def build(cfg: RunConfig, data: bool = True) -> Built:
     """``(G, D, opt_g, opt_d, trainer)`` for ``cfg``; sets nothing process-wide (see the module docstring).
 
     The optimizers are Adam with betas (beta1, beta2), or RMSprop, at ``cfg.train.lr``; the trainer draws its
-    real batches from :func:`real_source` (which reads the image files, if any).
+    real batches from :func:`real_source` (which reads the image files, if any). ``data=False`` reads no data:
+    the trainer can then sample but not train (for readers of a run: ``npgan sample``, ``export``, ``info``).
     """
     G, D = build_models(cfg)
     if cfg.optimizer == "rmsprop":
@@ -323,7 +324,11 @@ def build(cfg: RunConfig) -> Built:
     else:
         opt_g = optim.Adam(G.parameters(), lr=cfg.train.lr, betas=(cfg.beta1, cfg.beta2))
         opt_d = optim.Adam(D.parameters(), lr=cfg.train.lr, betas=(cfg.beta1, cfg.beta2))
-    return Built(G, D, opt_g, opt_d, Trainer(G, D, opt_g, opt_d, real_source(cfg), cfg.train))
+    return Built(G, D, opt_g, opt_d, Trainer(G, D, opt_g, opt_d, real_source(cfg) if data else _no_data, cfg.train))
+
+
+def _no_data(step: int) -> Tensor:
+    raise RuntimeError("this trainer was built without data (presets.build(cfg, data=False)): it cannot train")
 
 
 #: The Wasserstein GAN recipe of Arjovsky et al. 2017 (Algorithm 1): the critic loss E D(G(z)) − E D(x) with
