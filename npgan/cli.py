@@ -175,8 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("dataset", choices=["mnist", "cifar10"],
                     help="mnist: the four IDX .gz files from its mirrors; cifar10: cifar-10-binary.tar.gz (170 MB)")
     dl.add_argument("dir", type=Path, help="target folder (created); files already there and intact are kept")
-    dl.add_argument("--base-url", help=argparse.SUPPRESS)  # tests: a local server (with --sha256)
-    dl.add_argument("--sha256", action="append", default=[], metavar="NAME=HEX", help=argparse.SUPPRESS)
 
     sub.add_parser("info", help="version, device, array backend, BLAS")
     return p
@@ -318,17 +316,11 @@ def cmd_download(a: argparse.Namespace) -> int:
     """``npgan download mnist|cifar10 DIR``: :func:`npgan.data.download_mnist` or
     :func:`npgan.images.download_cifar10` (streamed to a temporary file, SHA-256 checked, renamed into place)."""
     from . import data
-    sums = {}
-    for item in a.sha256:
-        name, sep, digest = item.partition("=")
-        if not sep:
-            raise UsageError(f"--sha256 must be NAME=HEX, got {item!r}")
-        sums[name] = digest
-    print(f"downloading {a.dataset} into {a.dir}", file=sys.stderr)
+    print(f"downloading {a.dataset} into {a.dir} (files already there and intact are kept)", file=sys.stderr)
     if a.dataset == "mnist":
-        paths = data.download_mnist(a.dir, a.base_url, sums or None)
+        paths = data.download_mnist(a.dir)
     else:
-        paths = [data._images().download_cifar10(a.dir, a.base_url, sums or None)]
+        paths = [data._images().download_cifar10(a.dir)]
     for p in paths:
         print(p)
     return 0
