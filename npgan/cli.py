@@ -8,6 +8,7 @@
     npgan info [runs/r8]
     npgan export runs/r8 --net G --out g.safetensors   # weights for PyTorch (safetensors.torch.load_file)
     npgan train --preset ring8 --model my_gan.py:build --init-g g.safetensors --out runs/mine
+    npgan download mnist|cifar10 DIR                        # SHA-256 checked; then --data-dir DIR
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
 directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130. One writer at a time: ``train`` and
@@ -78,6 +79,19 @@ def _nonneg_float(s: str) -> float:
     return v
 
 
+def _unit(name: str):
+    """An argparse converter for a number in [0, 1) (Adam's betas) that names the option on failure."""
+    def conv(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number in [0, 1), got {s!r}") from None
+        if not 0 <= v < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be a number in [0, 1), got {s!r}")
+        return v
+    return conv
+
+
 def _bandwidth(s: str) -> float | str:
     if s in ("scott", "silverman", "median"):
         return s
@@ -92,7 +106,7 @@ def _bandwidth(s: str) -> float | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import OPTIMIZERS
+    from .config import DATASETS, OPTIMIZERS
     from .gan import ON_NAN_ACTIONS
     from .losses import LOSS_KINDS
     from .presets import PRESETS, WGAN
@@ -121,7 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (the preset's decay keeps its ratio)")
     t.add_argument("--device", help="cpu | gpu | gpu:N (default: $NPGAN_DEVICE, else the config's, cpu)")
     t.add_argument("--seed", type=int)
-    t.add_argument("--data-dir", help="folder with the MNIST IDX files (mnist presets)")
+    t.add_argument("--data", choices=list(DATASETS),
+                   help="the training data (default: the preset's): folder = your images under --data-dir, "
+                        "cifar10 = CIFAR-10's binary files in --data-dir, mnist = the MNIST IDX files in "
+                        "--data-dir, digits = the 8x8 digits, shapes = generated coloured shapes (12 classes), "
+                        "ring8 / grid25 = the 2-D mixtures")
+    t.add_argument("--data-dir", help="the data's folder: your images (--data folder, any depth), CIFAR-10's "
+                                      "binary files or the MNIST IDX files (get them with 'npgan download')")
+    t.add_argument("--image-size", type=_positive_int("--image-size"),
+                   help="side of the square images (resize of the shorter side + centre crop for a folder, "
+                        "resize for cifar10 and mnist); the DCGAN needs 4*2^k (8, 16, 32, 64, 128, ...)")
+    t.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB); a folder can be either")
+    t.add_argument("--z-dim", type=_positive_int("--z-dim"), help="size of the generator's noise z (nz)")
+    t.add_argument("--width", type=_positive_int("--width"),
+                   help="the networks' base width (ngf = ndf for the DCGAN, the hidden size for the MLPs)")
+    t.add_argument("--beta1", type=_unit("--beta1"), help="Adam's beta1 (DCGAN: 0.5)")
+    t.add_argument("--beta2", type=_unit("--beta2"), help="Adam's beta2 (0.999)")
+    t.add_argument("--order", choices=["d_first", "g_first"],
+                   help="d_first (default): each step updates D, then G against the new D; g_first: G first")
     t.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS),
                    help="on a nan/inf loss or gradient: stop (default; exit 3), skip the step, or roll back to the "
                         "last checkpoint with the learning rate halved")
@@ -165,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="version, device, array backend, BLAS; with DIR, that run's state (read-only)")
     i.add_argument("dir", type=Path, nargs="?", help="a run directory")
+    dl = sub.add_parser("download", help="fetch MNIST or CIFAR-10 (binary version) into DIR, SHA-256 checked")
+    dl.add_argument("dataset", choices=["mnist", "cifar10"],
+                    help="mnist: the four IDX .gz files from its mirrors; cifar10: cifar-10-binary.tar.gz (170 MB)")
+    dl.add_argument("dir", type=Path, help="target folder (created); files already there and intact are kept")
+
     return p
 
 
@@ -272,8 +308,18 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         if a.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {a.seed}")
         cfg.seed = a.seed
+    if a.data is not None:
+        cfg.data = a.data
     if a.data_dir is not None:
         cfg.data_dir = a.data_dir
+    for opt, name in (("image_size", "image_size"), ("channels", "channels"), ("width", "hidden"),
+                      ("beta1", "beta1"), ("beta2", "beta2")):
+        if getattr(a, opt) is not None:
+            setattr(cfg, name, getattr(a, opt))
+    if a.z_dim is not None:
+        tr.z_dim = a.z_dim
+    if a.order is not None:
+        tr.order = a.order
     if a.on_nan is not None:
         tr.on_nan = a.on_nan
     cfg.log_every = min(cfg.log_every, tr.steps)
@@ -371,6 +417,20 @@ def cmd_sample(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(a: argparse.Namespace) -> int:
+    """``npgan download mnist|cifar10 DIR``: :func:`npgan.data.download_mnist` or
+    :func:`npgan.images.download_cifar10` (streamed to a temporary file, SHA-256 checked, renamed into place)."""
+    from . import data
+    print(f"downloading {a.dataset} into {a.dir} (files already there and intact are kept)", file=sys.stderr)
+    if a.dataset == "mnist":
+        paths = data.download_mnist(a.dir)
+    else:
+        paths = [data._images().download_cifar10(a.dir)]
+    for p in paths:
+        print(p)
+    return 0
+
+
 def cmd_info(a: argparse.Namespace) -> int:
     info = {"npgan": __version__, "device": backend.get_device(), "array_backend": backend.current_xp().__name__,
             "numpy": backend.np.__version__, "blas": backend.blas_info(),
@@ -401,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = build_parser().parse_args(argv)
         return {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info,
-                "export": cmd_export}[a.cmd](a)
+                "export": cmd_export, "download": cmd_download}[a.cmd](a)
     except Interrupted as exc:
         print(f"npgan: {exc}", file=sys.stderr)
         return 130

@@ -24,7 +24,7 @@ from .gan import TrainConfig
 
 __all__ = ["RunConfig", "DATASETS", "MODELS", "OPTIMIZERS", "read_config", "write_config"]
 
-DATASETS = ("ring8", "grid25", "digits", "mnist")
+DATASETS = ("ring8", "grid25", "digits", "mnist", "folder", "cifar10", "shapes")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
 
@@ -43,6 +43,10 @@ class RunConfig:
     preset: str = "custom"
     data: str = "ring8"
     data_dir: str = ""
+    #: side of the square images the models make and see; 0 = the data set's own (digits 8, mnist 28, cifar10 32,
+    #: shapes 32, folder 64). channels: 1 or 3; 0 = the data set's own (1 for digits and mnist, else 3).
+    image_size: int = 0
+    channels: int = 0
     model: str = "mlp2d"
     hidden: int = 128
     seed: int = 0
@@ -132,6 +136,8 @@ class RunConfig:
     def arch_hash(self) -> str:
         """A short hash of what fixes the architecture (data, model, widths, z): checkpoints must match it."""
         key = {"data": self.data, "model": self.model, "hidden": self.hidden, "z_dim": self.train.z_dim}
+        if self.image_size or self.channels:  # only when set, so that the runs written before keep their hash
+            key.update(image_size=self.image_size, channels=self.channels)
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

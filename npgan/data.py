@@ -34,7 +34,7 @@ from .tensor import Tensor
 __all__ = [
     "ring8", "grid25", "ring8_centers", "grid25_centers", "Mixture", "MIXTURES",
     "load_digits", "load_mnist", "download_mnist", "MNISTNotFoundError", "MNIST_FILES", "MNIST_SHA256",
-    "MNIST_MIRRORS", "ArrayLoader", "EpochBatches", "load_images",
+    "MNIST_MIRRORS", "ArrayLoader", "EpochBatches", "load_images", "image_format", "IMAGE_DEFAULTS",
 ]
 
 
@@ -258,7 +258,7 @@ def load_mnist(data_dir: str | os.PathLike, split: str = "train") -> tuple[Tenso
         raise MNISTNotFoundError(
             f"MNIST {split} split: {', '.join(missing)} (or .gz) not found in directory {data_dir!r}. "
             f"Expected the four IDX files {', '.join(_all_mnist_names())} (raw or .gz); "
-            "get them with npgan.data.download_mnist(data_dir) or the CLI's download command")
+            "get them with: npgan download mnist DIR")
     images = _parse_idx(img_path, _read_idx_bytes(img_path), _IDX_IMAGES)
     labels = _parse_idx(lab_path, _read_idx_bytes(lab_path), _IDX_LABELS)
     if images.shape[0] != labels.shape[0]:
@@ -456,10 +456,15 @@ class EpochBatches:
     of epoch e comes from a generator seeded with (seed, e), not npgan's main stream, so a resumed run draws
     exactly the batches an uninterrupted one would without saving loader state. Each epoch serves
     ``n // batch_size`` batches (the rest is dropped); a batch is one vectorised gather.
+
+    ``data`` may also be a uint8 store with ``.shape`` and ``.batch(indices)`` (:class:`npgan.images.UInt8Images`:
+    a folder's memory map, CIFAR-10, shapes): then only the rows of each batch become floats (memory O(batch)),
+    and the order is the store's ``epoch_order`` for the same seed (what :class:`npgan.images.ImageStream` serves).
     """
 
     def __init__(self, data: Any, batch_size: int, seed: int) -> None:
         self.data, self.seed = data, seed
+        self._store = callable(getattr(data, "batch", None)) and not backend.is_array(data)
         self.batch_size = _check_batch(batch_size, data.shape[0])
         self.per_epoch = data.shape[0] // self.batch_size
         self._epoch, self._perm = -1, None
@@ -468,21 +473,82 @@ class EpochBatches:
         epoch, k = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             perm = backend.np.random.default_rng([self.seed, epoch]).permutation(self.data.shape[0])
-            self._perm = backend.asarray(perm, device=backend.device_of(self.data))
+            self._perm = perm if self._store else backend.asarray(perm, device=backend.device_of(self.data))
             self._epoch = epoch
         idx = self._perm[k * self.batch_size:(k + 1) * self.batch_size]
-        return Tensor(self.data[idx])
+        return Tensor(self.data.batch(idx) if self._store else self.data[idx])
 
 
-def load_images(name: str, split: str, data_dir: str | os.PathLike = "") -> Any:
-    """The images of data set ``name`` ("digits" or "mnist", from ``data_dir``) as one array on the current
-    device in the default dtype, (N, 1, H, W) in [−1, 1]; the labels are dropped."""
+# ============================================================================ the runs' image data
+#: Each image data set's own (channels, image size): what ``RunConfig.channels`` / ``image_size`` = 0 mean.
+IMAGE_DEFAULTS = {"digits": (1, 8), "mnist": (1, 28), "cifar10": (3, 32), "shapes": (3, 32), "folder": (3, 64)}
+#: The generated shapes data: this many training images (data seed 0) and evaluation images (data seed 1).
+SHAPES_TRAIN, SHAPES_EVAL_SEED = 12000, 1
+
+
+def _images() -> Any:
+    """npgan's colour-image module (folders, CIFAR-10, shapes), imported lazily: the one place that names it."""
+    from . import images
+    return images
+
+
+def image_format(name: str, image_size: int = 0, channels: int = 0) -> tuple[int, int]:
+    """(channels, image size) of data set ``name`` with 0 meaning its own; ValueError for one it cannot give."""
+    if name not in IMAGE_DEFAULTS:
+        raise ValueError(f"unknown image data set {name!r}; choose one of {', '.join(IMAGE_DEFAULTS)}")
+    for what, v in (("image size", image_size), ("channels", channels)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{what} must be a positive integer (0: the data set's own), got {v!r}")
+    c0, s0 = IMAGE_DEFAULTS[name]
+    c, s = channels or c0, image_size or s0
+    if name == "folder":
+        if c not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (RGB) for a folder, got {c}")
+    elif c != c0:
+        raise ValueError(f"{name} images have {c0} channel{'s' if c0 > 1 else ''}, not {c}")
+    if name == "digits" and s != s0:
+        raise ValueError(f"digits images are {s0}x{s0}; --image-size {s} is for mnist, cifar10, shapes, folder")
+    if name == "shapes" and s not in (16, 32, 64, 128):
+        raise ValueError(f"shapes images are made at 16, 32, 64 or 128 pixels, not {s}")
+    return c, s
+
+
+def load_images(name: str, split: str, data_dir: str | os.PathLike = "", image_size: int = 0, channels: int = 0,
+                seed: int = 0, progress: bool = True) -> Any:
+    """The images of data set ``name``, in [−1, 1], for a run's real batches.
+
+    "digits" and "mnist" (from ``data_dir``) at their own size: one array (N, 1, H, W) on the current device in
+    the default dtype, as ever. Otherwise a uint8 store (:class:`npgan.images.UInt8Images`, ``shape`` (N, C, S, S),
+    ``batch(indices)`` → floats; memory O(batch) in floats): "folder" = :class:`~npgan.images.ImageFolder` of
+    ``data_dir`` (decoded once into its memory-map cache; the split is ignored: a folder is all training data),
+    "cifar10" = the binary files in ``data_dir`` (SHA-256 checked), "shapes" = :data:`SHAPES_TRAIN` generated
+    images (data seed 0; split "test" gives ``eval`` images of data seed :data:`SHAPES_EVAL_SEED`), "mnist" at
+    another size = its uint8 images resized per batch. ``image_size`` / ``channels``: 0 = the data set's own
+    (:data:`IMAGE_DEFAULTS`); ``seed`` fixes a store's epoch order. The labels are dropped.
+    """
+    if name not in IMAGE_DEFAULTS:
+        raise ValueError(f"load_images: unknown image data set {name!r}; choose one of {', '.join(IMAGE_DEFAULTS)}")
+    c, s = image_format(name, image_size, channels)
+    native = s == IMAGE_DEFAULTS[name][1]
+    if name in ("mnist", "folder", "cifar10") and not data_dir:
+        what = {"mnist": "the four MNIST IDX files; get them with: npgan download mnist DIR",
+                "folder": "your images, at any depth",
+                "cifar10": "CIFAR-10's binary files; get them with: npgan download cifar10 DIR"}[name]
+        raise ValueError(f"data set {name} needs --data-dir DIR (a folder with {what})")
+    im = _images() if name in ("folder", "cifar10", "shapes") or not native else None
     if name == "digits":
         images, _ = load_digits(split=split)
     elif name == "mnist":
-        if not data_dir:
-            raise ValueError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
         images, _ = load_mnist(data_dir, split=split)
+        if not native:  # back to the file's uint8 exactly (v/127.5 − 1 in float32 is within 1e-5 of it)
+            u8 = backend.np.rint((backend.to_numpy(images.data).astype("float64") + 1.0) * 127.5).astype("uint8")
+            return im.UInt8Images(u8, None, s, seed)
+    elif name == "folder":
+        return im.ImageFolder(data_dir, s, c, seed=seed, progress=progress)
+    elif name == "cifar10":
+        return im.cifar10_images(data_dir, split, s, seed=seed)
     else:
-        raise ValueError(f"load_images: unknown image data set {name!r}; choose digits or mnist")
+        u8, labels = im.shapes_uint8(SHAPES_TRAIN if split == "train" else 2000, s,
+                                     0 if split == "train" else SHAPES_EVAL_SEED)
+        return im.UInt8Images(u8, labels, None, seed)
     return backend.asarray(images.data, dtype=backend.get_default_dtype())

@@ -88,13 +88,27 @@ def side_noise(cfg: RunConfig, n: int, tag: int) -> Tensor:
 
 
 def evaluate(cfg: RunConfig, trainer: Trainer) -> dict[str, Any]:
-    """Quality metrics of the trainer's G on ``cfg.eval_samples`` samples: mode coverage for the mixtures
-    (:func:`npgan.metrics.mode_metrics`), image metrics against the test split otherwise."""
+    """Quality metrics of the trainer's G on ``cfg.eval_samples`` samples.
+
+    ring8 / grid25: mode coverage (:func:`npgan.metrics.mode_metrics`). digits, mnist and shapes: the shipped
+    (or trained) classifier's metrics — classes covered, class KL, classifier score — and PRDC against the test
+    split (:func:`npgan.metrics.image_metrics`; shapes: freshly generated images of another data seed). folder
+    and cifar10, where npgan has no classifier: :func:`npgan.images.colour_image_metrics` (PRDC on 8×8
+    area-averaged pixels, per-channel mean/std; not FID) against CIFAR-10's test split, or the folder's own
+    images (a folder has no held-out split), at most ``eval_samples`` of them in a seeded order.
+    """
     from . import data, metrics
     fake = trainer.sample(side_noise(cfg, cfg.eval_samples, tag=8))
     if cfg.data in ("ring8", "grid25"):
         _, centers, std = data.MIXTURES[cfg.data]
         return metrics.mode_metrics(fake, centers, std)
+    if cfg.data in ("folder", "cifar10", "shapes"):
+        store = data.load_images(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.channels, seed=cfg.seed,
+                                 progress=False)
+        real = store.batch(store.epoch_order(0)[:min(len(store), cfg.eval_samples)])
+        if cfg.data == "shapes":
+            return metrics.image_metrics(fake, real, data._images().shapes_classifier())
+        return data._images().colour_image_metrics(fake, real)
     if cfg.data == "digits":
         clf = metrics.digits_classifier()
         real, _ = data.load_digits(split="test")

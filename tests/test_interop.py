@@ -38,7 +38,7 @@ def torch_twin(cfg):
         return (tnn.Sequential(tnn.Linear(z, h), tnn.ReLU(), tnn.Linear(h, h), tnn.ReLU(), tnn.Linear(h, 2)),
                 tnn.Sequential(tnn.Linear(2, h), tnn.LeakyReLU(0.2), tnn.Linear(h, h), tnn.LeakyReLU(0.2),
                                tnn.Linear(h, 1)))
-    c, H, W = image_shape(cfg.data)
+    c, H, W = image_shape(cfg)
     n = c * H * W
     if cfg.model == "mlp":
         return (tnn.Sequential(tnn.Linear(z, h), tnn.ReLU(), tnn.Linear(h, 2 * h), tnn.ReLU(), tnn.Linear(2 * h, n),
@@ -52,21 +52,25 @@ def torch_twin(cfg):
                 tnn.Sequential(tnn.Flatten(), tnn.Linear(n, 4 * h), tnn.LeakyReLU(0.2), tnn.Linear(4 * h, 2 * h),
                                tnn.LeakyReLU(0.2), tnn.Linear(2 * h, 1)))
     assert cfg.model == "dcgan"
-    k = 7 if H == 28 else 2
-    return (tnn.Sequential(tnn.Unflatten(1, (z, 1, 1)),
-                           tnn.ConvTranspose2d(z, 2 * h, k, 1, 0, bias=False), tnn.BatchNorm2d(2 * h), tnn.ReLU(),
-                           tnn.ConvTranspose2d(2 * h, h, 4, 2, 1, bias=False), tnn.BatchNorm2d(h), tnn.ReLU(),
-                           tnn.ConvTranspose2d(h, c, 4, 2, 1, bias=False), tnn.Tanh()),
-            tnn.Sequential(tnn.Conv2d(c, h, 4, 2, 1, bias=False), tnn.LeakyReLU(0.2),
-                           tnn.Conv2d(h, 2 * h, 4, 2, 1, bias=False), tnn.BatchNorm2d(2 * h), tnn.LeakyReLU(0.2),
-                           tnn.Conv2d(2 * h, 1, k, 1, 0, bias=False), tnn.Flatten()))
+    # 8 and 28: a 2x2 / 7x7 start and two stages; 4*2^n: a 4x4 start and n stages (widths h*2^(n-1) ... h)
+    k, n_up = (H // 4, 2) if H in (8, 28) else (4, int(np.log2(H // 4)))
+    w = [h * 2 ** i for i in range(n_up)]
+    g = [tnn.Unflatten(1, (z, 1, 1)), tnn.ConvTranspose2d(z, w[-1], k, 1, 0, bias=False), tnn.BatchNorm2d(w[-1]),
+         tnn.ReLU()]
+    for i in range(n_up - 1, 0, -1):
+        g += [tnn.ConvTranspose2d(w[i], w[i - 1], 4, 2, 1, bias=False), tnn.BatchNorm2d(w[i - 1]), tnn.ReLU()]
+    d = [tnn.Conv2d(c, h, 4, 2, 1, bias=False), tnn.LeakyReLU(0.2)]
+    for i in range(1, n_up):
+        d += [tnn.Conv2d(w[i - 1], w[i], 4, 2, 1, bias=False), tnn.BatchNorm2d(w[i]), tnn.LeakyReLU(0.2)]
+    return (tnn.Sequential(*g, tnn.ConvTranspose2d(h, c, 4, 2, 1, bias=False), tnn.Tanh()),
+            tnn.Sequential(*d, tnn.Conv2d(w[-1], 1, k, 1, 0, bias=False), tnn.Flatten()))
 
 
 def net_input(cfg, net, n=8, seed=0):
     rng = np.random.default_rng(seed)
     if net == "G":
         return rng.standard_normal((n, cfg.train.z_dim)).astype(np.float32)
-    shape = (2,) if cfg.model == "mlp2d" else image_shape(cfg.data)
+    shape = (2,) if cfg.model == "mlp2d" else image_shape(cfg)
     return rng.uniform(-1, 1, (n, *shape)).astype(np.float32)
 
 
