@@ -63,7 +63,7 @@ from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
 from .presets import arch_summary, build, check_models, file_sha256, model_file
-from .runlock import LOCK_NAME, RunLock
+from .runlock import LOCK_NAME, RunLock, check_unlocked
 from .tensor import Tensor
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
@@ -303,8 +303,7 @@ class Run:
         if out.exists() and not out.is_dir():
             raise RunError(f"--out {out} exists and is not a directory")
         if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
-            if (out / LOCK_NAME).is_file():  # a writer at work there: name it (opening the lock writes nothing)
-                RunLock(out).release()
+            check_unlocked(out)  # a writer at work there: name it (writes nothing)
             raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
                            "or choose another directory")
         if cfg.data == "mnist" and not cfg.data_dir:

@@ -301,8 +301,8 @@ def _custom_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
 
 
 def data_shape(cfg: RunConfig) -> tuple[int, ...]:
-    """One real sample's shape: (2,) for the 2-D mixtures, (1, H, W) for images."""
-    return (2,) if cfg.data in ("ring8", "grid25") else image_shape(cfg.data)
+    """One real sample's shape: (2,) for the 2-D mixtures, (C, H, W) for images (at the run's image size)."""
+    return (2,) if cfg.data in ("ring8", "grid25") else image_shape(cfg)
 
 
 def _ends_in_sigmoid(t: Tensor) -> bool:

@@ -58,6 +58,33 @@ def holder(directory: str | os.PathLike) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def _locked(directory: Path) -> RunLockedError:
+    info = holder(directory)
+    pid = info.get("pid") if isinstance(info.get("pid"), int) else None
+    who = (f"PID {pid} on {info.get('host', '?')}, {info.get('command') or 'npgan'} since "
+           f"{info.get('started', '?')}" if pid is not None else "PID unknown")
+    return RunLockedError(f"{directory} is being written by another npgan process ({who}); wait for "
+                          "it to finish or stop it, or read the run with 'npgan sample'", pid=pid)
+
+
+def check_unlocked(directory: str | os.PathLike) -> None:
+    """Raise :class:`RunLockedError` naming the holder when a writer holds ``directory``'s lock; writes nothing
+    (the lock file is opened read-only, and only when it exists)."""
+    path = Path(directory) / LOCK_NAME
+    if fcntl is None or not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _locked(Path(directory)) from None
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+
+
 class RunLock:
     """The exclusive writer lock of ``directory`` (which must exist); acquired on construction.
 
@@ -76,12 +103,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            info = holder(self.directory)
-            pid = info.get("pid") if isinstance(info.get("pid"), int) else None
-            who = (f"PID {pid} on {info.get('host', '?')}, {info.get('command') or 'npgan'} since "
-                   f"{info.get('started', '?')}" if pid is not None else "PID unknown")
-            raise RunLockedError(f"{self.directory} is being written by another npgan process ({who}); wait for "
-                                 "it to finish or stop it, or read the run with 'npgan sample'", pid=pid) from None
+            raise _locked(self.directory) from None
         except BaseException:
             os.close(fd)
             raise
