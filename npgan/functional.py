@@ -269,7 +269,7 @@ def _number(fn: str, name: str, v: Any) -> float:
 
 
 def relu(x: Tensor) -> Tensor:
-    return ReLU()(x)
+    return ReLU()(_as_float(x))
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:

@@ -326,3 +326,10 @@ def test_graph_freed_and_non_scalar_backward_are_documented_runtime_errors():
         (x * x).backward()
     doc = (__import__("pathlib").Path(__file__).parents[1] / "docs" / "reliability.md").read_text()
     assert "GraphFreedError" in doc and "non-scalar" in doc
+
+
+@pytest.mark.parametrize("fn", ["relu", "leaky_relu", "sigmoid", "tanh", "softplus", "logsigmoid"])
+def test_integer_and_bool_inputs_become_the_default_float_dtype(fn):
+    for data in (np.array([[1, -2], [3, 0]], dtype=np.int64), np.array([[True, False]])):
+        y = getattr(F, fn)(npgan.tensor(data))
+        assert y.dtype == npgan.get_default_dtype(), (fn, data.dtype, y.dtype)
