@@ -24,7 +24,7 @@ from demo_utils import Timer, finish, heading, parser, plt, save, setup, show, t
 
 import npgan
 import npgan.functional as F
-from npgan import backend, optim
+from npgan import backend, optim, parallel
 from npgan.data import MIXTURES
 from npgan.losses import discriminator_loss, generator_loss
 from npgan.presets import build_models, make_config
@@ -167,15 +167,16 @@ def part_training(args: Any, fig_axes: Any) -> dict[str, Any]:
     sampler, batch, zdim = MIXTURES["ring8"].sampler, 256, cfg.train.z_dim
 
     def train_step() -> None:
-        for _ in range(5):
-            with npgan.no_grad():
-                fake = G(npgan.randn(batch, zdim))
-            opt_d.zero_grad()
-            discriminator_loss(D(sampler(batch)), D(fake)).backward()
-            opt_d.step()
-        opt_g.zero_grad()
-        generator_loss(D(G(npgan.randn(batch, zdim))), "non_saturating")[0].backward()
-        opt_g.step()
+        with parallel.fit_blas(parallel.gemm_work((G, D), batch)):  # a small model: one BLAS thread, as the Trainer
+            for _ in range(5):
+                with npgan.no_grad():
+                    fake = G(npgan.randn(batch, zdim))
+                opt_d.zero_grad()
+                discriminator_loss(D(sampler(batch)), D(fake)).backward()
+                opt_d.step()
+            opt_g.zero_grad()
+            generator_loss(D(G(npgan.randn(batch, zdim))), "non_saturating")[0].backward()
+            opt_g.step()
 
     z = tensor(np.random.default_rng(args.seed + 1).standard_normal((512, zdim)), dtype=backend.get_default_dtype())
     hist = []

@@ -27,7 +27,7 @@ import numpy as np
 from demo_utils import Timer, finish, heading, parser, plt, save, setup, show, tensor
 
 import npgan
-from npgan import backend, nn, optim
+from npgan import backend, nn, optim, parallel
 from npgan.losses import discriminator_loss
 
 NAME = "optimal_discriminator"
@@ -93,14 +93,15 @@ def train_d(D: nn.Module, opt: Any, data: tuple[float, float], gen: tuple[float,
             batch: int) -> list[float]:
     """Train D alone; returns the loop's L_D = BCE(D(x), 1) + BCE(D(fake), 0) at every step."""
     losses = []
-    for _ in range(steps):
-        real = npgan.randn(batch, 1) * data[1] + data[0]
-        fake = npgan.randn(batch, 1) * gen[1] + gen[0]
-        opt.zero_grad()
-        loss = discriminator_loss(D(real), D(fake))
-        loss.backward()
-        opt.step()
-        losses.append(loss.data)
+    with parallel.fit_blas(parallel.gemm_work((D,), batch)):  # a small model: one BLAS thread, as the Trainer
+        for _ in range(steps):
+            real = npgan.randn(batch, 1) * data[1] + data[0]
+            fake = npgan.randn(batch, 1) * gen[1] + gen[0]
+            opt.zero_grad()
+            loss = discriminator_loss(D(real), D(fake))
+            loss.backward()
+            opt.step()
+            losses.append(loss.data)
     return [float(v) for v in backend.to_numpy(npgan.backend.current_xp().stack(losses))]
 
 

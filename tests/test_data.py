@@ -16,6 +16,9 @@ import pytest
 import npgan
 from npgan import data
 
+# the downloads below read from a server on 127.0.0.1: their socket timeout only turns a hang into a failure
+HANG_GUARD = 900
+
 # ============================================================================ mixtures
 
 
@@ -279,7 +282,7 @@ def idx_server(tmp_path, monkeypatch):
 def test_download_mnist_fetches_verifies_and_loads(tmp_path, idx_server):
     url, sums, gz, requested = idx_server
     dest = tmp_path / "mnist"
-    paths = data.download_mnist(dest, base_url=url, checksums=sums, timeout=5)
+    paths = data.download_mnist(dest, base_url=url, checksums=sums, timeout=HANG_GUARD)
     assert sorted(os.path.basename(p) for p in paths) == sorted(gz)
     for name, b in gz.items():
         assert (dest / name).read_bytes() == b
@@ -288,7 +291,7 @@ def test_download_mnist_fetches_verifies_and_loads(tmp_path, idx_server):
     assert x.shape == (5, 1, 28, 28) and y.shape == (5,)
     # a second call finds four valid files and fetches nothing
     n = len(requested)
-    data.download_mnist(dest, base_url=url, checksums=sums, timeout=5)
+    data.download_mnist(dest, base_url=url, checksums=sums, timeout=HANG_GUARD)
     assert len(requested) == n == 4
 
 
@@ -297,7 +300,7 @@ def test_download_mnist_checksum_mismatch_leaves_nothing(tmp_path, idx_server):
     dest = tmp_path / "mnist"
     bad = dict(sums, **{"t10k-images-idx3-ubyte.gz": "0" * 64})
     with pytest.raises(ValueError, match="checksum mismatch for .*t10k-images-idx3-ubyte.gz"):
-        data.download_mnist(dest, base_url=url, checksums=bad, timeout=5)
+        data.download_mnist(dest, base_url=url, checksums=bad, timeout=HANG_GUARD)
     left = os.listdir(dest)
     assert "t10k-images-idx3-ubyte.gz" not in left
     assert not [f for f in left if f.endswith(".part")]
@@ -311,7 +314,7 @@ def test_download_mnist_keeps_valid_and_replaces_invalid_files(tmp_path, idx_ser
     (dest / good).write_bytes(gz[good])
     os.utime(dest / good, (1_000_000, 1_000_000))
     (dest / broken).write_bytes(b"not the file")
-    data.download_mnist(dest, base_url=url, checksums=sums, timeout=5)
+    data.download_mnist(dest, base_url=url, checksums=sums, timeout=HANG_GUARD)
     assert os.stat(dest / good).st_mtime == 1_000_000  # untouched
     assert "/" + good not in requested and "/" + broken in requested
     assert (dest / broken).read_bytes() == gz[broken]
@@ -326,7 +329,7 @@ def test_download_mnist_argument_checks(tmp_path, idx_server):
     with pytest.raises(ValueError, match="checksums lacks"):
         data.download_mnist(tmp_path, base_url=url, checksums={"train-images-idx3-ubyte.gz": "0" * 64})
     with pytest.raises(OSError, match="could not fetch"):
-        data.download_mnist(tmp_path / "x", base_url=url + "missing/", checksums=sums, timeout=5)
+        data.download_mnist(tmp_path / "x", base_url=url + "missing/", checksums=sums, timeout=HANG_GUARD)
     assert requested == ["/missing/train-images-idx3-ubyte.gz"]
     assert data.MNIST_SHA256["train-images-idx3-ubyte.gz"].startswith("440fcabf")
 

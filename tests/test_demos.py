@@ -126,9 +126,13 @@ def test_entropy(tmp_path):
 
 
 # ============================================================================ 4. mode collapse
-def test_mode_collapse(tmp_path):
+def test_mode_collapse(tmp_path, capsys):
     r = run_demo("mode_collapse", tmp_path)
+    out = capsys.readouterr().out
     assert r["steps"] == 30 and r["seeds"] == [0]
+    # 30 steps cannot show mode collapse: the demo says so for each data set and claims nothing either way
+    assert out.count("quick mode: 30 steps are too short to show mode collapse") == 2, out
+    assert "shown:" not in out and r["ring8_shown"] is None and r["grid25_shown"] is None
     for name, k in (("ring8", 8), ("grid25", 25)):
         for arm in ("no entropy", "entropy"):
             m = r[name][arm]
@@ -137,6 +141,19 @@ def test_mode_collapse(tmp_path):
             kl = m["reverse_kl"][0]
             assert math.isnan(kl) or 0 <= kl <= math.log(k) + 1e-9
         assert_png(tmp_path / f"mode_collapse_{name}.png")
+
+
+def test_mode_collapse_claims_only_what_its_numbers_show(capsys):
+    verdict = importlib.import_module("mode_collapse").verdict
+    per = {"no entropy": {"modes": [2.0, 1.0, 3.0]}, "entropy": {"modes": [8.0, 8.0, 7.0]}}
+    assert verdict("ring8", per, 1000, quick=False) is True
+    assert "shown: with the entropy term G covers more modes (7.66667 against 2 on average)" in capsys.readouterr().out
+    per = {"no entropy": {"modes": [9.0]}, "entropy": {"modes": [9.0]}}
+    assert verdict("grid25", per, 1000, quick=False) is False
+    out = capsys.readouterr().out
+    assert "not shown: after 1000 steps" in out and "npgan train --preset grid25" in out
+    assert verdict("ring8", per, 30, quick=True) is None
+    assert "shown" not in capsys.readouterr().out
 
 
 # ============================================================================ 5. image GANs
@@ -158,9 +175,22 @@ def check_image_result(r, tmp_path, steps):
 
 
 @pytest.mark.parametrize("name,preset", [("mlp_gan_digits", "digits-mlp"), ("dcgan_digits", "digits-dcgan")])
-def test_digits_demos(tmp_path, name, preset):
+def test_digits_demos(tmp_path, capsys, name, preset):
     r = run_demo(name, tmp_path)
+    out = capsys.readouterr().out
     assert r["preset"] == preset
+    # ln 2 is the equilibrium of the adversarial part L_adv = −E log D(G(z)) alone: loss_G = L_adv − λ·H is
+    # never compared with it, L_adv = loss_G + λ·H is (the entropy term is on in digits-mlp only)
+    assert r["entropy_weight"] == (0.1 if name == "mlp_gan_digits" else 0.0)
+    if r["entropy_weight"] == 0:
+        assert r["final_loss_g_adv"] == r["final_loss_g"]
+    else:
+        assert r["final_loss_g_adv"] != pytest.approx(r["final_loss_g"], abs=1e-3)
+    assert r["final_loss_g_adv"] > 0  # −log σ > 0
+    [ln2_line] = [line for line in out.splitlines() if "ln 2 = 0.693" in line]
+    assert ln2_line.lstrip().startswith("L_adv = -E log D(G(z))"), ln2_line
+    assert f"{r['final_loss_g_adv']:.4f}" in ln2_line
+    assert f"quick mode: {r['steps']} steps are too short to show training near the equilibrium" in out
     check_image_result(r, tmp_path, 20 if name == "mlp_gan_digits" else 10)
     # real digits score as real digits: every class, balanced, and inside their own k-NN balls
     assert r["real"]["classes_covered"] == 10 and r["real"]["class_kl"] < 0.05

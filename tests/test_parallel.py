@@ -95,12 +95,19 @@ def test_an_exception_in_a_chunk_propagates_after_every_chunk_finished():
         pytest.skip("no BLAS whose thread count threadpoolctl can set: npgan does not split")
     done = []
     before = _blas_threads()
+    # events, not a sleep: chunk 1 (a pool thread) finishes only after chunk 0 has raised and chunk 2 (run by
+    # the caller) has returned, so it is the last chunk to end; an early propagation would miss it in ``done``
+    raised, last_returned = threading.Event(), threading.Event()
 
     def fn(lo, hi):
         if lo == 0:
+            raised.set()
             raise RuntimeError(f"chunk {lo}:{hi} failed")
-        threading.Event().wait(0.05)
+        if lo == 1:
+            assert raised.wait(900) and last_returned.wait(900)  # hang guards
         done.append(lo)
+        if lo == 2:
+            last_returned.set()
 
     with split_ops(3), pytest.raises(RuntimeError, match="chunk 0:"):
         parallel.parallel_chunks(fn, 3, work=10**9)
@@ -126,21 +133,21 @@ print(os.waitstatus_to_exitcode(status))
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_gets_its_own_pool():
-    r = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=600)  # a hang guard
+    r = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=900)  # a hang guard
     assert r.returncode == 0 and r.stdout.strip() == "0", r.stderr
 
 
-def test_default_threads_follow_the_environment():  # timeout=600: hang guards, not deadlines
+def test_default_threads_follow_the_environment():  # timeout=900: hang guards, not deadlines
     code = "import npgan; print(npgan.get_num_threads())"
     env = dict(os.environ, NPGAN_NUM_THREADS="3")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
     assert r.stdout.strip() == "3", r.stderr
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     env.pop("NPGAN_NUM_THREADS", None)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
     assert r.stdout.strip() == "1", r.stderr
     env = dict(os.environ, NPGAN_NUM_THREADS="many")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=900)
     assert r.returncode != 0 and "NPGAN_NUM_THREADS must be a positive integer, got 'many'" in r.stderr
 
 
@@ -265,6 +272,7 @@ def test_fit_blas_keeps_npgans_own_thread_count():
             "    print(parallel.get_num_threads())\n")
     env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
     env.pop("NPGAN_NUM_THREADS", None)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=900)  # a hang guard
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(min(2, parallel._available_cores())), r.stdout

@@ -52,7 +52,7 @@ def _rows(out):
     return list(csv.DictReader((out / "history.csv").read_text().splitlines()))
 
 
-def _wait(cond, proc, what, timeout=600.0):
+def _wait(cond, proc, what, timeout=900.0):
     """Wait for an event (a file, a line); the timeout only turns a hang into a failure."""
     t0 = time.monotonic()
     while not cond():
@@ -86,7 +86,7 @@ def test_a_second_writer_exits_2_naming_the_holder_and_changes_nothing(tmp_path,
         assert ei.value.pid == p.pid
     finally:
         p.stdin.close()
-        p.wait(timeout=60)
+        p.wait(timeout=900)  # a hang guard
     Run.resume(out).close()  # the holder exited: the lock is free
 
 
@@ -109,7 +109,7 @@ def test_train_on_a_directory_that_is_being_trained_is_refused(tmp_path, capsys)
         _wait(lambda: len(_rows(out)) >= 12, p, "history rows")
     finally:
         p.send_signal(signal.SIGINT)
-        _, perr = p.communicate(timeout=600)
+        _, perr = p.communicate(timeout=900)  # a hang guard
     assert p.returncode == 130, perr
     assert (out / "config.toml").read_bytes() == config_before
     steps = [int(r["step"]) for r in _rows(out)]
@@ -139,7 +139,7 @@ def test_the_lock_is_released_on_every_exit_path(tmp_path, capsys):
     with pytest.raises(RunLockedError):
         RunLock(out)
     p.kill()
-    p.wait(timeout=60)
+    p.wait(timeout=900)  # a hang guard
     assert holder(out)["pid"] == p.pid
     lock = RunLock(out, "test")  # taken over at once
     assert holder(out)["pid"] == os.getpid() and (out / LOCK_NAME).exists()
