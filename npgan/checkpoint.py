@@ -57,6 +57,12 @@ _ZIP_MAGIC = b"PK\x03\x04"
 TEMP_SUFFIX = ".npgan.tmp"
 
 
+def nonfinite(arrays: dict[str, Any]) -> list[str]:
+    """The names of the float arrays that hold nan or inf (a checkpoint refuses to save them)."""
+    return [k for k, v in arrays.items()
+            if backend.np.dtype(v.dtype).kind == "f" and not bool(backend.get_array_module(v).isfinite(v).all())]
+
+
 def config_hash(config: dict[str, Any]) -> str:
     """sha256 (hex) of a configuration dict's canonical JSON (sorted keys, no spaces)."""
     return hashlib.sha256(_canonical(config).encode("utf-8")).hexdigest()

@@ -408,11 +408,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     if a.png is not None:
         from . import plots
         with writing(a.png):
-            if run.cfg.data in ("ring8", "grid25"):
-                from .data import MIXTURES
-                plots.scatter_2d(x, backend.to_numpy(MIXTURES[run.cfg.data][1]), a.png)
-            else:
-                plots.image_grid(x[:256], a.png)
+            plots.samples(x, run.cfg.data, a.png)
     print(f"wrote {a.n} samples of shape {x.shape[1:]} to {a.out}", file=sys.stderr)
     return 0
 

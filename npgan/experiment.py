@@ -53,6 +53,7 @@ from .checkpoint import (
     atomic_write_text,
     config_hash,
     load_arrays,
+    nonfinite,
     pack_state,
     remove_stale_temps,
     save_arrays,
@@ -312,7 +313,7 @@ class Run:
             path = model_file(cfg.model_build)
             cfg.model_sha256 = file_sha256(path) if path is not None else ""
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
-        run._init_weights()  # --init-g / --init-d: checked and loaded before anything is written
+        _load_initial_weights(cfg, run.G, run.D)  # checked and loaded before anything is written
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
         run._acquire("train")  # another writer here: RunLockedError, nothing written
@@ -328,27 +329,6 @@ class Run:
             run.close()
             raise
         return run
-
-    def _init_weights(self) -> None:
-        """Load ``cfg.init_g`` / ``cfg.init_d`` (safetensors) into G / D at step 0 and record each file's SHA-256.
-
-        Keys and shapes are checked first (:func:`npgan.weights.load_into`, strict); a file whose SHA-256 differs
-        from the one the config records (``npgan train --config`` of an earlier run) is refused.
-        """
-        from .weights import WeightsError, load_into
-        for net, module in (("g", self.G), ("d", self.D)):
-            path = getattr(self.cfg, f"init_{net}")
-            if not path:
-                continue
-            try:
-                load_into(module, path, strict=True)
-            except WeightsError as exc:
-                raise WeightsError(f"--init-{net} (the initial weights of {net.upper()}): {exc}") from None
-            sha, recorded = file_sha256(path), getattr(self.cfg, f"init_{net}_sha256")
-            if recorded and sha != recorded:
-                raise RunError(f"--init-{net} {path} has changed since the config recorded it (sha256 "
-                               f"{recorded[:12]}..., now {sha[:12]}...); clear init_{net}_sha256 to use it as is")
-            setattr(self.cfg, f"init_{net}_sha256", sha)
 
     @classmethod
     def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None,
@@ -372,28 +352,10 @@ class Run:
         (then its new SHA-256 is written to config.toml; the checkpoint must still fit the architecture).
         """
         out = Path(out)
-        if not out.is_dir():
-            raise RunError(f"run directory {out} does not exist")
-        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
-            raise RunError(f"--steps must be a positive integer, got {steps!r}")
-        if device is not None:
-            backend._parse_device(device)  # a bad name fails here, before anything is read or written
-        check_checkpoint_file(out / CHECKPOINT)  # before the lock file is made
-        _check_model_file(read_config(out / CONFIG), allow_changed_model, out)  # likewise (again under the lock)
+        _resume_config(out, steps, None, device, False, allow_changed_model)  # checks, before the lock file is made
         lock = RunLock(out, "resume")
         try:
-            cfg = read_config(out / CONFIG)
-            if on_nan is not None:
-                cfg.train.on_nan = on_nan
-                cfg.validate()
-            changed = _check_model_file(cfg, allow_changed_model, out)
-            if restretch:
-                if steps is None:
-                    raise RunError("--restretch needs --steps N (the new length of the schedules)")
-                cfg.train.steps = steps
-            file_cfg = dataclasses.replace(cfg, device=cfg.device)
-            if device is not None:
-                cfg.device = device
+            cfg, file_cfg, changed = _resume_config(out, steps, on_nan, device, restretch, allow_changed_model)
             run = cls(cfg, out)
             run.lock = lock
             remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
@@ -440,8 +402,7 @@ class Run:
                                   skipped=tr.skipped)
         if self.total_steps != self.cfg.train.steps:
             meta["total_steps"] = self.total_steps  # a resume extended the run beyond config.toml's steps
-        bad = [k for k, v in arrays.items()
-               if backend.np.dtype(v.dtype).kind == "f" and not bool(backend.get_array_module(v).isfinite(v).all())]
+        bad = nonfinite(arrays)
         if bad:
             raise DivergenceError(f"step {step}: {bad[0]} holds nan or inf (an update overflowed); the checkpoint "
                                   f"was not written, {self._last_good()}", step=step, network=bad[0][:1],
@@ -495,17 +456,13 @@ class Run:
 
     # ------------------------------------------------------------------ pictures and metrics
     def save_samples(self, step: int) -> None:
-        from . import data, plots
+        from . import plots
         path = self.out / "samples" / f"step_{step:06d}.png"
         with writing(path.parent):
             path.parent.mkdir(exist_ok=True)
-        x = backend.to_numpy(self.trainer.sample(self.fixed_z).data)
         with writing(path):
-            if self.cfg.data in ("ring8", "grid25"):
-                centers = backend.to_numpy(data.MIXTURES[self.cfg.data].centers)
-                plots.scatter_2d(x, centers, path, title=f"{self.cfg.data}, step {step}")
-            else:
-                plots.image_grid(x, path, title=f"{self.cfg.data}, step {step}")
+            plots.samples(backend.to_numpy(self.trainer.sample(self.fixed_z).data), self.cfg.data, path,
+                          title=f"{self.cfg.data}, step {step}")
 
     def evaluate(self) -> dict[str, Any]:
         """The run's quality metrics (:func:`evaluate`)."""
@@ -597,6 +554,54 @@ class Run:
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+
+def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
+                   allow_changed_model: bool) -> tuple[RunConfig, RunConfig, bool]:
+    """For :meth:`Run.resume`: the arguments checked, and (the session's config, the config to write back, whether
+    the model file's hash changed); :class:`RunError` / :class:`CheckpointError` before anything is written."""
+    if not out.is_dir():
+        raise RunError(f"run directory {out} does not exist")
+    if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
+        raise RunError(f"--steps must be a positive integer, got {steps!r}")
+    if restretch and steps is None:
+        raise RunError("--restretch needs --steps N (the new length of the schedules)")
+    if device is not None:
+        backend._parse_device(device)  # a bad name fails here, before anything is read or written
+    check_checkpoint_file(out / CHECKPOINT)
+    cfg = read_config(out / CONFIG)
+    if on_nan is not None:
+        cfg.train.on_nan = on_nan
+        cfg.validate()
+    changed = _check_model_file(cfg, allow_changed_model, out)
+    if restretch:
+        cfg.train.steps = steps
+    file_cfg = dataclasses.replace(cfg, device=cfg.device)
+    if device is not None:
+        cfg.device = device
+    return cfg, file_cfg, changed
+
+
+def _load_initial_weights(cfg: RunConfig, G: Any, D: Any) -> None:
+    """Load ``cfg.init_g`` / ``cfg.init_d`` (safetensors) into G / D at step 0 and record each file's SHA-256.
+
+    Keys and shapes are checked first (:func:`npgan.weights.load_into`, strict); a file whose SHA-256 differs
+    from the one the config records (``npgan train --config`` of an earlier run) is refused.
+    """
+    from .weights import WeightsError, load_into
+    for net, module in (("g", G), ("d", D)):
+        path = getattr(cfg, f"init_{net}")
+        if not path:
+            continue
+        try:
+            load_into(module, path, strict=True)
+        except WeightsError as exc:
+            raise WeightsError(f"--init-{net} (the initial weights of {net.upper()}): {exc}") from None
+        sha, recorded = file_sha256(path), getattr(cfg, f"init_{net}_sha256")
+        if recorded and sha != recorded:
+            raise RunError(f"--init-{net} {path} has changed since the config recorded it (sha256 "
+                           f"{recorded[:12]}..., now {sha[:12]}...); clear init_{net}_sha256 to use it as is")
+        setattr(cfg, f"init_{net}_sha256", sha)
 
 
 def _check_model_file(cfg: RunConfig, allow_changed: bool, out: Path) -> bool:

@@ -88,6 +88,16 @@ def scatter_2d(samples: Any, centers: Any, path: str | os.PathLike, title: str |
     _save(fig, path)
 
 
+def samples(x: Any, data: str, path: str | os.PathLike, title: str | None = None) -> None:
+    """A run's samples as a picture: a scatter over the modes for the 2-D mixtures, else an image grid."""
+    from . import backend
+    from .data import MIXTURES
+    if data in MIXTURES:
+        scatter_2d(x, backend.to_numpy(MIXTURES[data].centers), path, title=title)
+    else:
+        image_grid(x[:256], path, title=title)
+
+
 def loss_curves(history: Sequence[dict[str, float]], path: str | os.PathLike, smooth: int = 50) -> None:
     """Save losses, D(x) and D(G(z)), entropy and gradient norms over steps (moving averages) as one PNG."""
     plt = _plt()
