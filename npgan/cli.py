@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, backend
+from .checks import cli_type, integer, real
 from .parallel import get_num_threads, set_num_threads
 
 __all__ = ["main"]
@@ -46,68 +47,10 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind: type, name: str):
-    """An argparse converter for a positive (finite) ``kind`` (int or float) that names the option on failure."""
-    what = "a positive integer" if kind is int else "a positive number"
-
-    def conv(s: str):
-        try:
-            v = kind(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}") from None
-        if not v > 0 or v == float("inf"):
-            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {s!r}")
-        return v
-    return conv
-
-
-def _positive_int(name: str):
-    return _positive(int, name)
-
-
-def _positive_float(name: str):
-    return _positive(float, name)
-
-
-def _nonneg_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--entropy-weight must be a number >= 0, got {s!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"--entropy-weight must be a number >= 0, got {s!r}")
-    return v
-
-
-def _unit(name: str):
-    """An argparse converter for a number in [0, 1) (Adam's betas) that names the option on failure."""
-    def conv(s: str) -> float:
-        try:
-            v = float(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number in [0, 1), got {s!r}") from None
-        if not 0 <= v < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be a number in [0, 1), got {s!r}")
-        return v
-    return conv
-
-
-def _bandwidth(s: str) -> float | str:
-    if s in ("scott", "silverman", "median"):
-        return s
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"--bandwidth must be a positive number or scott, silverman, median; got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"--bandwidth must be positive, got {s!r}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .config import DATASETS, OPTIMIZERS
-    from .gan import ON_NAN_ACTIONS
+    from .gan import ON_NAN_ACTIONS, ORDERS
+    from .kde import BANDWIDTH_RULES, check_bandwidth
     from .losses import LOSS_KINDS
     from .presets import PRESETS, WGAN
 
@@ -118,23 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a GAN from a preset (and/or a TOML config)")
     t.add_argument("--preset", choices=list(PRESETS), help="starting configuration")
     t.add_argument("--config", type=Path, help="a config.toml (e.g. from an earlier run) to start from")
-    t.add_argument("--steps", type=_positive_int("--steps"))
-    t.add_argument("--batch-size", type=_positive_int("--batch-size"))
+    t.add_argument("--steps", type=cli_type(integer, "--steps", 1), help="total training steps (default: the preset's)")
+    t.add_argument("--batch-size", type=cli_type(integer, "--batch-size", 1),
+                   help="samples per batch (default: the preset's)")
     t.add_argument("--loss", choices=list(LOSS_KINDS),
-                   help="the GAN objective (only the loss: for the WGAN recipe use --wgan)")
+                   help="GAN objective (default: the preset's; only the loss: for the WGAN recipe use --wgan)")
     w = WGAN["train"]
     t.add_argument("--wgan", action="store_true",
                    help=f"the Wasserstein GAN recipe (Arjovsky et al. 2017) on top of the preset: loss {w['loss']}, "
                         f"{WGAN['optimizer']}, constant lr {w['lr']:g}, {w['d_steps']} D steps per G step, D's weights "
                         "clipped to ±0.01; options given with it override it")
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
-    t.add_argument("--d-steps", type=_positive_int("--d-steps"), help="D steps per G step")
-    t.add_argument("--entropy-weight", type=_nonneg_float,
+    t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1),
+                   help="discriminator updates per generator update (default: the preset's)")
+    t.add_argument("--entropy-weight", type=cli_type(real, "--entropy-weight", 0),
                    help="λ of the KDE entropy term (annealed to the preset's final value)")
-    t.add_argument("--bandwidth", type=_bandwidth, help="KDE σ: a number, or scott | silverman | median")
-    t.add_argument("--lr", type=_positive_float("--lr"), help="learning rate (the preset's decay keeps its ratio)")
+    t.add_argument("--bandwidth", type=cli_type(check_bandwidth, "--bandwidth"),
+                   help=f"KDE σ: a number, or {' | '.join(BANDWIDTH_RULES)}")
+    t.add_argument("--lr", type=cli_type(real, "--lr", 0, low_open=True),
+                   help="learning rate (the preset's decay keeps its ratio)")
     t.add_argument("--device", help="cpu | gpu | gpu:N (default: $NPGAN_DEVICE, else the config's, cpu)")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=cli_type(integer, "--seed", 0),
+                   help="seed of all random draws: weights, batches, noise (default: the config's)")
     t.add_argument("--data", choices=list(DATASETS),
                    help="the training data (default: the preset's): folder = your images under --data-dir, "
                         "cifar10 = CIFAR-10's binary files in --data-dir, mnist = the MNIST IDX files in "
@@ -142,30 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "ring8 / grid25 = the 2-D mixtures")
     t.add_argument("--data-dir", help="the data's folder: your images (--data folder, any depth), CIFAR-10's "
                                       "binary files or the MNIST IDX files (get them with 'npgan download')")
-    t.add_argument("--image-size", type=_positive_int("--image-size"),
+    t.add_argument("--image-size", type=cli_type(integer, "--image-size", 1),
                    help="side of the square images (resize of the shorter side + centre crop for a folder, "
                         "resize for cifar10 and mnist); the DCGAN needs 4*2^k (8, 16, 32, 64, 128, ...)")
     t.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB); a folder can be either")
-    t.add_argument("--z-dim", type=_positive_int("--z-dim"), help="size of the generator's noise z (nz)")
-    t.add_argument("--width", type=_positive_int("--width"),
+    t.add_argument("--z-dim", type=cli_type(integer, "--z-dim", 1), help="size of the generator's noise z (nz)")
+    t.add_argument("--width", type=cli_type(integer, "--width", 1),
                    help="the networks' base width (ngf = ndf for the DCGAN, the hidden size for the MLPs)")
-    t.add_argument("--beta1", type=_unit("--beta1"), help="Adam's beta1 (DCGAN: 0.5)")
-    t.add_argument("--beta2", type=_unit("--beta2"), help="Adam's beta2 (0.999)")
-    t.add_argument("--order", choices=["d_first", "g_first"],
+    t.add_argument("--beta1", type=cli_type(real, "--beta1", 0, 1, high_open=True), help="Adam's beta1 (DCGAN: 0.5)")
+    t.add_argument("--beta2", type=cli_type(real, "--beta2", 0, 1, high_open=True), help="Adam's beta2 (0.999)")
+    t.add_argument("--order", choices=list(ORDERS),
                    help="d_first (default): each step updates D, then G against the new D; g_first: G first")
     t.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS),
                    help="on a nan/inf loss or gradient: stop (default; exit 3), skip the step, or roll back to the "
                         "last checkpoint with the learning rate halved")
     t.add_argument("--out", required=True, type=Path, help="run directory (must not hold a run yet)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--threads", type=_positive_int("--threads"),
+    t.add_argument("--threads", type=cli_type(integer, "--threads", 1),
                    help="CPU threads per op (default: $NPGAN_NUM_THREADS, else the BLAS's thread count)")
 
     _add_weights_options(t)
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    r.add_argument("dir", type=Path)
-    r.add_argument("--steps", type=_positive_int("--steps"),
+    r.add_argument("dir", type=Path, help="run directory written by npgan train")
+    r.add_argument("--steps", type=cli_type(integer, "--steps", 1),
                    help="train to step N: beyond the run's end it extends the run with the final lr and λ; "
                         "before it, this session stops at N")
     r.add_argument("--restretch", action="store_true",
@@ -173,12 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(written to config.toml) instead of keeping their final values")
     r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
     r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
-    r.add_argument("--no-progress", action="store_true")
-    r.add_argument("--threads", type=_positive_int("--threads"), help="CPU threads per op")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--threads", type=cli_type(integer, "--threads", 1), help="CPU threads per op")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
-    s.add_argument("dir", type=Path)
-    s.add_argument("--n", type=_positive_int("--n"), default=64)
+    s.add_argument("dir", type=Path, help="run directory to sample from")
+    s.add_argument("--n", type=cli_type(integer, "--n", 1), default=64, help="number of samples (default 64)")
     s.add_argument("--out", type=Path, required=True, help="FILE.npy")
     s.add_argument("--png", type=Path, help="also a picture (grid or scatter)")
 
@@ -186,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resume a --model run whose model file changed since the run was created")
 
     e = sub.add_parser("export", help="write a run's G and/or D to a safetensors file (PyTorch's state_dict keys)")
-    e.add_argument("dir", type=Path)
+    e.add_argument("dir", type=Path, help="run directory to export from")
     e.add_argument("--net", choices=("G", "D", "both"), default="G",
                    help="which network (default G); both: one file, keys prefixed 'G.' and 'D.'")
     e.add_argument("--out", type=Path, required=True, help="FILE.safetensors (not inside the run directory)")

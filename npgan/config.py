@@ -19,14 +19,20 @@ from typing import Any
 
 from . import __version__
 from .checkpoint import atomic_write_text
+from .checks import integer, one_of
+from .data import MIXTURES
 from .errors import RunError
 from .gan import TrainConfig
+from .kde import BANDWIDTH_RULES
 
-__all__ = ["RunConfig", "DATASETS", "MODELS", "OPTIMIZERS", "read_config", "write_config"]
+__all__ = ["RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS", "DTYPES", "read_config",
+           "write_config"]
 
-DATASETS = ("ring8", "grid25", "digits", "mnist", "folder", "cifar10", "shapes")
+MIXTURE_DATASETS = tuple(MIXTURES)  # ("ring8", "grid25"): the 2-D Gaussian mixtures; the rest are images
+DATASETS = (*MIXTURE_DATASETS, "digits", "mnist", "folder", "cifar10", "shapes")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
+DTYPES = ("float32", "float64")
 
 #: the size of the values G must produce for each data set (max |x|): ring8's centres lie on the unit circle,
 #: grid25's at −4..4; images are in [−1, 1]. The bandwidth check uses it (tests compare with npgan.data).
@@ -89,8 +95,7 @@ class RunConfig:
         return cls(**d, train=TrainConfig(**tr))
 
     def validate(self) -> None:
-        if self.data not in DATASETS:
-            raise ValueError(f"unknown data set {self.data!r}; choose one of {', '.join(DATASETS)}")
+        one_of("data set", self.data, DATASETS)
         if self.model == "custom" or self.model_build:
             if self.model != "custom" or not self.model_build:
                 raise ValueError(f"model 'custom' goes with model_build = 'FILE.py:function' (npgan train --model); "
@@ -98,20 +103,15 @@ class RunConfig:
         elif self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)} "
                              "(or your own: npgan train --model FILE.py:build)")
-        elif self.model == "mlp2d" and self.data not in ("ring8", "grid25"):
+        elif self.model == "mlp2d" and self.data not in MIXTURE_DATASETS:
             raise ValueError(f"model 'mlp2d' is for the 2-D mixtures, not {self.data!r}")
-        elif self.model != "mlp2d" and self.data in ("ring8", "grid25"):
+        elif self.model != "mlp2d" and self.data in MIXTURE_DATASETS:
             raise ValueError(f"model {self.model!r} is for images; use 'mlp2d' for {self.data!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        one_of("optimizer", self.optimizer, OPTIMIZERS)
+        one_of("dtype", self.dtype, DTYPES)
         for name in ("hidden", "log_every", "checkpoint_every", "sample_every", "eval_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+            integer(name, getattr(self, name), 1)
+        integer("seed", self.seed, 0)
         for name in ("preset", "data_dir", "device"):
             if isinstance(getattr(self, name), str):
                 toml_string(getattr(self, name))  # a lone surrogate cannot be written to config.toml
@@ -131,7 +131,7 @@ class RunConfig:
         lo, hi = eps * S, S / eps
         if not lo <= float(bw) <= hi:
             raise ValueError(f"bandwidth {bw!r} does not fit the {self.data} data (values within ±{S:g}) in "
-                             f"{self.dtype}: use a σ between {lo:.3g} and {hi:.3g}, or scott, silverman, median")
+                             f"{self.dtype}: use a σ between {lo:.3g} and {hi:.3g}, or {', '.join(BANDWIDTH_RULES)}")
 
     def arch_hash(self) -> str:
         """A short hash of what fixes the architecture (data, model, widths, z): checkpoints must match it."""

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from . import backend
+from . import backend, checks
 from .tensor import Tensor
 
 __all__ = [
@@ -58,18 +58,6 @@ def grid25_centers() -> Any:
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
-def _check_n(n: Any) -> int:
-    if not isinstance(n, (int, backend.np.integer)) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"number of samples must be a non-negative integer, got {n!r}")
-    return int(n)
-
-
-def _check_std(std: Any) -> float:
-    if not (isinstance(std, (int, float)) and math.isfinite(std) and std >= 0):
-        raise ValueError(f"std must be a finite non-negative number, got {std!r}")
-    return float(std)
-
-
 def sample_mixture(n: int, centers: Any, std: float) -> Tensor:
     """n samples of the equal-weight isotropic Gaussian mixture (1/K) Σ_k N(c_k, std² I).
 
@@ -77,7 +65,7 @@ def sample_mixture(n: int, centers: Any, std: float) -> Tensor:
     draws use npgan's seeded generator on the current device. Returns a
     Tensor (n, d) in the default dtype.
     """
-    n, std = _check_n(n), _check_std(std)
+    n, std = checks.integer("number of samples n", n, 0), checks.real("std", std, 0)
     xp, g, dtype = backend.current_xp(), backend.rng(), backend.get_default_dtype()
     c = xp.asarray(backend.to_numpy(centers), dtype=dtype)
     k = g.integers(0, c.shape[0], size=n)
@@ -399,12 +387,10 @@ def _as_columns(data: Any) -> tuple[list[Any], bool]:
 
 
 def _check_batch(batch_size: Any, n: int) -> int:
-    if (not isinstance(batch_size, (int, backend.np.integer)) or isinstance(batch_size, bool)
-            or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = checks.integer("batch_size", batch_size, 1)
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the data set ({n} samples)")
-    return int(batch_size)
+    return batch_size
 
 
 def _permutation(n: int, shuffle: bool) -> Any:
@@ -494,11 +480,9 @@ def _images() -> Any:
 
 def image_format(name: str, image_size: int = 0, channels: int = 0) -> tuple[int, int]:
     """(channels, image size) of data set ``name`` with 0 meaning its own; ValueError for one it cannot give."""
-    if name not in IMAGE_DEFAULTS:
-        raise ValueError(f"unknown image data set {name!r}; choose one of {', '.join(IMAGE_DEFAULTS)}")
+    checks.one_of("image data set", name, IMAGE_DEFAULTS)
     for what, v in (("image size", image_size), ("channels", channels)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{what} must be a positive integer (0: the data set's own), got {v!r}")
+        checks.integer(f"{what} (0: the data set's own)", v, 0)
     c0, s0 = IMAGE_DEFAULTS[name]
     c, s = channels or c0, image_size or s0
     if name == "folder":

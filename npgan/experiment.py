@@ -59,7 +59,7 @@ from .checkpoint import (
     save_arrays,
     unpack_state,
 )
-from .config import RunConfig, read_config, write_config
+from .config import MIXTURE_DATASETS, RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
@@ -100,7 +100,7 @@ def evaluate(cfg: RunConfig, trainer: Trainer) -> dict[str, Any]:
     """
     from . import data, metrics
     fake = trainer.sample(side_noise(cfg, cfg.eval_samples, tag=8))
-    if cfg.data in ("ring8", "grid25"):
+    if cfg.data in MIXTURE_DATASETS:
         _, centers, std = data.MIXTURES[cfg.data]
         return metrics.mode_metrics(fake, centers, std)
     if cfg.data in ("folder", "cifar10", "shapes"):
@@ -268,7 +268,7 @@ class Run:
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
         check_models(cfg, self.G, self.D)  # shapes, and no Sigmoid before the logit losses
         check_memory(self.G, self.D, cfg.train, eval_samples=cfg.eval_samples)
-        self.fixed_z = side_noise(cfg, 64 if cfg.data not in ("ring8", "grid25") else 1000, tag=7)
+        self.fixed_z = side_noise(cfg, 64 if cfg.data not in MIXTURE_DATASETS else 1000, tag=7)
         self.checkpoint_step: int | None = None  # the step of the checkpoint on disk, when known
         self.rollbacks = 0
         self.total_steps = cfg.train.steps  # the run's length (a resume may extend it; see resume)

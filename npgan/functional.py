@@ -16,6 +16,7 @@ from typing import Any
 
 from . import backend, kernels, ops
 from .backend import get_array_module
+from .checks import real
 from .conv import conv2d, conv_transpose2d
 from .kde import kde_bandwidth, kde_entropy
 from .ops import _as_float, _const, _lift, _need, per_channel_operand
@@ -257,23 +258,12 @@ class Dropout(Function):
         return gy * _const(self.scale, gy)
 
 
-def _number(fn: str, name: str, v: Any) -> float:
-    """``v`` as a finite float, or a ValueError naming ``fn`` and the argument ``name``."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        f = float("nan")
-    if isinstance(v, (bool, str, bytes)) or not backend.np.isfinite(f):
-        raise ValueError(f"{fn}: {name} must be a finite number, got {v!r}")
-    return f
-
-
 def relu(x: Tensor) -> Tensor:
     return ReLU()(_as_float(x))
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
-    slope = _number("leaky_relu", "negative_slope", negative_slope)
+    slope = real("leaky_relu: negative_slope", negative_slope)
     x = _as_float(x)
     fused = 0 <= slope <= 1 and kernels.enabled(get_array_module(x.data))
     return LeakyReLU(slope, fused)(x)
@@ -297,9 +287,7 @@ def logsigmoid(x: Tensor) -> Tensor:
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability ``p`` and scale the rest by 1/(1 − p) (identity unless training)."""
-    p = _number("dropout", "p", p)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: probability p must be in [0, 1], got {p}")
+    p = real("dropout: probability p", p, 0, 1)
     if not training or p == 0.0:
         return x
     x = _as_float(x)
@@ -682,13 +670,9 @@ def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | 
     x = _as_float(x)
     if x.ndim < 2:
         raise ValueError(f"batch_norm: input must be (N, C) or (N, C, ...), got shape {x.shape}")
-    eps = _number("batch_norm", "eps", eps)
-    if not eps > 0:
-        raise ValueError(f"batch_norm: eps must be positive, got {eps}")
+    eps = real("batch_norm: eps", eps, 0, low_open=True)
     if momentum is not None:
-        momentum = _number("batch_norm", "momentum", momentum)
-        if not 0 <= momentum <= 1:
-            raise ValueError(f"batch_norm: momentum must be in [0, 1] or None, got {momentum}")
+        momentum = real("batch_norm: momentum (or None)", momentum, 0, 1)
     C = x.shape[1]
     xp = get_array_module(x.data)
     if weight is None:

@@ -32,22 +32,24 @@ last checkpoint and lowers the learning rate.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import backend, parallel
+from .checks import integer, one_of, real
 from .errors import DivergenceError
 from .functional import stable_sigmoid
+from .kde import check_bandwidth
 from .losses import LOSS_KINDS, discriminator_loss, generator_loss
 from .nn import Module
 from .optim import Optimizer
 from .tensor import Tensor, no_grad
 
-__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "ON_NAN_ACTIONS"]
+__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "ON_NAN_ACTIONS", "ORDERS"]
 
 ON_NAN_ACTIONS = ("stop", "skip", "rollback")
+ORDERS = ("d_first", "g_first")
 
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
                   "entropy_weight")
@@ -79,36 +81,17 @@ class TrainConfig:
     on_nan: str = "stop"
 
     def validate(self) -> None:
-        if self.loss not in LOSS_KINDS:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_KINDS)}")
-        if self.order not in ("d_first", "g_first"):
-            raise ValueError(f"order must be 'd_first' or 'g_first', got {self.order!r}")
+        one_of("loss", self.loss, LOSS_KINDS)
+        one_of("order", self.order, ORDERS)
         for name in ("steps", "batch_size", "z_dim", "d_steps"):
+            integer(name, getattr(self, name), 1)
+        for name, low_open in (("lr", True), ("lr_final", True), ("clip_value", True), ("entropy_weight", False),
+                               ("entropy_weight_final", False)):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("lr", "lr_final"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
-                                  or not math.isfinite(v)):
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        for name in ("entropy_weight", "entropy_weight_final"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0
-                                  or not math.isfinite(v)):
-                raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-        if isinstance(self.bandwidth, str):
-            if self.bandwidth not in ("scott", "silverman", "median"):
-                raise ValueError(f"bandwidth must be a positive number or one of scott, silverman, median; "
-                                 f"got {self.bandwidth!r}")
-        elif (isinstance(self.bandwidth, bool) or not isinstance(self.bandwidth, (int, float))
-              or not self.bandwidth > 0 or not math.isfinite(self.bandwidth)):
-            raise ValueError(f"bandwidth must be positive, got {self.bandwidth!r}")
-        if (isinstance(self.clip_value, bool) or not isinstance(self.clip_value, (int, float))
-                or not self.clip_value > 0 or not math.isfinite(self.clip_value)):
-            raise ValueError(f"clip_value must be a positive number, got {self.clip_value!r}")
-        if self.on_nan not in ON_NAN_ACTIONS:
-            raise ValueError(f"on_nan must be one of {', '.join(ON_NAN_ACTIONS)}, got {self.on_nan!r}")
+            if v is not None or not name.endswith("_final"):  # a *_final of None: constant
+                real(name, v, 0, low_open=low_open)
+        check_bandwidth("bandwidth", self.bandwidth)
+        one_of("on_nan", self.on_nan, ON_NAN_ACTIONS)
         if not isinstance(self.leave_one_out, bool):
             raise ValueError(f"leave_one_out must be true or false, got {self.leave_one_out!r}")
 

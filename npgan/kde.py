@@ -15,10 +15,11 @@ from typing import Any
 
 from . import backend, kernels, ops
 from .backend import get_array_module
+from .checks import real
 from .ops import _const
 from .tensor import Function, Tensor
 
-__all__ = ["kde_entropy", "kde_bandwidth", "KDEEntropy", "BANDWIDTH_RULES"]
+__all__ = ["kde_entropy", "kde_bandwidth", "KDEEntropy", "BANDWIDTH_RULES", "check_bandwidth"]
 
 BANDWIDTH_RULES = ("scott", "silverman", "median")
 
@@ -116,21 +117,16 @@ def _rule_bandwidth(x: Any, rule: str, D: Any = None) -> float:
     return max(sigma, floor if floor > 0 else 1.0)
 
 
-def _check_bandwidth(bandwidth: Any, name: str) -> float | str:
-    """A rule name, or the bandwidth as a positive finite float; ValueError otherwise."""
-    if isinstance(bandwidth, str):
-        if bandwidth in BANDWIDTH_RULES:
-            return bandwidth
-        sigma = float("nan")
-    else:
-        try:
-            sigma = float(bandwidth)
-        except (TypeError, ValueError):
-            sigma = float("nan")
-    if isinstance(bandwidth, bool) or not (sigma > 0 and math.isfinite(sigma)):
-        raise ValueError(f"{name}: bandwidth must be a positive finite float or one of {BANDWIDTH_RULES}, "
-                         f"got {bandwidth!r}")
-    return sigma
+def check_bandwidth(name: str, bandwidth: Any) -> float | str:
+    """A rule name of :data:`BANDWIDTH_RULES`, or the bandwidth σ as a positive finite float; ValueError naming
+    ``name`` otherwise."""
+    if isinstance(bandwidth, str) and bandwidth in BANDWIDTH_RULES:
+        return bandwidth
+    try:
+        return real(name, bandwidth, 0, low_open=True)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive number or one of {', '.join(BANDWIDTH_RULES)}, "
+                         f"got {bandwidth!r}") from None
 
 
 def kde_bandwidth(x: Any, rule: str = "silverman") -> float:
@@ -152,7 +148,7 @@ def kde_bandwidth(x: Any, rule: str = "silverman") -> float:
     evaluated on x/s (s a power of two near max|x|, an exact scaling) and multiplied back, so float32 points of any
     finite size give a finite σ.
     """
-    bw = _check_bandwidth(rule, "kde_bandwidth")
+    bw = check_bandwidth("kde_bandwidth: rule", rule)
     if not isinstance(bw, str):
         return bw
     xs, scale = _scaled(_as_points(x, "kde_bandwidth"))  # every rule is scale-equivariant: σ(x) = s·σ(x/s)
@@ -338,7 +334,7 @@ def kde_entropy(x: Tensor, bandwidth: float | str = "silverman", leave_one_out: 
     n = x2.shape[0]
     if leave_one_out and n < 2:
         raise ValueError(f"kde_entropy: leave_one_out needs at least 2 points, got shape {x.shape}")
-    bw = _check_bandwidth(bandwidth, "kde_entropy")
+    bw = check_bandwidth("kde_entropy: bandwidth", bandwidth)
     if isinstance(bw, str) and n < 2:
         raise ValueError(f"kde_entropy: the {bw!r} bandwidth rule needs at least 2 points, "
                          f"got shape {x.shape}")

@@ -8,24 +8,14 @@ Updates are done in place on the parameters' arrays, outside the graph.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
 from . import backend, kernels
+from .checks import real
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop"]
-
-
-def _real(cls: str, name: str, v: Any, lo: float = 0.0, hi: float = math.inf, hi_open: bool = False) -> float:
-    """``v`` as a float in [lo, hi] (or [lo, hi)); ValueError naming the optimizer, the argument and the value."""
-    ok = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and lo <= v and (
-        v < hi if hi_open else v <= hi)
-    if not ok:
-        rng = f"[{lo:g}, {hi:g}{')' if hi_open else ']'}" if math.isfinite(hi) else f">= {lo:g}"
-        raise ValueError(f"{cls}: {name} must be a number {'in ' if math.isfinite(hi) else ''}{rng}, got {v!r}")
-    return float(v)
 
 
 def _safe_div(xp: Any, num: Any, den: Any, eps: float) -> Any:
@@ -68,10 +58,8 @@ class Optimizer:
         self.state: dict[int, dict[str, Any]] = {}  # keyed by the parameter's index over all groups
 
     def _validate(self, g: dict[str, Any]) -> None:
-        lr = g["lr"]
-        if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0 or not math.isfinite(lr):
-            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {g['lr']}")
-        _real(type(self).__name__, "weight_decay", g.get("weight_decay", 0))
+        real(f"{type(self).__name__}: learning rate lr", g["lr"], 0, low_open=True)
+        real(f"{type(self).__name__}: weight_decay", g.get("weight_decay", 0), 0)
 
     def _indexed(self) -> Iterable[tuple[int, dict[str, Any], Tensor]]:
         i = 0
@@ -157,8 +145,8 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        _real("SGD", "momentum", momentum)
-        _real("SGD", "dampening", dampening, 0.0, 1.0)
+        real("SGD: momentum", momentum, 0)
+        real("SGD: dampening", dampening, 0, 1)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
@@ -191,11 +179,11 @@ class Adam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0) -> None:
         try:
             b1, b2 = betas
-            _real("Adam", "betas", b1, 0.0, 1.0, hi_open=True)
-            _real("Adam", "betas", b2, 0.0, 1.0, hi_open=True)
+            real("Adam: betas", b1, 0, 1, high_open=True)
+            real("Adam: betas", b2, 0, 1, high_open=True)
         except (TypeError, ValueError):
             raise ValueError(f"Adam: betas must be two numbers in [0, 1), got {betas}") from None
-        _real("Adam", "eps", eps)
+        real("Adam: eps", eps, 0)
         super().__init__(params, dict(lr=lr, betas=(float(b1), float(b2)), eps=eps, weight_decay=weight_decay))
 
     def _update(self, p, g, state, group):
@@ -233,9 +221,9 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0) -> None:
-        _real("RMSprop", "alpha", alpha, 0.0, 1.0, hi_open=True)
-        _real("RMSprop", "eps", eps)
-        _real("RMSprop", "momentum", momentum)
+        real("RMSprop: alpha", alpha, 0, 1, high_open=True)
+        real("RMSprop: eps", eps, 0)
+        real("RMSprop: momentum", momentum, 0)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum))
 
     def _update(self, p, g, state, group):

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from . import backend, data, nn, optim
-from .config import DATASETS, MODELS, RunConfig
+from .checks import one_of
+from .config import DATASETS, MIXTURE_DATASETS, MODELS, RunConfig
 from .errors import RunError
 from .gan import TrainConfig, Trainer
 from .tensor import Tensor
@@ -102,8 +103,7 @@ PRESETS = _presets()
 
 def make_config(preset: str) -> RunConfig:
     """A fresh copy of a preset's configuration."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    one_of("preset", preset, PRESETS)
     cfg = RunConfig.from_dict(PRESETS[preset].to_dict())
     cfg.preset = preset
     return cfg
@@ -302,7 +302,7 @@ def _custom_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
 
 def data_shape(cfg: RunConfig) -> tuple[int, ...]:
     """One real sample's shape: (2,) for the 2-D mixtures, (C, H, W) for images (at the run's image size)."""
-    return (2,) if cfg.data in ("ring8", "grid25") else image_shape(cfg)
+    return (2,) if cfg.data in MIXTURE_DATASETS else image_shape(cfg)
 
 
 def _ends_in_sigmoid(t: Tensor) -> bool:
@@ -373,7 +373,7 @@ def real_source(cfg: RunConfig) -> Callable[[int], Tensor]:
     seed and k, so a resumed run draws the same batches without saving loader state; a folder, CIFAR-10 or shapes
     is read from its uint8 store a batch at a time)."""
     B = cfg.train.batch_size
-    if cfg.data in ("ring8", "grid25"):
+    if cfg.data in MIXTURE_DATASETS:
         sampler = data.MIXTURES[cfg.data].sampler
         return lambda step: sampler(B)
     images = data.load_images(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, seed=cfg.seed)

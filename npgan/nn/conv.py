@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backend
+from ..checks import integer
 from ..conv import _pair, conv2d, conv_transpose2d, conv_transpose_output_size
 from ..tensor import Tensor
 from . import init
@@ -17,20 +18,14 @@ def _empty(*shape: int) -> Any:
     return backend.current_xp().empty(shape, dtype=backend.get_default_dtype())
 
 
-def _channels(name: str, v: Any) -> int:
-    if not isinstance(v, (int, backend.np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
-
-
 class _ConvNd(Module):
     """Shared construction: checked sizes, weight of ``weight_shape``, PyTorch's default init."""
 
     def __init__(self, kind: str, in_channels: int, out_channels: int, kernel_size: Any, stride: Any,
                  padding: Any, dilation: Any, bias: bool, transposed: bool) -> None:
         super().__init__()
-        self.in_channels = _channels(f"{kind}: in_channels", in_channels)
-        self.out_channels = _channels(f"{kind}: out_channels", out_channels)
+        self.in_channels = integer(f"{kind}: in_channels", in_channels, 1)
+        self.out_channels = integer(f"{kind}: out_channels", out_channels, 1)
         self.kernel_size = _pair(f"{kind}: kernel_size", kernel_size, 1)
         self.stride = _pair(f"{kind}: stride", stride, 1)
         self.padding = _pair(f"{kind}: padding", padding, 0)

@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import backend
 from .. import functional as F
+from ..checks import integer, real
 from ..ops import flatten, reshape
 from ..tensor import Tensor
 from . import init
@@ -19,12 +20,6 @@ def _empty(*shape: int) -> Any:
     return backend.current_xp().empty(shape, dtype=backend.get_default_dtype())
 
 
-def _check_int(name: str, v: Any, minimum: int = 1) -> int:
-    if not isinstance(v, (int, backend.np.integer)) or isinstance(v, bool) or v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
-
-
 class Linear(Module):
     """y = x Wᵀ + b;  weight: (out_features, in_features), bias: (out_features,).
 
@@ -33,8 +28,8 @@ class Linear(Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
-        self.out_features = _check_int("out_features", out_features)
+        self.in_features = integer("in_features", in_features, 1)
+        self.out_features = integer("out_features", out_features, 1)
         self.weight = Parameter(_empty(out_features, in_features))
         self.bias = Parameter(_empty(out_features)) if bias else None
         init.default_linear_init_(self.weight, self.bias)
@@ -58,7 +53,7 @@ class ReLU(Module):
 class LeakyReLU(Module):
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = F._number("LeakyReLU", "negative_slope", negative_slope)
+        self.negative_slope = real("LeakyReLU: negative_slope", negative_slope)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x, self.negative_slope)
@@ -130,10 +125,7 @@ class Unflatten(Module):
 class Dropout(Module):
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        p = F._number("Dropout", "p", p)
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout probability p must be in [0, 1], got {p}")
-        self.p = p
+        self.p = real("Dropout: probability p", p, 0, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.p, self.training)
@@ -148,15 +140,10 @@ class _BatchNorm(Module):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True) -> None:
         super().__init__()
-        self.num_features = _check_int("num_features", num_features)
-        eps = F._number(type(self).__name__, "eps", eps)
-        if not eps > 0:
-            raise ValueError(f"eps must be positive, got {eps}")
+        self.num_features = integer("num_features", num_features, 1)
+        eps = real(f"{type(self).__name__}: eps", eps, 0, low_open=True)
         if momentum is not None:
-            momentum = F._number(type(self).__name__, "momentum", momentum)
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] or None, got {momentum} "
-                             "(BatchNorm's second positional argument is eps, not momentum)")
+            momentum = real(f"{type(self).__name__}(num_features, eps, momentum): momentum (or None)", momentum, 0, 1)
         self.eps, self.momentum, self.affine = float(eps), momentum, affine
         self.track_running_stats = track_running_stats
         xp, dt = backend.current_xp(), backend.get_default_dtype()
