@@ -63,7 +63,7 @@ from .config import MIXTURE_DATASETS, RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError, WriteError
 from .gan import HISTORY_FIELDS, Trainer
 from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
-from .presets import arch_summary, build, check_models, file_sha256, model_file
+from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_file
 from .runlock import LOCK_NAME, RunLock, check_unlocked
 from .tensor import Tensor
 
@@ -264,7 +264,7 @@ class Run:
         backend.set_default_dtype(cfg.dtype)  # the entry point's job (see the module docstring)
         backend.set_device(cfg.device)
         backend.manual_seed(cfg.seed)
-        check_model_size(cfg)  # by arithmetic, before a huge model is built
+        check_model_size(cfg, count_parameters(cfg))  # by arithmetic, before a huge model is built
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
         check_models(cfg, self.G, self.D)  # shapes, and no Sigmoid before the logit losses
         check_memory(self.G, self.D, cfg.train, eval_samples=cfg.eval_samples)

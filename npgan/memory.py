@@ -16,7 +16,7 @@ from .errors import InsufficientMemoryError
 from .gan import TrainConfig
 from .tensor import Tensor, no_grad
 
-__all__ = ["estimate_step_bytes", "check_memory", "available_memory", "count_parameters", "check_model_size"]
+__all__ = ["estimate_step_bytes", "check_memory", "available_memory", "check_model_size"]
 
 
 def _layer_bytes(net: nn.Module, x: Tensor) -> tuple[int, Tensor]:
@@ -100,45 +100,17 @@ def available_memory() -> int | None:
         return None
 
 
-def count_parameters(cfg: Any) -> tuple[int, int]:
-    """(G's, D's) parameter counts of a :class:`~npgan.config.RunConfig`'s architecture, by arithmetic, without
-    building anything (the architectures of :func:`npgan.presets.build_models`; a test checks they agree).
-
-    With z = z_dim, h = hidden, n = C·H·W the image size and BN(c) = 2c a batch norm's weight and bias:
-
-        mlp2d   G: (z+1)h + (h+1)h + (h+1)2            D: 3h + (h+1)h + (h+1)
-        mlp     G: (z+1)h + (h+1)2h + (2h+1)n          D: (n+1)2h + (2h+1)h + (h+1)
-        mlp_bn  G: (z+1)h + (h+1)2h + BN(2h) + (2h+1)4h + BN(4h) + (4h+1)n
-                D: (n+1)4h + (4h+1)2h + (2h+1)
-        dcgan   G: z·2h·k² + BN(2h) + 2h·h·16 + BN(h) + h·C·16     D: C·h·16 + h·2h·16 + BN(2h) + 2h·k²
-                (k = 7 for 28×28 images, 2 for 8×8)
-    """
-    z, h = int(cfg.train.z_dim), int(cfg.hidden)
-    if cfg.model == "mlp2d":
-        return (z + 1) * h + (h + 1) * h + (h + 1) * 2, 3 * h + (h + 1) * h + (h + 1)
-    c, side = (1, 8) if cfg.data == "digits" else (1, 28)
-    n = c * side * side
-    if cfg.model == "mlp":
-        return ((z + 1) * h + (h + 1) * 2 * h + (2 * h + 1) * n,
-                (n + 1) * 2 * h + (2 * h + 1) * h + (h + 1))
-    if cfg.model == "mlp_bn":
-        return ((z + 1) * h + (h + 1) * 2 * h + 4 * h + (2 * h + 1) * 4 * h + 8 * h + (4 * h + 1) * n,
-                (n + 1) * 4 * h + (4 * h + 1) * 2 * h + (2 * h + 1))
-    k = 7 if side == 28 else 2
-    return (z * 2 * h * k * k + 4 * h + 2 * h * h * 16 + 2 * h + h * c * 16,
-            c * h * 16 + h * 2 * h * 16 + 4 * h + 2 * h * k * k)
-
-
 #: bytes per parameter a run holds: the weight, its gradient, two Adam moments (RMSprop: one) and the copy that
 #: a checkpoint load keeps to put things back on failure
 _BYTES_PER_PARAM_FACTOR = 5
 
 
-def check_model_size(cfg: Any, available: int | None = None) -> int:
+def check_model_size(cfg: Any, counts: tuple[int, int], available: int | None = None) -> int:
     """Before any model is built: refuse (:class:`InsufficientMemoryError`) an architecture whose weights,
-    gradients and optimizer state alone (5 copies of the :func:`count_parameters` parameters) exceed 90% of
+    gradients and optimizer state alone (5 copies of ``counts`` = (G's, D's) parameters, computed by arithmetic:
+    :func:`npgan.presets.count_parameters`) exceed 90% of
     the available memory, naming ``hidden`` and ``z_dim``. Returns those bytes."""
-    g, d = count_parameters(cfg)
+    g, d = counts
     itemsize = 8 if cfg.dtype == "float64" else 4
     need = _BYTES_PER_PARAM_FACTOR * (g + d) * itemsize
     avail = available_memory() if available is None else available

@@ -198,6 +198,41 @@ def build_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     return _dcgan(z, h, c, H, cfg.model)
 
 
+def count_parameters(cfg: RunConfig) -> tuple[int, int]:
+    """(G's, D's) parameter counts of ``cfg``'s architecture by arithmetic, without building anything (so that a
+    huge ``hidden`` or ``z_dim`` is refused before it is allocated; a test checks them against
+    :func:`build_models` for every preset). z = z_dim, h = hidden, n = C·H·W, BN(c) = 2c:
+
+        mlp2d   G: (z+1)h + (h+1)h + (h+1)2            D: 3h + (h+1)h + (h+1)
+        mlp     G: (z+1)h + (h+1)2h + (2h+1)n          D: (n+1)2h + (2h+1)h + (h+1)
+        mlp_bn  G: (z+1)h + (h+1)2h + BN(2h) + (2h+1)4h + BN(4h) + (4h+1)n
+                D: (n+1)4h + (4h+1)2h + (2h+1)
+        dcgan   widths w_i = h·2^i (i < k), start s0 (:func:`_dcgan_plan`), no biases:
+                G: z·w_{k−1}·s0² + Σ_{i≥1} w_i·w_{i−1}·16 + h·C·16 + Σ_i BN(w_i)
+                D: C·h·16 + Σ_{i≥1} w_{i−1}·w_i·16 + Σ_{i≥1} BN(w_i) + w_{k−1}·s0²
+    A custom model (``--model``) counts as 0: it is built, then measured.
+    """
+    z, h = int(cfg.train.z_dim), int(cfg.hidden)
+    if cfg.model == "custom":
+        return 0, 0
+    if cfg.model == "mlp2d":
+        return (z + 1) * h + (h + 1) * h + (h + 1) * 2, 3 * h + (h + 1) * h + (h + 1)
+    c, H, W = image_shape(cfg)
+    n = c * H * W
+    if cfg.model == "mlp":
+        return ((z + 1) * h + (h + 1) * 2 * h + (2 * h + 1) * n,
+                (n + 1) * 2 * h + (2 * h + 1) * h + (h + 1))
+    if cfg.model == "mlp_bn":
+        return ((z + 1) * h + (h + 1) * 2 * h + 4 * h + (2 * h + 1) * 4 * h + 8 * h + (4 * h + 1) * n,
+                (n + 1) * 4 * h + (4 * h + 1) * 2 * h + (2 * h + 1))
+    s0, k = _dcgan_plan(H, cfg.model)
+    w = [h * 2 ** i for i in range(k)]
+    inner = sum(w[i] * w[i - 1] * 16 for i in range(1, k))
+    g = z * w[-1] * s0 * s0 + inner + h * c * 16 + sum(2 * x for x in w)
+    d = c * h * 16 + inner + sum(2 * x for x in w[1:]) + w[-1] * s0 * s0
+    return g, d
+
+
 def arch_summary(G: nn.Module, D: nn.Module) -> dict[str, Any]:
     """Parameter names and shapes of both networks (stored in checkpoints, compared on load)."""
     return {"G": {k: list(v.shape) for k, v in G.state_dict().items()},
