@@ -3,6 +3,8 @@
     npgan train --preset ring8 --out runs/r8
     npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
     npgan train --preset ring8 --wgan --out runs/w          # the Wasserstein GAN recipe (npgan.presets.WGAN)
+    npgan train --preset ring8 --wgan-gp --out runs/wg      # WGAN-GP (npgan.presets.WGAN_GP)
+    npgan train --preset ring8 --gp r1 --gp-weight 1 --gp-every 4 --out runs/r1   # a lazy R1 penalty
     npgan resume runs/r8 [--steps N [--restretch]]
     npgan sample runs/r8 --n 1000 --out samples.npy [--png samples.png]
     npgan info [runs/r8]
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .gan import ON_NAN_ACTIONS, ORDERS
     from .kde import BANDWIDTH_RULES, check_bandwidth
     from .losses import LOSS_KINDS
-    from .presets import PRESETS, WGAN
+    from .penalties import PENALTY_KINDS
+    from .presets import PRESETS, WGAN, WGAN_GP
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
     p.add_argument("--version", action="version", version=f"npgan {__version__}")
@@ -71,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the Wasserstein GAN recipe (Arjovsky et al. 2017) on top of the preset: loss {w['loss']}, "
                         f"{WGAN['optimizer']}, constant lr {w['lr']:g}, {w['d_steps']} D steps per G step, D's weights "
                         "clipped to ±0.01; options given with it override it")
+    wg = WGAN_GP["train"]
+    t.add_argument("--wgan-gp", action="store_true",
+                   help=f"the WGAN-GP recipe (Gulrajani et al. 2017) on top of the preset: loss {wg['loss']}, "
+                        f"penalty {wg['gp']} with λ = {wg['gp_weight']:g}, {wg['d_steps']} D steps per G step, "
+                        f"{WGAN_GP['optimizer']} constant lr {wg['lr']:g}, betas ({WGAN_GP['beta1']:g}, "
+                        f"{WGAN_GP['beta2']:g}), no weight clipping; a critic with BatchNorm is refused; options "
+                        "given with it override it")
+    t.add_argument("--gp", choices=list(PENALTY_KINDS),
+                   help="gradient penalty on D: r1 = (γ/2)·E‖∇D(x)‖² at real data, r2 the same at fake data "
+                        "(Mescheder et al. 2018), wgan-gp = λ·E(‖∇D(x̂)‖ − 1)² at interpolates")
+    t.add_argument("--gp-weight", type=cli_type(real, "--gp-weight", 0), metavar="W",
+                   help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
+    t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1), metavar="K",
+                   help="lazy regularisation: the penalty on every K-th D step, its weight times K (default 1)")
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
     t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1),
                    help="discriminator updates per generator update (default: the preset's)")
@@ -215,7 +232,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def _config_from_args(a: argparse.Namespace) -> Any:
     from .config import read_config
-    from .presets import make_config, use_wgan
+    from .presets import make_config, use_wgan, use_wgan_gp
 
     if a.config is not None:
         cfg = read_config(a.config)
@@ -226,8 +243,15 @@ def _config_from_args(a: argparse.Namespace) -> Any:
     else:
         raise UsageError("train needs --preset NAME or --config FILE.toml")
     tr = cfg.train
+    if a.wgan and a.wgan_gp:
+        raise UsageError("--wgan (weight clipping) and --wgan-gp (gradient penalty) are two recipes; choose one")
     if a.wgan:
         use_wgan(cfg)
+    if a.wgan_gp:
+        use_wgan_gp(cfg)
+    for opt in ("gp", "gp_weight", "gp_every"):
+        if getattr(a, opt) is not None:
+            setattr(tr, opt, getattr(a, opt))
     if a.loss is not None:
         tr.loss = a.loss
     if a.optimizer is not None:
@@ -304,7 +328,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     with Run.create(cfg, a.out) as run:  # holds the writer lock until done
         tr = cfg.train
         print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
-              f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step) "
+              f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step"
+              f"{f', penalty {tr.gp} weight {tr.gp_weight:g} every {tr.gp_every}' if tr.gp else ''}) "
               f"for {tr.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
         _print_metrics(run.train(progress=not a.no_progress))
     return 0

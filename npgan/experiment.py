@@ -127,9 +127,13 @@ def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:
     text = path.read_text(encoding="utf-8", errors="replace")
     if not text.endswith("\n"):  # a line cut by a kill: its last number may be cut short too
         text = text[:text.rfind("\n") + 1]
-    for r in csv.DictReader(io.StringIO(text)):
+    reader = csv.DictReader(io.StringIO(text))
+    # a column added since the file was written (gp) reads as NaN; a cut row still stops the reading (None)
+    absent = {k: "nan" for k in HISTORY_FIELDS if k not in (reader.fieldnames or ())}
+    for r in reader:
         try:
             if upto is None or int(r["step"]) <= upto:
+                r = {**r, **absent}
                 rows.append({k: (int(v) if k == "step" else float(v)) for k in HISTORY_FIELDS for v in (r[k],)})
         except (KeyError, ValueError, TypeError):
             break  # a damaged row: drop it and what follows

@@ -3,14 +3,26 @@
 One generator step, with ``order="d_first"`` (the default):
 
 1. ``d_steps`` times: a real batch x and noise z ~ N(0, I); fake = G(z) with no graph (detached);
-   L_D = discriminator_loss(D(x), D(fake)); D's gradients, one optimizer step (and weight clipping for the
-   Wasserstein loss);
+   L_D = discriminator_loss(D(x), D(fake)), plus a gradient penalty when ``gp`` is set (below); D's gradients,
+   one optimizer step (and weight clipping for the Wasserstein loss, unless the penalty is WGAN-GP's);
 2. fresh noise z'; L_G = generator_loss(D(G(z')), fake=G(z'), entropy_weight=λ) through the just-updated D;
    G's gradients only (D's parameters are frozen during this pass, so none of D's weight gradients are
    computed); one optimizer step.
 
 ``order="g_first"`` swaps the two phases. Batch norm: both networks stay in training mode during training;
 samples are drawn without touching the running statistics (:meth:`Trainer.sample`).
+
+Gradient penalty (``gp`` = "r1", "r2" or "wgan-gp", :mod:`npgan.penalties`; lazy regularisation as StyleGAN2).
+D steps are numbered j = 0, 1, 2, ... over the run (j = step·d_steps + i for the i-th D step of generator step
+``step``, so a resumed run needs nothing more in its checkpoint); on the D steps with j mod k = 0
+(k = ``gp_every``) the loss whose gradient D follows is
+
+    L_D + w·P,    w = gp_weight · c · k,    c = 1/2 for R1 and R2 (Mescheder's γ/2), 1 for WGAN-GP (λ),
+
+where P is the unweighted penalty (``gradient_penalty(D, x, fake, gp)``): one backward through both, the
+divergence guard checks L_D + w·P. Scaling the weight by k keeps the penalty's average strength that of an
+every-step penalty (StyleGAN2's lazy R1, k = 16). The history's ``loss_d`` is L_D alone (comparable with runs
+without a penalty) and ``gp`` is P of the step's last penalised D step (NaN on steps without one).
 
 Every step records loss_d, loss_g, D(x) and D(G(z)) (mean sigmoid of D's output), the KDE entropy of G's batch
 (when λ > 0) and the gradient norms of G and D as device scalars; they reach the host only in
@@ -44,6 +56,7 @@ from .kde import check_bandwidth
 from .losses import LOSS_KINDS, discriminator_loss, generator_loss
 from .nn import Module
 from .optim import Optimizer
+from .penalties import PENALTY_KINDS, check_penalty, gradient_penalty
 from .tensor import Tensor, no_grad
 
 __all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "ON_NAN_ACTIONS", "ORDERS"]
@@ -51,8 +64,13 @@ __all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "ON_NAN_ACTIONS", "ORDERS
 ON_NAN_ACTIONS = ("stop", "skip", "rollback")
 ORDERS = ("d_first", "g_first")
 
+#: the scalars a step records on the device (brought to the host by :meth:`Trainer.flush`)
+_DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "gp")
+
+#: the columns of history.csv; ``gp`` (the gradient penalty, NaN on steps without one) came last, so that the
+#: files written before it are a prefix of today's (:func:`npgan.experiment.read_history` fills it with NaN)
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
-                  "entropy_weight")
+                  "entropy_weight", "gp")
 
 
 @dataclass
@@ -63,6 +81,9 @@ class TrainConfig:
     ``steps`` (constant when lr_final is None). entropy_weight / entropy_weight_final: λ likewise.
     on_nan: what a non-finite loss or gradient does (see the module docstring): "stop" (default), "skip" or
     "rollback".
+    gp / gp_weight / gp_every: the gradient penalty ("" = none, "r1", "r2", "wgan-gp"), its weight (γ of
+    (γ/2)·R1, λ of λ·WGAN-GP) and k, the penalty applied every k-th D step with its weight scaled by k (module
+    docstring). Weight clipping of the Wasserstein loss is not applied under "wgan-gp".
     """
 
     steps: int = 1000
@@ -79,6 +100,9 @@ class TrainConfig:
     leave_one_out: bool = False
     clip_value: float = 0.01
     on_nan: str = "stop"
+    gp: str = ""
+    gp_weight: float = 10.0
+    gp_every: int = 1
 
     def validate(self) -> None:
         one_of("loss", self.loss, LOSS_KINDS)
@@ -94,6 +118,18 @@ class TrainConfig:
         one_of("on_nan", self.on_nan, ON_NAN_ACTIONS)
         if not isinstance(self.leave_one_out, bool):
             raise ValueError(f"leave_one_out must be true or false, got {self.leave_one_out!r}")
+        if self.gp != "" and self.gp not in PENALTY_KINDS:
+            raise ValueError(f"gp must be one of {', '.join(PENALTY_KINDS)} (or empty for none), got {self.gp!r}")
+        if (isinstance(self.gp_weight, bool) or not isinstance(self.gp_weight, (int, float)) or self.gp_weight < 0
+                or not math.isfinite(self.gp_weight)):
+            raise ValueError(f"gp_weight must be a number >= 0, got {self.gp_weight!r}")
+        if not isinstance(self.gp_every, int) or isinstance(self.gp_every, bool) or self.gp_every < 1:
+            raise ValueError(f"gp_every must be a positive integer, got {self.gp_every!r}")
+
+    @property
+    def gp_scale(self) -> float:
+        """w = gp_weight · (1/2 for R1 and R2, 1 for WGAN-GP) · gp_every: the penalty's weight where applied."""
+        return self.gp_weight * (1.0 if self.gp == "wgan-gp" else 0.5) * self.gp_every
 
     def schedule(self, value: float, final: float | None, step: int) -> float:
         """Linear interpolation from ``value`` (step 0) to ``final`` (last step)."""
@@ -143,6 +179,8 @@ class Trainer:
                  real_batch: Callable[[int], Tensor], config: TrainConfig,
                  log: Callable[[str], None] | None = None) -> None:
         config.validate()
+        if config.gp:
+            check_penalty(D, config.gp)  # a BatchNorm critic under WGAN-GP: refused before anything runs
         self.G, self.D, self.opt_g, self.opt_d = G, D, opt_g, opt_d
         self.real_batch = real_batch
         self.cfg = config
@@ -166,7 +204,8 @@ class Trainer:
                 g["lr"] = lr
 
     @staticmethod
-    def _guard(network: str, loss_name: str, loss: Any, gn: Any, params: list[Tensor]) -> None:
+    def _guard(network: str, loss_name: str, loss: Any, gn: Any, params: list[Tensor],
+               more: dict[str, Any] | None = None) -> None:
         """One combined finiteness check of a loss and its gradient norm (one bool to the host).
 
         ``loss + ‖g‖`` is finite exactly when both are (or a sum beyond the float range, itself a divergence).
@@ -177,25 +216,33 @@ class Trainer:
             return
         for p in params:
             p.grad = None
-        raise _NonFinite(network, loss_name, {loss_name: float(loss), f"grad_norm_{network.lower()}": float(gn)})
+        values = {loss_name: float(loss), f"grad_norm_{network.lower()}": float(gn)}
+        values.update({k: float(v) for k, v in (more or {}).items()})
+        raise _NonFinite(network, loss_name, values)
 
     def _d_phase(self, rec: dict[str, Any]) -> None:
         cfg = self.cfg
-        for _ in range(cfg.d_steps):
+        for i in range(cfg.d_steps):
             real = self.real_batch(self.step_count)
             with no_grad():
                 fake = self.G(self._noise(cfg.batch_size))
             d_real = self.D(real)
             d_fake = self.D(fake)
-            loss_d = discriminator_loss(d_real, d_fake, cfg.loss)
+            loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
+            more = None
+            if cfg.gp and (self.step_count * cfg.d_steps + i) % cfg.gp_every == 0:  # lazy: every k-th D step
+                penalty = gradient_penalty(self.D, real, fake, cfg.gp)
+                total = loss_d + cfg.gp_scale * penalty
+                rec["gp"] = penalty.data
+                more = {"gp": penalty.data}  # the guard's loss_d is then L_D + w·P
             self.opt_d.zero_grad()
-            loss_d.backward()
+            total.backward()
             gn_d = _grad_norm(self._d_params)
             rec.update(loss_d=loss_d.data, grad_norm_d=gn_d, d_x=stable_sigmoid(d_real.data).mean(),
                        d_g_z=stable_sigmoid(d_fake.data).mean())
-            self._guard("D", "loss_d", loss_d.data, gn_d, self._d_params)
+            self._guard("D", "loss_d", total.data, gn_d, self._d_params, more)
             self.opt_d.step()
-            if cfg.loss == "wasserstein":
+            if cfg.loss == "wasserstein" and cfg.gp != "wgan-gp":
                 c = cfg.clip_value
                 for p in self._d_params:
                     backend.get_array_module(p.data).clip(p.data, -c, c, out=p.data)
@@ -260,27 +307,27 @@ class Trainer:
         return True
 
     def _record(self, step: int, rec: dict[str, Any], lr: float, lam: float) -> None:
-        names = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d")
-        self._pending.append((step, [rec.get(k) for k in names] + [lr, lam]))
+        self._pending.append((step, [rec.get(k) for k in _DEVICE_FIELDS] + [lr, lam]))
 
     # ------------------------------------------------------------------ host side
     def flush(self) -> list[dict[str, float]]:
         """Move the recorded scalars of the steps since the last flush to the host (one transfer) as rows."""
         if not self._pending:
             return []
-        xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:7] if v is not None])
+        n = len(_DEVICE_FIELDS)
+        xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:n] if v is not None])
         nan = float("nan")
         cols = []
         for _, vals in self._pending:
-            cols.append([xp.asarray(v if v is not None else nan, dtype=backend.float64) for v in vals[:7]])
+            cols.append([xp.asarray(v if v is not None else nan, dtype=backend.float64) for v in vals[:n]])
         host = backend.to_numpy(xp.stack([xp.stack(c) for c in cols]))
         rows = []
         for (step, vals), h in zip(self._pending, host):
             row = {"step": step}
-            for name, v in zip(HISTORY_FIELDS[1:8], h):
+            for name, v in zip(_DEVICE_FIELDS, h):
                 row[name] = float(v)
-            row["lr"], row["entropy_weight"] = float(vals[7]), float(vals[8])
-            rows.append(row)
+            row["lr"], row["entropy_weight"] = float(vals[n]), float(vals[n + 1])
+            rows.append({k: row[k] for k in HISTORY_FIELDS})
         self._pending = []
         return rows
 

@@ -19,7 +19,8 @@ Colour presets: ``dcgan64`` (the write-up's network and hyper-parameters, a fold
 models are made on the current device in the current default dtype, their initial weights drawn from npgan's
 generator as it stands (like any ``nn`` layer). Setting the dtype, device and seed from the configuration is
 the job of the entry points (:class:`npgan.experiment.Run`, the command line) and of scripts, before they call
-it. :data:`WGAN` is the Wasserstein GAN recipe (``npgan train --wgan``).
+it. :data:`WGAN` is the Wasserstein GAN recipe (``npgan train --wgan``), :data:`WGAN_GP` the WGAN-GP one
+(``npgan train --wgan-gp``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .gan import TrainConfig, Trainer
 from .tensor import Tensor
 
 __all__ = ["RunConfig", "PRESETS", "make_config", "build_models", "build", "Built", "real_source", "WGAN",
-           "use_wgan", "DATASETS", "MODELS",
+           "use_wgan", "WGAN_GP", "use_wgan_gp", "DATASETS", "MODELS",
            "model_file", "file_sha256", "load_model_build", "check_models"]
 
 def _mixture(data: str, **train: Any) -> RunConfig:
@@ -447,5 +448,23 @@ def use_wgan(cfg: RunConfig) -> RunConfig:
     """``cfg`` with the :data:`WGAN` recipe applied (in place; returned for convenience)."""
     cfg.optimizer = WGAN["optimizer"]
     for k, v in WGAN["train"].items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+#: The WGAN-GP recipe of Gulrajani et al. 2017 (Algorithm 1): the critic loss E D(G(z)) − E D(x) + λ·E(‖∇D(x̂)‖ − 1)²
+#: at random interpolates x̂, λ = 10, 5 critic steps per generator step, Adam at a constant lr of 1e-4 with betas
+#: (0, 0.9), and no weight clipping. The critic must have no BatchNorm (the per-sample gradient norm is then
+#: undefined): :class:`~npgan.gan.Trainer` refuses one (``digits-mlp``'s mlp_bn, the DCGAN's D). ``npgan train
+#: --wgan-gp`` applies it to any preset; options given with it override it.
+WGAN_GP: dict[str, Any] = {"optimizer": "adam", "beta1": 0.0, "beta2": 0.9,
+                           "train": {"loss": "wasserstein", "lr": 1e-4, "lr_final": None, "d_steps": 5,
+                                     "gp": "wgan-gp", "gp_weight": 10.0, "gp_every": 1}}
+
+
+def use_wgan_gp(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with the :data:`WGAN_GP` recipe applied (in place; returned for convenience)."""
+    cfg.optimizer, cfg.beta1, cfg.beta2 = WGAN_GP["optimizer"], WGAN_GP["beta1"], WGAN_GP["beta2"]
+    for k, v in WGAN_GP["train"].items():
         setattr(cfg.train, k, v)
     return cfg
