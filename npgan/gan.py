@@ -118,13 +118,10 @@ class TrainConfig:
         one_of("on_nan", self.on_nan, ON_NAN_ACTIONS)
         if not isinstance(self.leave_one_out, bool):
             raise ValueError(f"leave_one_out must be true or false, got {self.leave_one_out!r}")
-        if self.gp != "" and self.gp not in PENALTY_KINDS:
-            raise ValueError(f"gp must be one of {', '.join(PENALTY_KINDS)} (or empty for none), got {self.gp!r}")
-        if (isinstance(self.gp_weight, bool) or not isinstance(self.gp_weight, (int, float)) or self.gp_weight < 0
-                or not math.isfinite(self.gp_weight)):
-            raise ValueError(f"gp_weight must be a number >= 0, got {self.gp_weight!r}")
-        if not isinstance(self.gp_every, int) or isinstance(self.gp_every, bool) or self.gp_every < 1:
-            raise ValueError(f"gp_every must be a positive integer, got {self.gp_every!r}")
+        if self.gp != "":
+            one_of("gp", self.gp, PENALTY_KINDS)
+        real("gp_weight", self.gp_weight, 0)
+        integer("gp_every", self.gp_every, 1)
 
     @property
     def gp_scale(self) -> float:

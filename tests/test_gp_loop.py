@@ -146,7 +146,7 @@ def test_non_finite_penalty_is_caught_by_the_guard(float64):
     assert all(np.array_equal(b, p.data) for b, p in zip(before, tr.D.parameters()))
 
 
-@pytest.mark.parametrize("bad, msg", [({"gp": "r3"}, "gp must be one of r1, r2, wgan-gp"),
+@pytest.mark.parametrize("bad, msg", [({"gp": "r3"}, "unknown gp .r3.; choose one of r1, r2, wgan-gp"),
                                       ({"gp_weight": -1.0}, "gp_weight must be a number >= 0"),
                                       ({"gp_weight": float("nan")}, "gp_weight"),
                                       ({"gp_every": 0}, "gp_every must be a positive integer"),
@@ -259,7 +259,7 @@ def test_wgan_gp_recipe_on_ring8(tmp_path, capsys):
     (["--preset", "digits-dcgan", "--wgan-gp"], "refuses a critic with BatchNorm"),
     (["--preset", "digits-dcgan", "--gp", "wgan-gp"], "BatchNorm mixes the samples"),
     (["--preset", "ring8", "--gp-every", "0"], "--gp-every must be a positive integer"),
-    (["--preset", "ring8", "--gp", "r1", "--gp-weight", "-1"], "--gp-weight must be a finite number >= 0"),
+    (["--preset", "ring8", "--gp", "r1", "--gp-weight", "-1"], "--gp-weight must be a number >= 0"),
     (["--preset", "ring8", "--gp", "r1", "--gp-weight", "inf"], "--gp-weight"),
     (["--preset", "ring8", "--gp", "r3"], "invalid choice"),
     (["--preset", "ring8", "--wgan", "--wgan-gp"], "choose one"),
