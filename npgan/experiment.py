@@ -31,10 +31,8 @@ calls ``build`` and :func:`evaluate` directly.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import errno
-import io
 import json
 import math
 import os
@@ -45,7 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import backend
+from . import backend, history
 from .checkpoint import (
     CheckpointError,
     CheckpointWriteError,
@@ -61,7 +59,8 @@ from .checkpoint import (
 )
 from .config import MIXTURE_DATASETS, RunConfig, read_config, write_config
 from .errors import DivergenceError, RunError, WriteError
-from .gan import HISTORY_FIELDS, Trainer
+from .gan import Trainer
+from .history import read_history
 from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
 from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_file
 from .runlock import LOCK_NAME, RunLock, check_unlocked
@@ -117,27 +116,6 @@ def evaluate(cfg: RunConfig, trainer: Trainer) -> dict[str, Any]:
         clf = metrics.mnist_classifier(cfg.data_dir)
         real, _ = data.load_mnist(cfg.data_dir, split="test")
     return metrics.image_metrics(fake, real, clf)
-
-
-def read_history(path: Path, upto: int | None = None) -> list[dict[str, float]]:
-    """The rows of a history.csv (up to step ``upto``), stopping at a damaged or cut row."""
-    rows: list[dict[str, float]] = []
-    if not path.exists():
-        return rows
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.endswith("\n"):  # a line cut by a kill: its last number may be cut short too
-        text = text[:text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    # a column added since the file was written (gp) reads as NaN; a cut row still stops the reading (None)
-    absent = {k: "nan" for k in HISTORY_FIELDS if k not in (reader.fieldnames or ())}
-    for r in reader:
-        try:
-            if upto is None or int(r["step"]) <= upto:
-                r = {**r, **absent}
-                rows.append({k: (int(v) if k == "step" else float(v)) for k in HISTORY_FIELDS for v in (r[k],)})
-        except (KeyError, ValueError, TypeError):
-            break  # a damaged row: drop it and what follows
-    return rows
 
 
 @contextlib.contextmanager
@@ -328,7 +306,7 @@ class Run:
             with writing(out / CONFIG):
                 write_config(out / CONFIG, cfg)
             with writing(out / HISTORY):
-                atomic_write_text(out / HISTORY, ",".join(HISTORY_FIELDS) + "\n")
+                history.create(out / HISTORY)
         except BaseException:
             run.close()
             raise
@@ -436,27 +414,18 @@ class Run:
 
     # ------------------------------------------------------------------ history (on disk only, so that a long
     # run's memory does not grow with its length)
-    def read_history(self, upto: int | None = None) -> list[dict[str, float]]:
-        """The rows of history.csv (up to step ``upto``), stopping at a damaged or cut row."""
-        return read_history(self.out / HISTORY, upto)
-
     @property
     def history(self) -> list[dict[str, float]]:
         """The run's history rows so far (read from history.csv)."""
-        return self.read_history()
+        return read_history(self.out / HISTORY)
 
     def _restore_history(self) -> None:
-        """Keep the rows up to the checkpoint's step (later ones will be recomputed identically)."""
-        buf = io.StringIO()
-        buf.write(",".join(HISTORY_FIELDS) + "\n")
-        _write_rows(buf, self.read_history(upto=self.trainer.step_count))
         with writing(self.out / HISTORY):
-            atomic_write_text(self.out / HISTORY, buf.getvalue())
+            history.cut(self.out / HISTORY, self.trainer.step_count)
 
     def _append_history(self, rows: list[dict[str, float]]) -> None:
-        if rows:
-            with writing(self.out / HISTORY), open(self.out / HISTORY, "a", newline="") as f:
-                _write_rows(f, rows)
+        with writing(self.out / HISTORY):
+            history.append(self.out / HISTORY, rows)
 
     # ------------------------------------------------------------------ pictures and metrics
     def save_samples(self, step: int) -> None:
@@ -535,7 +504,7 @@ class Run:
         self.save_checkpoint()
         from . import plots
         with writing(self.out / "losses.png"):
-            plots.loss_curves(self.read_history(), self.out / "losses.png")
+            plots.loss_curves(read_history(self.out / HISTORY), self.out / "losses.png")
         result = {"step": tr.step_count, **{k: _jsonable(v) for k, v in self.evaluate().items()}}
         with writing(self.out / METRICS):
             atomic_write_text(self.out / METRICS, json.dumps(result, indent=2) + "\n")
@@ -664,13 +633,6 @@ def _stop_on_signals() -> Iterator[list[int]]:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
-
-
-def _write_rows(f: Any, rows: list[dict[str, float]]) -> None:
-    w = csv.writer(f, lineterminator="\n")
-    for r in rows:
-        w.writerow([str(v) if isinstance(v, int) else repr(float(v)) for v in (r[k] for k in HISTORY_FIELDS)])
-    f.flush()
 
 
 def _jsonable(v: Any) -> Any:

@@ -68,7 +68,7 @@ ORDERS = ("d_first", "g_first")
 _DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "gp")
 
 #: the columns of history.csv; ``gp`` (the gradient penalty, NaN on steps without one) came last, so that the
-#: files written before it are a prefix of today's (:func:`npgan.experiment.read_history` fills it with NaN)
+#: files written before it are a prefix of today's (:func:`npgan.history.read_history` fills it with NaN)
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
                   "entropy_weight", "gp")
 

@@ -236,8 +236,8 @@ def _enospc(*a, **k):
 
 
 def test_a_full_disk_while_writing_history_exits_4_naming_the_file(tmp_path, capsys, monkeypatch):
-    import npgan.experiment
-    monkeypatch.setattr(npgan.experiment, "_write_rows", _enospc)
+    import npgan.history
+    monkeypatch.setattr(npgan.history, "_write_rows", _enospc)
     out = tmp_path / "r"
     rc, _, err = _cli(["train", "--preset", "ring8", "--steps", "10", "--batch-size", "64", "--no-progress",
                        "--out", out], capsys)
