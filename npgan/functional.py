@@ -134,7 +134,11 @@ class LeakyReLU(Function):
 
     def __init__(self, slope: float, fused: bool = False):
         self.slope, self.fused = slope, fused
-        self.unit_slope = 0 <= slope <= 1
+
+    @property
+    def unit_slope(self) -> bool:
+        """0 ≤ a ≤ 1: y = max(x, a·x), no comparison mask needed in forward."""
+        return 0 <= self.slope <= 1
 
     def forward(self, x):
         if self.fused:

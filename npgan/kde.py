@@ -52,18 +52,24 @@ def _as_points(x: Any, name: str = "kde_entropy") -> Any:
     return data
 
 
-def _scaled(x: Any) -> tuple[Any, float]:
-    """(x/s, s) with s = 2^(e−1), max|x| = f·2^e, f in [0.5, 1) (s = 1 for all-zero x).
+def _scaled(x: Any, host: bool = False) -> tuple[Any, Any, Any]:
+    """(x/s, s, max|x/s|) with s = 2^(e−1), max|x| = f·2^e, f in [0.5, 1) (s = 1 for all-zero x).
 
     x/s is exact (``ldexp``, a power of two) and lies in [−2, 2], so that no square, distance or standard
     deviation of x/s can overflow, whatever the size of x (float32 points at 1e19 have squares above
-    float32's 3.4e38); s itself is a finite Python float for every finite x."""
+    float32's 3.4e38); s itself is finite for every finite x. On the CPU, or with ``host`` (a rule's σ needs
+    host floats anyway), s and max|x/s| are Python floats; otherwise, on a GPU, they stay 0-d arrays on the
+    device, so that finding them moves nothing to the host."""
     xp = get_array_module(x)
-    top = float(xp.abs(x).max())
-    if top == 0:
-        return x, 1.0
-    e = math.frexp(top)[1] - 1
-    return xp.ldexp(x, -e).astype(x.dtype, copy=False), math.ldexp(1.0, e)
+    top = xp.abs(x).max()
+    if host or xp is backend.np:
+        top = float(top)
+        if top == 0:
+            return x, 1.0, 0.0
+        e = math.frexp(top)[1] - 1
+        return xp.ldexp(x, -e).astype(x.dtype, copy=False), math.ldexp(1.0, e), math.ldexp(top, -e)
+    e = xp.where(top > 0, xp.frexp(top)[1] - 1, 0)
+    return xp.ldexp(x, -e).astype(x.dtype, copy=False), xp.ldexp(xp.ones((), dtype=backend.float64), e), None
 
 
 def _centre(x: Any) -> Any:
@@ -92,10 +98,11 @@ def _sq_dists(xc: Any) -> Any:
     return D
 
 
-def _rule_bandwidth(x: Any, rule: str, D: Any = None) -> float:
+def _rule_bandwidth(x: Any, rule: str, D: Any = None, top: float | None = None) -> float:
     """σ of ``rule`` (see :func:`kde_bandwidth`) for the points x: (n, d), raised to the floor.
 
-    ``D``: the squared distances of x when already at hand (the median rule uses them).
+    ``D``: the squared distances of x when already at hand (the median rule uses them); ``top``: max|x| when
+    already known on the host.
     """
     xp = get_array_module(x)
     n, d = x.shape
@@ -113,7 +120,7 @@ def _rule_bandwidth(x: Any, rule: str, D: Any = None) -> float:
         off = D.reshape(-1)[1:].reshape(n - 1, n + 1)[:, :-1]  # the n(n − 1) entries i ≠ j (a view)
         sigma = math.sqrt(float(xp.median(off)) / (2.0 * math.log(n + 1)))
     # The floor: the data's float resolution eps·max|x| (1 when x is all zeros).
-    floor = float(backend.finfo(x.dtype).eps) * float(xp.abs(x).max())
+    floor = float(backend.finfo(x.dtype).eps) * (float(xp.abs(x).max()) if top is None else top)
     return max(sigma, floor if floor > 0 else 1.0)
 
 
@@ -151,8 +158,8 @@ def kde_bandwidth(x: Any, rule: str = "silverman") -> float:
     bw = check_bandwidth("kde_bandwidth: rule", rule)
     if not isinstance(bw, str):
         return bw
-    xs, scale = _scaled(_as_points(x, "kde_bandwidth"))  # every rule is scale-equivariant: σ(x) = s·σ(x/s)
-    return _rule_bandwidth(xs, bw) * scale
+    xs, scale, top = _scaled(_as_points(x, "kde_bandwidth"), host=True)  # rules are scale-equivariant
+    return _rule_bandwidth(xs, bw, top=top) * scale                        # σ(x) = s·σ(x/s)
 
 
 # ============================================================================ KDE entropy
@@ -220,24 +227,28 @@ class KDEEntropy(Function):
         d = x2.shape[1]
         m = n - 1 if self.loo else n
         dt = x2.dtype.type
-        xs, s = _scaled(x2)                    # x/s in [−2, 2]: nothing below can overflow
+        bw = self.bandwidth
+        xs, s, top = _scaled(x2, host=isinstance(bw, str))  # x/s in [−2, 2]: nothing below can overflow
         xc = _centre(xs)
         L = _sq_dists(xc)                      # the one (n, n) buffer, reused in place to the end
-        bw = self.bandwidth
         self.scale = s
-        self.sigma = sigma = _rule_bandwidth(xs, bw, L) * s if isinstance(bw, str) else float(bw)
+        self.sigma = sigma = _rule_bandwidth(xs, bw, L, top) * s if isinstance(bw, str) else float(bw)
         r = s / sigma                          # 1/σ' with σ' = σ/s, the bandwidth of the scaled points
         inv2s2 = 0.5 * r * r                   # 1/(2σ'²): 0 when σ ≫ the data, inf when σ ≪ it
-        with backend.np.errstate(over="ignore"):
-            ok = math.isfinite(inv2s2) and math.isfinite(float(dt(inv2s2)))
-        if not ok:
-            raise ValueError(f"kde_entropy: bandwidth {sigma!r} is too small for {x2.dtype} points of size "
-                             f"{s:.3g}: 1/(2σ²) overflows at their scale")
+        if isinstance(inv2s2, float):          # on a GPU with a fixed σ this check would cost a sync: there an
+            with backend.np.errstate(over="ignore"):  # overflow shows as a non-finite entropy instead
+                ok = math.isfinite(inv2s2) and math.isfinite(float(dt(inv2s2)))
+            if not ok:
+                raise ValueError(f"kde_entropy: bandwidth {sigma!r} is too small for {x2.dtype} points of size "
+                                 f"{s:.3g}: 1/(2σ²) overflows at their scale")
+            inv2s2 = dt(inv2s2)
+        else:
+            inv2s2 = inv2s2.astype(x2.dtype)
         floor = dt(_EXP_FLOOR.get(x2.dtype.name, -80.0))
         if kernels.enabled(xp) and L.flags.c_contiguous:  # the same steps in one fused kernel
             M, Z = kernels.kde_row_softmax_(L, -inv2s2, floor, self.loo)
         else:
-            L *= dt(-inv2s2)
+            L *= -inv2s2
             if self.loo:
                 xp.fill_diagonal(L, -xp.inf)
             M = L.max(axis=1)
@@ -268,7 +279,8 @@ class KDEEntropy(Function):
         g -= t
         # xc is (x − x_c)/s: 1/(nσ²) · (… s·xc) = (s/σ)² / (n s) · (… xc), each factor finite
         rs = s / self.sigma
-        g *= gy * (rs / n * rs / s)
+        c = rs / n * rs / s                    # a Python float, or on a GPU a float64 0-d array
+        g *= gy * (c if isinstance(c, float) else c.astype(g.dtype))  # scaled in g's dtype either way
         return g.reshape(self.shape)
 
     def backward_graph(self, gy):
