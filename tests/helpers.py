@@ -1,7 +1,10 @@
-"""Test helpers: the PyTorch twin (skipped without torch) and array comparison."""
+"""Test helpers: the PyTorch twin (skipped without torch), array comparison, a local HTTP server."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -60,3 +63,32 @@ def split_ops(threads):
     finally:
         parallel.set_num_threads(saved[0])
         parallel.MIN_WORK = saved[1]
+
+
+@contextmanager
+def serve_directory(root, monkeypatch):
+    """A local HTTP server on 127.0.0.1 serving the files under ``root``; yields ``(url, requested)``, the base
+    URL (ending in "/") and the list of paths requested so far. Proxies are switched off for the test
+    (through ``monkeypatch``); the server is shut down afterwards."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/", requested
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
