@@ -92,3 +92,23 @@ def serve_directory(root, monkeypatch):
         srv.shutdown()
         srv.server_close()
         t.join(5)
+
+
+def run_cli(args, capsys):
+    """``npgan.cli.main`` on ``args`` (each made a string): ``(exit code, stdout, stderr)``."""
+    from npgan.cli import main
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def ring8_config(steps, **over):
+    """ring8, batch 64, its lr 1e-3 -> 1e-4 and λ 0.1 -> 0 schedules over ``steps``; small intervals (log every
+    5 steps, a checkpoint every 10, 200 evaluation samples, no sample images); ``over`` sets RunConfig fields."""
+    from npgan.presets import make_config
+    cfg = make_config("ring8")
+    cfg.train.steps, cfg.train.batch_size = steps, 64
+    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 5, 10, 10**6, 200
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
