@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import gc
 import http.server
 import threading
+import tracemalloc
 from contextlib import contextmanager
 
 import numpy as np
@@ -112,3 +114,33 @@ def ring8_config(steps, **over):
     for k, v in over.items():
         setattr(cfg, k, v)
     return cfg
+
+
+def count_functions():
+    """How many autograd Function nodes are alive (reachable by the cycle collector's object list)."""
+    from npgan.tensor import Function
+    return sum(isinstance(o, Function) for o in gc.get_objects())
+
+
+def assert_no_growth(step, what, n=1000, warmup=500, max_bytes=16 * 1024):
+    """``step()`` ``n`` times with the cycle collector off, after ``warmup`` calls (the interpreter's free lists
+    fill; tracemalloc counts what they keep): the graphs are freed by reference counting alone, so neither the
+    live Functions nor the traced memory (by more than ``max_bytes``) grow. ``what`` names the steps."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(warmup):
+            step()
+        before = count_functions()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            step()
+        grown = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        assert count_functions() == before
+        assert grown < max_bytes, f"memory grew by {grown} bytes over {n:,} {what}"
+    finally:
+        if was:
+            gc.enable()

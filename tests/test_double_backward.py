@@ -9,12 +9,9 @@ create_graph=False path against ``backward()``.
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
-
 import numpy as np
 import pytest
-from helpers import torch_or_skip
+from helpers import assert_no_growth, torch_or_skip
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -410,10 +407,6 @@ def test_create_graph_false_is_the_plain_backward_bit_for_bit():
         np.testing.assert_allclose(g.numpy(), r, rtol=1e-6, atol=1e-6)
 
 
-def _count_functions():
-    return sum(isinstance(o, Function) for o in gc.get_objects())
-
-
 def test_memory_does_not_grow_over_1000_second_order_steps():
     """An R1-like step, ‖∇ₓD(x)‖² then backward to the weights, 1,000 times with the cycle collector off:
     the graphs are freed by reference counting alone, and neither memory nor live Functions grow."""
@@ -427,21 +420,4 @@ def test_memory_does_not_grow_over_1000_second_order_steps():
         (g * g).sum().backward()
         w1.grad = w2.grad = None
 
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(500):  # warm-up: the interpreter's free lists fill (tracemalloc counts what they keep)
-            step()
-        before_fns = _count_functions()
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        for _ in range(1000):
-            step()
-        grown = tracemalloc.get_traced_memory()[0] - base
-        tracemalloc.stop()
-        assert _count_functions() == before_fns
-        assert grown < 16 * 1024, f"memory grew by {grown} bytes over 1,000 second-order steps"
-    finally:
-        if was:
-            gc.enable()
+    assert_no_growth(step, "second-order steps")
