@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import npgan
 
@@ -144,3 +145,30 @@ def assert_no_growth(step, what, n=1000, warmup=500, max_bytes=16 * 1024):
     finally:
         if was:
             gc.enable()
+
+
+# ---------------------------------------------------------------------------- double-backward case tables
+SIDES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
+"""Three sides 1..3 from which a case's ``make(rng, sides)`` builds its input shapes."""
+
+
+def f64_leaves(arrays):
+    """float64 npgan leaves (requires_grad) of the arrays."""
+    return [npgan.tensor(np.array(a, dtype=np.float64), requires_grad=True) for a in arrays]
+
+
+def gradgradcheck_case(case, sides, seed):
+    """A case ``(fn, torch_fn, make)`` passes npgan.gradgradcheck on float64 inputs ``make(rng(seed), sides)``."""
+    fn, _, make = case
+    xs = f64_leaves(make(np.random.default_rng(seed), sides))
+    assert npgan.gradgradcheck(fn, xs, seed=seed)
+
+
+def third_order(fn):
+    """x ↦ ∇_{x₀}⟨w, fn(x)⟩ with a fixed w, recorded (create_graph): its gradgradcheck checks third derivatives,
+    running the double backward of each op's double backward."""
+    def g(*xs):
+        out = fn(*xs)
+        w = np.random.default_rng(7).standard_normal(out.shape)
+        return npgan.grad(out, xs[0], w, create_graph=True)[0]
+    return g

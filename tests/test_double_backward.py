@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_no_growth, torch_or_skip
+from helpers import SIDES, assert_no_growth, f64_leaves, gradgradcheck_case, third_order, torch_or_skip
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -128,39 +128,20 @@ CASES = {
               lambda r, d: [normal(r, d), normal(r, d)]),
 }
 
-SIDES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
-
-
-def leaves(arrays):
-    return [npgan.tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 @given(sides=SIDES, seed=st.integers(0, 2 ** 16))
 def test_gradgradcheck(name, sides, seed):
-    fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(seed), sides))
-    assert npgan.gradgradcheck(fn, xs, seed=seed)
-
-
-def _third_order(fn, n):
-    """x ↦ ∇ₓ⟨w, fn(x)⟩ with a fixed w, recorded (create_graph): its gradgradcheck checks third derivatives,
-    running the double backward of each op's double backward."""
-    def g(*xs):
-        out = fn(*xs)
-        w = np.random.default_rng(7).standard_normal(out.shape)
-        return npgan.grad(out, list(xs[:n]), w, create_graph=True)[0]
-    return g
+    gradgradcheck_case(CASES[name], sides, seed)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_third_order(name):
     fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(3), (2, 3, 2)))
+    xs = f64_leaves(make(np.random.default_rng(3), (2, 3, 2)))
     out = fn(*xs)
     if not npgan.grad(out, xs[0], np.ones(out.shape), create_graph=True)[0].requires_grad:
         pytest.skip(f"{name}: the gradient of input 0 is constant (its third derivative is 0)")
-    assert npgan.gradgradcheck(_third_order(fn, 1), xs, seed=1)
+    assert npgan.gradgradcheck(third_order(fn), xs, seed=1)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -169,10 +150,10 @@ def test_double_backward_parity_with_torch(name):
     fn, tfn, make = CASES[name]
     rng = np.random.default_rng(11)
     arrays = make(rng, (2, 3, 4))
-    out_shape = fn(*leaves(arrays)).shape
+    out_shape = fn(*f64_leaves(arrays)).shape
     v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
 
-    xs, vt = leaves(arrays), npgan.tensor(np.asarray(v), requires_grad=True, dtype=F64)
+    xs, vt = f64_leaves(arrays), npgan.tensor(np.asarray(v), requires_grad=True, dtype=F64)
     gs = npgan.grad(fn(*xs), xs, vt, create_graph=True, allow_unused=True)
     s = npgan.sum(gs[0] * npgan.tensor(us[0]))
     for g, u in zip(gs[1:], us[1:]):

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import SIDES, assert_close, f64_leaves, gradgradcheck_case, third_order, torch_or_skip
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -186,37 +186,18 @@ CASES = {
                        lambda r, d: [normal(r, (d[0] + 1, 1)), normal(r, (d[0] + 1, d[1]))]),
 }
 
-SIDES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
-
-
-def leaves(arrays):
-    return [npgan.tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 @given(sides=SIDES, seed=st.integers(0, 2 ** 16))
 def test_gradgradcheck(name, sides, seed):
-    fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(seed), sides))
-    assert npgan.gradgradcheck(fn, xs, seed=seed)
-
-
-def _third_order(fn):
-    """x ↦ ∇_{x₀}⟨w, fn(x)⟩ with a fixed w, recorded: its gradgradcheck checks third derivatives, running the
-    double backward of each op's double backward."""
-    def g(*xs):
-        out = fn(*xs)
-        w = np.random.default_rng(7).standard_normal(out.shape)
-        return npgan.grad(out, xs[0], w, create_graph=True)[0]
-    return g
+    gradgradcheck_case(CASES[name], sides, seed)
 
 
 @pytest.mark.parametrize("name", ["linear", "sigmoid", "tanh", "softplus", "logsigmoid", "bce_logits_mean",
                                   "bce_mean", "softmax_ce_mean", "batch_norm_train_2d", "kde", "g_loss_entropy"])
 def test_third_order(name):
     fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(3), (2, 3, 2)))
-    assert npgan.gradgradcheck(_third_order(fn), xs, seed=1)
+    xs = f64_leaves(make(np.random.default_rng(3), (2, 3, 2)))
+    assert npgan.gradgradcheck(third_order(fn), xs, seed=1)
 
 
 def _second_order(grad, sum_, arrays, fn, v, us, make_leaf):
@@ -237,7 +218,7 @@ def test_double_backward_parity_with_torch(name):
     fn, tfn, make = CASES[name]
     rng = np.random.default_rng(11)
     arrays = make(rng, (2, 3, 4))
-    out_shape = fn(*leaves(arrays)).shape
+    out_shape = fn(*f64_leaves(arrays)).shape
     v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
 
     def ngrad(out, xs, g, second=False):
@@ -267,7 +248,7 @@ def test_double_backward_parity_with_torch(name):
 def test_the_cases_have_a_second_derivative():
     """Each case's second pass reaches some input (x, or at least v): no case checks only zeros."""
     for name, (fn, _, make) in CASES.items():
-        xs = leaves(make(np.random.default_rng(0), (2, 2, 2)))
+        xs = f64_leaves(make(np.random.default_rng(0), (2, 2, 2)))
         out = fn(*xs)
         v = npgan.tensor(np.random.default_rng(1).standard_normal(out.shape), requires_grad=True)
         gs = [g for g in npgan.grad(out, xs, v, create_graph=True, allow_unused=True) if g is not None]
@@ -435,7 +416,7 @@ def test_double_backward_on_every_device(name, device):
     fn, _, make = CASES[name]
     rng = np.random.default_rng(12)
     arrays = make(rng, (2, 3, 2))
-    out_shape = fn(*leaves(arrays)).shape
+    out_shape = fn(*f64_leaves(arrays)).shape
     v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
 
     def run(dev):
