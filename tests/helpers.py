@@ -53,6 +53,20 @@ def compare_module_grads(np_module, torch_module, rtol=1e-6, atol=1e-12):
             assert_close(p.grad, tp.grad, rtol, atol, what=f"grad of {name}")
 
 
+def compare_penalty_grads(np_module, torch_module, rtol, atol, what=""):
+    """Every parameter's gradient after a gradient penalty's backward, by PyTorch's names; a missing gradient
+    counts as zeros (a bias before a piecewise-linear activation moves only its constant mask: no gradient,
+    PyTorch: 0), and every weight gets a nonzero one. ``what`` prefixes the messages."""
+    tparams = dict(torch_module.named_parameters())
+    for name, p in np_module.named_parameters():
+        ours = np.zeros(p.shape) if p.grad is None else p.grad
+        theirs = tparams[name].grad
+        theirs = np.zeros(p.shape) if theirs is None else theirs
+        assert_close(ours, theirs, rtol=rtol, atol=atol, what=f"{what}gradient of {name}")
+        if name.endswith("weight"):
+            assert np.abs(ours).max() > 0, f"{what}no gradient for {name}"
+
+
 @contextmanager
 def split_ops(threads):
     """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK lifted); the

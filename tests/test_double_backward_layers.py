@@ -14,7 +14,15 @@ import math
 
 import numpy as np
 import pytest
-from helpers import SIDES, assert_close, f64_leaves, gradgradcheck_case, third_order, torch_or_skip
+from helpers import (
+    SIDES,
+    assert_close,
+    compare_penalty_grads,
+    f64_leaves,
+    gradgradcheck_case,
+    third_order,
+    torch_or_skip,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -356,17 +364,9 @@ def test_r1_penalty_parity_with_torch(batch_norm):
 
     assert_close(g, tg, rtol=1e-10, atol=1e-12, what="grad_x D")
     assert_close(penalty, tpen, rtol=1e-10, atol=1e-12, what="penalty")
-    tparams = dict(TD.named_parameters())
     names = [n for n, _ in D.named_parameters()]
-    assert names and sorted(names) == sorted(tparams)
-    for name, p in D.named_parameters():
-        # a bias before a piecewise-linear activation moves only its constant mask: no gradient (PyTorch: 0)
-        ours = np.zeros(p.shape) if p.grad is None else p.grad
-        theirs = tparams[name].grad
-        theirs = np.zeros(p.shape) if theirs is None else theirs
-        assert_close(ours, theirs, rtol=1e-10, atol=1e-12, what=f"penalty's gradient of {name}")
-        if name.endswith("weight"):
-            assert np.abs(ours).max() > 0, f"no gradient for {name}"
+    assert names and sorted(names) == sorted(n for n, _ in TD.named_parameters())
+    compare_penalty_grads(D, TD, rtol=1e-10, atol=1e-12, what="penalty: ")
 
 
 @pytest.mark.parametrize("kind", losses.LOSS_KINDS)
@@ -393,14 +393,7 @@ def test_loss_gradient_penalty_parity_with_torch(kind):
 
     for a, b, what in ((gr, tgr, "real"), (gf, tgf, "fake"), (gg, tgg, "generator")):
         assert_close(a, b, rtol=1e-10, atol=1e-14, what=f"{kind}: grad_x of the loss ({what})")
-    tparams = dict(TD.named_parameters())
-    for name, p in D.named_parameters():
-        ours = np.zeros(p.shape) if p.grad is None else p.grad
-        theirs = tparams[name].grad
-        theirs = np.zeros(p.shape) if theirs is None else theirs
-        assert_close(ours, theirs, rtol=1e-10, atol=1e-14, what=f"{kind}: gradient of {name}")
-        if name.endswith("weight"):
-            assert np.abs(ours).max() > 0, f"{kind}: no gradient for {name}"
+    compare_penalty_grads(D, TD, rtol=1e-10, atol=1e-14, what=f"{kind}: ")
 
 
 # ============================================================================ every device
