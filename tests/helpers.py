@@ -67,6 +67,25 @@ def compare_penalty_grads(np_module, torch_module, rtol, atol, what=""):
             assert np.abs(ours).max() > 0, f"{what}no gradient for {name}"
 
 
+def busy_bn_stats(module, seed=0, var_high=1.5, tracked=5):
+    """Non-trivial BatchNorm statistics loaded into an npgan module (so that a lost or misnamed buffer shows):
+    running means N(0, 1), running variances U(0.5, ``var_high``), num_batches_tracked ``tracked + seed``.
+    Returns the module."""
+    rng = np.random.default_rng(seed)
+    new = {}
+    for k, v in module.state_dict().items():
+        v = npgan.backend.to_numpy(v)
+        if k.endswith("running_mean"):
+            v = rng.standard_normal(v.shape).astype(v.dtype)
+        elif k.endswith("running_var"):
+            v = rng.uniform(0.5, var_high, v.shape).astype(v.dtype)
+        elif k.endswith("num_batches_tracked"):
+            v = np.array(tracked + seed, dtype=np.int64)
+        new[k] = v
+    module.load_state_dict(new)
+    return module
+
+
 @contextmanager
 def split_ops(threads):
     """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK lifted); the
