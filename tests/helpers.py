@@ -197,6 +197,18 @@ def gradgradcheck_case(case, sides, seed):
     assert npgan.gradgradcheck(fn, xs, seed=seed)
 
 
+def double_backward_inputs(case):
+    """``(fn, torch_fn, arrays, v, us)`` of a case ``(fn, torch_fn, make)`` for a parity test of its double
+    backward: the input arrays ``make(rng, (2, 3, 4))``, a vector v of the output's shape and one uᵢ per input
+    (Σᵢ⟨uᵢ, ∂⟨v, fn(x)⟩/∂xᵢ⟩ is then differentiated again), all from the seed 11."""
+    fn, tfn, make = case
+    rng = np.random.default_rng(11)
+    arrays = make(rng, (2, 3, 4))
+    out_shape = fn(*f64_leaves(arrays)).shape
+    v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
+    return fn, tfn, arrays, v, us
+
+
 def third_order(fn):
     """x ↦ ∇_{x₀}⟨w, fn(x)⟩ with a fixed w, recorded (create_graph): its gradgradcheck checks third derivatives,
     running the double backward of each op's double backward."""

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import SIDES, assert_no_growth, f64_leaves, gradgradcheck_case, third_order, torch_or_skip
+from helpers import (
+    SIDES,
+    assert_no_growth,
+    double_backward_inputs,
+    f64_leaves,
+    gradgradcheck_case,
+    third_order,
+    torch_or_skip,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -147,11 +155,7 @@ def test_third_order(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_double_backward_parity_with_torch(name):
     torch = torch_or_skip()
-    fn, tfn, make = CASES[name]
-    rng = np.random.default_rng(11)
-    arrays = make(rng, (2, 3, 4))
-    out_shape = fn(*f64_leaves(arrays)).shape
-    v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
+    fn, tfn, arrays, v, us = double_backward_inputs(CASES[name])
 
     xs, vt = f64_leaves(arrays), npgan.tensor(np.asarray(v), requires_grad=True, dtype=F64)
     gs = npgan.grad(fn(*xs), xs, vt, create_graph=True, allow_unused=True)

@@ -18,6 +18,7 @@ from helpers import (
     SIDES,
     assert_close,
     compare_penalty_grads,
+    double_backward_inputs,
     f64_leaves,
     gradgradcheck_case,
     third_order,
@@ -223,11 +224,7 @@ def _second_order(grad, sum_, arrays, fn, v, us, make_leaf):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_double_backward_parity_with_torch(name):
     torch = torch_or_skip()
-    fn, tfn, make = CASES[name]
-    rng = np.random.default_rng(11)
-    arrays = make(rng, (2, 3, 4))
-    out_shape = fn(*f64_leaves(arrays)).shape
-    v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
+    fn, tfn, arrays, v, us = double_backward_inputs(CASES[name])
 
     def ngrad(out, xs, g, second=False):
         if second:
