@@ -230,6 +230,15 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def _set_given(target: Any, a: argparse.Namespace, fields: tuple) -> None:
+    """``target.NAME = a.OPTION`` for each field, "NAME" or ("OPTION", "NAME"), whose option was given (not None)."""
+    for f in fields:
+        opt, name = (f, f) if isinstance(f, str) else f
+        value = getattr(a, opt)
+        if value is not None:
+            setattr(target, name, value)
+
+
 def _config_from_args(a: argparse.Namespace) -> Any:
     from .config import read_config
     from .presets import make_config, use_wgan, use_wgan_gp
@@ -249,25 +258,14 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         use_wgan(cfg)
     if a.wgan_gp:
         use_wgan_gp(cfg)
-    for opt in ("gp", "gp_weight", "gp_every"):
-        if getattr(a, opt) is not None:
-            setattr(tr, opt, getattr(a, opt))
-    if a.loss is not None:
-        tr.loss = a.loss
-    if a.optimizer is not None:
-        cfg.optimizer = a.optimizer
-    if a.steps is not None:
-        tr.steps = a.steps
-    if a.batch_size is not None:
-        tr.batch_size = a.batch_size
-    if a.d_steps is not None:
-        tr.d_steps = a.d_steps
+    _set_given(tr, a, ("gp", "gp_weight", "gp_every", "loss", "steps", "batch_size", "d_steps", "bandwidth", "z_dim",
+                       "order", "on_nan"))
+    _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
+                        "beta2"))
     if a.entropy_weight is not None:
         tr.entropy_weight = a.entropy_weight
         if tr.entropy_weight_final is not None and a.entropy_weight == 0:
             tr.entropy_weight_final = 0.0
-    if a.bandwidth is not None:
-        tr.bandwidth = a.bandwidth
     if a.lr is not None:
         if tr.lr_final is not None:
             tr.lr_final = tr.lr_final * a.lr / tr.lr
@@ -280,20 +278,6 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         if a.seed < 0:
             raise UsageError(f"--seed must be >= 0, got {a.seed}")
         cfg.seed = a.seed
-    if a.data is not None:
-        cfg.data = a.data
-    if a.data_dir is not None:
-        cfg.data_dir = a.data_dir
-    for opt, name in (("image_size", "image_size"), ("channels", "channels"), ("width", "hidden"),
-                      ("beta1", "beta1"), ("beta2", "beta2")):
-        if getattr(a, opt) is not None:
-            setattr(cfg, name, getattr(a, opt))
-    if a.z_dim is not None:
-        tr.z_dim = a.z_dim
-    if a.order is not None:
-        tr.order = a.order
-    if a.on_nan is not None:
-        tr.on_nan = a.on_nan
     cfg.log_every = min(cfg.log_every, tr.steps)
     cfg.validate()
     if cfg.data in ("digits", "mnist"):

@@ -99,36 +99,43 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any] | Tensor, eps: fl
     for i in checked:
         x = inputs[i]
         a = backend.to_numpy(analytic[i]).astype(backend.float64)
-        base = x.data.copy()
-        if directions is None:
-            num = backend.np.zeros(x.shape)
-            x.data = x.data.copy()  # C-contiguous, same shape (ascontiguousarray would make 0-d arrays 1-d)
-            flat = x.data.reshape(-1)  # a view: perturb in place, restore after
-            for k in range(x.size):
-                old = flat[k].item()
-                flat[k] = old + eps
-                fp = f_at()
-                flat[k] = old - eps
-                fm = f_at()
-                flat[k] = old
-                num.reshape(-1)[k] = (fp - fm) / (2 * eps)
-            _compare(i, x.shape, a, num, atol, rtol)
-        else:
-            for d in range(directions):
-                u = rs.standard_normal(x.shape)
-                u /= backend.np.linalg.norm(u) or 1.0
-                ud = xp.asarray(u, dtype=x.dtype)
-                x.data = base + eps * ud
-                fp = f_at()
-                x.data = base - eps * ud
-                fm = f_at()
-                x.data = base
-                num_d = (fp - fm) / (2 * eps)
-                an_d = float((a * u).sum())
-                _compare(i, (), backend.np.array(an_d), backend.np.array(num_d), atol, rtol,
-                         what=f"direction {d}")
-        x.data = base
+        _check_input(i, x, a, f_at, eps, atol, rtol, directions, rs, xp, "gradcheck")
     return True
+
+
+def _check_input(label: int | str, x: Any, a: Any, f_at: Any, eps: float, atol: float, rtol: float,
+                 directions: int | None, rs: Any, xp: Any, check: str) -> None:
+    """Compare the analytic gradient ``a`` (host float64) of the scalar ``f_at()`` with respect to the tensor
+    ``x`` with central differences (f(x + εe) − f(x − εe)) / 2ε: element by element (``directions`` None), or
+    along ``directions`` random unit directions u, ⟨a, u⟩ against (f(x + εu) − f(x − εu)) / 2ε. ``x.data`` is
+    restored afterwards; a mismatch raises GradcheckError naming ``check`` and ``label``."""
+    base = x.data.copy()
+    if directions is None:
+        num = backend.np.zeros(x.shape)
+        x.data = x.data.copy()  # C-contiguous, same shape (ascontiguousarray would make 0-d arrays 1-d)
+        flat = x.data.reshape(-1)  # a view: perturb in place, restore after
+        for k in range(x.size):
+            old = flat[k].item()
+            flat[k] = old + eps
+            fp = f_at()
+            flat[k] = old - eps
+            fm = f_at()
+            flat[k] = old
+            num.reshape(-1)[k] = (fp - fm) / (2 * eps)
+        _compare(label, x.shape, a, num, atol, rtol, check=check)
+    else:
+        for d in range(directions):
+            u = rs.standard_normal(x.shape)
+            u /= backend.np.linalg.norm(u) or 1.0
+            ud = xp.asarray(u, dtype=x.dtype)
+            x.data = base + eps * ud
+            fp = f_at()
+            x.data = base - eps * ud
+            fm = f_at()
+            x.data = base
+            _compare(label, (), backend.np.array(float((a * u).sum())), backend.np.array((fp - fm) / (2 * eps)),
+                     atol, rtol, what=f"direction {d}", check=check)
+    x.data = base
 
 
 def _compare(i: int | str, shape: tuple, a: Any, num: Any, atol: float, rtol: float, what: str = "",
@@ -224,31 +231,5 @@ def gradgradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any] | Tensor, gra
 
     labels: list[int | str] = [*checked, "grad_outputs"]
     for label, x, a in zip(labels, targets, analytic):
-        base = x.data.copy()
-        if directions is None:
-            num = backend.np.zeros(x.shape)
-            x.data = x.data.copy()
-            flat = x.data.reshape(-1)
-            for k in range(x.size):
-                old = flat[k].item()
-                flat[k] = old + eps
-                fp = s_at()
-                flat[k] = old - eps
-                fm = s_at()
-                flat[k] = old
-                num.reshape(-1)[k] = (fp - fm) / (2 * eps)
-            _compare(label, x.shape, a, num, atol, rtol, check="gradgradcheck")
-        else:
-            for d in range(directions):
-                w = rs.standard_normal(x.shape)
-                w /= backend.np.linalg.norm(w) or 1.0
-                wd = xp.asarray(w, dtype=x.dtype)
-                x.data = base + eps * wd
-                fp = s_at()
-                x.data = base - eps * wd
-                fm = s_at()
-                x.data = base
-                _compare(label, (), backend.np.array(float((a * w).sum())), backend.np.array((fp - fm) / (2 * eps)),
-                         atol, rtol, what=f"direction {d}", check="gradgradcheck")
-        x.data = base
+        _check_input(label, x, a, s_at, eps, atol, rtol, directions, rs, xp, "gradgradcheck")
     return True

@@ -49,20 +49,26 @@ def _float_dtype(arrays: list[Any]) -> Any:
     return None
 
 
-# ============================================================================ npgan → torch
-def _layer_to_torch(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any:
-    """The torch twin of one layer (recursively for containers); a module used twice is converted once."""
+def _twin(new_layer: Any, torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any:
+    """The twin of one layer, ``new_layer(torch, m, path, memo)`` (recursively for containers), either way; a
+    module used twice is converted once (``memo`` maps id(m) to its twin)."""
     if id(m) not in memo:
-        memo[id(m)] = _new_torch_layer(torch, m, path, memo)
+        memo[id(m)] = new_layer(torch, m, path, memo)
     return memo[id(m)]
 
 
+def _twin_children(new_layer: Any, torch: Any, m: Any, path: str, memo: dict[int, Any]) -> OrderedDict:
+    """The twins of a container's children by name (``path.name`` in messages); None children are left out."""
+    return OrderedDict((k, _twin(new_layer, torch, c, f"{path}.{k}" if path else k, memo))
+                       for k, c in m._modules.items() if c is not None)
+
+
+# ============================================================================ npgan → torch
 def _new_torch_layer(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any:
     tnn = torch.nn
     t = type(m)
     if t is nn.Sequential or t is nn.ModuleList:
-        kids = OrderedDict((k, _layer_to_torch(torch, c, f"{path}.{k}" if path else k, memo))
-                           for k, c in m._modules.items() if c is not None)
+        kids = _twin_children(_new_torch_layer, torch, m, path, memo)
         return tnn.Sequential(kids) if t is nn.Sequential else tnn.ModuleList(list(kids.values()))
     if t is nn.Linear:
         out = tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
@@ -111,7 +117,7 @@ def to_torch(module: Any) -> Any:
     layer that cannot be converted (see the module docstring), ImportError without PyTorch.
     """
     torch = _torch()
-    tm = _layer_to_torch(torch, module, "", {})
+    tm = _twin(_new_torch_layer, torch, module, "", {})
     state = OrderedDict((k, torch.from_numpy(backend.np.array(backend.to_numpy(v))))
                         for k, v in module.state_dict().items())
     tm.load_state_dict(state, strict=True)
@@ -123,19 +129,11 @@ def to_torch(module: Any) -> Any:
 
 
 # ============================================================================ torch → npgan
-def _layer_from_torch(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any:
-    """The npgan twin of one torch layer (recursively for containers); a module used twice is converted once."""
-    if id(m) not in memo:
-        memo[id(m)] = _new_npgan_layer(torch, m, path, memo)
-    return memo[id(m)]
-
-
 def _new_npgan_layer(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any:
     tnn = torch.nn
     t = type(m)
     if t is tnn.Sequential or t is tnn.ModuleList:
-        kids = OrderedDict((k, _layer_from_torch(torch, c, f"{path}.{k}" if path else k, memo))
-                           for k, c in m._modules.items() if c is not None)
+        kids = _twin_children(_new_npgan_layer, torch, m, path, memo)
         return nn.Sequential(kids) if t is tnn.Sequential else nn.ModuleList(list(kids.values()))
     if t in (tnn.Conv2d, tnn.ConvTranspose2d):
         if m.groups != 1:
@@ -205,7 +203,7 @@ def from_torch(module: Any) -> Any:
     torch = _torch()
     rng_state = backend.get_rng_state()
     try:
-        nm = _layer_from_torch(torch, module, "", {})
+        nm = _twin(_new_npgan_layer, torch, module, "", {})
     finally:
         backend.set_rng_state(rng_state)
     nm.load_state_dict(OrderedDict((k, _host(torch, v)) for k, v in module.state_dict().items()), strict=True)

@@ -38,6 +38,7 @@ from typing import Any
 from . import __version__, backend
 from .checkpoint import atomic_write_bytes
 from .errors import CheckpointError, CheckpointWriteError, PrecisionWarning
+from .nn.module import load_problems
 from .tensor import Tensor
 
 __all__ = ["WeightsError", "save", "load", "load_into", "MAX_HEADER_BYTES"]
@@ -248,13 +249,8 @@ def load_into(module: Any, path: str | os.PathLike, strict: bool = True) -> dict
                 bad.append(f"{k} (file {tuple(v.shape)}, model {tuple(a.shape)})")
             elif (v.dtype.kind == "f") != (a.dtype.kind == "f"):
                 bad.append(f"{k} (file dtype {v.dtype}, model {a.dtype})")
-    problems = []
-    if strict and missing:
-        problems.append(f"missing {_names(missing)}")
-    if strict and unexpected:
-        problems.append(f"unexpected {_names(unexpected)}")
-    if bad:
-        problems.append(f"wrong shape or kind {_names(bad)}")
+    problems = load_problems(strict, missing, unexpected, bad, ("missing", "unexpected", "wrong shape or kind"),
+                             (_names, _names, _names))
     if problems:
         raise WeightsError(f"weights file {path} does not fit the {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)

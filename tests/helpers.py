@@ -1,11 +1,17 @@
-"""Test helpers: the PyTorch twin (skipped without torch) and array comparison."""
+"""Test helpers: the PyTorch twin (skipped without torch), array comparison, a local HTTP server."""
 
 from __future__ import annotations
 
+import functools
+import gc
+import http.server
+import threading
+import tracemalloc
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 
 import npgan
 
@@ -47,6 +53,39 @@ def compare_module_grads(np_module, torch_module, rtol=1e-6, atol=1e-12):
             assert_close(p.grad, tp.grad, rtol, atol, what=f"grad of {name}")
 
 
+def compare_penalty_grads(np_module, torch_module, rtol, atol, what=""):
+    """Every parameter's gradient after a gradient penalty's backward, by PyTorch's names; a missing gradient
+    counts as zeros (a bias before a piecewise-linear activation moves only its constant mask: no gradient,
+    PyTorch: 0), and every weight gets a nonzero one. ``what`` prefixes the messages."""
+    tparams = dict(torch_module.named_parameters())
+    for name, p in np_module.named_parameters():
+        ours = np.zeros(p.shape) if p.grad is None else p.grad
+        theirs = tparams[name].grad
+        theirs = np.zeros(p.shape) if theirs is None else theirs
+        assert_close(ours, theirs, rtol=rtol, atol=atol, what=f"{what}gradient of {name}")
+        if name.endswith("weight"):
+            assert np.abs(ours).max() > 0, f"{what}no gradient for {name}"
+
+
+def busy_bn_stats(module, seed=0, var_high=1.5, tracked=5):
+    """Non-trivial BatchNorm statistics loaded into an npgan module (so that a lost or misnamed buffer shows):
+    running means N(0, 1), running variances U(0.5, ``var_high``), num_batches_tracked ``tracked + seed``.
+    Returns the module."""
+    rng = np.random.default_rng(seed)
+    new = {}
+    for k, v in module.state_dict().items():
+        v = npgan.backend.to_numpy(v)
+        if k.endswith("running_mean"):
+            v = rng.standard_normal(v.shape).astype(v.dtype)
+        elif k.endswith("running_var"):
+            v = rng.uniform(0.5, var_high, v.shape).astype(v.dtype)
+        elif k.endswith("num_batches_tracked"):
+            v = np.array(tracked + seed, dtype=np.int64)
+        new[k] = v
+    module.load_state_dict(new)
+    return module
+
+
 @contextmanager
 def split_ops(threads):
     """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK lifted); the
@@ -60,3 +99,121 @@ def split_ops(threads):
     finally:
         parallel.set_num_threads(saved[0])
         parallel.MIN_WORK = saved[1]
+
+
+@contextmanager
+def serve_directory(root, monkeypatch):
+    """A local HTTP server on 127.0.0.1 serving the files under ``root``; yields ``(url, requested)``, the base
+    URL (ending in "/") and the list of paths requested so far. Proxies are switched off for the test
+    (through ``monkeypatch``); the server is shut down afterwards."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    requested = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            requested.append(self.path)
+            super().do_GET()
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/", requested
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(5)
+
+
+def run_cli(args, capsys):
+    """``npgan.cli.main`` on ``args`` (each made a string): ``(exit code, stdout, stderr)``."""
+    from npgan.cli import main
+    rc = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def ring8_config(steps, **over):
+    """ring8, batch 64, its lr 1e-3 -> 1e-4 and λ 0.1 -> 0 schedules over ``steps``; small intervals (log every
+    5 steps, a checkpoint every 10, 200 evaluation samples, no sample images); ``over`` sets RunConfig fields."""
+    from npgan.presets import make_config
+    cfg = make_config("ring8")
+    cfg.train.steps, cfg.train.batch_size = steps, 64
+    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 5, 10, 10**6, 200
+    for k, v in over.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def count_functions():
+    """How many autograd Function nodes are alive (reachable by the cycle collector's object list)."""
+    from npgan.tensor import Function
+    return sum(isinstance(o, Function) for o in gc.get_objects())
+
+
+def assert_no_growth(step, what, n=1000, warmup=500, max_bytes=16 * 1024):
+    """``step()`` ``n`` times with the cycle collector off, after ``warmup`` calls (the interpreter's free lists
+    fill; tracemalloc counts what they keep): the graphs are freed by reference counting alone, so neither the
+    live Functions nor the traced memory (by more than ``max_bytes``) grow. ``what`` names the steps."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(warmup):
+            step()
+        before = count_functions()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(n):
+            step()
+        grown = tracemalloc.get_traced_memory()[0] - base
+        tracemalloc.stop()
+        assert count_functions() == before
+        assert grown < max_bytes, f"memory grew by {grown} bytes over {n:,} {what}"
+    finally:
+        if was:
+            gc.enable()
+
+
+# ---------------------------------------------------------------------------- double-backward case tables
+SIDES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
+"""Three sides 1..3 from which a case's ``make(rng, sides)`` builds its input shapes."""
+
+
+def f64_leaves(arrays):
+    """float64 npgan leaves (requires_grad) of the arrays."""
+    return [npgan.tensor(np.array(a, dtype=np.float64), requires_grad=True) for a in arrays]
+
+
+def gradgradcheck_case(case, sides, seed):
+    """A case ``(fn, torch_fn, make)`` passes npgan.gradgradcheck on float64 inputs ``make(rng(seed), sides)``."""
+    fn, _, make = case
+    xs = f64_leaves(make(np.random.default_rng(seed), sides))
+    assert npgan.gradgradcheck(fn, xs, seed=seed)
+
+
+def double_backward_inputs(case):
+    """``(fn, torch_fn, arrays, v, us)`` of a case ``(fn, torch_fn, make)`` for a parity test of its double
+    backward: the input arrays ``make(rng, (2, 3, 4))``, a vector v of the output's shape and one uᵢ per input
+    (Σᵢ⟨uᵢ, ∂⟨v, fn(x)⟩/∂xᵢ⟩ is then differentiated again), all from the seed 11."""
+    fn, tfn, make = case
+    rng = np.random.default_rng(11)
+    arrays = make(rng, (2, 3, 4))
+    out_shape = fn(*f64_leaves(arrays)).shape
+    v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
+    return fn, tfn, arrays, v, us
+
+
+def third_order(fn):
+    """x ↦ ∇_{x₀}⟨w, fn(x)⟩ with a fixed w, recorded (create_graph): its gradgradcheck checks third derivatives,
+    running the double backward of each op's double backward."""
+    def g(*xs):
+        out = fn(*xs)
+        w = np.random.default_rng(7).standard_normal(out.shape)
+        return npgan.grad(out, xs[0], w, create_graph=True)[0]
+    return g

@@ -4,16 +4,14 @@ Every data file is generated here (records of random bytes written into tmp_path
 local HTTP server. Nothing is fetched from the network.
 """
 
-import functools
 import hashlib
-import http.server
 import io
 import os
 import tarfile
-import threading
 
 import numpy as np
 import pytest
+from helpers import serve_directory
 from PIL import Image
 
 from npgan import cifar
@@ -150,31 +148,11 @@ def test_cifar10_truncated_wrong_and_pickled_files_are_refused(tmp_path, test_re
 @pytest.fixture
 def www(tmp_path, monkeypatch):
     """A local HTTP server on 127.0.0.1 serving a made-up CIFAR archive; records the paths requested."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
     root = tmp_path / "www"
     root.mkdir()
     arc = _tar(root / cifar.CIFAR10_ARCHIVE, {"cifar-10-batches-bin/test_batch.bin": _cifar_records(3).tobytes()})
-    requested = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            requested.append(self.path)
-            super().do_GET()
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/", arc.read_bytes(), requested
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
+    with serve_directory(root, monkeypatch) as (url, requested):
+        yield url, arc.read_bytes(), requested
 
 
 def test_download_cifar10_fetches_verifies_and_reads(tmp_path, www):

@@ -1,17 +1,15 @@
 """Data sets and loaders: mixtures, digits, MNIST IDX files, the checked download, minibatch iterators."""
 
-import functools
 import gzip
 import hashlib
-import http.server
 import math
 import os
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
+from helpers import serve_directory
 
 import npgan
 from npgan import data
@@ -248,9 +246,6 @@ def test_load_mnist_truncated_gzip(tmp_path):
 @pytest.fixture
 def idx_server(tmp_path, monkeypatch):
     """A local HTTP server on 127.0.0.1 serving fake gzipped MNIST files; records the paths requested."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
     root = tmp_path / "www"
     root.mkdir()
     files = fake_mnist(np.random.default_rng(5))
@@ -258,25 +253,8 @@ def idx_server(tmp_path, monkeypatch):
     for name, b in gz.items():
         (root / name).write_bytes(b)
     sums = {name: hashlib.sha256(b).hexdigest() for name, b in gz.items()}
-    requested = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            requested.append(self.path)
-            super().do_GET()
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/", sums, gz, requested
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
+    with serve_directory(root, monkeypatch) as (url, requested):
+        yield url, sums, gz, requested
 
 
 def test_download_mnist_fetches_verifies_and_loads(tmp_path, idx_server):

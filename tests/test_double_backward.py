@@ -9,12 +9,17 @@ create_graph=False path against ``backward()``.
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
-
 import numpy as np
 import pytest
-from helpers import torch_or_skip
+from helpers import (
+    SIDES,
+    assert_no_growth,
+    double_backward_inputs,
+    f64_leaves,
+    gradgradcheck_case,
+    third_order,
+    torch_or_skip,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -131,51 +136,28 @@ CASES = {
               lambda r, d: [normal(r, d), normal(r, d)]),
 }
 
-SIDES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
-
-
-def leaves(arrays):
-    return [npgan.tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 @given(sides=SIDES, seed=st.integers(0, 2 ** 16))
 def test_gradgradcheck(name, sides, seed):
-    fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(seed), sides))
-    assert npgan.gradgradcheck(fn, xs, seed=seed)
-
-
-def _third_order(fn, n):
-    """x ↦ ∇ₓ⟨w, fn(x)⟩ with a fixed w, recorded (create_graph): its gradgradcheck checks third derivatives,
-    running the double backward of each op's double backward."""
-    def g(*xs):
-        out = fn(*xs)
-        w = np.random.default_rng(7).standard_normal(out.shape)
-        return npgan.grad(out, list(xs[:n]), w, create_graph=True)[0]
-    return g
+    gradgradcheck_case(CASES[name], sides, seed)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_third_order(name):
     fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(3), (2, 3, 2)))
+    xs = f64_leaves(make(np.random.default_rng(3), (2, 3, 2)))
     out = fn(*xs)
     if not npgan.grad(out, xs[0], np.ones(out.shape), create_graph=True)[0].requires_grad:
         pytest.skip(f"{name}: the gradient of input 0 is constant (its third derivative is 0)")
-    assert npgan.gradgradcheck(_third_order(fn, 1), xs, seed=1)
+    assert npgan.gradgradcheck(third_order(fn), xs, seed=1)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_double_backward_parity_with_torch(name):
     torch = torch_or_skip()
-    fn, tfn, make = CASES[name]
-    rng = np.random.default_rng(11)
-    arrays = make(rng, (2, 3, 4))
-    out_shape = fn(*leaves(arrays)).shape
-    v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
+    fn, tfn, arrays, v, us = double_backward_inputs(CASES[name])
 
-    xs, vt = leaves(arrays), npgan.tensor(np.asarray(v), requires_grad=True, dtype=F64)
+    xs, vt = f64_leaves(arrays), npgan.tensor(np.asarray(v), requires_grad=True, dtype=F64)
     gs = npgan.grad(fn(*xs), xs, vt, create_graph=True, allow_unused=True)
     s = npgan.sum(gs[0] * npgan.tensor(us[0]))
     for g, u in zip(gs[1:], us[1:]):
@@ -410,10 +392,6 @@ def test_create_graph_false_is_the_plain_backward_bit_for_bit():
         np.testing.assert_allclose(g.numpy(), r, rtol=1e-6, atol=1e-6)
 
 
-def _count_functions():
-    return sum(isinstance(o, Function) for o in gc.get_objects())
-
-
 def test_memory_does_not_grow_over_1000_second_order_steps():
     """An R1-like step, ‖∇ₓD(x)‖² then backward to the weights, 1,000 times with the cycle collector off:
     the graphs are freed by reference counting alone, and neither memory nor live Functions grow."""
@@ -427,21 +405,4 @@ def test_memory_does_not_grow_over_1000_second_order_steps():
         (g * g).sum().backward()
         w1.grad = w2.grad = None
 
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(500):  # warm-up: the interpreter's free lists fill (tracemalloc counts what they keep)
-            step()
-        before_fns = _count_functions()
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        for _ in range(1000):
-            step()
-        grown = tracemalloc.get_traced_memory()[0] - base
-        tracemalloc.stop()
-        assert _count_functions() == before_fns
-        assert grown < 16 * 1024, f"memory grew by {grown} bytes over 1,000 second-order steps"
-    finally:
-        if was:
-            gc.enable()
+    assert_no_growth(step, "second-order steps")

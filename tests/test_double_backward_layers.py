@@ -14,7 +14,16 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import (
+    SIDES,
+    assert_close,
+    compare_penalty_grads,
+    double_backward_inputs,
+    f64_leaves,
+    gradgradcheck_case,
+    third_order,
+    torch_or_skip,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -186,37 +195,18 @@ CASES = {
                        lambda r, d: [normal(r, (d[0] + 1, 1)), normal(r, (d[0] + 1, d[1]))]),
 }
 
-SIDES = st.tuples(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3))
-
-
-def leaves(arrays):
-    return [npgan.tensor(np.array(a, dtype=F64), requires_grad=True) for a in arrays]
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 @given(sides=SIDES, seed=st.integers(0, 2 ** 16))
 def test_gradgradcheck(name, sides, seed):
-    fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(seed), sides))
-    assert npgan.gradgradcheck(fn, xs, seed=seed)
-
-
-def _third_order(fn):
-    """x ↦ ∇_{x₀}⟨w, fn(x)⟩ with a fixed w, recorded: its gradgradcheck checks third derivatives, running the
-    double backward of each op's double backward."""
-    def g(*xs):
-        out = fn(*xs)
-        w = np.random.default_rng(7).standard_normal(out.shape)
-        return npgan.grad(out, xs[0], w, create_graph=True)[0]
-    return g
+    gradgradcheck_case(CASES[name], sides, seed)
 
 
 @pytest.mark.parametrize("name", ["linear", "sigmoid", "tanh", "softplus", "logsigmoid", "bce_logits_mean",
                                   "bce_mean", "softmax_ce_mean", "batch_norm_train_2d", "kde", "g_loss_entropy"])
 def test_third_order(name):
     fn, _, make = CASES[name]
-    xs = leaves(make(np.random.default_rng(3), (2, 3, 2)))
-    assert npgan.gradgradcheck(_third_order(fn), xs, seed=1)
+    xs = f64_leaves(make(np.random.default_rng(3), (2, 3, 2)))
+    assert npgan.gradgradcheck(third_order(fn), xs, seed=1)
 
 
 def _second_order(grad, sum_, arrays, fn, v, us, make_leaf):
@@ -234,11 +224,7 @@ def _second_order(grad, sum_, arrays, fn, v, us, make_leaf):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_double_backward_parity_with_torch(name):
     torch = torch_or_skip()
-    fn, tfn, make = CASES[name]
-    rng = np.random.default_rng(11)
-    arrays = make(rng, (2, 3, 4))
-    out_shape = fn(*leaves(arrays)).shape
-    v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
+    fn, tfn, arrays, v, us = double_backward_inputs(CASES[name])
 
     def ngrad(out, xs, g, second=False):
         if second:
@@ -267,7 +253,7 @@ def test_double_backward_parity_with_torch(name):
 def test_the_cases_have_a_second_derivative():
     """Each case's second pass reaches some input (x, or at least v): no case checks only zeros."""
     for name, (fn, _, make) in CASES.items():
-        xs = leaves(make(np.random.default_rng(0), (2, 2, 2)))
+        xs = f64_leaves(make(np.random.default_rng(0), (2, 2, 2)))
         out = fn(*xs)
         v = npgan.tensor(np.random.default_rng(1).standard_normal(out.shape), requires_grad=True)
         gs = [g for g in npgan.grad(out, xs, v, create_graph=True, allow_unused=True) if g is not None]
@@ -375,17 +361,9 @@ def test_r1_penalty_parity_with_torch(batch_norm):
 
     assert_close(g, tg, rtol=1e-10, atol=1e-12, what="grad_x D")
     assert_close(penalty, tpen, rtol=1e-10, atol=1e-12, what="penalty")
-    tparams = dict(TD.named_parameters())
     names = [n for n, _ in D.named_parameters()]
-    assert names and sorted(names) == sorted(tparams)
-    for name, p in D.named_parameters():
-        # a bias before a piecewise-linear activation moves only its constant mask: no gradient (PyTorch: 0)
-        ours = np.zeros(p.shape) if p.grad is None else p.grad
-        theirs = tparams[name].grad
-        theirs = np.zeros(p.shape) if theirs is None else theirs
-        assert_close(ours, theirs, rtol=1e-10, atol=1e-12, what=f"penalty's gradient of {name}")
-        if name.endswith("weight"):
-            assert np.abs(ours).max() > 0, f"no gradient for {name}"
+    assert names and sorted(names) == sorted(n for n, _ in TD.named_parameters())
+    compare_penalty_grads(D, TD, rtol=1e-10, atol=1e-12, what="penalty: ")
 
 
 @pytest.mark.parametrize("kind", losses.LOSS_KINDS)
@@ -412,14 +390,7 @@ def test_loss_gradient_penalty_parity_with_torch(kind):
 
     for a, b, what in ((gr, tgr, "real"), (gf, tgf, "fake"), (gg, tgg, "generator")):
         assert_close(a, b, rtol=1e-10, atol=1e-14, what=f"{kind}: grad_x of the loss ({what})")
-    tparams = dict(TD.named_parameters())
-    for name, p in D.named_parameters():
-        ours = np.zeros(p.shape) if p.grad is None else p.grad
-        theirs = tparams[name].grad
-        theirs = np.zeros(p.shape) if theirs is None else theirs
-        assert_close(ours, theirs, rtol=1e-10, atol=1e-14, what=f"{kind}: gradient of {name}")
-        if name.endswith("weight"):
-            assert np.abs(ours).max() > 0, f"{kind}: no gradient for {name}"
+    compare_penalty_grads(D, TD, rtol=1e-10, atol=1e-14, what=f"{kind}: ")
 
 
 # ============================================================================ every device
@@ -435,7 +406,7 @@ def test_double_backward_on_every_device(name, device):
     fn, _, make = CASES[name]
     rng = np.random.default_rng(12)
     arrays = make(rng, (2, 3, 2))
-    out_shape = fn(*leaves(arrays)).shape
+    out_shape = fn(*f64_leaves(arrays)).shape
     v, us = rng.standard_normal(out_shape), [rng.standard_normal(np.shape(a)) for a in arrays]
 
     def run(dev):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import torch_or_skip
+from helpers import busy_bn_stats, torch_or_skip
 
 import npgan
 from npgan import interop, nn
@@ -86,21 +86,6 @@ def busy_stats_torch(m, seed=0):
     return m
 
 
-def busy_stats_npgan(m, seed=0):
-    rng = np.random.default_rng(seed)
-    state = {}
-    for k, v in m.state_dict().items():
-        if k.endswith("running_mean"):
-            v = rng.standard_normal(v.shape).astype(v.dtype)
-        elif k.endswith("running_var"):
-            v = rng.uniform(0.5, 1.5, v.shape).astype(v.dtype)
-        elif k.endswith("num_batches_tracked"):
-            v = np.array(5 + seed, dtype=np.int64)
-        state[k] = v
-    m.load_state_dict(state)
-    return m
-
-
 def _max(a):
     return float(np.abs(a).max()) if a.size else 0.0
 
@@ -152,7 +137,7 @@ def _pair(preset, net):
 @pytest.mark.parametrize("preset,net", CASES, ids=IDS)
 def test_npgan_file_loads_into_the_hand_built_torch_twin(tmp_path, preset, net):
     cfg, m, t = _pair(preset, net)
-    busy_stats_npgan(m)
+    busy_bn_stats(m)
     save(m, tmp_path / "w.safetensors", {"preset": preset})
     t.load_state_dict(load_file(tmp_path / "w.safetensors"), strict=True)
     x = net_input(cfg, net)
@@ -177,7 +162,7 @@ def test_torch_file_loads_into_npgan(tmp_path, preset, net):
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_to_torch_gives_the_same_outputs_and_gradients(preset, net, train):
     cfg, m, _ = _pair(preset, net)
-    busy_stats_npgan(m)
+    busy_bn_stats(m)
     m.train(train)
     t = interop.to_torch(m)
     assert t.training is train and all(c.training is train for c in t.modules())
@@ -230,7 +215,7 @@ def _zoo_npgan():
 def test_every_layer_converts_both_ways(dtype):
     npgan.set_default_dtype(dtype)
     m = _zoo_npgan()
-    busy_stats_npgan(m)
+    busy_bn_stats(m)
     x = np.random.default_rng(2).standard_normal((5, 2, 7, 6)).astype(dtype)
     t = interop.to_torch(m)
     assert next(t.parameters()).dtype == getattr(torch, dtype)

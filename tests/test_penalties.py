@@ -8,17 +8,13 @@ detached points, and memory over 1,000 R1 steps.
 
 from __future__ import annotations
 
-import gc
-import tracemalloc
-
 import numpy as np
 import pytest
-from helpers import assert_close, torch_or_skip
+from helpers import assert_close, assert_no_growth, torch_or_skip
 
 import npgan
 from npgan import nn, ops
 from npgan.penalties import PENALTY_KINDS, check_penalty, gradient_penalty
-from npgan.tensor import Function
 
 F64 = np.float64
 
@@ -295,10 +291,6 @@ def test_points_are_detached():
 
 
 # ============================================================================ memory
-def _count_functions():
-    return sum(isinstance(o, Function) for o in gc.get_objects())
-
-
 def test_memory_does_not_grow_over_1000_r1_steps():
     """gradient_penalty(D, x) then backward to D's weights, 1,000 times with the cycle collector off: the graphs
     are freed by reference counting alone; neither live Functions nor traced memory grow."""
@@ -310,21 +302,4 @@ def test_memory_does_not_grow_over_1000_r1_steps():
         for p in D.parameters():
             p.grad = None
 
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(500):  # warm-up: the interpreter's free lists fill (tracemalloc counts what they keep)
-            step()
-        before = _count_functions()
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        for _ in range(1000):
-            step()
-        grown = tracemalloc.get_traced_memory()[0] - base
-        tracemalloc.stop()
-        assert _count_functions() == before
-        assert grown < 16 * 1024, f"memory grew by {grown} bytes over 1,000 R1 steps"
-    finally:
-        if was:
-            gc.enable()
+    assert_no_growth(step, "R1 steps")

@@ -6,19 +6,16 @@ Every image and data file is generated here; nothing is downloaded (the download
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import sys
-import threading
 
 import numpy as np
 import pytest
-from helpers import torch_or_skip
+from helpers import serve_directory, torch_or_skip
 from PIL import Image
 
 import npgan
@@ -385,9 +382,6 @@ def test_dcgan64_equals_the_writeups_pytorch_twin():
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A 127.0.0.1 HTTP server with made-up MNIST .gz files and a CIFAR-10 archive; returns (url, requested)."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
     root = tmp_path / "www"
     root.mkdir()
     rng = np.random.default_rng(1)
@@ -399,29 +393,11 @@ def server(tmp_path, monkeypatch):
     arc = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
     (root / im.CIFAR10_ARCHIVE).write_bytes(arc)
     monkeypatch.setitem(im.CIFAR10_SHA256, im.CIFAR10_ARCHIVE, hashlib.sha256(arc).hexdigest())
-    requested = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            requested.append(self.path)
-            super().do_GET()
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    url = f"http://127.0.0.1:{srv.server_address[1]}/"
-    monkeypatch.setattr(data, "MNIST_MIRRORS", (url,))
-    cifar_module = sys.modules[im.download_cifar10.__module__]
-    monkeypatch.setattr(cifar_module, "CIFAR10_URL", url)
-    try:
+    with serve_directory(root, monkeypatch) as (url, requested):
+        monkeypatch.setattr(data, "MNIST_MIRRORS", (url,))
+        cifar_module = sys.modules[im.download_cifar10.__module__]
+        monkeypatch.setattr(cifar_module, "CIFAR10_URL", url)
         yield root, requested
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
 
 
 def test_download_command(tmp_path, server, capsys):

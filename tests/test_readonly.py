@@ -17,26 +17,10 @@ import time
 
 import numpy as np
 import pytest
+from helpers import ring8_config, run_cli
 
 from npgan.checkpoint import CheckpointError, load_arrays
-from npgan.cli import main
 from npgan.experiment import Run, load_run_readonly, write_config
-from npgan.presets import make_config
-
-
-def _cli(args, capsys):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _cfg(steps, **over):
-    cfg = make_config("ring8")
-    cfg.train.steps, cfg.train.batch_size = steps, 64
-    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 5, 10, 10**6, 200
-    for k, v in over.items():
-        setattr(cfg, k, v)
-    return cfg
 
 
 def _snapshot(d):
@@ -102,7 +86,7 @@ def _chmod_tree(d, writable):
 
 def test_sample_and_info_change_nothing_in_the_run_directory(tmp_path, capsys, monkeypatch):
     out = tmp_path / "r"
-    Run.create(_cfg(20), out).train(progress=False)
+    Run.create(ring8_config(20), out).train(progress=False)
     # what a writer may leave behind, and a user's files: a reader must leave all of it as it is
     with open(out / "history.csv", "a") as f:  # a row past the checkpoint (flushed, not yet checkpointed)
         f.write("21,1.0,1.0,0.5,0.5,nan,0.1,0.1,0.0001,0.0\n")
@@ -112,10 +96,10 @@ def test_sample_and_info_change_nothing_in_the_run_directory(tmp_path, capsys, m
     try:
         before = _snapshot(out)
         attempts = _forbid_writes_under(monkeypatch, out)
-        rc, _, err = _cli(["sample", out, "--n", "50", "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"],
-                          capsys)
+        rc, _, err = run_cli(["sample", out, "--n", "50", "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"],
+                             capsys)
         assert rc == 0, err
-        rc, stdout, err = _cli(["info", out], capsys)
+        rc, stdout, err = run_cli(["info", out], capsys)
         assert rc == 0 and "step: 20" in stdout, err
         run = load_run_readonly(out)
         assert (run.step, run.total_steps) == (20, 20)
@@ -132,7 +116,7 @@ def test_sample_and_info_change_nothing_in_the_run_directory(tmp_path, capsys, m
 def test_the_write_guard_catches_a_writer(tmp_path, monkeypatch):
     """The guard above can fail: `Run.resume` (a writer) trips it at once."""
     out = tmp_path / "r"
-    Run.create(_cfg(10), out).train(progress=False)
+    Run.create(ring8_config(10), out).train(progress=False)
     attempts = _forbid_writes_under(monkeypatch, out)
     with pytest.raises(WriteAttempt):
         Run.resume(out)
@@ -143,7 +127,7 @@ def test_the_write_guard_catches_a_writer(tmp_path, monkeypatch):
 def test_a_reader_reads_again_once_when_the_checkpoint_was_replaced(tmp_path, monkeypatch):
     import npgan.experiment as ex
     out = tmp_path / "r"
-    Run.create(_cfg(10), out).train(progress=False)
+    Run.create(ring8_config(10), out).train(progress=False)
     good = out / "checkpoint.npz"
     shutil.copy(good, tmp_path / "good.npz")
     real = ex.load_arrays
@@ -176,7 +160,7 @@ def test_sampling_in_a_loop_while_training_loses_nothing(tmp_path, capsys):
     """20 `npgan sample` calls against a run that checkpoints every 2 steps and logs every step."""
     cfg_path = tmp_path / "c.toml"
     steps = 600
-    write_config(cfg_path, _cfg(steps, checkpoint_every=2, log_every=1))
+    write_config(cfg_path, ring8_config(steps, checkpoint_every=2, log_every=1))
     out = tmp_path / "r"
     p = subprocess.Popen([sys.executable, "-m", "npgan.cli", "train", "--config", str(cfg_path), "--no-progress",
                           "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -189,7 +173,7 @@ def test_sampling_in_a_loop_while_training_loses_nothing(tmp_path, capsys):
             time.sleep(0.01)
         for i in range(TRIALS):
             running = p.poll() is None
-            rc, _, err = _cli(["sample", out, "--n", "20", "--out", tmp_path / f"s{i}.npy"], capsys)
+            rc, _, err = run_cli(["sample", out, "--n", "20", "--out", tmp_path / f"s{i}.npy"], capsys)
             during += running
             results.append((rc, err))
     finally:

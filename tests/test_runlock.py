@@ -13,33 +13,16 @@ import sys
 import time
 
 import pytest
+from helpers import ring8_config, run_cli
 
 from npgan.checkpoint import load_arrays
-from npgan.cli import main
 from npgan.experiment import Run, write_config
-from npgan.presets import make_config
 from npgan.runlock import LOCK_NAME, RunLock, RunLockedError, holder
-
-
-def _cli(args, capsys):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _cfg(steps, **over):
-    """ring8, batch 64, its lr 1e-3 -> 1e-4 and λ 0.1 -> 0 schedules over ``steps``; small intervals."""
-    cfg = make_config("ring8")
-    cfg.train.steps, cfg.train.batch_size = steps, 64
-    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 5, 10, 10**6, 200
-    for k, v in over.items():
-        setattr(cfg, k, v)
-    return cfg
 
 
 def _trained(tmp_path, steps=20, name="r"):
     out = tmp_path / name
-    Run.create(_cfg(steps), out).train(progress=False)
+    Run.create(ring8_config(steps), out).train(progress=False)
     return out
 
 
@@ -77,7 +60,7 @@ def test_a_second_writer_exits_2_naming_the_holder_and_changes_nothing(tmp_path,
         before = _snapshot(out)
         for args in (["resume", out, "--steps", "30", "--no-progress"],
                      ["train", "--preset", "ring8", "--steps", "30", "--seed", "9", "--no-progress", "--out", out]):
-            rc, _, err = _cli(args, capsys)
+            rc, _, err = run_cli(args, capsys)
             assert rc == 2, err
             assert err.count("\n") == 1 and f"PID {p.pid}" in err and "another npgan process" in err, err
             assert _snapshot(out) == before
@@ -93,17 +76,17 @@ def test_a_second_writer_exits_2_naming_the_holder_and_changes_nothing(tmp_path,
 def test_train_on_a_directory_that_is_being_trained_is_refused(tmp_path, capsys):
     """A real concurrent `npgan train --out same`: refused with the trainer's PID; the first run is intact."""
     cfg_path = tmp_path / "c.toml"
-    write_config(cfg_path, _cfg(10**6, checkpoint_every=5, log_every=1))
+    write_config(cfg_path, ring8_config(10**6, checkpoint_every=5, log_every=1))
     out = tmp_path / "same"
     p = subprocess.Popen([sys.executable, "-m", "npgan.cli", "train", "--config", str(cfg_path), "--no-progress",
                           "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait(lambda: (out / "checkpoint.npz").is_file(), p, "checkpoint")
         config_before = (out / "config.toml").read_bytes()
-        rc, _, err = _cli(["train", "--preset", "ring8", "--seed", "9", *("--steps", "30", "--no-progress"),
-                           "--out", out], capsys)
+        rc, _, err = run_cli(["train", "--preset", "ring8", "--seed", "9", *("--steps", "30", "--no-progress"),
+                              "--out", out], capsys)
         assert rc == 2 and f"PID {p.pid}" in err, err
-        rc, _, err = _cli(["resume", out, "--no-progress"], capsys)
+        rc, _, err = run_cli(["resume", out, "--no-progress"], capsys)
         assert rc == 2 and f"PID {p.pid}" in err, err
         assert holder(out)["pid"] == p.pid
         _wait(lambda: len(_rows(out)) >= 12, p, "history rows")
@@ -129,7 +112,7 @@ def test_the_lock_is_released_on_every_exit_path(tmp_path, capsys):
         run.train(progress=False)
     RunLock(out).release()  # after an exception in training
     (out / "config.toml").write_text((out / "config.toml").read_text() + "bogus = 1\n")
-    rc, _, err = _cli(["resume", out], capsys)
+    rc, _, err = run_cli(["resume", out], capsys)
     assert rc == 2 and "bogus" in err
     RunLock(out).release()  # after a failed resume
     # a SIGKILLed holder: the kernel drops the lock; the file still names the dead process
@@ -160,7 +143,7 @@ def test_cleanup_removes_only_npgans_temporary_files(tmp_path):
 def test_extending_a_finished_run_keeps_the_final_lr_and_lambda(tmp_path, capsys):
     out = _trained(tmp_path, steps=40)
     config = (out / "config.toml").read_bytes()
-    rc, _, err = _cli(["resume", out, "--steps", "60", "--no-progress"], capsys)
+    rc, _, err = run_cli(["resume", out, "--steps", "60", "--no-progress"], capsys)
     assert rc == 0, err
     rows = {int(r["step"]): r for r in _rows(out)}
     assert sorted(rows) == list(range(1, 61))
@@ -170,15 +153,15 @@ def test_extending_a_finished_run_keeps_the_final_lr_and_lambda(tmp_path, capsys
         assert (float(rows[s]["lr"]), float(rows[s]["entropy_weight"])) == (final_lr, final_lam), s
     assert (out / "config.toml").read_bytes() == config  # the recipe is not rewritten
     assert load_arrays(out / "checkpoint.npz")[1]["total_steps"] == 60
-    rc, _, err = _cli(["resume", out, "--no-progress"], capsys)  # the extension is remembered
+    rc, _, err = run_cli(["resume", out, "--no-progress"], capsys)  # the extension is remembered
     assert rc == 0 and "finished its 60 steps" in err
-    rc, out_, _ = _cli(["info", out], capsys)
+    rc, out_, _ = run_cli(["info", out], capsys)
     assert rc == 0 and "step: 60" in out_ and "total_steps: 60" in out_ and "schedule_steps: 40" in out_
 
 
 def test_restretch_lays_the_schedules_out_anew(tmp_path, capsys):
     out = _trained(tmp_path, steps=40)
-    rc, _, err = _cli(["resume", out, "--steps", "60", "--restretch", "--no-progress"], capsys)
+    rc, _, err = run_cli(["resume", out, "--steps", "60", "--restretch", "--no-progress"], capsys)
     assert rc == 0, err
     rows = {int(r["step"]): r for r in _rows(out)}
     assert float(rows[41]["lr"]) == pytest.approx(1e-3 + (1e-4 - 1e-3) * 40 / 59)
@@ -188,20 +171,20 @@ def test_restretch_lays_the_schedules_out_anew(tmp_path, capsys):
 def test_resume_with_fewer_steps_never_shrinks_the_run(tmp_path, capsys):
     full = _trained(tmp_path, steps=30, name="full")
     out = tmp_path / "part"
-    part = Run.create(_cfg(30), out)
+    part = Run.create(ring8_config(30), out)
     for _ in range(10):
         part.trainer.step()
     part._append_history(part.trainer.flush())
     part.save_checkpoint()
     part.close()
     config = (out / "config.toml").read_bytes()
-    rc, _, err = _cli(["resume", out, "--steps", "20", "--no-progress"], capsys)  # stop at 20 this time
+    rc, _, err = run_cli(["resume", out, "--steps", "20", "--no-progress"], capsys)  # stop at 20 this time
     assert rc == 0, err
     assert load_arrays(out / "checkpoint.npz")[1]["step"] == 20
     assert (out / "config.toml").read_bytes() == config
-    rc, _, err = _cli(["resume", out, "--steps", "15", "--no-progress"], capsys)
+    rc, _, err = run_cli(["resume", out, "--steps", "15", "--no-progress"], capsys)
     assert rc == 0 and "past --steps 15" in err
-    rc, _, err = _cli(["resume", out, "--no-progress"], capsys)  # the run is still 30 steps long
+    rc, _, err = run_cli(["resume", out, "--no-progress"], capsys)  # the run is still 30 steps long
     assert rc == 0, err
     assert (out / "config.toml").read_bytes() == config
     assert (out / "history.csv").read_text() == (full / "history.csv").read_text()
@@ -225,7 +208,7 @@ def test_a_missing_checkpoint_is_an_error_not_a_restart(tmp_path, capsys, kind):
     want = {"deleted": "does not exist", "dangling": "dangling symlink", "directory": "is a directory",
             "fifo": "is a FIFO"}[kind]
     for args in (["resume", out, "--no-progress"], ["sample", out, "--out", tmp_path / "s.npy"], ["info", out]):
-        rc, _, err = _cli(args, capsys)
+        rc, _, err = run_cli(args, capsys)
         assert rc == 2 and err.count("\n") == 1 and want in err and str(ck) in err, (args, err)
     assert _snapshot(out) == before and not (tmp_path / "s.npy").exists()
 
@@ -239,8 +222,8 @@ def test_a_full_disk_while_writing_history_exits_4_naming_the_file(tmp_path, cap
     import npgan.history
     monkeypatch.setattr(npgan.history, "_write_rows", _enospc)
     out = tmp_path / "r"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--steps", "10", "--batch-size", "64", "--no-progress",
-                       "--out", out], capsys)
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--steps", "10", "--batch-size", "64", "--no-progress",
+                          "--out", out], capsys)
     last = err.splitlines()[-1]  # after the banner line, one error line
     assert rc == 4 and last.startswith("npgan: error:") and "Traceback" not in err, err
     assert str(out / "history.csv") in last and "ENOSPC" in last
@@ -250,17 +233,17 @@ def test_a_full_disk_while_writing_a_picture_exits_4_naming_it(tmp_path, capsys,
     import npgan.plots
     out = _trained(tmp_path, steps=10)
     monkeypatch.setattr(npgan.plots, "atomic_write_bytes", _enospc)
-    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"], capsys)
+    rc, _, err = run_cli(["sample", out, "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"], capsys)
     assert rc == 4 and err.count("\n") == 1 and str(tmp_path / "s.png") in err and "ENOSPC" in err, err
-    rc, _, err = _cli(["train", "--preset", "ring8", *("--steps", "10", "--no-progress"), "--out", tmp_path / "t"],
-                      capsys)
+    rc, _, err = run_cli(["train", "--preset", "ring8", *("--steps", "10", "--no-progress"), "--out", tmp_path / "t"],
+                         capsys)
     assert rc == 4 and str(tmp_path / "t" / "samples" / "step_000000.png") in err, err
 
 
 def test_sample_checks_every_output_directory_before_writing(tmp_path, capsys):
     out = _trained(tmp_path, steps=10)
-    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s.npy", "--png", tmp_path / "no" / "p.png"], capsys)
+    rc, _, err = run_cli(["sample", out, "--out", tmp_path / "s.npy", "--png", tmp_path / "no" / "p.png"], capsys)
     assert rc == 2 and str(tmp_path / "no") in err and "does not exist" in err, err
     assert not (tmp_path / "s.npy").exists()
-    rc, _, err = _cli(["sample", out, "--out", tmp_path / "no" / "s.npy"], capsys)
+    rc, _, err = run_cli(["sample", out, "--out", tmp_path / "no" / "s.npy"], capsys)
     assert rc == 2 and str(tmp_path / "no") in err and ".tmp" not in err, err

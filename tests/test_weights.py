@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import busy_bn_stats
 
 import npgan
 from npgan import nn
@@ -27,23 +28,6 @@ def _assert_same_state(a, b):
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
-def _busy_stats(module, seed=0):
-    """Non-trivial BatchNorm statistics (so that a lost buffer shows)."""
-    rng = np.random.default_rng(seed)
-    new = {}
-    for k, v in module.state_dict().items():
-        v = npgan.backend.to_numpy(v)
-        if k.endswith("running_mean"):
-            v = rng.standard_normal(v.shape).astype(v.dtype)
-        elif k.endswith("running_var"):
-            v = rng.uniform(0.5, 2.0, v.shape).astype(v.dtype)
-        elif k.endswith("num_batches_tracked"):
-            v = np.array(7 + seed, dtype=np.int64)
-        new[k] = v
-    module.load_state_dict(new)
-    return module
 
 
 def _file(path, header, payload=b""):
@@ -70,7 +54,7 @@ def test_every_preset_round_trips_bit_for_bit(tmp_path, preset):
     npgan.manual_seed(99)  # the targets start from other weights
     G2, D2 = build_models(make_config(preset))
     for name, src, dst in (("G", G, G2), ("D", D, D2)):
-        _busy_stats(src)
+        busy_bn_stats(src, var_high=2.0, tracked=7)
         f = tmp_path / f"{name}.safetensors"
         save(src, f, {"preset": preset})
         state, meta = load(f)
@@ -102,7 +86,7 @@ def test_tensors_float64_and_non_contiguous_arrays_are_saved(tmp_path):
 
 
 def test_device_arrays_are_moved_to_the_host(tmp_path, device):
-    m = _busy_stats(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).to(device))
+    m = busy_bn_stats(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).to(device), var_high=2.0, tracked=7)
     save(m, tmp_path / "w.safetensors")
     state, _ = load(tmp_path / "w.safetensors")
     assert all(isinstance(v, np.ndarray) for v in state.values())
@@ -164,7 +148,7 @@ def test_an_unwritable_target_is_a_checkpoint_write_error(tmp_path):
 @pytest.fixture
 def victim():
     """A module and a snapshot of its state: after every failed load it must be unchanged."""
-    m = _busy_stats(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)))
+    m = busy_bn_stats(nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)), var_high=2.0, tracked=7)
     return m, _state(m)
 
 

@@ -23,6 +23,16 @@ class StateDictError(ValueError):
     """A state dict does not fit the module: missing, unexpected or mis-shaped keys."""
 
 
+def load_problems(strict: bool, missing: list, unexpected: list, bad: list,
+                  words: tuple = ("missing keys", "unexpected keys", "bad entries:"),
+                  show: tuple = (str, str, "; ".join)) -> list[str]:
+    """Why a state does not load: ``WORD SHOW(items)`` for the missing and the unexpected keys (only when
+    ``strict``), then for the bad entries, each that is not empty; [] when the state fits. Shared by
+    Module.load_state_dict and npgan.weights.load_into, each with its own words."""
+    return [f"{word} {sh(items)}" for items, word, sh, counts in
+            zip((missing, unexpected, bad), words, show, (strict, strict, True)) if counts and items]
+
+
 class Parameter(Tensor):
     """A tensor that is a module's learnable weight (``requires_grad=True``)."""
 
@@ -236,13 +246,7 @@ class Module:
                 bad.append(f"{key}: holds nan or inf")
                 continue
             staged.append((m, local, kind, v, arr))
-        problems = []
-        if strict and missing:
-            problems.append(f"missing keys {missing}")
-        if strict and unexpected:
-            problems.append(f"unexpected keys {unexpected}")
-        if bad:
-            problems.append("bad entries: " + "; ".join(bad))
+        problems = load_problems(strict, missing, unexpected, bad)
         if problems:
             raise StateDictError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
         for m, local, kind, v, arr in staged:
