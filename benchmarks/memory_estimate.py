@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tracemalloc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from npgan.experiment import Run  # noqa: E402
-from npgan.memory import estimate_step_bytes  # noqa: E402
+from npgan.memory import estimate_step_bytes, traced_peak  # noqa: E402
 from npgan.presets import make_config  # noqa: E402
 
 CASES = [("ring8", 512), ("digits-dcgan", 32), ("digits-dcgan", 64), ("digits-mlp", 64)]
@@ -30,13 +29,7 @@ def main() -> None:
         cfg.train.batch_size = batch
         run = Run(cfg, "/nonexistent-never-written")
         est = estimate_step_bytes(run.G, run.D, cfg.train)
-        tracemalloc.start()
-        try:
-            base = tracemalloc.get_traced_memory()[0]
-            run.trainer.step()
-            peak = tracemalloc.get_traced_memory()[1] - base
-        finally:
-            tracemalloc.stop()
+        peak = traced_peak(run.trainer.step)
         print(f"{preset:<13} batch {batch:>4}: estimate {est / mib:6.1f} MiB, peak {peak / mib:6.1f} MiB, "
               f"ratio {est / peak:.2f}")
 

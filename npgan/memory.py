@@ -16,7 +16,7 @@ from .errors import InsufficientMemoryError
 from .gan import TrainConfig
 from .tensor import Tensor, no_grad
 
-__all__ = ["estimate_step_bytes", "check_memory", "available_memory", "check_model_size"]
+__all__ = ["estimate_step_bytes", "check_memory", "available_memory", "check_model_size", "traced_peak"]
 
 
 def _layer_bytes(net: nn.Module, x: Tensor) -> tuple[int, Tensor]:
@@ -182,3 +182,16 @@ def check_memory(G: nn.Module, D: nn.Module, train: TrainConfig, available: int 
         f"batch size {B} needs about {_fmt_bytes(est)} of memory for one training step (activations of G and D"
         f"{' and the KDE entropy matrices' if quad else ''}), but only {_fmt_bytes(avail)} is available on "
         f"{backend.get_device()}; use a batch size of at most {max(lo, 1)} (--batch-size)")
+
+
+def traced_peak(fn: Any) -> int:
+    """The peak bytes of Python-visible allocations (NumPy's arrays included) while ``fn()`` runs, above what was
+    allocated when it started (tracemalloc): what :func:`estimate_step_bytes` estimates for a training step."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()

@@ -6,7 +6,6 @@ import io
 import json
 import math
 import pickle
-import tracemalloc
 import zipfile
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from npgan.errors import DivergenceError, InsufficientMemoryError, PrecisionWarn
 from npgan.experiment import Run, check_memory, estimate_step_bytes
 from npgan.gan import TrainConfig, Trainer
 from npgan.losses import kde_entropy
+from npgan.memory import traced_peak
 from npgan.presets import make_config
 
 
@@ -478,13 +478,7 @@ def test_memory_estimate_is_close_to_the_measured_peak(preset, batch):
     cfg.train.batch_size = batch
     run = Run(cfg, "/nonexistent-never-written")
     est = estimate_step_bytes(run.G, run.D, cfg.train)
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        run.trainer.step()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
+    peak = traced_peak(run.trainer.step)
     assert peak / 3 <= est <= 3 * peak, (est, peak)
 
 
