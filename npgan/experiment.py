@@ -281,28 +281,14 @@ class Run:
     @classmethod
     def create(cls, cfg: RunConfig, out: str | os.PathLike) -> Run:
         """A new run in ``out`` (created; refused when it already holds a run, so nothing is overwritten)."""
-        cfg.validate()
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise RunError(f"--out {out} exists and is not a directory")
-        if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
-            check_unlocked(out)  # a writer at work there: name it (writes nothing)
-            raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
-                           "or choose another directory")
-        if cfg.data == "mnist" and not cfg.data_dir:
-            raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
-        if cfg.model == "custom":
-            path = model_file(cfg.model_build)
-            cfg.model_sha256 = file_sha256(path) if path is not None else ""
+        out = _check_new_run(cfg, Path(out))
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
         _load_initial_weights(cfg, run.G, run.D)  # checked and loaded before anything is written
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
         run._acquire("train")  # another writer here: RunLockedError, nothing written
         try:
-            if any(os.path.lexists(out / f) for f in (CONFIG, CHECKPOINT, HISTORY)):  # made while we built
-                raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
-                               "or choose another directory")
+            _refuse_existing_run(out, os.path.lexists)  # made while we built
             with writing(out / CONFIG):
                 write_config(out / CONFIG, cfg)
             with writing(out / HISTORY):
@@ -318,20 +304,13 @@ class Run:
                allow_changed_model: bool = False) -> Run:
         """Reload a run from its directory: config, weights, optimizers, RNG, step and history.
 
-        ``steps``: train to step ``steps``. Beyond the run's length it extends the run: the new length is recorded
-        in the checkpoint (``total_steps``), config.toml is not rewritten, and the lr and λ schedules stay at
-        their final values past their end (they were laid out over config.toml's ``train.steps``); below it,
-        this session stops there and the run keeps its length. With ``restretch=True`` the schedules are laid
-        out anew over ``steps`` (config.toml's ``train.steps`` becomes ``steps``; the learning rate jumps back
-        up), which needs ``steps`` past the checkpoint's step. ``on_nan`` changes the run's configuration
-        (written back to config.toml). ``device`` runs it on another device than its config's ("cpu" for a GPU
-        run, or back), for this session only (not written); the weights and optimizer state move there, the
-        random stream cannot (see :func:`npgan.backend.set_rng_state`).
-
-        Takes the directory's writer lock first, then removes the temporary files killed npgan writers left. A
-        missing checkpoint is a :class:`CheckpointError` (never a silent restart from step 0).
-        A ``--model`` file that changed since the run was created is refused unless ``allow_changed_model``
-        (then its new SHA-256 is written to config.toml; the checkpoint must still fit the architecture).
+        ``steps`` and ``restretch`` set this session's end and the run's length (:func:`_session_length`).
+        ``on_nan`` changes the run's configuration (written back to config.toml). ``device`` runs this session
+        only on another device ("cpu" for a GPU run, or back): the weights and optimizer state move there, the
+        random stream cannot (:func:`npgan.backend.set_rng_state`). Takes the writer lock first, then removes the
+        temporary files killed writers left. A missing checkpoint is a :class:`CheckpointError` (never a silent
+        restart from step 0). A changed ``--model`` file is refused unless ``allow_changed_model`` (its new
+        SHA-256 is then written to config.toml; the checkpoint must still fit the architecture).
         """
         out = Path(out)
         _resume_config(out, steps, None, device, False, allow_changed_model)  # checks, before the lock file is made
@@ -342,12 +321,7 @@ class Run:
             run.lock = lock
             remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
             run.load_checkpoint(out / CHECKPOINT)
-            at = run.trainer.step_count
-            if restretch and steps is not None and steps <= at:
-                raise RunError(f"--restretch --steps {steps} must be beyond the checkpoint's step {at}")
-            if steps is not None:
-                run.total_steps = steps if restretch else max(run.total_steps, steps)
-                run.stop_at = steps if steps < run.total_steps else None
+            run.total_steps, run.stop_at = _session_length(run.total_steps, run.trainer.step_count, steps, restretch)
             run._restore_history()
             if restretch or on_nan is not None or changed:
                 with writing(out / CONFIG):
@@ -363,13 +337,6 @@ class Run:
         return self.stop_at if self.stop_at is not None else self.total_steps
 
     # ------------------------------------------------------------------ checkpoints
-    def _last_good(self) -> str:
-        path = self.out / CHECKPOINT
-        if not path.is_file():
-            return f"there is no checkpoint in {self.out}"
-        step = self.checkpoint_step
-        return f"the last good checkpoint {path}{f' (step {step})' if step is not None else ''} is intact"
-
     def save_checkpoint(self) -> Path:
         """Write ``checkpoint.npz`` atomically (its layout: :mod:`npgan.checkpoint`).
 
@@ -377,18 +344,13 @@ class Run:
         failed write (e.g. a full disk) into :class:`CheckpointWriteError`; either way the previous checkpoint
         stays as it was.
         """
-        tr, step = self.trainer, self.trainer.step_count
-        arrays, meta = pack_state({"G": self.G, "D": self.D}, {"opt_g": self.opt_g, "opt_d": self.opt_d},
-                                  step=step, arch=arch_summary(self.G, self.D), arch_hash=self.cfg.arch_hash(),
-                                  config=self.cfg.to_dict(), rng=backend.get_rng_state(), lr_scale=tr.lr_scale,
-                                  skipped=tr.skipped)
-        if self.total_steps != self.cfg.train.steps:
-            meta["total_steps"] = self.total_steps  # a resume extended the run beyond config.toml's steps
+        step = self.trainer.step_count
+        arrays, meta = _run_state(self.cfg, self.G, self.D, self.opt_g, self.opt_d, self.trainer, self.total_steps)
         bad = nonfinite(arrays)
         if bad:
             raise DivergenceError(f"step {step}: {bad[0]} holds nan or inf (an update overflowed); the checkpoint "
-                                  f"was not written, {self._last_good()}", step=step, network=bad[0][:1],
-                                  loss="", values={})
+                                  f"was not written, {_last_good(self.out, self.checkpoint_step)}", step=step,
+                                  network=bad[0][:1], loss="", values={})
         path = self.out / CHECKPOINT
         try:
             save_arrays(path, arrays, meta, config_hash=config_hash(self.cfg.to_dict()))
@@ -412,8 +374,7 @@ class Run:
         self.total_steps = max(self.cfg.train.steps, total or 0)
         self.checkpoint_step = self.trainer.step_count
 
-    # ------------------------------------------------------------------ history (on disk only, so that a long
-    # run's memory does not grow with its length)
+    # ------------------------------------------------------------------ history (on disk: memory stays flat)
     @property
     def history(self) -> list[dict[str, float]]:
         """The run's history rows so far (read from history.csv)."""
@@ -429,13 +390,8 @@ class Run:
 
     # ------------------------------------------------------------------ pictures and metrics
     def save_samples(self, step: int) -> None:
-        from . import plots
-        path = self.out / "samples" / f"step_{step:06d}.png"
-        with writing(path.parent):
-            path.parent.mkdir(exist_ok=True)
-        with writing(path):
-            plots.samples(backend.to_numpy(self.trainer.sample(self.fixed_z).data), self.cfg.data, path,
-                          title=f"{self.cfg.data}, step {step}")
+        """samples/step_NNNNNN.png: G's samples of the run's fixed noise."""
+        _save_samples(self.out, self.cfg, self.trainer.sample(self.fixed_z), step)
 
     def evaluate(self) -> dict[str, Any]:
         """The run's quality metrics (:func:`evaluate`)."""
@@ -495,20 +451,14 @@ class Run:
                     self._append_history(tr.flush())
                     if cfg.train.on_nan != "rollback":
                         raise DivergenceError(f"{exc}; training stopped (on_nan = {cfg.train.on_nan}), "
-                                              f"{self._last_good()}", step=exc.step, network=exc.network,
-                                              loss=exc.loss, values=exc.values) from None
+                                              f"{_last_good(self.out, self.checkpoint_step)}", step=exc.step,
+                                              network=exc.network, loss=exc.loss, values=exc.values) from None
                     self._rollback(exc, log)
                     continue
                 if s % cfg.sample_every == 0 or s == total:
                     self.save_samples(s)
         self.save_checkpoint()
-        from . import plots
-        with writing(self.out / "losses.png"):
-            plots.loss_curves(read_history(self.out / HISTORY), self.out / "losses.png")
-        result = {"step": tr.step_count, **{k: _jsonable(v) for k, v in self.evaluate().items()}}
-        with writing(self.out / METRICS):
-            atomic_write_text(self.out / METRICS, json.dumps(result, indent=2) + "\n")
-        return result
+        return _write_results(self.out, cfg, tr)
 
     def _rollback(self, exc: DivergenceError, log: Callable[[str], None]) -> None:
         """Reload the last checkpoint and halve the learning rate (on_nan = "rollback")."""
@@ -527,6 +477,88 @@ class Run:
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+
+def _refuse_existing_run(out: Path, exists: Callable[[Path], bool]) -> None:
+    if any(exists(out / f) for f in (CONFIG, CHECKPOINT, HISTORY)):
+        raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
+                       "or choose another directory")
+
+
+def _check_new_run(cfg: RunConfig, out: Path) -> Path:
+    """For :meth:`Run.create`: the config validated and ``out`` checked, before anything is built or written;
+    a ``--model`` file's SHA-256 is recorded in ``cfg``."""
+    cfg.validate()
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} exists and is not a directory")
+    if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
+        check_unlocked(out)  # a writer at work there: name it (writes nothing)
+        _refuse_existing_run(out, Path.exists)
+    if cfg.data == "mnist" and not cfg.data_dir:
+        raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
+    if cfg.model == "custom":
+        path = model_file(cfg.model_build)
+        cfg.model_sha256 = file_sha256(path) if path is not None else ""
+    return out
+
+
+def _last_good(out: Path, step: int | None) -> str:
+    """The end of a refusal's message: where the last good checkpoint is (``step``: its step, when known)."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return f"there is no checkpoint in {out}"
+    return f"the last good checkpoint {path}{f' (step {step})' if step is not None else ''} is intact"
+
+
+def _run_state(cfg: RunConfig, G: Any, D: Any, opt_g: Any, opt_d: Any, trainer: Trainer,
+               total_steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a run's checkpoint holds (:func:`npgan.checkpoint.pack_state`): the networks, the optimizers, the
+    step, the RNG, the trainer's counters and, when a resume extended the run, its new length."""
+    tr = trainer
+    arrays, meta = pack_state({"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d}, step=tr.step_count,
+                              arch=arch_summary(G, D), arch_hash=cfg.arch_hash(), config=cfg.to_dict(),
+                              rng=backend.get_rng_state(), lr_scale=tr.lr_scale, skipped=tr.skipped)
+    if total_steps != cfg.train.steps:
+        meta["total_steps"] = total_steps  # a resume extended the run beyond config.toml's steps
+    return arrays, meta
+
+
+def _save_samples(out: Path, cfg: RunConfig, x: Tensor, step: int) -> None:
+    from . import plots
+    path = out / "samples" / f"step_{step:06d}.png"
+    with writing(path.parent):
+        path.parent.mkdir(exist_ok=True)
+    with writing(path):
+        plots.samples(backend.to_numpy(x.data), cfg.data, path, title=f"{cfg.data}, step {step}")
+
+
+def _write_results(out: Path, cfg: RunConfig, trainer: Trainer) -> dict[str, Any]:
+    """At the end of training: losses.png, and metrics.json with the step and :func:`evaluate`'s metrics."""
+    from . import plots
+    with writing(out / "losses.png"):
+        plots.loss_curves(read_history(out / HISTORY), out / "losses.png")
+    result = {"step": trainer.step_count, **{k: _jsonable(v) for k, v in evaluate(cfg, trainer).items()}}
+    with writing(out / METRICS):
+        atomic_write_text(out / METRICS, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _session_length(total: int, at: int, steps: int | None, restretch: bool) -> tuple[int, int | None]:
+    """``resume --steps``: (the run's length, where this session stops or None) for a run of length ``total``
+    whose checkpoint is at step ``at``.
+
+    Beyond the run's length ``steps`` extends the run: the new length is recorded in the checkpoint
+    (``total_steps``), config.toml is not rewritten, and the lr and λ schedules stay at their final values past
+    their end (they were laid out over config.toml's ``train.steps``); below it, this session stops there and
+    the run keeps its length. With ``restretch`` the schedules are laid out anew over ``steps`` (config.toml's
+    ``train.steps`` becomes ``steps``: the learning rate jumps back up), which needs ``steps`` beyond ``at``.
+    """
+    if steps is None:
+        return total, None
+    if restretch and steps <= at:
+        raise RunError(f"--restretch --steps {steps} must be beyond the checkpoint's step {at}")
+    total = steps if restretch else max(total, steps)
+    return total, (steps if steps < total else None)
 
 
 def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
