@@ -264,27 +264,7 @@ def graph_functions(root: Tensor) -> list[Function]:
     An iterative depth-first walk (no recursion limit on deep graphs); raises :class:`GraphFreedError` when an
     earlier ``backward()`` freed part of the graph.
     """
-    order: list[Function] = []
-    if root.creator is None:
-        return order
-    seen: set[int] = set()
-    stack: list[tuple[Function, bool]] = [(root.creator, False)]
-    while stack:
-        f, expanded = stack.pop()
-        if expanded:
-            order.append(f)
-            continue
-        if id(f) in seen:
-            continue
-        seen.add(id(f))
-        if f.inputs is None:
-            raise GraphFreedError(type(f).__name__)
-        stack.append((f, True))
-        for t in reversed(f.inputs):
-            c = t.creator
-            if c is not None and id(c) not in seen:
-                stack.append((c, False))
-    return order
+    return _walk([root])[0]
 
 
 def _topo_order(root: Tensor) -> list[Function]:
