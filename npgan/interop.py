@@ -63,6 +63,22 @@ def _twin_children(new_layer: Any, torch: Any, m: Any, path: str, memo: dict[int
                        for k, c in m._modules.items() if c is not None)
 
 
+def _same_layer(lib: Any, m: Any) -> Any:
+    """``m``'s twin in ``lib`` (``torch.nn`` or ``npgan.nn``) for the layers whose class names and constructor
+    arguments the two libraries share: Linear, Conv2d, ConvTranspose2d, BatchNorm1d/2d, LeakyReLU."""
+    name = type(m).__name__
+    if name == "Linear":
+        return lib.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+    if name == "LeakyReLU":
+        return lib.LeakyReLU(m.negative_slope)
+    if name.startswith("BatchNorm"):
+        return getattr(lib, name)(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
+                                  track_running_stats=m.track_running_stats)
+    extra = {"output_padding": m.output_padding} if name == "ConvTranspose2d" else {}
+    return getattr(lib, name)(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
+                              dilation=m.dilation, bias=m.bias is not None, **extra)
+
+
 # ============================================================================ npgan → torch
 def _new_torch_layer(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any:
     tnn = torch.nn
@@ -70,19 +86,8 @@ def _new_torch_layer(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any
     if t is nn.Sequential or t is nn.ModuleList:
         kids = _twin_children(_new_torch_layer, torch, m, path, memo)
         return tnn.Sequential(kids) if t is nn.Sequential else tnn.ModuleList(list(kids.values()))
-    if t is nn.Linear:
-        out = tnn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    elif t is nn.Conv2d:
-        out = tnn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                         dilation=m.dilation, bias=m.bias is not None)
-    elif t is nn.ConvTranspose2d:
-        out = tnn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                                  output_padding=m.output_padding, dilation=m.dilation, bias=m.bias is not None)
-    elif t is nn.BatchNorm1d or t is nn.BatchNorm2d:
-        out = getattr(tnn, t.__name__)(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                                       track_running_stats=m.track_running_stats)
-    elif t is nn.LeakyReLU:
-        out = tnn.LeakyReLU(m.negative_slope)
+    if t in (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.LeakyReLU):
+        out = _same_layer(tnn, m)
     elif t is nn.Flatten:
         out = tnn.Flatten(m.start_dim, m.end_dim)
     elif t is nn.Unflatten:
@@ -142,19 +147,8 @@ def _new_npgan_layer(torch: Any, m: Any, path: str, memo: dict[int, Any]) -> Any
             raise _refuse("from_torch", path, m, f"padding_mode={m.padding_mode!r} (npgan pads with zeros)")
         if isinstance(m.padding, str):  # Conv2d(padding="same"/"valid")
             raise _refuse("from_torch", path, m, f"padding={m.padding!r} (give the padding as numbers)")
-    if t is tnn.Linear:
-        out = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-    elif t is tnn.Conv2d:
-        out = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                        dilation=m.dilation, bias=m.bias is not None)
-    elif t is tnn.ConvTranspose2d:
-        out = nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, stride=m.stride, padding=m.padding,
-                                 output_padding=m.output_padding, dilation=m.dilation, bias=m.bias is not None)
-    elif t is tnn.BatchNorm1d or t is tnn.BatchNorm2d:
-        out = getattr(nn, t.__name__)(m.num_features, eps=m.eps, momentum=m.momentum, affine=m.affine,
-                                      track_running_stats=m.track_running_stats)
-    elif t is tnn.LeakyReLU:
-        out = nn.LeakyReLU(m.negative_slope)
+    if t in (tnn.Linear, tnn.Conv2d, tnn.ConvTranspose2d, tnn.BatchNorm1d, tnn.BatchNorm2d, tnn.LeakyReLU):
+        out = _same_layer(nn, m)
     elif t is tnn.Softplus:
         if m.beta != 1 or m.threshold != 20:
             raise _refuse("from_torch", path, m, f"beta={m.beta}, threshold={m.threshold} (npgan's Softplus is "
