@@ -48,6 +48,17 @@ def _scalar_of(out: Any, v: Any) -> Any:
     return float((out.data * v).sum()) if v is not None else float(out.data.sum())
 
 
+def _checked_inputs(who: str, inputs: Any, cast: bool) -> tuple[list[Any], list[int]]:
+    """The inputs as a list (float ones as float64 copies when ``cast``) and the indices of those to check."""
+    if isinstance(inputs, Tensor):
+        inputs = [inputs]
+    inputs = [(_as_f64(x) if cast else x) for x in inputs]
+    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
+    if not checked:
+        raise ValueError(f"{who}: no input is a float Tensor with requires_grad=True")
+    return inputs, checked
+
+
 def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any] | Tensor, eps: float = 1e-6, atol: float = 1e-5,
               rtol: float = 1e-3, directions: int | None = None, seed: int = 0, cast: bool = True) -> bool:
     """Check ``fn``'s backward against central differences for every input that requires grad.
@@ -66,12 +77,7 @@ def gradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any] | Tensor, eps: fl
     Returns True, or raises :class:`GradcheckError` naming the input, the worst
     element's index, the analytic and numeric values and the errors.
     """
-    if isinstance(inputs, Tensor):
-        inputs = [inputs]
-    inputs = [(_as_f64(x) if cast else x) for x in inputs]
-    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not checked:
-        raise ValueError("gradcheck: no input is a float Tensor with requires_grad=True")
+    inputs, checked = _checked_inputs("gradcheck", inputs, cast)
     rs = backend.np.random.default_rng(seed)
 
     for i in checked:
@@ -172,12 +178,7 @@ def gradgradcheck(fn: Callable[..., Tensor], inputs: Sequence[Any] | Tensor, gra
     """
     from .autograd import grad
 
-    if isinstance(inputs, Tensor):
-        inputs = [inputs]
-    inputs = [(_as_f64(x) if cast else x) for x in inputs]
-    checked = [i for i, x in enumerate(inputs) if isinstance(x, Tensor) and x.requires_grad]
-    if not checked:
-        raise ValueError("gradgradcheck: no input is a float Tensor with requires_grad=True")
+    inputs, checked = _checked_inputs("gradgradcheck", inputs, cast)
     rs = backend.np.random.default_rng(seed)
     out = fn(*inputs)
     if not isinstance(out, Tensor):
