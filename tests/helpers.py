@@ -217,3 +217,13 @@ def third_order(fn):
         w = np.random.default_rng(7).standard_normal(out.shape)
         return npgan.grad(out, xs[0], w, create_graph=True)[0]
     return g
+
+
+# ---------------------------------------------------------------------------- input makers (rng, shape) -> array
+def normal(rng, shape):
+    return rng.standard_normal(shape)
+
+
+def away(rng, shape):
+    """Values at least 0.3 away from 0 (the kink of relu and leaky relu)."""
+    return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)

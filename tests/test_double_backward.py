@@ -14,9 +14,11 @@ import pytest
 from helpers import (
     SIDES,
     assert_no_growth,
+    away,
     double_backward_inputs,
     f64_leaves,
     gradgradcheck_case,
+    normal,
     third_order,
     torch_or_skip,
 )
@@ -31,16 +33,8 @@ F64 = np.float64
 
 
 # ============================================================================ the cases
-def normal(rng, shape):
-    return rng.standard_normal(shape)
-
-
 def positive(rng, shape):
     return rng.uniform(0.5, 2.0, shape)
-
-
-def away(rng, shape):
-    return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)
 
 
 def distinct(rng, shape):

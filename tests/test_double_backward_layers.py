@@ -17,10 +17,12 @@ import pytest
 from helpers import (
     SIDES,
     assert_close,
+    away,
     compare_penalty_grads,
     double_backward_inputs,
     f64_leaves,
     gradgradcheck_case,
+    normal,
     third_order,
     torch_or_skip,
 )
@@ -35,15 +37,6 @@ F64 = np.float64
 
 
 # ============================================================================ inputs
-def normal(rng, shape):
-    return rng.standard_normal(shape)
-
-
-def away(rng, shape):
-    """Values at least 0.3 away from 0 (the kink of relu and leaky relu)."""
-    return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.3, 2.0, shape)
-
-
 def prob(rng, shape):
     return rng.uniform(0.1, 0.9, shape)
 
