@@ -425,16 +425,7 @@ def run_backward_graph(roots: Sequence[Tensor], grads: Sequence[Tensor], retain_
                 finally:
                     f.needs_grad = saved
                     f.__dict__.pop("output", None)
-                if not isinstance(gxs, tuple):
-                    gxs = (gxs,)
-                for t, gx, m in zip(f.inputs, gxs, mask):
-                    if gx is None or not m:
-                        continue
-                    if gx.shape != t.data.shape:
-                        raise RuntimeError(f"internal error: {type(f).__name__}.backward_graph returned a gradient "
-                                           f"of shape {gx.shape} for an input of shape {t.data.shape}")
-                    if gx.dtype != t.data.dtype:
-                        gx = gx.astype(t.data.dtype)
+                for t, gx, _ in _input_grads(f, gxs, mask, "backward_graph"):
                     c = t.creator
                     if c is None:
                         to_leaf(t, gx)
@@ -444,6 +435,19 @@ def run_backward_graph(roots: Sequence[Tensor], grads: Sequence[Tensor], retain_
             if not retain_graph:
                 f.release()
     return result
+
+
+def _input_grads(f: Function, gxs: Any, mask: Sequence[bool], method: str) -> Iterator[tuple[Tensor, Any, bool]]:
+    """(input, its gradient, whether it was cast) for each input of ``f`` that ``mask`` selects and ``f.<method>``
+    gave a gradient: the shape checked, the dtype made the input's (mixed-dtype ops)."""
+    for t, gx, m in zip(f.inputs, gxs if isinstance(gxs, tuple) else (gxs,), mask):
+        if gx is None or not m:
+            continue
+        if gx.shape != t.data.shape:
+            raise RuntimeError(f"internal error: {type(f).__name__}.{method} returned a gradient of shape "
+                               f"{gx.shape} for an input of shape {t.data.shape}")
+        cast = gx.dtype != t.data.dtype
+        yield t, (gx.astype(t.data.dtype) if cast else gx), cast
 
 
 def run_backward_arrays(roots: Sequence[Tensor], grads: Sequence[Any], retain_graph: bool,
@@ -487,17 +491,8 @@ def run_backward_arrays(roots: Sequence[Tensor], grads: Sequence[Any], retain_gr
                 gxs = f.backward(gy)
             finally:
                 f.needs_grad = saved
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for t, gx, m in zip(f.inputs, gxs, mask):
-                if gx is None or not m:
-                    continue
-                if gx.shape != t.data.shape:
-                    raise RuntimeError(f"internal error: {type(f).__name__}.backward returned a gradient of "
-                                       f"shape {gx.shape} for an input of shape {t.data.shape}")
-                is_fresh = f.fresh_grads
-                if gx.dtype != t.data.dtype:
-                    gx, is_fresh = gx.astype(t.data.dtype), True
+            for t, gx, cast in _input_grads(f, gxs, mask, "backward"):
+                is_fresh = f.fresh_grads or cast
                 if t.creator is None:
                     put(result, id(t), gx, is_fresh)
                 else:
