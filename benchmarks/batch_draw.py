@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import machine_line  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
+    print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     if args.images < args.batch:
         ap.error(f"--images ({args.images}) must be at least --batch ({args.batch})")
 

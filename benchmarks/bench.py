@@ -151,6 +151,38 @@ def load_cases() -> list[Case]:
     return cases
 
 
+def machine_line(torch: Any = None) -> str:
+    """The CPU model, its SIMD flags, the BLAS (library, version, kernel, threads) and PyTorch's CPU capability:
+    conv speed ratios move with these (AVX2 against AVX-512 changes PyTorch's by about 1.5x)."""
+    model, flags = "?", []
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "?":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = sorted(v for v in value.split() if v.startswith(("avx", "fma", "amx")))
+                    break
+    except OSError:  # not Linux
+        import platform
+        model = platform.processor() or "?"
+    blas = "?"
+    try:
+        from threadpoolctl import threadpool_info
+        blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} kernel {i.get('architecture')} "
+                         f"x{i.get('num_threads')}" for i in threadpool_info() if i.get("user_api") == "blas")
+    except Exception:  # threadpoolctl missing
+        pass
+    cap = ""
+    if torch is not None:
+        try:
+            cap = f" | torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+        except Exception:
+            pass
+    return f"cpu {model} ({os.cpu_count()} logical) | flags {' '.join(flags) or '-'} | BLAS {blas or '?'}{cap}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
@@ -183,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     print(f"npgan {npgan.__version__} | torch {getattr(torch, '__version__', '-')} | device {args.device} | "
           f"threads {args.threads} | median of {args.repeat}")
+    print(machine_line(torch))
     cmp = args.compare_cpu
     print(f"{'case':<52} {'npgan ms':>10} {'torch ms':>10} {'ratio':>7}"
           + (f" {'cpu ms':>10} {'speed-up':>8}" if cmp else "") + "  notes")

@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench import machine_line  # noqa: E402
 from threads import median_ms  # noqa: E402
 
 import npgan  # noqa: E402
@@ -76,6 +77,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     args = p.parse_args(argv)
+    print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     for name, first, second in pairs():
         ta, tb = [], []
         for _ in range(args.rounds):

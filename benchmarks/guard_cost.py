@@ -16,12 +16,14 @@ import timeit
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+from bench import machine_line  # noqa: E402
 
 from npgan.experiment import Run  # noqa: E402
 from npgan.presets import make_config  # noqa: E402
 
 
 def main() -> None:
+    print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     a, b = np.asarray(1.5, dtype=np.float32), np.asarray(2.5, dtype=np.float32)
     n = 200_000
     check = min(timeit.repeat(lambda: bool(np.isfinite(a + b)), number=n, repeat=5)) / n

@@ -20,6 +20,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench import machine_line  # noqa: E402
 from threads import median_ms  # noqa: E402
 
 from npgan import conv, parallel  # noqa: E402
@@ -30,6 +31,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     import numpy as np  # benchmarks may use numpy directly; the package may not
     parallel.set_num_threads(a.threads)
     rng = np.random.default_rng(0)

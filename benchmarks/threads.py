@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bench import machine_line  # noqa: E402
 from cases_conv import _dcgan28_leaky, dcgan_step_npgan, dcgan_step_torch  # noqa: E402
 
 from npgan import parallel  # noqa: E402
@@ -163,6 +164,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
+    print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     try:
         import torch
     except ImportError:

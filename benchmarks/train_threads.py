@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 
+from bench import machine_line  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 STEPS = {"ring8": 1500, "grid25": 1500, "digits-mlp": 600, "digits-dcgan": 300}
 
@@ -58,6 +60,7 @@ def main() -> int:
     ap.add_argument("--busy", action="store_true", help="run a busy loop beside the runs")
     ap.add_argument("--setting", action="append", default=[], help="NAME=ROOT[:VAR=VALUE,...] (repeatable)")
     a = ap.parse_args()
+    print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     root = os.path.dirname(HERE)
     settings = [parse_setting(s) for s in a.setting] or [
         ("auto", root, {}), ("blas1", root, {"OPENBLAS_NUM_THREADS": "1", "NPGAN_NUM_THREADS": "2"})]
