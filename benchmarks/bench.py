@@ -169,6 +169,7 @@ def machine_line(torch: Any = None) -> str:
         model = platform.processor() or "?"
     blas = "?"
     try:
+        import numpy  # noqa: F401  (loads the BLAS, so that threadpoolctl sees it)
         from threadpoolctl import threadpool_info
         blas = ", ".join(f"{i.get('internal_api')} {i.get('version')} kernel {i.get('architecture')} "
                          f"x{i.get('num_threads')}" for i in threadpool_info() if i.get("user_api") == "blas")
