@@ -87,7 +87,7 @@ def _presets() -> dict[str, RunConfig]:
                                    log_every=50, checkpoint_every=1000, sample_every=1000, eval_samples=2000,
                                    train=TrainConfig(steps=10000, batch_size=128, z_dim=100, lr=2e-4)),
         # The 32x32 DCGAN made narrow enough to train on 2 CPU cores in minutes. Measured (seed 0, README): 12/12
-        # classes but class KL 0.18, coverage 0.76 after 2,000 steps (~200 s CPU); the target (KL <= 0.05,
+        # classes but class KL 0.18, coverage 0.76 after 2,000 steps; the target (KL <= 0.05,
         # coverage >= 0.7) is not met yet (README: width 32 with lazy R1 reaches KL 0.094 in 5,000 steps).
         "shapes-dcgan": RunConfig(data="shapes", model="dcgan", hidden=SHAPES_WIDTH, image_size=32, channels=3,
                                   log_every=50, checkpoint_every=500, sample_every=500, eval_samples=2000,
