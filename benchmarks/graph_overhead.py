@@ -11,25 +11,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import npgan  # first, so that PYTHONPATH picks the checkout (bench.py puts this one's on sys.path)
 from npgan import nn
 from npgan.backend import np
-
-
-def median_loop_s(make_step, rounds: int, warmup: int) -> float:
-    step = make_step()
-    for _ in range(warmup):
-        step()
-    ts = []
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def linear_step(n_in: int, n_out: int, batch: int):
@@ -51,11 +37,12 @@ def main() -> int:
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench import machine_line
+    from threads import median_ms
     print(machine_line())
-    big = median_loop_s(linear_step(784, 256, 256), a.rounds, 50)
-    tiny = median_loop_s(linear_step(4, 4, 4), 5 * a.rounds, 200)
+    big = median_ms(linear_step(784, 256, 256)(), a.rounds, warm=50)
+    tiny = median_ms(linear_step(4, 4, 4)(), 5 * a.rounds, warm=200)
     print(f"npgan at {os.path.dirname(npgan.__file__)}: Linear 784->256, batch 256, forward + backward "
-          f"{big * 1e3:.3f} ms; Linear 4->4 graph {tiny * 1e6:.1f} us (medians)")
+          f"{big:.3f} ms; Linear 4->4 graph {tiny * 1e3:.1f} us (medians)")
     return 0
 
 
