@@ -76,3 +76,12 @@ def test_shapes_features_remove_the_position():
     np.testing.assert_allclose(shapes.shapes_features(moved[keep]), f[keep], atol=1e-6)
     flat = np.zeros((2, 3, 32, 32), np.float32)  # no saturated pixel: no shift, plain average
     np.testing.assert_array_equal(shapes.shapes_features(flat), np.zeros((2, 3, 16, 16)))
+
+
+def test_the_classifier_reads_noisy_shapes():
+    """Per-pixel noise on real shapes must not move the centring off the shape (it did before the 3×3 blur of
+    the saturation: accuracy 0.505 at σ = 0.2, with discs over-read)."""
+    x, y = shapes.shapes(1200, 32, seed=11)
+    noisy = np.clip(x.numpy() + np.random.default_rng(0).normal(0, 0.4, x.shape), -1, 1).astype(np.float32)
+    pred = npgan.backend.to_numpy(shapes.shapes_classifier().predict(noisy))
+    assert (pred == y.numpy()).mean() > 0.97
