@@ -10,16 +10,18 @@
 #               cases among them                                                          (limit  90 s)
 #   5. draw     benchmarks/batch_draw.py --device gpu: drawing a batch of 128 from an ImageFolder cache
 #               against one DCGAN 64×64×3 step                                            (limit  35 s)
-#   6. shapes   benchmarks/gpu_shapes_run.py: a 200-step 32×32 DCGAN run on the generated shapes, then
-#               the shapes classifier's metrics and colour PRDC                           (limit  90 s)
+#   6. shapes   benchmarks/gpu_shapes_run.py: a 200-step 32×32 DCGAN run (width 64) on the generated shapes,
+#               then the shapes classifier's metrics and colour PRDC                      (limit  50 s)
+#   7. preset   npgan train --preset shapes-dcgan --steps 200 --device gpu: the preset through the CLI (run
+#               directory, checkpoints, sample grids, metrics.json) in DIR/shapes_preset  (limit  40 s)
 # Each stage runs under `timeout`; a stage that fails or times out does not stop the next ones.
 #
 #   bash benchmarks/gpu_check.sh DIR
 #
 # writes DIR/gpu_check.log (everything printed), DIR/gpu_check.json (per stage: exit status, seconds, timed out;
 # the test counts; the benchmark table; the batch-draw figures; the shapes run), DIR/gpu_tests.xml (JUnit),
-# DIR/bench_dcgan64_gpu.json, DIR/bench_gpu.json, DIR/batch_draw_gpu.json, DIR/shapes_run.json and
-# DIR/shapes_samples.png.
+# DIR/bench_dcgan64_gpu.json, DIR/bench_gpu.json, DIR/batch_draw_gpu.json, DIR/shapes_run.json,
+# DIR/shapes_samples.png and the run directory DIR/shapes_preset (replaced when the script runs again).
 # Exit status: 0 when every stage passed, 1 when one failed or timed out, 2 for a usage error.
 # Without a GPU (no nvidia-smi, nvidia-smi sees no device, or CuPy cannot use one) it prints one line saying so,
 # writes nothing and exits 0. PYTHON selects the interpreter (default: python).
@@ -84,7 +86,10 @@ stage dcgan64 40 "$PY" benchmarks/bench.py --device gpu --repeat 5 --only "DCGAN
     --json "$DIR/bench_dcgan64_gpu.json"
 stage bench 90 "$PY" benchmarks/bench.py --device gpu --repeat 5 --json "$DIR/bench_gpu.json"
 stage draw 35 "$PY" benchmarks/batch_draw.py --device gpu --repeat 5 --json "$DIR/batch_draw_gpu.json"
-stage shapes 90 "$PY" benchmarks/gpu_shapes_run.py "$DIR" --device gpu --steps 200
+stage shapes 50 "$PY" benchmarks/gpu_shapes_run.py "$DIR" --device gpu --steps 200
+rm -rf "$DIR/shapes_preset"
+stage preset 40 "$PY" -m npgan.cli train --preset shapes-dcgan --steps 200 --device gpu --no-progress \
+    --out "$DIR/shapes_preset"
 
 timeout 20 "$PY" - "$DIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, os, subprocess, sys
@@ -111,7 +116,8 @@ try:
 except (OSError, ET.ParseError, AttributeError) as exc:
     out["tests"] = f"no JUnit report ({type(exc).__name__}: {exc})"
 for key, name in (("dcgan64", "bench_dcgan64_gpu.json"), ("bench", "bench_gpu.json"),
-                  ("batch_draw", "batch_draw_gpu.json"), ("shapes_run", "shapes_run.json")):
+                  ("batch_draw", "batch_draw_gpu.json"), ("shapes_run", "shapes_run.json"),
+                  ("shapes_preset", os.path.join("shapes_preset", "metrics.json"))):
     try:
         with open(os.path.join(d, name)) as f:
             out[key] = json.load(f)

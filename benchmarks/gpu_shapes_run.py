@@ -2,8 +2,8 @@
 
     python benchmarks/gpu_shapes_run.py OUT_DIR [--device gpu] [--steps 200] [--batch 64] [--width 64]
 
-Until the ``shapes-dcgan`` preset exists, this is the 200-step shapes run of ``gpu_check.sh``: the 32×32 DCGAN of
-cases_images (nz 100, ngf = ndf = ``--width``; G behind an Unflatten so that it takes (B, 100) noise), DCGAN
+The 200-step shapes run of ``gpu_check.sh`` beside its ``npgan train --preset shapes-dcgan`` stage: a wider
+32×32 DCGAN, timed step by step, outside the CLI. The DCGAN of cases_images (nz 100, ngf = ndf = ``--width``; G behind an Unflatten so that it takes (B, 100) noise), DCGAN
 init, Adam lr 2e-4 betas (0.5, 0.999), :class:`npgan.gan.Trainer` (non-saturating loss, D first), real batches
 from :class:`npgan.images.UInt8Images` over ``--data`` shapes images (seed 0), all on ``--device``. Then
 ``--eval`` samples (batch-norm in batch-statistics mode, as in training) are moved to the host and scored on the

@@ -1,0 +1,123 @@
+"""Recipes for ``shapes-dcgan``, scored along the way: the shapes classifier's metrics every ``--eval-every`` steps.
+
+    python benchmarks/shapes_study.py --out FILE [--seed 0] [--width 24] [--steps 4500] [--batch 64]
+        [--lr 5e-4] [--lr-final 1e-5] [--lr-d LR] [--gp r1] [--gp-weight 1] [--gp-every 4]
+        [--ema 0.99 0.999] [--background noisy|plain] [--d-no-bn] [--threads 1] [--eval-every 500]
+
+The ``shapes-dcgan`` preset with the options changed, trained by :class:`npgan.gan.Trainer` outside a run
+directory, so that things the CLI does not offer can be tried: an exponential moving average of G's weights
+(``--ema β ...``: θ̄ ← β·θ̄ + (1 − β)·θ after every step, scored beside G), a D learning rate of its own
+(``--lr-d``, scaled by the same schedule), shapes on a plain background for training and scoring
+(``--background plain``), and D without its BatchNorm layers (``--d-no-bn``). Every ``--eval-every`` steps,
+``npgan.experiment.evaluate`` (the run's own end-of-run metrics: 2,000 samples, class KL, classes covered,
+classifier score, PRDC) scores G and each average; one JSON line per network goes to FILE.jsonl and stdout, with
+the CPU seconds spent in training steps so far (scoring excluded) and the wall seconds. A study tool: its numbers
+are the README's "what else was tried" for shapes-dcgan; nothing here is asserted by a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="results go to OUT.jsonl (appended)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=24)
+    p.add_argument("--steps", type=int, default=4500)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--z", type=int, default=64)
+    p.add_argument("--loss", default="non_saturating")
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--lr-final", type=float, default=None, help="linear decay to this (default: constant lr)")
+    p.add_argument("--lr-d", type=float, default=None, help="D's learning rate (default: --lr)")
+    p.add_argument("--gp", default="", help="r1, r2 or wgan-gp (default: none)")
+    p.add_argument("--gp-weight", type=float, default=1.0)
+    p.add_argument("--gp-every", type=int, default=4)
+    p.add_argument("--ema", type=float, nargs="*", default=[], help="β of each average of G's weights")
+    p.add_argument("--background", default="noisy", choices=("noisy", "plain"))
+    p.add_argument("--d-no-bn", action="store_true", help="D without its BatchNorm layers")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=500)
+    a = p.parse_args(argv)
+
+    import npgan.images
+    from npgan import backend, experiment, nn, optim, parallel, presets
+
+    parallel.set_num_threads(a.threads)
+    if a.background != "noisy":
+        made = npgan.images.shapes_uint8
+        npgan.images.shapes_uint8 = lambda n, s, seed=0: made(n, s, seed, a.background)
+    cfg = presets.make_config("shapes-dcgan")
+    cfg.seed, cfg.hidden = a.seed, a.width
+    t = cfg.train
+    t.steps, t.batch_size, t.z_dim, t.loss, t.lr, t.lr_final = a.steps, a.batch, a.z, a.loss, a.lr, a.lr_final
+    t.gp, t.gp_weight, t.gp_every = a.gp, a.gp_weight, (a.gp_every if a.gp else 1)
+    backend.set_default_dtype(cfg.dtype)
+    backend.manual_seed(cfg.seed)
+    built = presets.build(cfg)
+    tr = built.trainer
+    if a.d_no_bn:
+        for name, m in list(built.D._modules.items()):
+            if isinstance(m, nn.BatchNorm2d):
+                built.D._modules[name] = nn.Identity()
+        tr.opt_d = optim.Adam(built.D.parameters(), lr=a.lr, betas=(cfg.beta1, cfg.beta2))
+        tr._d_params = list(built.D.parameters())
+    if a.lr_d is not None:
+        ratio = a.lr_d / a.lr
+
+        def set_lr(lr: float) -> None:
+            for g in tr.opt_g.param_groups:
+                g["lr"] = lr
+            for g in tr.opt_d.param_groups:
+                g["lr"] = lr * ratio
+        tr._set_lr = set_lr
+    params = list(built.G.parameters())
+    averages = {beta: [q.data.copy() for q in params] for beta in a.ema}
+
+    def score(tag: str) -> dict:
+        m = experiment.evaluate(cfg, tr)
+        c = m["class_counts"]
+        return dict(tag=tag, class_kl=round(m["class_kl"], 4), coverage=round(m["coverage"], 3),
+                    precision=round(m["precision"], 3), recall=round(m["recall"], 3),
+                    classes_covered=m["classes_covered"], score=round(m["classifier_score"], 2),
+                    discs_squares_triangles=[sum(c[4 * i:4 * i + 4]) for i in range(3)])
+
+    wall0, cpu = time.time(), 0.0
+    with open(a.out + ".jsonl", "a") as log:
+        for s in range(1, a.steps + 1):
+            c0 = time.process_time()
+            tr.step()
+            for beta, avg in averages.items():
+                for x, q in zip(avg, params):
+                    x *= beta
+                    x += (1 - beta) * q.data
+            cpu += time.process_time() - c0
+            if s % 50 == 0:
+                tr.flush()
+            if s % a.eval_every and s != a.steps:
+                continue
+            rows = [score("G")]
+            current = [q.data.copy() for q in params]
+            for beta, avg in averages.items():
+                for x, q in zip(avg, params):
+                    q.data[...] = x
+                rows.append(score(f"ema {beta}"))
+            for x, q in zip(current, params):
+                q.data[...] = x
+            for r in rows:
+                r.update(step=s, cpu_s=round(cpu, 1), wall_s=round(time.time() - wall0, 1))
+                print(json.dumps(r), file=log, flush=True)
+                print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
