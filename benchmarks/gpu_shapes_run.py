@@ -2,15 +2,15 @@
 
     python benchmarks/gpu_shapes_run.py OUT_DIR [--device gpu] [--steps 200] [--batch 64] [--width 64]
 
-The 200-step shapes run of ``gpu_check.sh`` beside its ``npgan train --preset shapes-dcgan`` stage: a wider
-32×32 DCGAN, timed step by step, outside the CLI. The DCGAN of cases_images (nz 100, ngf = ndf = ``--width``; G behind an Unflatten so that it takes (B, 100) noise), DCGAN
-init, Adam lr 2e-4 betas (0.5, 0.999), :class:`npgan.gan.Trainer` (non-saturating loss, D first), real batches
-from :class:`npgan.images.UInt8Images` over ``--data`` shapes images (seed 0), all on ``--device``. Then
-``--eval`` samples (batch-norm in batch-statistics mode, as in training) are moved to the host and scored on the
-CPU: :func:`npgan.metrics.classifier_metrics` with the shipped shapes classifier (classes covered of 12, class
-KL, classifier score) and :func:`npgan.images.colour_image_metrics` (PRDC on 8×8 area-averaged pixels,
-per-channel mean/std) against fresh real shapes. 200 steps is a smoke run, not a trained model: the figures
-say that the GPU path trains and is scored end to end, not how good shapes-dcgan gets.
+The 200-step shapes run of ``gpu_check.sh`` beside its ``npgan train --preset shapes-dcgan`` stage: a wider 32×32
+DCGAN, timed step by step, outside the CLI. The DCGAN of cases_images (nz 100, ngf = ndf = ``--width``; G behind an
+Unflatten so that it takes (B, 100) noise), DCGAN init, Adam lr 2e-4 betas (0.5, 0.999), :class:`npgan.gan.Trainer`
+(non-saturating loss, D first), real batches from :class:`npgan.images.UInt8Images` over ``--data`` shapes images
+(seed 0), all on ``--device``. Then ``--eval`` samples (batch-norm in batch-statistics mode, as in training) are
+moved to the host and scored on the CPU: :func:`npgan.metrics.classifier_metrics` with the shipped shapes classifier
+(classes covered of 12, class KL, classifier score) and :func:`npgan.images.colour_image_metrics` (PRDC on 8×8
+area-averaged pixels, per-channel mean/std) against fresh real shapes. 200 steps is a smoke run, not a trained
+model: the figures say that the GPU path trains and is scored end to end, not how good shapes-dcgan gets.
 
 Writes OUT_DIR/shapes_run.json (timings, the last logged losses, the metrics) and OUT_DIR/shapes_samples.png
 (64 samples); prints one line per 50 steps. Exit status 0, 2 when the device cannot be used, 3 on divergence.
