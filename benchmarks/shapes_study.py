@@ -28,22 +28,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _upsample_class():
-    from npgan import nn
-
-    class Upsample2x(nn.Module):
-        """Nearest-neighbour 2× upsampling of (B, C, H, W) by a broadcast product (differentiable as it is)."""
-
-        def forward(self, x):
-            b, c, h, w = x.shape
-            one = npgan_ones((1, 1, 1, 2, 1, 2), x)
-            return (x.reshape(b, c, h, 1, w, 1) * one).reshape(b, c, 2 * h, 2 * w)
-    return Upsample2x
+import npgan.images  # noqa: E402 - after the path insert
+from npgan import backend, experiment, nn, optim, parallel, presets  # noqa: E402
 
 
-def npgan_ones(shape, like):
-    import npgan
-    return npgan.Tensor(npgan.backend.get_array_module(like.data).ones(shape, dtype=like.data.dtype))
+class Upsample2x(nn.Module):
+    """Nearest-neighbour 2× upsampling of (B, C, H, W): a broadcast product, differentiable as it stands."""
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        one = npgan.Tensor(backend.get_array_module(x.data).ones((1, 1, 1, 2, 1, 2), dtype=x.data.dtype))
+        return (x.reshape(b, c, h, 1, w, 1) * one).reshape(b, c, 2 * h, 2 * w)
+
+
+def _swap(net, replace) -> None:
+    """Put ``replace(module)`` in place of each top-level module for which it returns one (not None)."""
+    for name, m in list(net._modules.items()):
+        new = replace(m)
+        if new is not None:
+            net._modules[name] = new
+
+
+def _upsample_conv(m):
+    if not (isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2)):
+        return None
+    conv = nn.Conv2d(m.in_channels, m.out_channels, 3, padding=1, bias=False)
+    nn.init.normal_(conv.weight, 0.0, 0.02)
+    return nn.Sequential(Upsample2x(), conv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=500)
     a = p.parse_args(argv)
 
-    import npgan.images
-    from npgan import backend, experiment, nn, optim, parallel, presets
-    Upsample2x = _upsample_class()  # noqa: N806 - a class
-
     parallel.set_num_threads(a.threads)
     if a.background != "noisy":
         made = npgan.images.shapes_uint8
@@ -87,19 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     built = presets.build(cfg)
     tr = built.trainer
     if a.d_no_bn:
-        for name, m in list(built.D._modules.items()):
-            if isinstance(m, nn.BatchNorm2d):
-                built.D._modules[name] = nn.Identity()
-        tr.opt_d = optim.Adam(built.D.parameters(), lr=a.lr, betas=(cfg.beta1, cfg.beta2))
-        tr._d_params = list(built.D.parameters())
+        _swap(built.D, lambda m: nn.Identity() if isinstance(m, nn.BatchNorm2d) else None)
     if a.g_upsample:
-        for name, m in list(built.G._modules.items()):
-            if isinstance(m, nn.ConvTranspose2d) and m.stride == (2, 2):
-                conv = nn.Conv2d(m.in_channels, m.out_channels, 3, padding=1, bias=False)
-                nn.init.normal_(conv.weight, 0.0, 0.02)
-                built.G._modules[name] = nn.Sequential(Upsample2x(), conv)
-        tr.opt_g = optim.Adam(built.G.parameters(), lr=a.lr, betas=(cfg.beta1, cfg.beta2))
-        tr._g_params = list(built.G.parameters())
+        _swap(built.G, _upsample_conv)
+    if a.d_no_bn or a.g_upsample:  # new parameters: fresh optimizers over them (the same as before at step 0)
+        tr.opt_g, tr.opt_d = (optim.Adam(net.parameters(), lr=a.lr, betas=(cfg.beta1, cfg.beta2))
+                              for net in (built.G, built.D))
+        tr._g_params, tr._d_params = list(built.G.parameters()), list(built.D.parameters())
     if a.lr_d is not None:
         ratio = a.lr_d / a.lr
 
