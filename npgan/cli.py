@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{WGAN_GP['optimizer']} constant lr {wg['lr']:g}, betas ({WGAN_GP['beta1']:g}, "
                         f"{WGAN_GP['beta2']:g}), no weight clipping; a critic with BatchNorm is refused; options "
                         "given with it override it")
-    t.add_argument("--gp", choices=list(PENALTY_KINDS),
+    t.add_argument("--gp", choices=[*PENALTY_KINDS, "none"],
                    help="gradient penalty on D: r1 = (γ/2)·E‖∇D(x)‖² at real data, r2 the same at fake data "
-                        "(Mescheder et al. 2018), wgan-gp = λ·E(‖∇D(x̂)‖ − 1)² at interpolates")
+                        "(Mescheder et al. 2018), wgan-gp = λ·E(‖∇D(x̂)‖ − 1)² at interpolates; none switches "
+                        "a preset's penalty off")
     t.add_argument("--gp-weight", type=cli_type(real, "--gp-weight", 0), metavar="W",
                    help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
     t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1), metavar="K",
@@ -262,6 +263,8 @@ def _config_from_args(a: argparse.Namespace) -> Any:
                        "order", "on_nan"))
     _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
                         "beta2"))
+    if tr.gp == "none":
+        tr.gp = ""  # the config's spelling of no penalty
     if a.entropy_weight is not None:
         tr.entropy_weight = a.entropy_weight
         if tr.entropy_weight_final is not None and a.entropy_weight == 0:

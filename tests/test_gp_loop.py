@@ -255,6 +255,22 @@ def test_wgan_gp_recipe_on_ring8(tmp_path, capsys):
     assert (tr2.gp_weight, tr2.d_steps) == (1.0, 2)
 
 
+def test_gp_none_switches_a_presets_penalty_off(tmp_path, capsys):
+    """shapes-dcgan trains with R1; ``--gp none`` trains it without: config gp "", no gp values in the history."""
+    runs = {}
+    for name, extra in (("on", []), ("off", ["--gp", "none"])):
+        out = tmp_path / name
+        rc, _, err = _cli(["train", "--preset", "shapes-dcgan", *extra, "--width", "4", "--batch-size", "8",
+                           "--steps", "4", "--no-progress", "--out", out], capsys)
+        assert rc == 0, err
+        runs[name] = (read_config(out / "config.toml").train,
+                      list(csv.DictReader((out / "history.csv").read_text().splitlines())))
+    (on, rows_on), (off, rows_off) = runs["on"], runs["off"]
+    assert (on.gp, off.gp) == ("r1", "")
+    assert math.isfinite(float(rows_on[0]["gp"]))  # lazy R1 (every 4th D step) starts at step 1
+    assert all(math.isnan(float(r["gp"])) for r in rows_off)
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--preset", "digits-dcgan", "--wgan-gp"], "refuses a critic with BatchNorm"),
     (["--preset", "digits-dcgan", "--gp", "wgan-gp"], "BatchNorm mixes the samples"),
@@ -276,6 +292,6 @@ def test_help_documents_the_penalty_options(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for s in ("--gp {r1,r2,wgan-gp}", "--gp-weight", "--gp-every", "--wgan-gp", "betas (0, 0.9)",
+    for s in ("--gp {r1,r2,wgan-gp,none}", "--gp-weight", "--gp-every", "--wgan-gp", "betas (0, 0.9)",
               "BatchNorm is refused"):
         assert s in text, s
