@@ -2,7 +2,9 @@
 
     python benchmarks/shapes_study.py --out FILE [--seed 0] [--width 24] [--steps 4500] [--batch 64]
         [--lr 5e-4] [--lr-final 1e-5] [--lr-d LR] [--gp r1] [--gp-weight 1] [--gp-every 4]
-        [--ema 0.99 0.999] [--background noisy|plain] [--d-no-bn] [--threads 1] [--eval-every 500]
+        [--ema 0.99 0.999] [--background noisy|plain] [--d-no-bn] [--d-mbstd] [--g-upsample]
+        [--beta1 0.5] [--beta2 0.999] [--d-width W] [--g-width W]
+        [--entropy-weight λ] [--entropy-final λ] [--bandwidth median] [--threads 1] [--eval-every 500]
 
 The ``shapes-dcgan`` preset with the options changed, trained by :class:`npgan.gan.Trainer` outside a run
 directory, so that things the CLI does not offer can be tried: an exponential moving average of G's weights
@@ -10,7 +12,10 @@ directory, so that things the CLI does not offer can be tried: an exponential mo
 (``--lr-d``, scaled by the same schedule), shapes on a plain background for training and scoring
 (``--background plain``), D without its BatchNorm layers (``--d-no-bn``), and G with each stride-2 transposed
 convolution replaced by a nearest-neighbour 2× upsampling and a 3×3 convolution (``--g-upsample``; no
-checkerboard from overlapping kernels, 2.25× the multiply-adds of those layers). Every ``--eval-every`` steps,
+checkerboard from overlapping kernels, 2.25× the multiply-adds of those layers), D with ProGAN's minibatch
+standard deviation as one more channel before its last convolution (``--d-mbstd``), Adam's betas, D or G
+built at a width of its own (``--d-width``, ``--g-width``), and G's KDE entropy term (``--entropy-weight``,
+annealed to ``--entropy-final``, leave-one-out, ``--bandwidth`` a rule or a float). Every ``--eval-every`` steps,
 ``npgan.experiment.evaluate`` (the run's own end-of-run metrics: 2,000 samples, class KL, classes covered,
 classifier score, PRDC) scores G and each average; one JSON line per network goes to FILE.jsonl and stdout, with
 the CPU seconds spent in training steps so far (scoring excluded) and the wall seconds. A study tool: its numbers
@@ -29,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 import npgan.images  # noqa: E402 - after the path insert
-from npgan import backend, experiment, nn, optim, parallel, presets  # noqa: E402
+from npgan import backend, experiment, nn, ops, optim, parallel, presets  # noqa: E402
 
 
 class Upsample2x(nn.Module):
@@ -39,6 +44,24 @@ class Upsample2x(nn.Module):
         b, c, h, w = x.shape
         one = npgan.Tensor(backend.get_array_module(x.data).ones((1, 1, 1, 2, 1, 2), dtype=x.data.dtype))
         return (x.reshape(b, c, h, 1, w, 1) * one).reshape(b, c, 2 * h, 2 * w)
+
+
+class MinibatchStd(nn.Module):
+    """ProGAN's minibatch standard deviation: one more channel holding s = mean over (C, H, W) of the
+    standard deviation over the batch of each feature, the same s at every pixel of every sample."""
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        s = ops.mean(ops.sqrt(ops.var(x, axis=0) + 1e-8))
+        return ops.concatenate([x, ops.broadcast_to(s.reshape(1, 1, 1, 1), (b, 1, h, w))], axis=1)
+
+
+def _mbstd_last(m):
+    if not (isinstance(m, nn.Conv2d) and m.out_channels == 1):
+        return None
+    conv = nn.Conv2d(m.in_channels + 1, 1, m.kernel_size, m.stride, m.padding, bias=False)
+    nn.init.normal_(conv.weight, 0.0, 0.02)
+    return nn.Sequential(MinibatchStd(), conv)
 
 
 def _swap(net, replace) -> None:
@@ -75,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ema", type=float, nargs="*", default=[], help="β of each average of G's weights")
     p.add_argument("--background", default="noisy", choices=("noisy", "plain"))
     p.add_argument("--d-no-bn", action="store_true", help="D without its BatchNorm layers")
+    p.add_argument("--d-mbstd", action="store_true", help="D: a minibatch-std channel before its last conv")
     p.add_argument("--g-upsample", action="store_true", help="G: upsample 2x + conv 3x3 for each stride-2 ConvT")
+    p.add_argument("--beta1", type=float, default=None, help="Adam's β₁ (default: the preset's 0.5)")
+    p.add_argument("--beta2", type=float, default=None, help="Adam's β₂ (default: the preset's 0.999)")
+    p.add_argument("--d-width", type=int, default=None, help="D's width alone (default: --width)")
+    p.add_argument("--g-width", type=int, default=None, help="G's width alone (default: --width)")
+    p.add_argument("--entropy-weight", type=float, default=0.0, help="λ of G's KDE entropy term")
+    p.add_argument("--entropy-final", type=float, default=None, help="λ decays linearly to this")
+    p.add_argument("--bandwidth", default="median", help="the entropy term's bandwidth: a rule or a float")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=500)
     a = p.parse_args(argv)
@@ -89,18 +120,32 @@ def main(argv: list[str] | None = None) -> int:
     t = cfg.train
     t.steps, t.batch_size, t.z_dim, t.loss, t.lr, t.lr_final = a.steps, a.batch, a.z, a.loss, a.lr, a.lr_final
     t.gp, t.gp_weight, t.gp_every = a.gp, a.gp_weight, (a.gp_every if a.gp else 1)
+    t.entropy_weight, t.entropy_weight_final, t.leave_one_out = a.entropy_weight, a.entropy_final, True
+    t.bandwidth = a.bandwidth if a.bandwidth in ("scott", "silverman", "median") else float(a.bandwidth)
+    cfg.beta1 = cfg.beta1 if a.beta1 is None else a.beta1
+    cfg.beta2 = cfg.beta2 if a.beta2 is None else a.beta2
     backend.set_default_dtype(cfg.dtype)
     backend.manual_seed(cfg.seed)
     built = presets.build(cfg)
     tr = built.trainer
+    if a.d_width is not None:  # D built as the preset builds it at another width
+        wide = presets.make_config("shapes-dcgan")
+        wide.hidden = a.d_width
+        tr.D = presets.build_models(wide)[1]
+    if a.g_width is not None:  # G likewise
+        wide = presets.make_config("shapes-dcgan")
+        wide.hidden = a.g_width
+        tr.G = presets.build_models(wide)[0]
     if a.d_no_bn:
-        _swap(built.D, lambda m: nn.Identity() if isinstance(m, nn.BatchNorm2d) else None)
+        _swap(tr.D, lambda m: nn.Identity() if isinstance(m, nn.BatchNorm2d) else None)
     if a.g_upsample:
-        _swap(built.G, _upsample_conv)
-    if a.d_no_bn or a.g_upsample:  # new parameters: fresh optimizers over them (the same as before at step 0)
+        _swap(tr.G, _upsample_conv)
+    if a.d_mbstd:
+        _swap(tr.D, _mbstd_last)
+    if a.d_no_bn or a.g_upsample or a.d_mbstd or (a.d_width, a.g_width) != (None, None):  # new parameters
         tr.opt_g, tr.opt_d = (optim.Adam(net.parameters(), lr=a.lr, betas=(cfg.beta1, cfg.beta2))
-                              for net in (built.G, built.D))
-        tr._g_params, tr._d_params = list(built.G.parameters()), list(built.D.parameters())
+                              for net in (tr.G, tr.D))  # (the same as the preset's before step 0)
+        tr._g_params, tr._d_params = list(tr.G.parameters()), list(tr.D.parameters())
     if a.lr_d is not None:
         ratio = a.lr_d / a.lr
 
@@ -110,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             for g in tr.opt_d.param_groups:
                 g["lr"] = lr * ratio
         tr._set_lr = set_lr
-    params = list(built.G.parameters())
+    params = list(tr.G.parameters())
     averages = {beta: [q.data.copy() for q in params] for beta in a.ema}
 
     def score(tag: str) -> dict:
