@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"KDE σ: a number, or {' | '.join(BANDWIDTH_RULES)}")
     t.add_argument("--lr", type=cli_type(real, "--lr", 0, low_open=True),
                    help="learning rate (the preset's decay keeps its ratio)")
+    t.add_argument("--lr-final", type=cli_type(real, "--lr-final", 0, low_open=True), metavar="LR",
+                   help="the learning rate of the last step, reached linearly from --lr (overrides the preset's)")
     t.add_argument("--device", help="cpu | gpu | gpu:N (default: $NPGAN_DEVICE, else the config's, cpu)")
     t.add_argument("--seed", type=cli_type(integer, "--seed", 0),
                    help="seed of all random draws: weights, batches, noise (default: the config's)")
@@ -273,6 +275,8 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         if tr.lr_final is not None:
             tr.lr_final = tr.lr_final * a.lr / tr.lr
         tr.lr = a.lr
+    if a.lr_final is not None:
+        tr.lr_final = a.lr_final
     if a.device is not None:
         cfg.device = a.device
     elif os.environ.get("NPGAN_DEVICE"):
