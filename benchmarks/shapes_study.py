@@ -25,6 +25,7 @@ are the README's "what else was tried" for shapes-dcgan; nothing here is asserte
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -128,14 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     backend.manual_seed(cfg.seed)
     built = presets.build(cfg)
     tr = built.trainer
-    if a.d_width is not None:  # D built as the preset builds it at another width
-        wide = presets.make_config("shapes-dcgan")
-        wide.hidden = a.d_width
-        tr.D = presets.build_models(wide)[1]
-    if a.g_width is not None:  # G likewise
-        wide = presets.make_config("shapes-dcgan")
-        wide.hidden = a.g_width
-        tr.G = presets.build_models(wide)[0]
+    if a.d_width is not None:  # (G, D) built as this config builds them, at another width: keep one
+        tr.D = presets.build_models(dataclasses.replace(cfg, hidden=a.d_width))[1]
+    if a.g_width is not None:
+        tr.G = presets.build_models(dataclasses.replace(cfg, hidden=a.g_width))[0]
     if a.d_no_bn:
         _swap(tr.D, lambda m: nn.Identity() if isinstance(m, nn.BatchNorm2d) else None)
     if a.g_upsample:
