@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         made = npgan.images.shapes_uint8
         npgan.images.shapes_uint8 = lambda n, s, seed=0: made(n, s, seed, a.background)
     cfg = presets.make_config("shapes-dcgan")
-    cfg.seed, cfg.hidden = a.seed, a.width
+    cfg.seed, cfg.hidden, cfg.d_hidden = a.seed, a.width, 0  # --width: G's and D's (--d-width: D's alone)
     t = cfg.train
     t.steps, t.batch_size, t.z_dim, t.loss, t.lr, t.lr_final = a.steps, a.batch, a.z, a.loss, a.lr, a.lr_final
     t.gp, t.gp_weight, t.gp_every = a.gp, a.gp_weight, (a.gp_every if a.gp else 1)

@@ -1,17 +1,21 @@
 """The ``shapes-dcgan`` recipe written in PyTorch (CPU), scored by npgan's shapes classifier along the way.
 
-    python benchmarks/shapes_torch_twin.py --out FILE [--seed 0] [--steps 4500] [--threads 1] [--eval-every 500]
+    python benchmarks/shapes_torch_twin.py --out FILE [--seed 0] [--steps N] [--lr-final LR] [--gp-every K]
+        [--d-width W] [--threads 1] [--eval-every 500]
 
 A reference for the question "is shapes-dcgan's class KL npgan's limit or the recipe's?": the preset's networks
-(the 32×32 DCGAN at width 24, z 64, no biases, DCGAN init: weights N(0, 0.02), BatchNorm γ N(1, 0.02)) and its
-training, written with ``torch.nn`` and ``torch.autograd`` alone: Adam (β 0.5, 0.999), lr 5e-4 decayed linearly
-to 1e-5 over the run (npgan's ``TrainConfig.schedule``), the non-saturating loss, D first, lazy R1 (γ = 1 on
-every 4th D step with its weight times 4, as ``gp_every``: a separate D pass over the real batch with
-``create_graph=True``). The real batches are npgan's own (``presets.real_source``: the same images in the same
-order as ``npgan train --preset shapes-dcgan --seed S``); the noise is torch's. Every ``--eval-every`` steps G
-(BatchNorm in batch-statistics mode, as npgan samples) draws 2,000 images from a fixed noise and npgan's
-``metrics.image_metrics`` scores them against 2,000 held-out shapes, as ``npgan.experiment.evaluate`` does; one
-JSON line goes to FILE.jsonl and stdout, with the CPU seconds of the training steps (scoring excluded).
+(the 32×32 DCGAN, G at the preset's width, D at its own, z 64, no biases, DCGAN init: weights N(0, 0.02),
+BatchNorm γ N(1, 0.02)) and its training, written with ``torch.nn`` and ``torch.autograd`` alone: Adam (β 0.5,
+0.999), lr 5e-4 decayed linearly over the run to the preset's final lr (npgan's ``TrainConfig.schedule``), the
+non-saturating loss, D first, lazy R1 (γ = 1 on every k-th D step with its weight times k, as ``gp_every``: a
+separate D pass over the real batch with ``create_graph=True``). The steps, the final lr, k and D's width
+default to the preset's; the options set them (the README's run of the earlier preset: ``--steps 4500
+--lr-final 1e-5 --gp-every 4 --d-width 24``). The real batches are npgan's own (``presets.real_source``: the
+same images in the same order as ``npgan train --preset shapes-dcgan --seed S``); the noise is torch's. Every
+``--eval-every`` steps G (BatchNorm in batch-statistics mode, as npgan samples) draws 2,000 images from a fixed
+noise and npgan's ``metrics.image_metrics`` scores them against 2,000 held-out shapes, as
+``npgan.experiment.evaluate`` does; one JSON line goes to FILE.jsonl and stdout, with the CPU seconds of the
+training steps (scoring excluded).
 Its numbers are the README's PyTorch line for shapes-dcgan; nothing here is asserted by a test. Needs torch.
 """
 
@@ -31,8 +35,8 @@ from npgan import backend, data, metrics, presets  # noqa: E402
 from npgan.tensor import Tensor  # noqa: E402
 
 
-def networks(tnn, w: int, z: int):
-    """G and D of the preset's 32×32 DCGAN in torch.nn, DCGAN-initialised."""
+def networks(tnn, w: int, z: int, wd: int = 0):
+    """G (width w) and D (width wd, 0 = w) of the preset's 32×32 DCGAN in torch.nn, DCGAN-initialised."""
     def up(i, o):
         return [tnn.ConvTranspose2d(i, o, 4, 2, 1, bias=False), tnn.BatchNorm2d(o), tnn.ReLU()]
 
@@ -41,8 +45,9 @@ def networks(tnn, w: int, z: int):
 
     G = tnn.Sequential(tnn.ConvTranspose2d(z, 4 * w, 4, 1, 0, bias=False), tnn.BatchNorm2d(4 * w), tnn.ReLU(),
                        *up(4 * w, 2 * w), *up(2 * w, w), tnn.ConvTranspose2d(w, 3, 4, 2, 1, bias=False), tnn.Tanh())
-    D = tnn.Sequential(*down(3, w, bn=False), *down(w, 2 * w), *down(2 * w, 4 * w),
-                       tnn.Conv2d(4 * w, 1, 4, 1, 0, bias=False), tnn.Flatten())
+    v = wd or w
+    D = tnn.Sequential(*down(3, v, bn=False), *down(v, 2 * v), *down(2 * v, 4 * v),
+                       tnn.Conv2d(4 * v, 1, 4, 1, 0, bias=False), tnn.Flatten())
     for m in list(G.modules()) + list(D.modules()):
         if isinstance(m, (tnn.Conv2d, tnn.ConvTranspose2d)):
             tnn.init.normal_(m.weight, 0.0, 0.02)
@@ -56,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="results go to OUT.jsonl (appended)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=4500)
+    p.add_argument("--steps", type=int, default=None, help="default: the preset's")
+    p.add_argument("--lr-final", type=float, default=None, help="the last step's lr (default: the preset's)")
+    p.add_argument("--gp-every", type=int, default=None, help="R1 on every k-th D step (default: the preset's)")
+    p.add_argument("--d-width", type=int, default=None, help="D's width (default: the preset's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=500)
     a = p.parse_args(argv)
@@ -66,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     cfg = presets.make_config("shapes-dcgan")
-    cfg.seed, cfg.train.steps = a.seed, a.steps
+    cfg.seed = a.seed
     t = cfg.train
-    G, D = networks(torch.nn, cfg.hidden, t.z_dim)
+    for name, value in (("steps", a.steps), ("lr_final", a.lr_final), ("gp_every", a.gp_every)):
+        if value is not None:
+            setattr(t, name, value)
+    cfg.d_hidden = cfg.d_hidden if a.d_width is None else a.d_width
+    G, D = networks(torch.nn, cfg.hidden, t.z_dim, cfg.d_hidden)
     opt_g, opt_d = (torch.optim.Adam(net.parameters(), t.lr, betas=(cfg.beta1, cfg.beta2)) for net in (G, D))
     batches = presets.real_source(cfg)
     store = data.load_images("shapes", "test", "", cfg.image_size, cfg.channels, seed=a.seed, progress=False)
@@ -81,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu = 0.0
     with open(a.out + ".jsonl", "a") as log:
-        for s in range(a.steps):
+        for s in range(t.steps):
             c0 = time.process_time()
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
@@ -106,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for q in D.parameters():
                 q.requires_grad_(True)
             cpu += time.process_time() - c0
-            if (s + 1) % a.eval_every and s + 1 != a.steps:
+            if (s + 1) % a.eval_every and s + 1 != t.steps:
                 continue
             with torch.no_grad():
                 fake = G(z_fixed).numpy()

@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB); a folder can be either")
     t.add_argument("--z-dim", type=cli_type(integer, "--z-dim", 1), help="size of the generator's noise z (nz)")
     t.add_argument("--width", type=cli_type(integer, "--width", 1),
-                   help="the networks' base width (ngf = ndf for the DCGAN, the hidden size for the MLPs)")
+                   help="both networks' base width (ngf = ndf for the DCGAN, the hidden size for the MLPs)")
+    t.add_argument("--d-width", type=cli_type(integer, "--d-width", 1),
+                   help="the discriminator's width alone (ndf; default: --width, else the preset's)")
     t.add_argument("--beta1", type=cli_type(real, "--beta1", 0, 1, high_open=True), help="Adam's beta1 (DCGAN: 0.5)")
     t.add_argument("--beta2", type=cli_type(real, "--beta2", 0, 1, high_open=True), help="Adam's beta2 (0.999)")
     t.add_argument("--order", choices=list(ORDERS),
@@ -265,6 +267,9 @@ def _config_from_args(a: argparse.Namespace) -> Any:
                        "order", "on_nan"))
     _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
                         "beta2"))
+    if a.width is not None and a.d_width is None:
+        cfg.d_hidden = 0  # --width is ngf = ndf: D follows it unless --d-width says otherwise
+    _set_given(cfg, a, (("d_width", "d_hidden"),))
     if tr.gp == "none":
         tr.gp = ""  # the config's spelling of no penalty
     if a.entropy_weight is not None:

@@ -55,6 +55,8 @@ class RunConfig:
     channels: int = 0
     model: str = "mlp2d"
     hidden: int = 128
+    #: D's width alone (ndf, or D's hidden size for the MLPs); 0 = ``hidden`` (ngf = ndf)
+    d_hidden: int = 0
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -111,6 +113,7 @@ class RunConfig:
         one_of("dtype", self.dtype, DTYPES)
         for name in ("hidden", "log_every", "checkpoint_every", "sample_every", "eval_samples"):
             integer(name, getattr(self, name), 1)
+        integer("d_hidden", self.d_hidden, 0)
         integer("seed", self.seed, 0)
         for name in ("preset", "data_dir", "device"):
             if isinstance(getattr(self, name), str):
@@ -138,6 +141,8 @@ class RunConfig:
         key = {"data": self.data, "model": self.model, "hidden": self.hidden, "z_dim": self.train.z_dim}
         if self.image_size or self.channels:  # only when set, so that the runs written before keep their hash
             key.update(image_size=self.image_size, channels=self.channels)
+        if self.d_hidden:  # the same
+            key.update(d_hidden=self.d_hidden)
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -137,14 +137,15 @@ def _dcgan_plan(H: int, model: str) -> tuple[int, int]:
                      f"(or 28), not {H}")
 
 
-def _dcgan(z: int, w: int, c: int, H: int, model: str) -> tuple[nn.Module, nn.Module]:
-    """Radford et al.'s DCGAN for C×H×H images, width w (= ngf = ndf), no biases.
+def _dcgan(z: int, w: int, c: int, H: int, model: str, wd: int = 0) -> tuple[nn.Module, nn.Module]:
+    """Radford et al.'s DCGAN for C×H×H images, G's width w (ngf) and D's wd (ndf; 0 = w), no biases.
 
     G: z → ConvT(z, w·2^(n−1), s0, 1, 0) [s0×s0] → BN, ReLU → n − 1 times ConvT(·, ·/2, 4, 2, 1), BN, ReLU
     (doubling the size, halving the channels) → ConvT(w, C, 4, 2, 1), Tanh [H×H]. For 64×64×3, w = 64, z = 100:
     100 → 512 (4×4) → 256 (8×8) → 128 (16×16) → 64 (32×32) → 3 (64×64).
-    D, the mirror: Conv(C, w, 4, 2, 1), LeakyReLU(0.2) → n − 1 times Conv(·, 2·, 4, 2, 1), BN, LeakyReLU(0.2)
-    → Conv(w·2^(n−1), 1, s0, 1, 0) → one logit. Weights N(0, 0.02), BN γ N(1, 0.02), β 0 (dcgan_init).
+    D, the mirror at width wd: Conv(C, wd, 4, 2, 1), LeakyReLU(0.2) → n − 1 times Conv(·, 2·, 4, 2, 1), BN,
+    LeakyReLU(0.2) → Conv(wd·2^(n−1), 1, s0, 1, 0) → one logit. Weights N(0, 0.02), BN γ N(1, 0.02), β 0
+    (dcgan_init).
     """
     s0, n = _dcgan_plan(H, model)
     width = [w * 2 ** i for i in range(n)]  # width[i]: channels at the layer that is 2^(i+1) times smaller than H
@@ -154,7 +155,8 @@ def _dcgan(z: int, w: int, c: int, H: int, model: str) -> tuple[nn.Module, nn.Mo
         g += [nn.ConvTranspose2d(width[i], width[i - 1], 4, 2, 1, bias=False), nn.BatchNorm2d(width[i - 1]),
               nn.ReLU()]
     g += [nn.ConvTranspose2d(w, c, 4, 2, 1, bias=False), nn.Tanh()]
-    d: list[nn.Module] = [nn.Conv2d(c, w, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
+    width = [(wd or w) * 2 ** i for i in range(n)]
+    d: list[nn.Module] = [nn.Conv2d(c, width[0], 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
     for i in range(1, n):
         d += [nn.Conv2d(width[i - 1], width[i], 4, 2, 1, bias=False), nn.BatchNorm2d(width[i]), nn.LeakyReLU(0.2)]
     d += [nn.Conv2d(width[-1], 1, s0, 1, 0, bias=False), nn.Flatten()]
@@ -173,62 +175,64 @@ def build_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     """
     if cfg.model == "custom":
         return _custom_models(cfg)
-    z, h = cfg.train.z_dim, cfg.hidden
+    z, h, hd = cfg.train.z_dim, cfg.hidden, cfg.d_hidden or cfg.hidden
     if cfg.model == "mlp2d":
         G = nn.Sequential(nn.Linear(z, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 2))
-        D = nn.Sequential(nn.Linear(2, h), nn.LeakyReLU(0.2), nn.Linear(h, h), nn.LeakyReLU(0.2), nn.Linear(h, 1))
+        D = nn.Sequential(nn.Linear(2, hd), nn.LeakyReLU(0.2), nn.Linear(hd, hd), nn.LeakyReLU(0.2), nn.Linear(hd, 1))
         return G, D
     c, H, W = image_shape(cfg)
     n = c * H * W
     if cfg.model == "mlp":
         G = nn.Sequential(nn.Linear(z, h), nn.ReLU(), nn.Linear(h, 2 * h), nn.ReLU(), nn.Linear(2 * h, n),
                           nn.Tanh(), nn.Unflatten(1, (c, H, W)))
-        D = nn.Sequential(nn.Flatten(), nn.Linear(n, 2 * h), nn.LeakyReLU(0.2), nn.Linear(2 * h, h),
-                          nn.LeakyReLU(0.2), nn.Linear(h, 1))
+        D = nn.Sequential(nn.Flatten(), nn.Linear(n, 2 * hd), nn.LeakyReLU(0.2), nn.Linear(2 * hd, hd),
+                          nn.LeakyReLU(0.2), nn.Linear(hd, 1))
         return G, D
     if cfg.model == "mlp_bn":
         G = nn.Sequential(nn.Linear(z, h), nn.LeakyReLU(0.2),
                           nn.Linear(h, 2 * h), nn.BatchNorm1d(2 * h, eps=1e-5, momentum=0.1), nn.LeakyReLU(0.2),
                           nn.Linear(2 * h, 4 * h), nn.BatchNorm1d(4 * h, eps=1e-5, momentum=0.1), nn.LeakyReLU(0.2),
                           nn.Linear(4 * h, n), nn.Tanh(), nn.Unflatten(1, (c, H, W)))
-        D = nn.Sequential(nn.Flatten(), nn.Linear(n, 4 * h), nn.LeakyReLU(0.2), nn.Linear(4 * h, 2 * h),
-                          nn.LeakyReLU(0.2), nn.Linear(2 * h, 1))
+        D = nn.Sequential(nn.Flatten(), nn.Linear(n, 4 * hd), nn.LeakyReLU(0.2), nn.Linear(4 * hd, 2 * hd),
+                          nn.LeakyReLU(0.2), nn.Linear(2 * hd, 1))
         return G, D
-    return _dcgan(z, h, c, H, cfg.model)
+    return _dcgan(z, h, c, H, cfg.model, hd)
 
 
 def count_parameters(cfg: RunConfig) -> tuple[int, int]:
     """(G's, D's) parameter counts of ``cfg``'s architecture by arithmetic, without building anything (so that a
     huge ``hidden`` or ``z_dim`` is refused before it is allocated; a test checks them against
-    :func:`build_models` for every preset). z = z_dim, h = hidden, n = C·H·W, BN(c) = 2c:
+    :func:`build_models` for every preset). z = z_dim, h = hidden (G's width), e = d_hidden or h (D's width),
+    n = C·H·W, BN(c) = 2c:
 
-        mlp2d   G: (z+1)h + (h+1)h + (h+1)2            D: 3h + (h+1)h + (h+1)
-        mlp     G: (z+1)h + (h+1)2h + (2h+1)n          D: (n+1)2h + (2h+1)h + (h+1)
+        mlp2d   G: (z+1)h + (h+1)h + (h+1)2            D: 3e + (e+1)e + (e+1)
+        mlp     G: (z+1)h + (h+1)2h + (2h+1)n          D: (n+1)2e + (2e+1)e + (e+1)
         mlp_bn  G: (z+1)h + (h+1)2h + BN(2h) + (2h+1)4h + BN(4h) + (4h+1)n
-                D: (n+1)4h + (4h+1)2h + (2h+1)
-        dcgan   widths w_i = h·2^i (i < k), start s0 (:func:`_dcgan_plan`), no biases:
+                D: (n+1)4e + (4e+1)2e + (2e+1)
+        dcgan   widths w_i = h·2^i and v_i = e·2^i (i < k), start s0 (:func:`_dcgan_plan`), no biases:
                 G: z·w_{k−1}·s0² + Σ_{i≥1} w_i·w_{i−1}·16 + h·C·16 + Σ_i BN(w_i)
-                D: C·h·16 + Σ_{i≥1} w_{i−1}·w_i·16 + Σ_{i≥1} BN(w_i) + w_{k−1}·s0²
+                D: C·e·16 + Σ_{i≥1} v_{i−1}·v_i·16 + Σ_{i≥1} BN(v_i) + v_{k−1}·s0²
     A custom model (``--model``) counts as 0: it is built, then measured.
     """
     z, h = int(cfg.train.z_dim), int(cfg.hidden)
+    e = int(cfg.d_hidden) or h
     if cfg.model == "custom":
         return 0, 0
     if cfg.model == "mlp2d":
-        return (z + 1) * h + (h + 1) * h + (h + 1) * 2, 3 * h + (h + 1) * h + (h + 1)
+        return (z + 1) * h + (h + 1) * h + (h + 1) * 2, 3 * e + (e + 1) * e + (e + 1)
     c, H, W = image_shape(cfg)
     n = c * H * W
     if cfg.model == "mlp":
         return ((z + 1) * h + (h + 1) * 2 * h + (2 * h + 1) * n,
-                (n + 1) * 2 * h + (2 * h + 1) * h + (h + 1))
+                (n + 1) * 2 * e + (2 * e + 1) * e + (e + 1))
     if cfg.model == "mlp_bn":
         return ((z + 1) * h + (h + 1) * 2 * h + 4 * h + (2 * h + 1) * 4 * h + 8 * h + (4 * h + 1) * n,
-                (n + 1) * 4 * h + (4 * h + 1) * 2 * h + (2 * h + 1))
+                (n + 1) * 4 * e + (4 * e + 1) * 2 * e + (2 * e + 1))
     s0, k = _dcgan_plan(H, cfg.model)
     w = [h * 2 ** i for i in range(k)]
-    inner = sum(w[i] * w[i - 1] * 16 for i in range(1, k))
-    g = z * w[-1] * s0 * s0 + inner + h * c * 16 + sum(2 * x for x in w)
-    d = c * h * 16 + inner + sum(2 * x for x in w[1:]) + w[-1] * s0 * s0
+    v = [e * 2 ** i for i in range(k)]
+    g = z * w[-1] * s0 * s0 + sum(w[i] * w[i - 1] * 16 for i in range(1, k)) + h * c * 16 + sum(2 * x for x in w)
+    d = c * e * 16 + sum(v[i] * v[i - 1] * 16 for i in range(1, k)) + sum(2 * x for x in v[1:]) + v[-1] * s0 * s0
     return g, d
 
 

@@ -272,9 +272,24 @@ def test_options_reach_the_config_and_config_toml_round_trips(tmp_path):
                                                                           image_size=0).arch_hash()
 
 
+def test_width_sets_both_networks_and_d_width_d_alone(tmp_path):
+    """--width sets both networks' widths (ngf = ndf), --d-width D's alone, and D's width is part of the
+    architecture's hash (a checkpoint of the other width is refused)."""
+    for extra, (wg, wd), d_hidden in (([], (4, 4), 0), (["--d-width", "2"], (4, 2), 2)):
+        out = tmp_path / f"w{wd}"
+        assert _train("--preset", "shapes-dcgan", "--width", "4", *extra, "--batch-size", "8", "--steps", "1",
+                      "--out", out) == 0
+        assert read_config(out / "config.toml").d_hidden == d_hidden
+        saved = _arrays(out)
+        assert (saved["G/10.weight"].shape, saved["D/0.weight"].shape) == ((wg, 3, 4, 4), (wd, 3, 4, 4))
+        assert saved["D/2.weight"].shape == (2 * wd, wd, 4, 4)
+    hashes = {RunConfig(data="shapes", model="dcgan", hidden=8, d_hidden=e).arch_hash() for e in (0, 4, 16)}
+    assert len(hashes) == 3
+
+
 @pytest.mark.parametrize("bad", [["--beta1", "1"], ["--beta2", "-0.1"], ["--channels", "2"], ["--image-size", "0"],
                                  ["--data", "lsun"], ["--order", "sideways"], ["--z-dim", "0"], ["--width", "x"],
-                                 ["--lr-final", "0"]])
+                                 ["--lr-final", "0"], ["--d-width", "0"]])
 def test_bad_options_exit_2(tmp_path, capsys, bad):
     line = _one_line_error(capsys, 2, "--preset", "shapes-dcgan", *bad, "--out", tmp_path / "r")
     assert bad[0] in line or bad[1] in line, line

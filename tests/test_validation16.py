@@ -250,8 +250,8 @@ def test_sizes_the_memory_estimate_knows_fail_before_anything_is_written(tmp_pat
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_parameter_count_arithmetic_matches_the_built_models(name):
     cfg = make_config(name)
-    for h in (3, 16):
-        cfg.hidden = h
+    for h, e in ((3, 0), (16, 0), (3, 5), (16, 8)):  # e: D's own width (0 = h)
+        cfg.hidden, cfg.d_hidden = h, e
         G, D = build_models(cfg)
         assert presets.count_parameters(cfg) == (sum(p.data.size for p in G.parameters()),
                                                 sum(p.data.size for p in D.parameters()))
