@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entropy-weight", type=float, default=0.0, help="λ of G's KDE entropy term")
     p.add_argument("--entropy-final", type=float, default=None, help="λ decays linearly to this")
     p.add_argument("--bandwidth", default="median", help="the entropy term's bandwidth: a rule or a float")
+    p.add_argument("--reuse-fake", action="store_true", help="one G forward a step (TrainConfig.reuse_fake)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=500)
     a = p.parse_args(argv)
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     t.steps, t.batch_size, t.z_dim, t.loss, t.lr, t.lr_final = a.steps, a.batch, a.z, a.loss, a.lr, a.lr_final
     t.gp, t.gp_weight, t.gp_every = a.gp, a.gp_weight, (a.gp_every if a.gp else 1)
     t.entropy_weight, t.entropy_weight_final, t.leave_one_out = a.entropy_weight, a.entropy_final, True
+    t.reuse_fake = a.reuse_fake
     t.bandwidth = a.bandwidth if a.bandwidth in ("scott", "silverman", "median") else float(a.bandwidth)
     cfg.beta1 = cfg.beta1 if a.beta1 is None else a.beta1
     cfg.beta2 = cfg.beta2 if a.beta2 is None else a.beta2

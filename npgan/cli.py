@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta2", type=cli_type(real, "--beta2", 0, 1, high_open=True), help="Adam's beta2 (0.999)")
     t.add_argument("--order", choices=list(ORDERS),
                    help="d_first (default): each step updates D, then G against the new D; g_first: G first")
+    t.add_argument("--reuse-fake", action=argparse.BooleanOptionalAction, default=None,
+                   help="the G step reuses a D step's fake batch, as PyTorch's DCGAN example trains: one G forward "
+                        "a step instead of two (default: the preset's)")
     t.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS),
                    help="on a nan/inf loss or gradient: stop (default; exit 3), skip the step, or roll back to the "
                         "last checkpoint with the learning rate halved")
@@ -264,7 +267,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
     if a.wgan_gp:
         use_wgan_gp(cfg)
     _set_given(tr, a, ("gp", "gp_weight", "gp_every", "loss", "steps", "batch_size", "d_steps", "bandwidth", "z_dim",
-                       "order", "on_nan"))
+                       "order", "on_nan", "reuse_fake"))
     _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
                         "beta2"))
     if a.width is not None and a.d_width is None:

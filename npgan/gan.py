@@ -9,7 +9,12 @@ One generator step, with ``order="d_first"`` (the default):
    G's gradients only (D's parameters are frozen during this pass, so none of D's weight gradients are
    computed); one optimizer step.
 
-``order="g_first"`` swaps the two phases. Batch norm: both networks stay in training mode during training;
+``order="g_first"`` swaps the two phases.
+
+``reuse_fake=True``: one G forward a step instead of two, as PyTorch's DCGAN example trains. With d_first the
+last D step keeps the graph of its fake = G(z) (D still sees it detached) and the G step computes
+L_G = generator_loss(D(fake)) from that same fake, through the just-updated D, instead of drawing z'; with
+g_first the G step's fake, detached, is the first D step's fake (made by G before its update). Batch norm: both networks stay in training mode during training;
 samples are drawn without touching the running statistics (:meth:`Trainer.sample`).
 
 Gradient penalty (``gp`` = "r1", "r2" or "wgan-gp", :mod:`npgan.penalties`; lazy regularisation as StyleGAN2).
@@ -84,6 +89,7 @@ class TrainConfig:
     gp / gp_weight / gp_every: the gradient penalty ("" = none, "r1", "r2", "wgan-gp"), its weight (γ of
     (γ/2)·R1, λ of λ·WGAN-GP) and k, the penalty applied every k-th D step with its weight scaled by k (module
     docstring). Weight clipping of the Wasserstein loss is not applied under "wgan-gp".
+    reuse_fake: the G step and a D step share one fake batch (one G forward a step; module docstring).
     """
 
     steps: int = 1000
@@ -103,6 +109,7 @@ class TrainConfig:
     gp: str = ""
     gp_weight: float = 10.0
     gp_every: int = 1
+    reuse_fake: bool = False
 
     def validate(self) -> None:
         one_of("loss", self.loss, LOSS_KINDS)
@@ -116,8 +123,9 @@ class TrainConfig:
                 real(name, v, 0, low_open=low_open)
         check_bandwidth("bandwidth", self.bandwidth)
         one_of("on_nan", self.on_nan, ON_NAN_ACTIONS)
-        if not isinstance(self.leave_one_out, bool):
-            raise ValueError(f"leave_one_out must be true or false, got {self.leave_one_out!r}")
+        for name in ("leave_one_out", "reuse_fake"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.gp != "":
             one_of("gp", self.gp, PENALTY_KINDS)
         real("gp_weight", self.gp_weight, 0)
@@ -185,6 +193,7 @@ class Trainer:
         self.step_count = 0
         self.lr_scale = 1.0
         self.skipped = 0
+        self._fake: Tensor | None = None  # reuse_fake: the fake batch the next phase of this step shares
         self._pending: list[tuple[int, list[Any]]] = []
         self._g_params = list(G.parameters())
         self._d_params = list(D.parameters())
@@ -221,8 +230,14 @@ class Trainer:
         cfg = self.cfg
         for i in range(cfg.d_steps):
             real = self.real_batch(self.step_count)
-            with no_grad():
-                fake = self.G(self._noise(cfg.batch_size))
+            if self._fake is not None and cfg.order == "g_first" and i == 0:  # the G step's, made before it
+                fake, self._fake = self._fake.detach(), None
+            elif cfg.reuse_fake and cfg.order == "d_first" and i == cfg.d_steps - 1:
+                self._fake = self.G(self._noise(cfg.batch_size))  # its graph is kept for the G step
+                fake = self._fake.detach()
+            else:
+                with no_grad():
+                    fake = self.G(self._noise(cfg.batch_size))
             d_real = self.D(real)
             d_fake = self.D(fake)
             loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
@@ -250,7 +265,12 @@ class Trainer:
         for p in self._d_params:
             p.requires_grad = False
         try:
-            fake = self.G(self._noise(cfg.batch_size))
+            if self._fake is not None:  # d_first with reuse_fake: the last D step's fake
+                fake, self._fake = self._fake, None
+            else:
+                fake = self.G(self._noise(cfg.batch_size))
+                if cfg.reuse_fake and cfg.order == "g_first":
+                    self._fake = fake  # for the first D step (detached there)
             loss_g, entropy = generator_loss(self.D(fake), cfg.loss, fake=fake, entropy_weight=lam,
                                              bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
             self.opt_g.zero_grad()
@@ -299,6 +319,8 @@ class Trainer:
             self._record(t + 1, rec, lr, lam)
             self.step_count += 1
             return False
+        finally:
+            self._fake = None  # (a skipped phase may leave one, with its graph)
         self._record(t + 1, rec, lr, lam)
         self.step_count += 1
         return True

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import copy_state_to_torch, torch_or_skip
 
 import npgan
 from npgan import data, nn, optim
@@ -121,10 +122,11 @@ def test_same_seed_gives_identical_history(tmp_path):
     assert (tmp_path / "a" / "history.csv").read_text() != (tmp_path / "c" / "history.csv").read_text()
 
 
-@pytest.mark.parametrize("preset", ["ring8", "digits-mlp", "digits-dcgan"])
+@pytest.mark.parametrize("preset", ["ring8", "digits-mlp", "digits-dcgan", "digits-dcgan reuse_fake"])
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tmp_path, preset):
     def cfg():
-        c = _small_ring_config(20) if preset == "ring8" else make_config(preset)
+        c = _small_ring_config(20) if preset == "ring8" else make_config(preset.split()[0])
+        c.train.reuse_fake = preset.endswith("reuse_fake")
         if preset != "ring8":
             c.train.steps, c.train.batch_size = 20, 32
             c.log_every, c.checkpoint_every, c.sample_every, c.eval_samples = 5, 10, 1000, 200
@@ -164,3 +166,61 @@ def test_sample_does_not_change_state():
     assert npgan.backend.get_rng_state() == rng_before
     for k, v in run.G.state_dict().items():
         assert np.array_equal(v, before[k]), k
+
+
+@pytest.mark.parametrize("order", ["d_first", "g_first"])
+def test_reuse_fake_is_pytorchs_dcgan_loop(order):
+    """``reuse_fake``: one G forward a step (two without), and three steps equal PyTorch's DCGAN example written in
+    torch with the same weights, batches and noise (float64): d_first, D on x and fake.detach(), then G's loss
+    on D(fake) of that same fake; g_first, G's step on a fresh fake, then D on that fake detached. G has
+    BatchNorm, so a second forward would also move its running statistics a second time."""
+    torch = torch_or_skip()
+    npgan.set_default_dtype("float64")
+    G = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+    D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1))
+    tG = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.BatchNorm1d(16), torch.nn.ReLU(),
+                             torch.nn.Linear(16, 2)).double()
+    tD = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1)).double()
+    copy_state_to_torch(G, tG)
+    copy_state_to_torch(D, tD)
+    reals = [np.asarray(npgan.backend.to_numpy(data.ring8(32).data)) for _ in range(3)]
+    cfg = TrainConfig(steps=3, batch_size=32, z_dim=4, lr=1e-3, reuse_fake=True, order=order)
+    tr = Trainer(G, D, optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999)),
+                 optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999)),
+                 lambda step: npgan.Tensor(reals[step % 3]), cfg)
+    noises, forwards = [], []
+    draw, g_forward = tr._noise, G.forward
+    tr._noise = lambda n: noises.append(draw(n)) or noises[-1]
+    G.forward = lambda z: forwards.append(1) or g_forward(z)
+    for _ in range(3):
+        tr.step()
+    assert len(noises) == len(forwards) == 3  # one noise draw and one G forward a step
+
+    opt_g = torch.optim.Adam(tG.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(tD.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    def d_step(x, fake):
+        opt_d.zero_grad()
+        out_x, out_f = tD(x), tD(fake.detach())
+        (bce(out_x, torch.ones_like(out_x)) + bce(out_f, torch.zeros_like(out_f))).backward()
+        opt_d.step()
+
+    def g_step(x, fake):
+        opt_g.zero_grad()
+        out = tD(fake)
+        bce(out, torch.ones_like(out)).backward()
+        opt_g.step()
+
+    for step in range(3):
+        x = torch.from_numpy(reals[step])
+        fake = tG(torch.from_numpy(np.asarray(npgan.backend.to_numpy(noises[step].data))))
+        for phase in ((d_step, g_step) if order == "d_first" else (g_step, d_step)):
+            phase(x, fake)
+    for net, twin in ((G, tG), (D, tD)):
+        theirs = twin.state_dict()
+        for k, v in net.state_dict().items():
+            np.testing.assert_allclose(npgan.backend.to_numpy(v), theirs[k].numpy(), rtol=1e-9, atol=1e-12,
+                                       err_msg=f"{order}: {k}")
+    cfg.reuse_fake = False  # without it: a fresh z' and a second forward for the G step
+    tr.step()
+    assert len(noises) == 5 and len(forwards) == 5

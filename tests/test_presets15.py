@@ -254,9 +254,11 @@ def test_image_format_refusals():
 def test_options_reach_the_config_and_config_toml_round_trips(tmp_path):
     out = tmp_path / "r"
     assert _train("--preset", "digits-dcgan", "--steps", "1", "--z-dim", "7", "--width", "4", "--beta1", "0.3",
-                  "--beta2", "0.9", "--order", "g_first", "--lr", "1e-3", "--lr-final", "2e-4", "--out", out) == 0
+                  "--beta2", "0.9", "--order", "g_first", "--lr", "1e-3", "--lr-final", "2e-4", "--reuse-fake",
+                  "--out", out) == 0
     cfg = read_config(out / "config.toml")
     assert (cfg.train.z_dim, cfg.hidden, cfg.beta1, cfg.beta2, cfg.train.order) == (7, 4, 0.3, 0.9, "g_first")
+    assert cfg.train.reuse_fake is True
     assert (cfg.train.lr, cfg.train.lr_final) == (1e-3, 2e-4)
     assert _arrays(out)["G/1.weight"].shape == (7, 8, 2, 2)
     full = presets.make_config("dcgan64")
