@@ -14,8 +14,10 @@ One generator step, with ``order="d_first"`` (the default):
 ``reuse_fake=True``: one G forward a step instead of two, as PyTorch's DCGAN example trains. With d_first the
 last D step keeps the graph of its fake = G(z) (D still sees it detached) and the G step computes
 L_G = generator_loss(D(fake)) from that same fake, through the just-updated D, instead of drawing z'; with
-g_first the G step's fake, detached, is the first D step's fake (made by G before its update). Batch norm: both networks stay in training mode during training;
-samples are drawn without touching the running statistics (:meth:`Trainer.sample`).
+g_first the G step's fake, detached, is the first D step's fake (made by G before its update).
+
+Batch norm: both networks stay in training mode during training; samples are drawn without touching the
+running statistics (:meth:`Trainer.sample`).
 
 Gradient penalty (``gp`` = "r1", "r2" or "wgan-gp", :mod:`npgan.penalties`; lazy regularisation as StyleGAN2).
 D steps are numbered j = 0, 1, 2, ... over the run (j = step·d_steps + i for the i-th D step of generator step

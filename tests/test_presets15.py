@@ -275,16 +275,25 @@ def test_options_reach_the_config_and_config_toml_round_trips(tmp_path):
 
 
 def test_width_sets_both_networks_and_d_width_d_alone(tmp_path):
-    """--width sets both networks' widths (ngf = ndf), --d-width D's alone, and D's width is part of the
-    architecture's hash (a checkpoint of the other width is refused)."""
-    for extra, (wg, wd), d_hidden in (([], (4, 4), 0), (["--d-width", "2"], (4, 2), 2)):
-        out = tmp_path / f"w{wd}"
-        assert _train("--preset", "shapes-dcgan", "--width", "4", *extra, "--batch-size", "8", "--steps", "1",
-                      "--out", out) == 0
+    """--width sets both networks' widths (ngf = ndf), also over a config whose D has a width of its own;
+    --d-width sets D's alone; D's width is part of the architecture's hash (a checkpoint of the other width is
+    refused)."""
+    cfg = presets.make_config("shapes-dcgan")
+    cfg.d_hidden = 6
+    write_config(tmp_path / "d6.toml", cfg)
+    for start, extra, (wg, wd), d_hidden in ((["--preset", "shapes-dcgan"], [], (4, 4), 0),
+                                             (["--config", tmp_path / "d6.toml"], [], (4, 4), 0),
+                                             (["--preset", "shapes-dcgan"], ["--d-width", "2"], (4, 2), 2),
+                                             (["--config", tmp_path / "d6.toml"], ["--d-width", "2"], (4, 2), 2)):
+        out = tmp_path / f"w{len(list(tmp_path.iterdir()))}"
+        assert _train(*start, "--width", "4", *extra, "--batch-size", "8", "--steps", "1", "--out", out) == 0
         assert read_config(out / "config.toml").d_hidden == d_hidden
         saved = _arrays(out)
         assert (saved["G/10.weight"].shape, saved["D/0.weight"].shape) == ((wg, 3, 4, 4), (wd, 3, 4, 4))
         assert saved["D/2.weight"].shape == (2 * wd, wd, 4, 4)
+    out = tmp_path / "d6"
+    assert _train("--config", tmp_path / "d6.toml", "--batch-size", "8", "--steps", "1", "--out", out) == 0
+    assert (read_config(out / "config.toml").d_hidden, _arrays(out)["D/0.weight"].shape) == (6, (6, 3, 4, 4))
     hashes = {RunConfig(data="shapes", model="dcgan", hidden=8, d_hidden=e).arch_hash() for e in (0, 4, 16)}
     assert len(hashes) == 3
 
