@@ -1,7 +1,7 @@
 """The ``shapes-dcgan`` recipe written in PyTorch (CPU), scored by npgan's shapes classifier along the way.
 
     python benchmarks/shapes_torch_twin.py --out FILE [--seed 0] [--steps N] [--lr-final LR] [--gp-every K]
-        [--d-width W] [--threads 1] [--eval-every 500]
+        [--d-width W] [--reuse-fake | --no-reuse-fake] [--threads 1] [--eval-every 500]
 
 A reference for the question "is shapes-dcgan's class KL npgan's limit or the recipe's?": the preset's networks
 (the 32×32 DCGAN, G at the preset's width, D at its own, z 64, no biases, DCGAN init: weights N(0, 0.02),
@@ -9,8 +9,9 @@ BatchNorm γ N(1, 0.02)) and its training, written with ``torch.nn`` and ``torch
 0.999), lr 5e-4 decayed linearly over the run to the preset's final lr (npgan's ``TrainConfig.schedule``), the
 non-saturating loss, D first, lazy R1 (γ = 1 on every k-th D step with its weight times k, as ``gp_every``: a
 separate D pass over the real batch with ``create_graph=True``). The steps, the final lr, k and D's width
-default to the preset's; the options set them (the README's run of the earlier preset: ``--steps 4500
---lr-final 1e-5 --gp-every 4 --d-width 24``). The real batches are npgan's own (``presets.real_source``: the
+default to the preset's, and so does ``reuse_fake`` (the G step on the D step's fake, as PyTorch's DCGAN
+example); the options set them (the README's run of an earlier preset: ``--steps 4500 --lr-final 1e-5
+--gp-every 4 --d-width 24 --no-reuse-fake``). The real batches are npgan's own (``presets.real_source``: the
 same images in the same order as ``npgan train --preset shapes-dcgan --seed S``); the noise is torch's. Every
 ``--eval-every`` steps G (BatchNorm in batch-statistics mode, as npgan samples) draws 2,000 images from a fixed
 noise and npgan's ``metrics.image_metrics`` scores them against 2,000 held-out shapes, as
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-final", type=float, default=None, help="the last step's lr (default: the preset's)")
     p.add_argument("--gp-every", type=int, default=None, help="R1 on every k-th D step (default: the preset's)")
     p.add_argument("--d-width", type=int, default=None, help="D's width (default: the preset's)")
+    p.add_argument("--reuse-fake", action=argparse.BooleanOptionalAction, default=None,
+                   help="G's step on the D step's fake (default: the preset's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=500)
     a = p.parse_args(argv)
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = presets.make_config("shapes-dcgan")
     cfg.seed = a.seed
     t = cfg.train
-    for name, value in (("steps", a.steps), ("lr_final", a.lr_final), ("gp_every", a.gp_every)):
+    for name, value in (("steps", a.steps), ("lr_final", a.lr_final), ("gp_every", a.gp_every),
+                        ("reuse_fake", a.reuse_fake)):
         if value is not None:
             setattr(t, name, value)
     cfg.d_hidden = cfg.d_hidden if a.d_width is None else a.d_width
@@ -99,8 +103,12 @@ def main(argv: list[str] | None = None) -> int:
                 for group in opt.param_groups:
                     group["lr"] = t.schedule(t.lr, t.lr_final, s)
             real = torch.from_numpy(np.ascontiguousarray(backend.to_numpy(batches(s).data), dtype=np.float32))
-            with torch.no_grad():
-                fake = G(noise())
+            if t.reuse_fake:  # the G step below reuses this fake (PyTorch's DCGAN example)
+                made = G(noise())
+                fake = made.detach()
+            else:
+                with torch.no_grad():
+                    fake = G(noise())
             loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
             if s % t.gp_every == 0:  # lazy R1: (γ/2)·k·E‖∇ₓD(x)‖² on every k-th D step
                 x = real.clone().requires_grad_(True)
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             opt_d.step()
             for q in D.parameters():
                 q.requires_grad_(False)
-            loss_g = F.softplus(-D(G(noise()))).mean()
+            loss_g = F.softplus(-D(made if t.reuse_fake else G(noise()))).mean()
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
