@@ -4,7 +4,8 @@
 
 Each variant is the preset with one or two fields changed, built in the same process: the preset as it is
 (G and D at width 24, lazy R1 on every 4th D step), D at width 16, R1 on every 16th D step (StyleGAN2's
-interval), both of these, and ``reuse_fake`` (the G step on the D step's fake: one G forward a step). Round
+interval), both of these, ``reuse_fake`` (the G step on the D step's fake: one G forward a step), and with R1 on
+every 16th D step the narrower networks: G and D at 16, G at 20 and D at 16, G at 24 and D at 12. Round
 after round every variant runs ``--steps`` ``Trainer.step()`` calls after a warm-up, so a machine whose speed
 drifts treats them alike; the table gives the median ms a step over rounds and the ratio to the preset. What a
 step buys is another matter: the README's shapes-dcgan section has the study runs. A benchmark, not a test:
@@ -31,6 +32,9 @@ VARIANTS = {  # name: (RunConfig fields, TrainConfig fields) changed from the pr
     "R1 every 16": ({}, {"gp_every": 16}),
     "D at 16, R1 every 16": ({"d_hidden": 16}, {"gp_every": 16}),
     "reuse_fake": ({}, {"reuse_fake": True}),
+    "G and D at 16, R1 every 16": ({"hidden": 16}, {"gp_every": 16}),
+    "G at 20, D at 16, R1 every 16": ({"hidden": 20, "d_hidden": 16}, {"gp_every": 16}),
+    "D at 12, R1 every 16": ({"d_hidden": 12}, {"gp_every": 16}),
 }
 
 
