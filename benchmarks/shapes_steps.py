@@ -1,13 +1,15 @@
 """What one ``shapes-dcgan`` training step costs, for the preset and the variants tried against it.
 
-    python benchmarks/shapes_steps.py [--threads 2] [--rounds 5] [--steps 32]
+    python benchmarks/shapes_steps.py [--threads 2] [--rounds 5] [--steps 32] [--torch]
 
 Each variant is the preset with one or two fields changed, built in the same process: the preset as it is
 (G and D at width 24, lazy R1 on every 4th D step), D at width 16, R1 on every 16th D step (StyleGAN2's
 interval), both of these, ``reuse_fake`` (the G step on the D step's fake: one G forward a step), and with R1 on
 every 16th D step the narrower networks: G and D at 16, G at 20 and D at 16, G at 24 and D at 12. Round
 after round every variant runs ``--steps`` ``Trainer.step()`` calls after a warm-up, so a machine whose speed
-drifts treats them alike; the table gives the median ms a step over rounds and the ratio to the preset. What a
+drifts treats them alike; the table gives the median ms a step over rounds and the ratio to the preset. With
+``--torch`` the preset's PyTorch twin (``shapes_torch_twin.py``: the same networks and recipe in ``torch.nn``, on
+``--threads`` torch threads) takes its turn in every round too. What a
 step buys is another matter: the README's shapes-dcgan section has the study runs. A benchmark, not a test:
 nothing here is asserted.
 """
@@ -48,21 +50,50 @@ def trainer(run_fields: dict, train_fields: dict):
     return presets.build(cfg).trainer
 
 
+def torch_twin(threads: int):
+    """The preset's PyTorch twin as an object with npgan's Trainer's ``step()`` and ``flush()``."""
+    import torch
+    from shapes_torch_twin import make_step, networks
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = presets.make_config("shapes-dcgan")
+    t = cfg.train
+    G, D = networks(torch.nn, cfg.hidden, t.z_dim, cfg.d_hidden)
+    opt_g, opt_d = (torch.optim.Adam(net.parameters(), t.lr, betas=(cfg.beta1, cfg.beta2)) for net in (G, D))
+    step = make_step(torch, t, G, D, opt_g, opt_d, presets.real_source(cfg))
+
+    class Twin:
+        s = 0
+
+        def step(self) -> None:
+            step(self.s)
+            self.s += 1
+
+        def flush(self) -> None:  # torch's CPU ops are done when they return
+            pass
+
+    return Twin()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=32, help="steps timed per variant and round (a multiple of 16)")
+    p.add_argument("--torch", action="store_true", help="also the preset's PyTorch twin (needs torch)")
     a = p.parse_args(argv)
     parallel.set_num_threads(a.threads)
     print(machine_line())
     print(f"npgan threads: {a.threads}; {a.rounds} rounds of {a.steps} steps each, after 6 warm-up steps")
     trainers = {name: trainer(*fields) for name, fields in VARIANTS.items()}
+    if a.torch:
+        trainers[f"PyTorch twin of the preset ({a.threads} torch threads)"] = torch_twin(a.threads)
     for tr in trainers.values():
         for _ in range(6):
             tr.step()
         tr.flush()
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    times: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(a.rounds):
         for name, tr in trainers.items():
             t0 = time.perf_counter()

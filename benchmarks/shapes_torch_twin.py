@@ -58,6 +58,45 @@ def networks(tnn, w: int, z: int, wd: int = 0):
     return G, D
 
 
+def make_step(torch, t, G, D, opt_g, opt_d, batches):
+    """``step(s)``: training step s of the recipe (``t``: the preset's TrainConfig) on torch's G and D, with npgan's
+    real batch ``batches(s)`` and torch's noise. Also timed beside npgan's step by ``shapes_steps.py --torch``."""
+    F = torch.nn.functional
+
+    def noise():
+        return torch.randn(t.batch_size, t.z_dim, 1, 1)
+
+    def step(s: int) -> None:
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = t.schedule(t.lr, t.lr_final, s)
+        real = torch.from_numpy(np.ascontiguousarray(backend.to_numpy(batches(s).data), dtype=np.float32))
+        if t.reuse_fake:  # the G step below reuses this fake (PyTorch's DCGAN example)
+            made = G(noise())
+            fake = made.detach()
+        else:
+            with torch.no_grad():
+                fake = G(noise())
+        loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
+        if s % t.gp_every == 0:  # lazy R1: (γ/2)·k·E‖∇ₓD(x)‖² on every k-th D step
+            x = real.clone().requires_grad_(True)
+            g, = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+            loss_d = loss_d + 0.5 * t.gp_weight * t.gp_every * g.pow(2).flatten(1).sum(1).mean()
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        for q in D.parameters():
+            q.requires_grad_(False)
+        loss_g = F.softplus(-D(made if t.reuse_fake else G(noise()))).mean()
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        for q in D.parameters():
+            q.requires_grad_(True)
+
+    return step
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="results go to OUT.jsonl (appended)")
@@ -72,7 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=500)
     a = p.parse_args(argv)
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -92,39 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     clf = data._images().shapes_classifier()
     z_fixed = torch.randn(cfg.eval_samples, t.z_dim, 1, 1)
 
-    def noise():
-        return torch.randn(t.batch_size, t.z_dim, 1, 1)
-
+    step = make_step(torch, t, G, D, opt_g, opt_d, batches)
     cpu = 0.0
     with open(a.out + ".jsonl", "a") as log:
         for s in range(t.steps):
             c0 = time.process_time()
-            for opt in (opt_g, opt_d):
-                for group in opt.param_groups:
-                    group["lr"] = t.schedule(t.lr, t.lr_final, s)
-            real = torch.from_numpy(np.ascontiguousarray(backend.to_numpy(batches(s).data), dtype=np.float32))
-            if t.reuse_fake:  # the G step below reuses this fake (PyTorch's DCGAN example)
-                made = G(noise())
-                fake = made.detach()
-            else:
-                with torch.no_grad():
-                    fake = G(noise())
-            loss_d = F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
-            if s % t.gp_every == 0:  # lazy R1: (γ/2)·k·E‖∇ₓD(x)‖² on every k-th D step
-                x = real.clone().requires_grad_(True)
-                g, = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-                loss_d = loss_d + 0.5 * t.gp_weight * t.gp_every * g.pow(2).flatten(1).sum(1).mean()
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
-            for q in D.parameters():
-                q.requires_grad_(False)
-            loss_g = F.softplus(-D(made if t.reuse_fake else G(noise()))).mean()
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-            for q in D.parameters():
-                q.requires_grad_(True)
+            step(s)
             cpu += time.process_time() - c0
             if (s + 1) % a.eval_every and s + 1 != t.steps:
                 continue
