@@ -1,6 +1,6 @@
 """How npgan's convolutions use threads, measured: the figures quoted in benchmarks/README.md and the README.
 
-    python benchmarks/threads.py [--rounds 6] [--threads 2]
+    python benchmarks/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp]
 
 1. DCGAN training steps (the 28×28 DCGAN of bench.py, and the 8×8 one of the digits-dcgan preset) under four
    settings, taken in turn round after round (this machine's speed drifts within a minute), medians over rounds:
@@ -14,6 +14,9 @@
    Conv2d splits them, each with one BLAS thread).
 3. A pass over memory (the conv2d case's im2col): one chunk alone, the whole batch in one thread, and split.
 4. The cost of one parallel_chunks hand-off with nothing to do, in µs.
+5. An elementwise pass (np.exp of float32) over 1 MB and over 16 MB: one thread, and split over --threads. Where a
+   hand-off costs about 0.1 ms (a VM whose idle cores halt at once), the split loses at 1 MB and pays at 16 MB:
+   why batch norm and the activations are not split (``npgan/parallel.py``).
 """
 
 from __future__ import annotations
@@ -159,11 +162,30 @@ def handoff(threads):
     print(f"parallel_chunks hand-off and completion, {threads} threads, nothing to do: {us:.0f} µs (median)")
 
 
+def elementwise(np, threads, rounds):
+    for mb in (1, 16):
+        y = np.random.default_rng(0).random((64, mb << 12), dtype=np.float32)
+        z = np.empty_like(y)
+
+        def chunk(lo, hi, y=y, z=z):
+            np.exp(y[lo:hi], out=z[lo:hi])
+
+        res: dict[int, list[float]] = {1: [], threads: []}
+        for _ in range(rounds):
+            for t in res:
+                parallel.set_num_threads(t)
+                res[t].append(median_ms(lambda: parallel.parallel_chunks(chunk, 64, 1 << 30, np), 20))
+        print(f"np.exp over {mb} MB (median of rounds): " +
+              ", ".join(f"{t} thread{'s' * (t > 1)} {statistics.median(v):.2f} ms" for t, v in res.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", default="steps,floor,copies,handoff,exp", help="the parts to run, comma-separated")
     a = ap.parse_args()
+    parts = set(a.only.split(","))
     print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     try:
         import torch
@@ -174,10 +196,16 @@ def main() -> int:
     if not parallel._blas_controllers():
         print("no BLAS whose thread count threadpoolctl can set: npgan does not split here", file=sys.stderr)
         return 2
-    steps(a.rounds, a.threads, torch)
-    floor(torch, np, a.threads, a.rounds)
-    copies(np, a.threads, a.rounds)
-    handoff(a.threads)
+    if "steps" in parts:
+        steps(a.rounds, a.threads, torch)
+    if "floor" in parts:
+        floor(torch, np, a.threads, a.rounds)
+    if "copies" in parts:
+        copies(np, a.threads, a.rounds)
+    if "handoff" in parts:
+        handoff(a.threads)
+    if "exp" in parts:
+        elementwise(np, a.threads, a.rounds)
     return 0
 
 
