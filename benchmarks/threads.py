@@ -15,7 +15,8 @@
 3. A pass over memory (the conv2d case's im2col): one chunk alone, the whole batch in one thread, and split.
 4. The cost of one parallel_chunks hand-off with nothing to do, in µs.
 5. An elementwise pass (np.exp of float32) over 1 MB and over 16 MB: one thread, and split over --threads. Where a
-   hand-off costs about 0.1 ms (a VM whose idle cores halt at once), the split loses at 1 MB and pays at 16 MB:
+   hand-off costs about 0.1 ms (a VM whose idle cores halt at once), the split gains little or loses at 1 MB and
+   pays at 16 MB:
    why batch norm and the activations are not split (``npgan/parallel.py``).
 """
 
@@ -186,6 +187,10 @@ def main() -> int:
     ap.add_argument("--only", default="steps,floor,copies,handoff,exp", help="the parts to run, comma-separated")
     a = ap.parse_args()
     parts = set(a.only.split(","))
+    unknown = parts - {"steps", "floor", "copies", "handoff", "exp"}
+    if unknown:
+        ap.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; the parts are steps, floor, copies, "
+                 "handoff, exp")
     print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     try:
         import torch

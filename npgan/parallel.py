@@ -10,12 +10,12 @@ ufunc loops and BLAS calls, so the chunks really run at the same time. (Batch no
 not split: each is a pass over at most a few MB, too short for what a hand-off can cost. A worker waits for
 its chunk in the kernel, and on a VM whose idle cores halt at once (this project's 2-core machine) waking it
 takes about 0.1 ms: ``python benchmarks/threads.py --only handoff,exp`` measured a chunk handed over and back
-with nothing to do at 114–144 µs on the idle machine (43 µs while other work kept the cores awake), an
+with nothing to do at 125–144 µs on the idle machine (43 µs while other work kept the cores awake), an
 np.exp over 1 MB at 0.36–0.58 ms on one thread and 0.40–0.45 ms split in two, and over 16 MB a split that
-pays 1.5–1.9×. Splitting batch norm and the activations of shapes-dcgan's step made it slower, 122.5
-against 102.8 ms a step. PyTorch's OpenMP threads spin between ops instead of sleeping; a worker spinning in
-Python (``time.sleep(0)`` in a loop for 2 ms after each chunk) made that step no faster, 115.6 against
-109.6 ms.)
+pays 1.5–1.7×. Splitting batch norm and the activations of shapes-dcgan's step (a one-off A/B in one
+process, 8 rounds of 32 steps) made it slower, 122.5 against 102.8 ms a step. PyTorch's OpenMP threads
+spin between ops instead of sleeping; a worker spinning in Python (``time.sleep(0)`` in a loop for 2 ms
+after each chunk) made that step no faster, 115.6 against 109.6 ms.)
 
     parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
 
