@@ -34,7 +34,7 @@ def _mlp_d():
 
 
 def _dcgan_d():
-    from npgan import presets
+    from npgan.run import presets
     return presets.build_models(presets.make_config("mnist-dcgan"))[1]
 
 

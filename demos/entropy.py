@@ -25,7 +25,7 @@ from demo_utils import Timer, finish, heading, parser, plt, save, setup, show, t
 import npgan
 import npgan.functional as F
 from npgan import backend
-from npgan.losses import kde_bandwidth
+from npgan.gan.losses import kde_bandwidth
 
 NAME = "entropy"
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, backend
-from .checkpoint import atomic_write_bytes
 from .errors import CheckpointError, CheckpointWriteError, PrecisionWarning
+from .files import atomic_write_bytes
 from .nn.module import load_problems
 from .tensor import Tensor
 

@@ -1,4 +1,5 @@
-"""CIFAR-10, binary version (npgan.cifar): batch files and archives read back exactly, checksums, refusals, download.
+"""CIFAR-10, binary version (npgan.data.cifar): batch files and archives read back exactly, checksums, refusals,
+download.
 
 Every data file is generated here (records of random bytes written into tmp_path); the download is served by a
 local HTTP server. Nothing is fetched from the network.
@@ -14,8 +15,8 @@ import pytest
 from helpers import serve_directory
 from PIL import Image
 
-from npgan import cifar
-from npgan.images import ImageDataError
+from npgan.data import cifar
+from npgan.data.images import ImageDataError
 
 # the downloads below read from a server on 127.0.0.1: their socket timeout only turns a hang into a failure
 HANG_GUARD = 900

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import npgan
-from npgan.checkpoint import load_arrays
-from npgan.cli import main
+from npgan.run.checkpoint import load_arrays
+from npgan.run.cli import main
 
 FAST = ["--steps", "30", "--batch-size", "64", "--no-progress"]
 
@@ -27,8 +27,8 @@ def _cli(args, capsys):
 
 def _write_config(path: Path, **over):
     """A small ring8 config.toml (fast intervals) written through the CLI's own writer."""
-    from npgan.experiment import write_config
-    from npgan.presets import make_config
+    from npgan.run.experiment import write_config
+    from npgan.run.presets import make_config
     cfg = make_config("ring8")
     cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 10, 50, 1000, 500
     cfg.train.batch_size = 64
@@ -110,7 +110,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
 
 
 def _train_config(*args):
-    from npgan.cli import _config_from_args, build_parser
+    from npgan.run.cli import _config_from_args, build_parser
     return _config_from_args(build_parser().parse_args(["train", "--preset", "ring8", *args, "--out", "unused"]))
 
 
@@ -178,14 +178,14 @@ def test_config_file_is_a_complete_recipe(tmp_path, capsys):
 # the test waits for training progress as an event on a pipe, never for wall time.
 _CHILD = r"""
 import sys
-from npgan.experiment import Run
+from npgan.run.experiment import Run
 real_append = Run._append_history
 def append(self, rows):
     real_append(self, rows)
     n = len((self.out / "history.csv").read_text().splitlines())
     print("ROWS", n, flush=True)
 Run._append_history = append
-from npgan.cli import main
+from npgan.run.cli import main
 sys.argv = ["npgan", *sys.argv[1:]]
 sys.exit(main())
 """

@@ -14,12 +14,12 @@ import pytest
 
 import npgan
 from npgan import nn
-from npgan.checkpoint import load_arrays
-from npgan.cli import main
-from npgan.config import read_config
 from npgan.errors import RunError
-from npgan.experiment import Run, read_models
-from npgan.presets import build_models, check_models, make_config
+from npgan.run.checkpoint import load_arrays
+from npgan.run.cli import main
+from npgan.run.config import read_config
+from npgan.run.experiment import Run, read_models
+from npgan.run.presets import build_models, check_models, make_config
 
 FAST = ["--no-progress"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from npgan.cli import build_parser
+from npgan.run.cli import build_parser
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

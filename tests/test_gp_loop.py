@@ -12,14 +12,14 @@ import pytest
 
 import npgan
 from npgan import backend, nn, optim
-from npgan.checkpoint import load_arrays
-from npgan.cli import main
-from npgan.config import read_config, write_config
 from npgan.errors import DivergenceError
-from npgan.experiment import Run
 from npgan.gan import HISTORY_FIELDS, TrainConfig, Trainer
-from npgan.losses import discriminator_loss
-from npgan.presets import WGAN_GP, make_config
+from npgan.gan.losses import discriminator_loss
+from npgan.run.checkpoint import load_arrays
+from npgan.run.cli import main
+from npgan.run.config import read_config, write_config
+from npgan.run.experiment import Run
+from npgan.run.presets import WGAN_GP, make_config
 from npgan.tensor import Tensor
 
 N, Z = 16, 3
@@ -108,7 +108,7 @@ def test_lazy_penalty_every_kth_d_step_over_d_steps(float64):
     i.e. generator steps 0 (i = 0), 1 (i = 1), 3 (i = 0), and none in step 2 (j = 4, 5)."""
     tr, _ = _trainer("r1", 3, d_steps=2)
     calls = []
-    import npgan.gan as gan_mod
+    import npgan.gan.trainer as gan_mod
     orig = gan_mod.gradient_penalty
 
     def spy(*a, **kw):
@@ -277,7 +277,7 @@ def test_gp_none_switches_a_presets_penalty_off(tmp_path, capsys):
     (["--preset", "ring8", "--gp-every", "0"], "--gp-every must be a positive integer"),
     (["--preset", "ring8", "--gp", "r1", "--gp-weight", "-1"], "--gp-weight must be a number >= 0"),
     (["--preset", "ring8", "--gp", "r1", "--gp-weight", "inf"], "--gp-weight"),
-    (["--preset", "ring8", "--gp", "r3"], "invalid choice"),
+    (["--preset", "ring8", "--gp", "r3"], "unknown gp 'r3'; choose one of r1, r2, wgan-gp"),
     (["--preset", "ring8", "--wgan", "--wgan-gp"], "choose one"),
 ])
 def test_bad_penalty_options_exit_2_in_one_line_and_write_nothing(tmp_path, capsys, args, needle):

@@ -20,7 +20,7 @@ from helpers import busy_bn_stats, torch_or_skip
 
 import npgan
 from npgan import interop, nn
-from npgan.presets import PRESETS, build_models, image_shape, make_config
+from npgan.run.presets import PRESETS, build_models, image_shape, make_config
 from npgan.weights import load_into, save
 
 torch = torch_or_skip()
@@ -32,7 +32,7 @@ IDS = [f"{p}-{net}" for p, net in CASES]
 
 
 def torch_twin(cfg):
-    """PyTorch's (G, D) for a preset, written by hand from npgan/presets.py's description (torch's own init)."""
+    """PyTorch's (G, D) for a preset, written by hand from npgan/run/presets.py's description (torch's own init)."""
     z, h = cfg.train.z_dim, cfg.hidden
     if cfg.model == "mlp2d":
         return (tnn.Sequential(tnn.Linear(z, h), tnn.ReLU(), tnn.Linear(h, h), tnn.ReLU(), tnn.Linear(h, 2)),
@@ -300,7 +300,7 @@ def test_from_torch_names_the_layer_it_cannot_convert(bad, why):
 
 # ============================================================================ torch stays optional
 def test_import_npgan_does_not_import_torch():
-    code = ("import sys, npgan, npgan.interop, npgan.weights, npgan.presets; "
+    code = ("import sys, npgan, npgan.interop, npgan.weights, npgan.run.presets; "
             "print(sorted(m for m in ('torch', 'safetensors') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

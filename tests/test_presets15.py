@@ -19,16 +19,12 @@ from helpers import serve_directory, torch_or_skip
 from PIL import Image
 
 import npgan
-from npgan import backend, data, presets
-from npgan.checkpoint import load_arrays
-from npgan.cli import main
-from npgan.config import RunConfig, read_config, write_config
-
-
-def _images():
-    """The module with ImageFolder, CIFAR-10 and shapes (one place to change if it moves)."""
-    from npgan import images
-    return images
+from npgan import backend, data
+from npgan.data import cifar, digits
+from npgan.run import presets
+from npgan.run.checkpoint import load_arrays
+from npgan.run.cli import main
+from npgan.run.config import RunConfig, read_config, write_config
 
 
 # ============================================================================ generated data
@@ -187,15 +183,14 @@ def test_an_image_size_the_dcgan_cannot_make_fails_at_construction(tmp_path, pho
 # ============================================================================ CIFAR-10 and shapes
 def _cifar_dir(tmp_path, monkeypatch):
     """Six CIFAR-10 binary files of random records, with their SHA-256 in the official manifest's place."""
-    im = _images()
     d = tmp_path / "cifar"
     d.mkdir()
     rng = np.random.default_rng(3)
-    for name in im.CIFAR10_FILES["train"] + im.CIFAR10_FILES["test"]:
+    for name in cifar.CIFAR10_FILES["train"] + cifar.CIFAR10_FILES["test"]:
         rec = rng.integers(0, 256, (10000, 3073), dtype=np.uint8)
         rec[:, 0] %= 10
         (d / name).write_bytes(rec.tobytes())
-        monkeypatch.setitem(im.CIFAR10_SHA256, name, hashlib.sha256(rec.tobytes()).hexdigest())
+        monkeypatch.setitem(cifar.CIFAR10_SHA256, name, hashlib.sha256(rec.tobytes()).hexdigest())
     return d
 
 
@@ -234,7 +229,7 @@ def test_shapes_data_and_metrics():
             return npgan.Tensor(test.batch(np.arange(2000, 2000 + z.shape[0]) % len(test)))
 
     cfg.eval_samples = 600
-    from npgan.experiment import evaluate
+    from npgan.run.experiment import evaluate
     m = evaluate(cfg, Real())
     assert m["n_classes"] == 12 and m["classes_covered"] == 12 and m["class_kl"] < 0.05, m
     assert {"classifier_score", "precision", "recall", "density", "coverage"} <= set(m)
@@ -417,13 +412,12 @@ def server(tmp_path, monkeypatch):
         blob = gzip.compress(rng.integers(0, 256, 100, dtype=np.uint8).tobytes(), mtime=0)
         (root / name).write_bytes(blob)
         monkeypatch.setitem(data.MNIST_SHA256, name, hashlib.sha256(blob).hexdigest())
-    im = _images()
     arc = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
-    (root / im.CIFAR10_ARCHIVE).write_bytes(arc)
-    monkeypatch.setitem(im.CIFAR10_SHA256, im.CIFAR10_ARCHIVE, hashlib.sha256(arc).hexdigest())
+    (root / cifar.CIFAR10_ARCHIVE).write_bytes(arc)
+    monkeypatch.setitem(cifar.CIFAR10_SHA256, cifar.CIFAR10_ARCHIVE, hashlib.sha256(arc).hexdigest())
     with serve_directory(root, monkeypatch) as (url, requested):
-        monkeypatch.setattr(data, "MNIST_MIRRORS", (url,))
-        cifar_module = sys.modules[im.download_cifar10.__module__]
+        monkeypatch.setattr(digits, "MNIST_MIRRORS", (url,))
+        cifar_module = sys.modules[cifar.download_cifar10.__module__]
         monkeypatch.setattr(cifar_module, "CIFAR10_URL", url)
         yield root, requested
 
@@ -436,7 +430,7 @@ def test_download_command(tmp_path, server, capsys):
     for name in data.MNIST_SHA256:
         assert (dest / name).read_bytes() == (root / name).read_bytes()
     assert main(["download", "cifar10", str(dest)]) == 0
-    name = _images().CIFAR10_ARCHIVE
+    name = cifar.CIFAR10_ARCHIVE
     assert (dest / name).read_bytes() == (root / name).read_bytes()
     assert str(dest / name) in capsys.readouterr().out
     n = len(requested)

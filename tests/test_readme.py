@@ -22,8 +22,8 @@ def test_twenty_line_example_runs_and_learns(capsys):
 
 
 def test_readme_commands_name_real_presets_and_options():
-    from npgan.cli import build_parser
-    from npgan.presets import PRESETS
+    from npgan.run.cli import build_parser
+    from npgan.run.presets import PRESETS
     text = README.read_text(encoding="utf-8")
     for preset in re.findall(r"--preset ([\w-]+)", text):
         assert preset in PRESETS, preset

@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 
 import npgan
 import npgan.functional as F
-from npgan import checkpoint, config, memory, nn, parallel, presets
-from npgan.checkpoint import CheckpointError, load_arrays
-from npgan.cli import main
-from npgan.config import read_config, toml_string, write_config
+from npgan import nn, parallel
 from npgan.errors import InsufficientMemoryError, RunError
-from npgan.experiment import Run
-from npgan.presets import PRESETS, build_models, make_config
+from npgan.run import checkpoint, config, machine, memory, presets
+from npgan.run.checkpoint import CheckpointError, load_arrays
+from npgan.run.cli import main
+from npgan.run.config import read_config, toml_string, write_config
+from npgan.run.experiment import Run
+from npgan.run.presets import PRESETS, build_models, make_config
 from npgan.tensor import GraphFreedError
 
 GiB = 1 << 30
@@ -173,7 +174,7 @@ def test_load_state_dict_refuses_nan_and_complex():
 # ============================================================================ 5. environment
 def test_checkpoint_records_threads_and_blas_and_resume_warns_when_they_differ(run_dir, capsys):
     env = load_arrays(run_dir / "checkpoint.npz")[1]["env"]
-    assert env == checkpoint._env() and isinstance(env["threads"], int) and isinstance(env["blas"], list)
+    assert env == machine.run_environment() and isinstance(env["threads"], int) and isinstance(env["blas"], list)
     Run.resume(run_dir)
     assert "warning" not in capsys.readouterr().err
     n = parallel.get_num_threads()

@@ -136,6 +136,9 @@ class Dropout(Module):
 
 class _BatchNorm(Module):
     _dims: tuple[int, ...] = ()
+    #: a batch norm mixes the samples of a batch (in training mode), so a per-sample gradient is not defined
+    #: through it: the WGAN-GP penalty refuses a critic with one (it looks for this attribute)
+    mixes_batch = True
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True) -> None:

@@ -1,27 +1,23 @@
-"""Colour images as uint8 stores served in float batches: image folders, resizing, and metrics without a classifier.
+"""Colour images as uint8 stores served in float batches: image folders and resizing.
 
-Every colour data set of npgan (a folder of photos here, CIFAR-10 in :mod:`npgan.cifar`, the generated ``shapes``
-in :mod:`npgan.shapes`) keeps uint8 images (N, C, H, W) behind :class:`UInt8Images`, whose ``batch(indices)``
-returns floats in [−1, 1] on the current device (x/127.5 − 1, the range of a tanh generator): memory O(batch) in
-floats, whatever the size of the uint8 store (for a folder it is a memory map on disk and may be larger than RAM).
+Every colour data set of npgan (a folder of photos here, CIFAR-10 in :mod:`npgan.data.cifar`, the generated
+``shapes`` in :mod:`npgan.data.shapes`) keeps uint8 images (N, C, H, W) behind :class:`UInt8Images`, whose
+``batch(indices)`` returns floats in [−1, 1] on the current device (x/127.5 − 1, the range of a tanh generator):
+memory O(batch) in floats, whatever the size of the uint8 store (for a folder it is a memory map on disk and may be
+larger than RAM).
 
 * :class:`ImageFolder` decodes every .png/.jpg/.jpeg/.bmp/.webp under a directory once with Pillow (EXIF
   orientation applied, any mode converted to RGB or L, 16-bit scaled to 8-bit, alpha composited over a
   background), resizes the shorter side and centre-crops as torchvision's ``Resize(s)`` + ``CenterCrop(s)`` do,
   and keeps the result in a ``.npy`` memory map keyed by the files' names, sizes and mtimes.
 * :func:`area_downsample`: average pooling by area to any smaller square size (feature spaces of the metrics).
-* :func:`colour_image_metrics`: PRDC on 8×8 area-averaged pixels plus per-channel mean/std, for data sets
-  without a classifier. It is not FID (see its docstring).
 
 Bad input raises :class:`ImageDataError` (a ValueError: the CLI exits 2) with one line naming the path and values.
-The CIFAR-10 and shapes names that lived here first (``npgan.images.read_cifar10``, ``npgan.images.shapes``...)
-still resolve, to their modules' objects.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import os
 import tempfile
@@ -29,13 +25,14 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from . import backend, metrics
-from .data import _publish
-from .tensor import Tensor
+from .. import backend
+from ..files import publish
+from ..tensor import Tensor
+from .download import cache_dir
 
 __all__ = [
     "ImageDataError", "ImageDataWarning", "UInt8Images", "ImageFolder", "ImageStream", "IMAGE_EXTENSIONS",
-    "resize_crop_box", "area_downsample", "colour_image_metrics",
+    "resize_crop_box", "area_downsample",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -256,11 +253,11 @@ def _scan(root: str) -> list[tuple[str, int, int]]:
 
 
 def _default_cache_dir(root: str) -> str:
-    """``root/.npgan-cache`` when root is writable, else ``metrics.cache_dir()/images``."""
+    """``root/.npgan-cache`` when root is writable, else ``cache_dir()/images``."""
     inside = os.path.join(root, _CACHE_SUBDIR)
     if os.access(inside, os.W_OK) if os.path.isdir(inside) else os.access(root, os.W_OK):
         return inside
-    return os.path.join(metrics.cache_dir(), "images")
+    return os.path.join(cache_dir(), "images")
 
 
 class ImageFolder(UInt8Images):
@@ -272,7 +269,7 @@ class ImageFolder(UInt8Images):
             then centre-cropped — torchvision's ``Resize(image_size)`` + ``CenterCrop(image_size)`` on a PIL image.
         channels: 3 (RGB) or 1 (L, ITU-R 601-2 luma).
         cache_dir: where the cache lives; default ``root/.npgan-cache`` when root is writable, else
-            ``npgan.metrics.cache_dir()/images``.
+            ``npgan.cache_dir()/images``.
         upscale: enlarge images smaller than the crop (True) or refuse them with :class:`ImageDataError`.
         background: grey level 0..255 under transparent pixels (RGBA, LA, palette with transparency).
         seed: seed of the epoch order (:meth:`epoch_order`).
@@ -399,8 +396,8 @@ class ImageFolder(UInt8Images):
             tmp_meta = temp(".json.part")
             with open(tmp_meta, "w", encoding="utf-8") as f:
                 json.dump(meta, f)
-            _publish(tmp, self.cache_path)  # the array first: without its .json a cache is never used
-            _publish(tmp_meta, self.cache_path[:-4] + ".json")
+            publish(tmp, self.cache_path)  # the array first: without its .json a cache is never used
+            publish(tmp_meta, self.cache_path[:-4] + ".json")
         except BaseException:
             if made_dir:
                 for p in temps:
@@ -442,57 +439,3 @@ def _area_matrix(xp: Any, n: int, m: int, dtype: Any) -> Any:
     j = np.arange(n)[None, :]
     w = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0, None) * m / n
     return xp.asarray(w, dtype=dtype)
-
-
-# ============================================================================ metrics without a classifier
-def colour_image_metrics(fake: Any, real: Any, k: int = 5, feature_size: int = 8) -> dict[str, Any]:
-    """PRDC in a pixel feature space plus per-channel statistics, for colour images without a classifier.
-
-    fake: (M, C, H, W), real: (N, C, H', W') Tensors or arrays in [−1, 1] (sizes may differ, channels not).
-
-    Feature space: each image area-averaged to ``feature_size``×``feature_size`` (default 8×8: C·64 numbers on
-    the [−1, 1] scale). :func:`npgan.metrics.prdc` with k neighbours there gives precision (share of fakes inside
-    some real sample's k-NN ball), recall (share of reals inside some fake's ball), density and coverage. Also,
-    per channel c: the mean and standard deviation over all pixels of fakes and reals, and the largest gaps
-    ``channel_mean_gap`` = max_c |mean_fake − mean_real| and ``channel_std_gap`` likewise.
-
-    What it measures: whether fakes reproduce the data's coarse layout and colours (where colour sits at 1/8 of
-    the resolution) and whether they spread over as much of that coarse space as the data (mode dropping at the
-    scale of global composition and colour). What it does not: texture, edges, fine detail, or semantic content
-    — a blurred copy of the data scores well, and two images with the same coarse colours but different objects
-    are near neighbours here. It is not FID or any Inception-feature metric, and its values are not comparable
-    with published FID/PRDC numbers; compare runs on the same data, sample counts and k only.
-    """
-    np = backend.np
-    f, r = (backend.to_numpy(x.data if isinstance(x, Tensor) else x) for x in (fake, real))
-    if f.ndim != 4 or r.ndim != 4 or f.shape[1] != r.shape[1]:
-        raise ValueError(f"colour_image_metrics: fake {tuple(f.shape)} and real {tuple(r.shape)} must be "
-                         "(N, C, H, W) with the same C")
-    f, r = f.astype(np.float64), r.astype(np.float64)
-    out: dict[str, Any] = {"feature_space": f"area-averaged {feature_size}x{feature_size} pixels, [-1, 1]"}
-    out.update(metrics.prdc(area_downsample(r, feature_size), area_downsample(f, feature_size), k=k))
-    for name, x in (("fake", f), ("real", r)):
-        out[f"channel_mean_{name}"] = [float(v) for v in x.mean(axis=(0, 2, 3))]
-        out[f"channel_std_{name}"] = [float(v) for v in x.std(axis=(0, 2, 3))]
-    for stat in ("mean", "std"):
-        out[f"channel_{stat}_gap"] = max(abs(a - b) for a, b in zip(out[f"channel_{stat}_fake"],
-                                                                      out[f"channel_{stat}_real"]))
-    out["n_fake"], out["n_real"] = int(f.shape[0]), int(r.shape[0])
-    return out
-
-
-# ============================================================================ names that moved
-_MOVED = {name: "cifar" for name in (
-    "CIFAR10_FILES", "CIFAR10_ARCHIVE", "CIFAR10_SHA256", "CIFAR10_URL", "CIFAR10_CLASSES", "CIFAR10NotFoundError",
-    "read_cifar10", "load_cifar10", "cifar10_images", "download_cifar10")}
-_MOVED.update({name: "shapes" for name in (
-    "SHAPES", "SHAPE_COLOURS", "shapes", "shapes_uint8", "ShapesClassifier", "shapes_features",
-    "train_shapes_classifier", "shapes_classifier", "SHAPES_CLASSIFIER_PATH")})
-
-
-def __getattr__(name: str) -> Any:
-    """``npgan.images.<name>`` for the CIFAR-10 and shapes names, now in :mod:`npgan.cifar` / :mod:`npgan.shapes`
-    (imported on first use: those modules import this one)."""
-    if name in _MOVED:
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,10 +2,10 @@
 
 * :func:`read_cifar10` reads ``data_batch_1..5.bin`` / ``test_batch.bin`` or ``cifar-10-binary.tar.gz`` (never the
   pickled Python version) into host uint8 arrays; :func:`load_cifar10` gives Tensors, :func:`cifar10_images` a
-  :class:`npgan.images.UInt8Images` served at any square size;
-* :func:`download_cifar10` fetches the archive and verifies it, as :func:`npgan.data.download_mnist` does.
+  :class:`npgan.data.images.UInt8Images` served at any square size;
+* :func:`download_cifar10` fetches the archive and verifies it, as :func:`npgan.data.digits.download_mnist` does.
 
-Bad input raises :class:`npgan.images.ImageDataError` (a ValueError: the CLI exits 2); nothing found,
+Bad input raises :class:`npgan.data.images.ImageDataError` (a ValueError: the CLI exits 2); nothing found,
 :class:`CIFAR10NotFoundError` (a FileNotFoundError).
 """
 
@@ -17,10 +17,12 @@ import tarfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import backend
-from .data import _fetch_verified, _sha256_file
+from .. import backend
+from ..files import sha256_file
+from ..tensor import Tensor
+from .download import download_file
 from .images import ImageDataError, UInt8Images
-from .tensor import Tensor
+from .loader import images_to_tensor, labels_to_tensor
 
 __all__ = ["CIFAR10_FILES", "CIFAR10_ARCHIVE", "CIFAR10_SHA256", "CIFAR10_URL", "CIFAR10_CLASSES",
            "CIFAR10NotFoundError", "read_cifar10", "load_cifar10", "cifar10_images", "download_cifar10"]
@@ -48,7 +50,7 @@ _CIFAR_RECORDS, _CIFAR_RECORD = 10000, 3073  # per file: 10,000 × (1 label byte
 _CIFAR_SUBDIR = "cifar-10-batches-bin"
 _CIFAR_PICKLE_HINT = ("npgan reads only CIFAR-10's binary version (cifar-10-binary.tar.gz: data_batch_1..5.bin, "
                       "test_batch.bin), not the pickled Python version (unpickling can run code); get it from "
-                      f"{CIFAR10_URL}cifar-10-binary.tar.gz or with npgan.cifar.download_cifar10(dir)")
+                      f"{CIFAR10_URL}cifar-10-binary.tar.gz or with npgan.data.cifar.download_cifar10(dir)")
 
 
 class CIFAR10NotFoundError(FileNotFoundError):
@@ -129,7 +131,7 @@ def read_cifar10(data_dir: str | os.PathLike, split: str = "train",
     if pickled:
         raise ImageDataError(f"{os.path.join(data_dir, pickled[0])}: {_CIFAR_PICKLE_HINT}")
     raise CIFAR10NotFoundError(f"CIFAR-10 {split} split: neither {', '.join(names)} nor {CIFAR10_ARCHIVE} found in "
-                               f"{data_dir!r}; get it with npgan.cifar.download_cifar10(dir)")
+                               f"{data_dir!r}; get it with npgan.data.cifar.download_cifar10(dir)")
 
 
 def _read_cifar_archive(archive: str, names: Sequence[str], parts: list[Any],
@@ -138,7 +140,7 @@ def _read_cifar_archive(archive: str, names: Sequence[str], parts: list[Any],
     if want is None and checksums is not None and not all(n in checksums for n in names):
         _checksum_for(checksums, CIFAR10_ARCHIVE, True)  # neither the archive's nor every member's: refuse
     if want is not None:
-        digest = _sha256_file(archive)
+        digest = sha256_file(archive)
         if digest != want.lower():
             raise ImageDataError(f"CIFAR-10 archive {archive}: SHA-256 {digest}, expected {want}; the file is "
                                  "damaged, truncated or not the official one")
@@ -171,10 +173,8 @@ def load_cifar10(data_dir: str | os.PathLike, split: str = "train",
     """CIFAR-10 as Tensors: images (N, 3, 32, 32) in [−1, 1] (x/127.5 − 1, default dtype, current device) and
     int64 labels (N,); see :func:`read_cifar10` (50,000 float32 images take 614 MB: :func:`cifar10_images`
     keeps them as uint8)."""
-    from .data import _images_to_tensor, _labels_to_tensor
-
     images, labels = read_cifar10(data_dir, split, checksums)
-    return _images_to_tensor(images, 255.0), _labels_to_tensor(labels)
+    return images_to_tensor(images, 255.0), labels_to_tensor(labels)
 
 
 def cifar10_images(data_dir: str | os.PathLike, split: str = "train", image_size: int = 32,
@@ -189,7 +189,7 @@ def download_cifar10(data_dir: str | os.PathLike, base_url: str | None = None,
                      checksums: Mapping[str, str] | None = None, timeout: float = 60.0) -> str:
     """Download ``cifar-10-binary.tar.gz`` (170 MB) into ``data_dir``, verify its SHA-256, return its path.
 
-    As :func:`npgan.data.download_mnist`: streamed to a temporary file beside the target, checked, then renamed
+    As :func:`npgan.data.digits.download_mnist`: streamed to a temporary file beside the target, checked, then renamed
     into place (an interrupted or wrong download leaves nothing); a file already there with the right checksum
     is kept and not fetched again. ``base_url`` defaults to :data:`CIFAR10_URL`; any other server needs
     ``checksums={CIFAR10_ARCHIVE: sha256}``. :func:`read_cifar10` reads the archive as it is.
@@ -207,16 +207,7 @@ def download_cifar10(data_dir: str | os.PathLike, base_url: str | None = None,
     want = checksums[CIFAR10_ARCHIVE].lower()
     data_dir = os.fspath(data_dir)
     os.makedirs(data_dir, exist_ok=True)
-    target = os.path.join(data_dir, CIFAR10_ARCHIVE)
-    if os.path.isfile(target) and _sha256_file(target) == want:
-        return target
-    url = url_base.rstrip("/") + "/" + CIFAR10_ARCHIVE
     try:
-        _fetch_verified(url, target, want, timeout)
-    except ValueError as exc:
-        raise ImageDataError(str(exc).replace("download_mnist:", "download_cifar10:")) from None
-    except OSError as exc:
-        if callable(getattr(exc, "close", None)):  # an HTTPError holds its connection until closed
-            exc.close()
-        raise OSError(f"download_cifar10: could not fetch {url}: {type(exc).__name__}: {exc}") from None
-    return target
+        return download_file("download_cifar10", data_dir, CIFAR10_ARCHIVE, (url_base,), want, timeout)
+    except ValueError as exc:  # every server answered with a wrong file
+        raise ImageDataError(str(exc)) from None

@@ -12,8 +12,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
-from .gan import HISTORY_FIELDS
+from ..files import atomic_write_text
+from ..gan.trainer import HISTORY_FIELDS
 
 __all__ = ["read_history", "create", "append", "cut"]
 

@@ -19,7 +19,7 @@ g_first the G step's fake, detached, is the first D step's fake (made by G befor
 Batch norm: both networks stay in training mode during training; samples are drawn without touching the
 running statistics (:meth:`Trainer.sample`).
 
-Gradient penalty (``gp`` = "r1", "r2" or "wgan-gp", :mod:`npgan.penalties`; lazy regularisation as StyleGAN2).
+Gradient penalty (``gp`` = "r1", "r2" or "wgan-gp", :mod:`npgan.gan.penalties`; lazy regularisation as StyleGAN2).
 D steps are numbered j = 0, 1, 2, ... over the run (j = step·d_steps + i for the i-th D step of generator step
 ``step``, so a resumed run needs nothing more in its checkpoint); on the D steps with j mod k = 0
 (k = ``gp_every``) the loss whose gradient D follows is
@@ -45,105 +45,33 @@ A failed check zeroes the gradients and leaves every parameter, optimizer state 
 left it; then ``config.on_nan`` decides: "stop" raises :class:`~npgan.errors.DivergenceError` naming the network,
 the loss and the step; "skip" drops the rest of this step (the data and noise of the step are consumed, the step
 counter advances, the step's row records the non-finite values and ``skipped`` counts it); "rollback" raises
-DivergenceError too, and the caller that owns the checkpoints (:meth:`npgan.experiment.Run.train`) restores the
+DivergenceError too, and the caller that owns the checkpoints (:meth:`npgan.run.experiment.Run.train`) restores the
 last checkpoint and lowers the learning rate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from . import backend, parallel
-from .checks import integer, one_of, real
-from .errors import DivergenceError
-from .functional import stable_sigmoid
-from .kde import check_bandwidth
-from .losses import LOSS_KINDS, discriminator_loss, generator_loss
-from .nn import Module
-from .optim import Optimizer
-from .penalties import PENALTY_KINDS, check_penalty, gradient_penalty
-from .tensor import Tensor, no_grad
+from .. import backend, parallel
+from ..errors import DivergenceError
+from ..functional import stable_sigmoid
+from ..optim import Optimizer
+from ..tensor import Tensor, no_grad
+from .config import TrainConfig
+from .losses import discriminator_loss, generator_loss
+from .penalties import check_penalty, gradient_penalty
 
-__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "ON_NAN_ACTIONS", "ORDERS"]
-
-ON_NAN_ACTIONS = ("stop", "skip", "rollback")
-ORDERS = ("d_first", "g_first")
+__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS"]
 
 #: the scalars a step records on the device (brought to the host by :meth:`Trainer.flush`)
 _DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "gp")
 
 #: the columns of history.csv; ``gp`` (the gradient penalty, NaN on steps without one) came last, so that the
-#: files written before it are a prefix of today's (:func:`npgan.history.read_history` fills it with NaN)
+#: files written before it are a prefix of today's (:func:`npgan.run.history.read_history` fills it with NaN)
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
                   "entropy_weight", "gp")
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of the loop (the models, optimizers and data are given separately).
-
-    lr / lr_final: the learning rate of both optimizers falls linearly from ``lr`` to ``lr_final`` over
-    ``steps`` (constant when lr_final is None). entropy_weight / entropy_weight_final: λ likewise.
-    on_nan: what a non-finite loss or gradient does (see the module docstring): "stop" (default), "skip" or
-    "rollback".
-    gp / gp_weight / gp_every: the gradient penalty ("" = none, "r1", "r2", "wgan-gp"), its weight (γ of
-    (γ/2)·R1, λ of λ·WGAN-GP) and k, the penalty applied every k-th D step with its weight scaled by k (module
-    docstring). Weight clipping of the Wasserstein loss is not applied under "wgan-gp".
-    reuse_fake: the G step and a D step share one fake batch (one G forward a step; module docstring).
-    """
-
-    steps: int = 1000
-    batch_size: int = 64
-    z_dim: int = 100
-    loss: str = "non_saturating"
-    d_steps: int = 1
-    order: str = "d_first"
-    lr: float = 2e-4
-    lr_final: float | None = None
-    entropy_weight: float = 0.0
-    entropy_weight_final: float | None = None
-    bandwidth: float | str = "silverman"
-    leave_one_out: bool = False
-    clip_value: float = 0.01
-    on_nan: str = "stop"
-    gp: str = ""
-    gp_weight: float = 10.0
-    gp_every: int = 1
-    reuse_fake: bool = False
-
-    def validate(self) -> None:
-        one_of("loss", self.loss, LOSS_KINDS)
-        one_of("order", self.order, ORDERS)
-        for name in ("steps", "batch_size", "z_dim", "d_steps"):
-            integer(name, getattr(self, name), 1)
-        for name, low_open in (("lr", True), ("lr_final", True), ("clip_value", True), ("entropy_weight", False),
-                               ("entropy_weight_final", False)):
-            v = getattr(self, name)
-            if v is not None or not name.endswith("_final"):  # a *_final of None: constant
-                real(name, v, 0, low_open=low_open)
-        check_bandwidth("bandwidth", self.bandwidth)
-        one_of("on_nan", self.on_nan, ON_NAN_ACTIONS)
-        for name in ("leave_one_out", "reuse_fake"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.gp != "":
-            one_of("gp", self.gp, PENALTY_KINDS)
-        real("gp_weight", self.gp_weight, 0)
-        integer("gp_every", self.gp_every, 1)
-
-    @property
-    def gp_scale(self) -> float:
-        """w = gp_weight · (1/2 for R1 and R2, 1 for WGAN-GP) · gp_every: the penalty's weight where applied."""
-        return self.gp_weight * (1.0 if self.gp == "wgan-gp" else 0.5) * self.gp_every
-
-    def schedule(self, value: float, final: float | None, step: int) -> float:
-        """Linear interpolation from ``value`` (step 0) to ``final`` (last step)."""
-        if final is None or self.steps <= 1:
-            return value
-        f = min(step, self.steps - 1) / (self.steps - 1)
-        return value + (final - value) * f
 
 
 def _grad_norm(params: list[Tensor]) -> Any:
@@ -182,7 +110,7 @@ class Trainer:
     the divergence guard skipped.
     """
 
-    def __init__(self, G: Module, D: Module, opt_g: Optimizer, opt_d: Optimizer,
+    def __init__(self, G: Any, D: Any, opt_g: Optimizer, opt_d: Optimizer,
                  real_batch: Callable[[int], Tensor], config: TrainConfig,
                  log: Callable[[str], None] | None = None) -> None:
         config.validate()

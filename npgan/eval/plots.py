@@ -12,8 +12,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from . import backend
-from .checkpoint import atomic_write_bytes
+from .. import backend
+from ..data.mixtures import MIXTURES
+from ..files import atomic_write_bytes
 
 __all__ = ["image_grid", "scatter_2d", "loss_curves", "grid_array"]
 
@@ -90,8 +91,6 @@ def scatter_2d(samples: Any, centers: Any, path: str | os.PathLike, title: str |
 
 def samples(x: Any, data: str, path: str | os.PathLike, title: str | None = None) -> None:
     """A run's samples as a picture: a scatter over the modes for the 2-D mixtures, else an image grid."""
-    from . import backend
-    from .data import MIXTURES
     if data in MIXTURES:
         scatter_2d(x, backend.to_numpy(MIXTURES[data].centers), path, title=title)
     else:

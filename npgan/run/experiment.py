@@ -2,14 +2,14 @@
 
 A run directory holds:
 
-* ``config.toml`` — the :class:`~npgan.config.RunConfig` (everything needed to reproduce the run);
+* ``config.toml`` — the :class:`~npgan.run.config.RunConfig` (everything needed to reproduce the run);
 * ``history.csv`` — one row per step (:data:`npgan.gan.HISTORY_FIELDS`), flushed every ``log_every`` steps;
-* ``checkpoint.npz`` — G, D, both optimizers, the RNG state and the step (see :mod:`npgan.checkpoint`), written
+* ``checkpoint.npz`` — G, D, both optimizers, the RNG state and the step (see :mod:`npgan.run.checkpoint`), written
   atomically at step 0, every ``checkpoint_every`` steps, at the end and on Ctrl-C (the history is flushed
   first, so it always reaches the checkpoint's step);
 * ``samples/step_NNNNNN.png`` — a fixed-noise grid of images, or a scatter of 2-D samples over the mode centres;
 * ``losses.png`` and ``metrics.json`` at the end;
-* ``.npgan.lock`` — the writer lock (:mod:`npgan.runlock`): one ``train``/``resume`` at a time; readers
+* ``.npgan.lock`` — the writer lock (:mod:`npgan.run.runlock`): one ``train``/``resume`` at a time; readers
   (:func:`load_run_readonly`: ``npgan sample``, ``npgan info DIR``) take no lock and write nothing.
 
 A failed write of any of these raises :class:`~npgan.errors.WriteError` (the checkpoint:
@@ -18,13 +18,13 @@ A failed write of any of these raises :class:`~npgan.errors.WriteError` (the che
 Resuming restores every piece of state, so an interrupted and resumed run ends with exactly the weights of an
 uninterrupted one (same machine, CPU), however it was interrupted (Ctrl-C, SIGKILL, even during a checkpoint
 write). A failed checkpoint load changes nothing. Training refuses, before it starts, a batch whose first step
-would need more memory than the machine has (:mod:`npgan.memory`). A non-finite loss or gradient is
+would need more memory than the machine has (:mod:`npgan.run.memory`). A non-finite loss or gradient is
 handled as ``train.on_nan`` says (see :mod:`npgan.gan`): "stop" raises :class:`~npgan.errors.DivergenceError`
 with the last good checkpoint intact, "skip" skips the step, "rollback" reloads the last checkpoint and halves
 the learning rate (up to :data:`MAX_ROLLBACKS` times).
 
 A Run is an entry point: it sets the process's default dtype, device and seed from its configuration, then
-makes its parts with :func:`npgan.presets.build` (which sets nothing). A script that drives a Trainer itself
+makes its parts with :func:`npgan.run.presets.build` (which sets nothing). A script that drives a Trainer itself
 calls ``build`` and :func:`evaluate` directly.
 """
 
@@ -43,28 +43,36 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import backend, history
+from .. import backend
+from ..data.catalog import load_images
+from ..data.digits import load_digits, load_mnist
+from ..data.mixtures import MIXTURES
+from ..errors import DivergenceError, RunError, WriteError
+from ..eval import plots
+from ..eval.classifiers import digits_classifier, mnist_classifier, shapes_classifier
+from ..eval.metrics import colour_image_metrics, image_metrics, mode_metrics
+from ..files import atomic_write_text, remove_stale_temps
+from ..gan.trainer import Trainer
+from ..tensor import Tensor
+from ..weights import WeightsError, load_into
+from . import history
 from .checkpoint import (
     CheckpointError,
     CheckpointWriteError,
     apply_state,
-    atomic_write_text,
     config_hash,
     load_arrays,
     nonfinite,
     pack_state,
-    remove_stale_temps,
     save_arrays,
     unpack_state,
 )
 from .config import MIXTURE_DATASETS, RunConfig, read_config, write_config
-from .errors import DivergenceError, RunError, WriteError
-from .gan import Trainer
 from .history import read_history
-from .memory import available_memory, check_memory, check_model_size, estimate_step_bytes
+from .machine import available_memory
+from .memory import check_memory, check_model_size, estimate_step_bytes
 from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_file
 from .runlock import LOCK_NAME, RunLock, check_unlocked
-from .tensor import Tensor
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
            "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory", "load_run_readonly",
@@ -90,32 +98,31 @@ def side_noise(cfg: RunConfig, n: int, tag: int) -> Tensor:
 def evaluate(cfg: RunConfig, trainer: Trainer) -> dict[str, Any]:
     """Quality metrics of the trainer's G on ``cfg.eval_samples`` samples.
 
-    ring8 / grid25: mode coverage (:func:`npgan.metrics.mode_metrics`). digits, mnist and shapes: the shipped
+    ring8 / grid25: mode coverage (:func:`npgan.eval.metrics.mode_metrics`). digits, mnist and shapes: the shipped
     (or trained) classifier's metrics — classes covered, class KL, classifier score — and PRDC against the test
-    split (:func:`npgan.metrics.image_metrics`; shapes: freshly generated images of another data seed). folder
-    and cifar10, where npgan has no classifier: :func:`npgan.images.colour_image_metrics` (PRDC on 8×8
+    split (:func:`npgan.eval.metrics.image_metrics`; shapes: freshly generated images of another data seed). folder
+    and cifar10, where npgan has no classifier: :func:`npgan.data.images.colour_image_metrics` (PRDC on 8×8
     area-averaged pixels, per-channel mean/std; not FID) against CIFAR-10's test split, or the folder's own
     images (a folder has no held-out split), at most ``eval_samples`` of them in a seeded order.
     """
-    from . import data, metrics
     fake = trainer.sample(side_noise(cfg, cfg.eval_samples, tag=8))
     if cfg.data in MIXTURE_DATASETS:
-        _, centers, std = data.MIXTURES[cfg.data]
-        return metrics.mode_metrics(fake, centers, std)
+        _, centers, std = MIXTURES[cfg.data]
+        return mode_metrics(fake, centers, std)
     if cfg.data in ("folder", "cifar10", "shapes"):
-        store = data.load_images(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.channels, seed=cfg.seed,
-                                 progress=False)
+        store = load_images(cfg.data, "test", cfg.data_dir, cfg.image_size, cfg.channels, seed=cfg.seed,
+                            progress=False)
         real = store.batch(store.epoch_order(0)[:min(len(store), cfg.eval_samples)])
         if cfg.data == "shapes":
-            return metrics.image_metrics(fake, real, data._images().shapes_classifier())
-        return data._images().colour_image_metrics(fake, real)
+            return image_metrics(fake, real, shapes_classifier())
+        return colour_image_metrics(fake, real)
     if cfg.data == "digits":
-        clf = metrics.digits_classifier()
-        real, _ = data.load_digits(split="test")
+        clf = digits_classifier()
+        real, _ = load_digits(split="test")
     else:
-        clf = metrics.mnist_classifier(cfg.data_dir)
-        real, _ = data.load_mnist(cfg.data_dir, split="test")
-    return metrics.image_metrics(fake, real, clf)
+        clf = mnist_classifier(cfg.data_dir)
+        real, _ = load_mnist(cfg.data_dir, split="test")
+    return image_metrics(fake, real, clf)
 
 
 @contextlib.contextmanager
@@ -235,8 +242,8 @@ class Run:
     """A configured run bound to a directory. Use :meth:`create` or :meth:`resume`, then :meth:`train`.
 
     One writer at a time: :meth:`create` and :meth:`resume` take the directory's writer lock
-    (:class:`npgan.runlock.RunLock`; another writer gets :class:`~npgan.runlock.RunLockedError`, exit 2) and hold
-    it until :meth:`train` returns or raises, or :meth:`close` (also ``with Run.resume(d) as run:``).
+    (:class:`npgan.run.runlock.RunLock`; another writer gets :class:`~npgan.run.runlock.RunLockedError`, exit 2) and
+    hold it until :meth:`train` returns or raises, or :meth:`close` (also ``with Run.resume(d) as run:``).
     ``total_steps`` is the run's length: ``train.steps`` of config.toml, or more when a resume extended it
     (recorded in the checkpoint); ``stop_at`` a step where this session stops (``resume --steps N`` below it).
     """
@@ -338,7 +345,7 @@ class Run:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
-        """Write ``checkpoint.npz`` atomically (its layout: :mod:`npgan.checkpoint`).
+        """Write ``checkpoint.npz`` atomically (its layout: :mod:`npgan.run.checkpoint`).
 
         Refuses (:class:`DivergenceError`) to write weights or optimizer state holding nan or inf, and turns a
         failed write (e.g. a full disk) into :class:`CheckpointWriteError`; either way the previous checkpoint
@@ -512,7 +519,7 @@ def _last_good(out: Path, step: int | None) -> str:
 
 def _run_state(cfg: RunConfig, G: Any, D: Any, opt_g: Any, opt_d: Any, trainer: Trainer,
                total_steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What a run's checkpoint holds (:func:`npgan.checkpoint.pack_state`): the networks, the optimizers, the
+    """What a run's checkpoint holds (:func:`npgan.run.checkpoint.pack_state`): the networks, the optimizers, the
     step, the RNG, the trainer's counters and, when a resume extended the run, its new length."""
     tr = trainer
     arrays, meta = pack_state({"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d}, step=tr.step_count,
@@ -524,7 +531,6 @@ def _run_state(cfg: RunConfig, G: Any, D: Any, opt_g: Any, opt_d: Any, trainer: 
 
 
 def _save_samples(out: Path, cfg: RunConfig, x: Tensor, step: int) -> None:
-    from . import plots
     path = out / "samples" / f"step_{step:06d}.png"
     with writing(path.parent):
         path.parent.mkdir(exist_ok=True)
@@ -534,7 +540,6 @@ def _save_samples(out: Path, cfg: RunConfig, x: Tensor, step: int) -> None:
 
 def _write_results(out: Path, cfg: RunConfig, trainer: Trainer) -> dict[str, Any]:
     """At the end of training: losses.png, and metrics.json with the step and :func:`evaluate`'s metrics."""
-    from . import plots
     with writing(out / "losses.png"):
         plots.loss_curves(read_history(out / HISTORY), out / "losses.png")
     result = {"step": trainer.step_count, **{k: _jsonable(v) for k, v in evaluate(cfg, trainer).items()}}
@@ -593,7 +598,6 @@ def _load_initial_weights(cfg: RunConfig, G: Any, D: Any) -> None:
     Keys and shapes are checked first (:func:`npgan.weights.load_into`, strict); a file whose SHA-256 differs
     from the one the config records (``npgan train --config`` of an earlier run) is refused.
     """
-    from .weights import WeightsError, load_into
     for net, module in (("g", G), ("d", D)):
         path = getattr(cfg, f"init_{net}")
         if not path:

@@ -39,13 +39,13 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from . import backend, ops
-from .autograd import grad
-from .tensor import Tensor
+from .. import backend, ops
+from ..autograd import grad
+from ..tensor import Tensor
+from .config import PENALTY_KINDS
 
 __all__ = ["PENALTY_KINDS", "check_penalty", "gradient_penalty", "per_sample_grad_norm2"]
 
-PENALTY_KINDS = ("r1", "r2", "wgan-gp")
 
 
 def _points(x: Any, what: str) -> Tensor:
@@ -65,21 +65,19 @@ def _points(x: Any, what: str) -> Tensor:
 
 def _batch_norm_in(D: Any) -> str | None:
     """The name of a BatchNorm module inside D (an nn.Module), or None."""
-    from .nn import Module
-    from .nn.layers import _BatchNorm
-
-    if isinstance(D, Module):
-        for name, m in D.named_modules():
-            if isinstance(m, _BatchNorm):
+    named_modules = getattr(D, "named_modules", None)
+    if callable(named_modules):
+        for name, m in named_modules():
+            if getattr(m, "mixes_batch", False):  # BatchNorm in training mode or not: it mixes in training
                 return f"{type(m).__name__} at {name!r}" if name else type(m).__name__
     return None
 
 
 def check_penalty(D: Any, kind: str) -> None:
-    """Refuse, in one line, a penalty ``kind`` that does not exist or that D cannot take (WGAN-GP with a BatchNorm
-    in the critic). ``gradient_penalty`` calls it on every use; a training loop can call it once, up front."""
-    if kind not in PENALTY_KINDS:
-        raise ValueError(f"gradient_penalty: unknown kind {kind!r}; valid kinds are {PENALTY_KINDS}")
+    """Refuse, in one line, a penalty D cannot take: WGAN-GP with a BatchNorm in the critic. A training loop
+    calls it once, up front (the kind itself is validated with the configuration:
+    :meth:`npgan.gan.config.TrainConfig.validate`); :func:`gradient_penalty` calls it for WGAN-GP, whose rule
+    it is."""
     if kind == "wgan-gp":
         bn = _batch_norm_in(D)
         if bn is not None:
@@ -119,7 +117,6 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
 
     Returns the unweighted mean; multiply by γ/2 (R1, R2: Mescheder's convention) or λ (WGAN-GP).
     """
-    check_penalty(D, kind)
     if kind == "r1":
         if real is None:
             raise ValueError("gradient_penalty: kind='r1' needs the real batch (real=...)")
@@ -128,6 +125,9 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
         if fake is None:
             raise ValueError("gradient_penalty: kind='r2' needs the generated batch (fake=...)")
         return per_sample_grad_norm2(D, _points(fake, "fake")).mean()
+    if kind != "wgan-gp":
+        raise ValueError(f"gradient_penalty: unknown kind {kind!r}; valid kinds are {PENALTY_KINDS}")
+    check_penalty(D, kind)
     if real is None or fake is None:
         raise ValueError("gradient_penalty: kind='wgan-gp' needs both the real and the generated batch")
     if isinstance(center, bool) or not isinstance(center, (int, float)) or not math.isfinite(center) or center < 0:

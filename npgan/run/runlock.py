@@ -1,9 +1,9 @@
 """One writer per run directory: an exclusive lock on ``DIR/.npgan.lock``.
 
-``npgan train`` and ``npgan resume`` (:class:`npgan.experiment.Run`) hold the lock for as long as they may write
+``npgan train`` and ``npgan resume`` (:class:`npgan.run.experiment.Run`) hold the lock for as long as they may write
 to the directory; a second writer fails at once with :class:`RunLockedError` (a :class:`~npgan.errors.RunError`,
 exit 2) naming the holder's PID, host and start time, before it writes anything. Readers (``npgan sample``,
-``npgan info``, :func:`npgan.experiment.load_run_readonly`) take no lock and write nothing: every file a writer
+``npgan info``, :func:`npgan.run.experiment.load_run_readonly`) take no lock and write nothing: every file a writer
 replaces is replaced atomically (a rename), so a reader that opens a file once reads one complete version.
 
 How. ``fcntl.flock(fd, LOCK_EX | LOCK_NB)`` on the lock file. The kernel owns the lock, not the file: it is
@@ -26,7 +26,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
+from ..errors import RunError
 
 try:
     import fcntl

@@ -27,7 +27,7 @@ Writes go to a temporary file in the same directory (``.NAME.XXXX.tmp``), are fl
 over the target and the directory is fsync'ed: a crash at any moment leaves either the old or the new file, never
 a half-written one; a failed write (disk full) removes its temporary file and raises
 :class:`CheckpointWriteError`, leaving the previous checkpoint intact. A process killed between the two steps
-leaves a stale temporary file, which :func:`remove_stale_temps` (run by ``npgan resume``) deletes.
+leaves a stale temporary file, which :func:`npgan.files.remove_stale_temps` (run by ``npgan resume``) deletes.
 """
 
 from __future__ import annotations
@@ -43,18 +43,17 @@ import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import __version__, backend
-from .errors import CheckpointError, CheckpointWriteError
+from .. import __version__, backend
+from ..errors import CheckpointError, CheckpointWriteError
+from ..files import atomic_write_bytes
+from .machine import available_memory, format_bytes, run_environment
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointWriteError", "save_arrays", "load_arrays",
-           "atomic_write_bytes", "atomic_write_text", "config_hash", "remove_stale_temps", "TrainingState",
-           "pack_state", "unpack_state", "apply_state"]
+           "config_hash", "TrainingState", "pack_state", "unpack_state", "apply_state"]
 
 FORMAT_VERSION = 2
 _READABLE_FORMATS = (1, 2)
 _ZIP_MAGIC = b"PK\x03\x04"
-#: the ending of npgan's temporary files (``.NAME.PID.XXXXXXXX.npgan.tmp``), which cleanup looks for
-TEMP_SUFFIX = ".npgan.tmp"
 
 
 def nonfinite(arrays: dict[str, Any]) -> list[str]:
@@ -84,86 +83,6 @@ def _digest(arrays: dict[str, Any], core: dict[str, Any] | None = None) -> str:
         h.update(repr(a.shape).encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-# ============================================================================ atomic writes
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written (a short write is retried; an error propagates)."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, fsync and a rename (never a half-written file).
-
-    On any failure the temporary file is removed and the exception (e.g. OSError ENOSPC) propagates; ``path``
-    keeps its previous content. The file gets the mode of any newly created file, 0o666 less the umask (not
-    ``tempfile.mkstemp``'s private 0o600).
-    """
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{TEMP_SUFFIX}"
-        try:
-            fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
-            break
-        except FileExistsError:  # pragma: no cover - 48 random bits collided
-            continue
-    else:  # pragma: no cover
-        raise FileExistsError(errno.EEXIST, f"no free temporary file name next to {path}")
-    try:
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that killed npgan writers left in ``directory``; returns them.
-
-    Only npgan's own are touched: ``.NAME.PID.XXXXXXXX.npgan.tmp`` (:func:`atomic_write_bytes` names them so),
-    regular files only; a user's ``.notes.tmp`` stays. Call it only while holding the directory's writer lock
-    (:class:`npgan.runlock.RunLock`; ``npgan resume`` does, before training): then no live npgan process is writing
-    one of them.
-    """
-    removed = []
-    for p in Path(directory).glob(f".*{TEMP_SUFFIX}"):
-        try:
-            if p.is_symlink() or not p.is_file():
-                continue
-            p.unlink()
-            removed.append(p)
-        except OSError:  # pragma: no cover - raced with another cleaner
-            pass
-    return removed
 
 
 # ============================================================================ save
@@ -229,11 +148,10 @@ def _check_zip(path: Path, raw: bytes) -> None:
 def _check_size(path: Path) -> None:
     """Refuse, before reading it, a file larger than 90% of the available memory (a checkpoint is read whole):
     the message names the file and its size (a sparse 60 GB file is not "a batch too large")."""
-    from .memory import _fmt_bytes, available_memory  # memory sits above checkpoint: import at call time
     size = path.stat().st_size
     avail = available_memory()
     if avail is not None and size > 0.9 * avail:
-        raise CheckpointError(f"checkpoint {path} is {_fmt_bytes(size)}, more than the {_fmt_bytes(avail)} of "
+        raise CheckpointError(f"checkpoint {path} is {format_bytes(size)}, more than the {format_bytes(avail)} of "
                               "memory available to read it; an npgan checkpoint holds the weights and optimizer "
                               "state (is it the right file?)")
 
@@ -316,7 +234,7 @@ def pack_state(nets: dict[str, Any], opts: dict[str, Any], *, step: int, arch: d
     """
     arrays: dict[str, Any] = {}
     meta: dict[str, Any] = {"step": step, "arch": arch, "arch_hash": arch_hash, "config": config, "rng": rng,
-                            "optimizers": {}, "lr_scale": lr_scale, "skipped": skipped, "env": _env()}
+                            "optimizers": {}, "lr_scale": lr_scale, "skipped": skipped, "env": run_environment()}
     for prefix, net in nets.items():
         for k, v in net.state_dict().items():
             arrays[f"{prefix}/{k}"] = v
@@ -515,24 +433,10 @@ def _check_arrays(path: Any, state: TrainingState, nets: dict[str, Any], opts: d
                     check(f"{n}/state/{i}/{k}", v, params[i].dtype)
 
 
-def _env() -> dict[str, Any]:
-    """What a run's floating-point results depend on besides its data: npgan's thread count and the BLAS
-    (name, version, threads as threadpoolctl reports them)."""
-    from . import parallel
-    blas = []
-    for lc in parallel._blas_controllers():
-        try:
-            blas.append({"name": str(lc.internal_api), "version": str(lc.version),
-                         "threads": int(lc.get_num_threads())})
-        except Exception:  # noqa: BLE001 - threadpoolctl could not inspect this library
-            pass
-    return {"threads": parallel.get_num_threads(), "blas": blas}
-
-
 def _warn_env(path: Any, saved: Any) -> None:
     if not isinstance(saved, dict):
         return
-    here = _env()
+    here = run_environment()
     if saved == here:
         return
     def fmt(e: Any) -> str:

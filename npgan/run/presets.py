@@ -1,6 +1,6 @@
 """The presets users start from, their architectures and data, and :func:`build`, which makes a run's parts.
 
-A preset is a :class:`~npgan.config.RunConfig` (everything needed to reproduce a run). The architectures are the
+A preset is a :class:`~npgan.run.config.RunConfig` (everything needed to reproduce a run). The architectures are the
 ones of the literature, each sized to its data:
 
 * ``mlp2d`` — the 2-D mixtures: G z → 128 → 128 → 2 (ReLU), D 2 → 128 → 128 → 1 (LeakyReLU 0.2);
@@ -18,7 +18,7 @@ Colour presets: ``dcgan64`` (the write-up's network and hyper-parameters, a fold
 :func:`build` turns a configuration into ``(G, D, opt_g, opt_d, trainer)`` and changes no process-wide state: the
 models are made on the current device in the current default dtype, their initial weights drawn from npgan's
 generator as it stands (like any ``nn`` layer). Setting the dtype, device and seed from the configuration is
-the job of the entry points (:class:`npgan.experiment.Run`, the command line) and of scripts, before they call
+the job of the entry points (:class:`npgan.run.experiment.Run`, the command line) and of scripts, before they call
 it. :data:`WGAN` is the Wasserstein GAN recipe (``npgan train --wgan``), :data:`WGAN_GP` the WGAN-GP one
 (``npgan train --wgan-gp``).
 """
@@ -34,12 +34,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from . import backend, data, nn, optim
-from .checks import one_of
+from .. import backend, nn, ops, optim
+from .. import functional as F
+from ..checks import one_of
+from ..data.catalog import image_format, load_images
+from ..data.loader import EpochBatches
+from ..data.mixtures import MIXTURES
+from ..errors import RunError
+from ..gan.config import TrainConfig
+from ..gan.trainer import Trainer
+from ..tensor import Tensor
 from .config import DATASETS, MIXTURE_DATASETS, MODELS, RunConfig
-from .errors import RunError
-from .gan import TrainConfig, Trainer
-from .tensor import Tensor
 
 __all__ = ["RunConfig", "PRESETS", "make_config", "build_models", "build", "Built", "real_source", "WGAN",
            "use_wgan", "WGAN_GP", "use_wgan_gp", "DATASETS", "MODELS",
@@ -109,13 +114,13 @@ def make_config(preset: str) -> RunConfig:
 
 
 def image_shape(cfg: RunConfig | str, image_size: int = 0, channels: int = 0) -> tuple[int, int, int]:
-    """(C, H, W) of a run's images: its data set's own (:data:`npgan.data.IMAGE_DEFAULTS`) unless ``image_size``
+    """(C, H, W) of a run's images: its data set's own (:data:`npgan.data.catalog.IMAGE_DEFAULTS`) unless ``image_size``
     / ``channels`` say otherwise (the config's fields, or the arguments when ``cfg`` is a data set's name)."""
     if isinstance(cfg, RunConfig):
         name, image_size, channels = cfg.data, cfg.image_size, cfg.channels
     else:
         name = cfg
-    c, s = data.image_format(name, image_size, channels)
+    c, s = image_format(name, image_size, channels)
     return c, s, s
 
 
@@ -243,7 +248,7 @@ def arch_summary(G: nn.Module, D: nn.Module) -> dict[str, Any]:
 
 
 # ============================================================================ your own networks (--model)
-def _split_spec(spec: str) -> tuple[str, str, bool]:
+def split_spec(spec: str) -> tuple[str, str, bool]:
     """("FILE.py" or "module", "function", is_file) from "FILE.py:function" / "module:function" (default build)."""
     where, sep, fn = spec.rpartition(":")
     if not sep or not fn.isidentifier():
@@ -256,7 +261,7 @@ def _split_spec(spec: str) -> tuple[str, str, bool]:
 
 def model_file(spec: str) -> Path | None:
     """The source file behind a ``--model`` spec, found without running it (None for a module with no file)."""
-    where, _, is_file = _split_spec(spec)
+    where, _, is_file = split_spec(spec)
     if is_file:
         path = Path(where)
         if not path.is_file():
@@ -284,7 +289,7 @@ def load_model_build(spec: str) -> Callable[[RunConfig], Any]:
     A file is run as a fresh module each time (no ``__pycache__`` is written next to it); any exception raised
     while importing it becomes one :class:`~npgan.errors.RunError` line naming the spec.
     """
-    where, fn, is_file = _split_spec(spec)
+    where, fn, is_file = split_spec(spec)
     path = model_file(spec)
     dont_write = sys.dont_write_bytecode
     try:
@@ -345,8 +350,6 @@ def data_shape(cfg: RunConfig) -> tuple[int, ...]:
 
 def _ends_in_sigmoid(t: Tensor) -> bool:
     """Whether ``t`` was made by a Sigmoid, looking back through reshapes (Flatten, Unflatten, views)."""
-    from . import functional as F
-    from . import ops
     c = t.creator
     while c is not None and isinstance(c, (ops.Reshape, ops.Permute, ops.GetItem)):
         c = c.inputs[0].creator
@@ -358,7 +361,7 @@ def check_models(cfg: RunConfig, G: nn.Module, D: nn.Module) -> None:
 
     One forward pass of a batch of 2 in eval mode (nothing changes: no running statistics, no draws from npgan's
     generator) checks that G maps (N, z_dim) to the data's (N, *shape), that D maps that to (N, 1), and that D's
-    output is not made by a Sigmoid: every loss in :mod:`npgan.losses` takes logits
+    output is not made by a Sigmoid: every loss in :mod:`npgan.gan.losses` takes logits
     (``binary_cross_entropy_with_logits`` applies the sigmoid itself).
     """
     what = f"--model {cfg.model_build}" if cfg.model == "custom" else f"model {cfg.model!r}"
@@ -407,15 +410,15 @@ class Built(NamedTuple):
 
 def real_source(cfg: RunConfig) -> Callable[[int], Tensor]:
     """The real batch of each step: fresh draws from npgan's generator for the 2-D mixtures, otherwise the
-    training images in a fixed order per epoch (:class:`~npgan.data.EpochBatches`: batch k is a function of the
+    training images in a fixed order per epoch (:class:`~npgan.data.loader.EpochBatches`: batch k is a function of the
     seed and k, so a resumed run draws the same batches without saving loader state; a folder, CIFAR-10 or shapes
     is read from its uint8 store a batch at a time)."""
     B = cfg.train.batch_size
     if cfg.data in MIXTURE_DATASETS:
-        sampler = data.MIXTURES[cfg.data].sampler
+        sampler = MIXTURES[cfg.data].sampler
         return lambda step: sampler(B)
-    images = data.load_images(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, seed=cfg.seed)
-    return data.EpochBatches(images, B, cfg.seed)
+    images = load_images(cfg.data, "train", cfg.data_dir, cfg.image_size, cfg.channels, seed=cfg.seed)
+    return EpochBatches(images, B, cfg.seed)
 
 
 def build(cfg: RunConfig, data: bool = True) -> Built:

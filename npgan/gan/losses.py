@@ -17,15 +17,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import functional as F
-from .kde import BANDWIDTH_RULES, KDEEntropy, kde_bandwidth, kde_entropy
-from .tensor import Tensor
+from .. import functional as F
+from ..kde import BANDWIDTH_RULES, KDEEntropy, kde_bandwidth, kde_entropy
+from ..tensor import Tensor
+from .config import LOSS_KINDS
 
 __all__ = ["LOSS_KINDS", "discriminator_loss", "generator_loss",
            # the KDE entropy lives in npgan.kde; its names stay importable from here
            "kde_entropy", "kde_bandwidth", "KDEEntropy", "BANDWIDTH_RULES"]
 
-LOSS_KINDS = ("minimax", "non_saturating", "lsgan", "hinge", "wasserstein")
 
 
 def _check_kind(kind: str, name: str) -> None:

@@ -2,8 +2,8 @@
 
     npgan train --preset ring8 --out runs/r8
     npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
-    npgan train --preset ring8 --wgan --out runs/w          # the Wasserstein GAN recipe (npgan.presets.WGAN)
-    npgan train --preset ring8 --wgan-gp --out runs/wg      # WGAN-GP (npgan.presets.WGAN_GP)
+    npgan train --preset ring8 --wgan --out runs/w          # the Wasserstein GAN recipe (npgan.run.presets.WGAN)
+    npgan train --preset ring8 --wgan-gp --out runs/wg      # WGAN-GP (npgan.run.presets.WGAN_GP)
     npgan train --preset ring8 --gp r1 --gp-weight 1 --gp-every 4 --out runs/r1   # a lazy R1 penalty
     npgan resume runs/r8 [--steps N [--restretch]]
     npgan sample runs/r8 --n 1000 --out samples.npy [--png samples.png]
@@ -14,7 +14,7 @@
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
 directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130. One writer at a time: ``train`` and
-``resume`` hold the run directory's lock (:mod:`npgan.runlock`; a second writer exits 2 naming the holder's PID);
+``resume`` hold the run directory's lock (:mod:`npgan.run.runlock`; a second writer exits 2 naming the holder's PID);
 ``sample`` and ``info`` only read (no lock, nothing written: a read-only directory or a run in training is fine).
 
 Exit status: 0 done; 2 bad input, an unusable file, or a batch too large for the machine's memory (found before
@@ -33,9 +33,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__, backend
-from .checks import cli_type, integer, real
-from .parallel import get_num_threads, set_num_threads
+from .. import __version__, backend
+from ..checks import cli_type, integer, real
+from ..parallel import get_num_threads, set_num_threads
 
 __all__ = ["main"]
 
@@ -50,11 +50,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..gan.config import LOSS_KINDS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
+    from ..kde import BANDWIDTH_RULES, check_bandwidth
     from .config import DATASETS, OPTIMIZERS
-    from .gan import ON_NAN_ACTIONS, ORDERS
-    from .kde import BANDWIDTH_RULES, check_bandwidth
-    from .losses import LOSS_KINDS
-    from .penalties import PENALTY_KINDS
     from .presets import PRESETS, WGAN, WGAN_GP
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
@@ -81,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{WGAN_GP['optimizer']} constant lr {wg['lr']:g}, betas ({WGAN_GP['beta1']:g}, "
                         f"{WGAN_GP['beta2']:g}), no weight clipping; a critic with BatchNorm is refused; options "
                         "given with it override it")
-    t.add_argument("--gp", choices=[*PENALTY_KINDS, "none"],
+    t.add_argument("--gp", metavar="{" + ",".join([*PENALTY_KINDS, "none"]) + "}",
                    help="gradient penalty on D: r1 = (γ/2)·E‖∇D(x)‖² at real data, r2 the same at fake data "
                         "(Mescheder et al. 2018), wgan-gp = λ·E(‖∇D(x̂)‖ − 1)² at interpolates; none switches "
                         "a preset's penalty off")
@@ -190,8 +188,8 @@ def _add_weights_options(t: argparse.ArgumentParser) -> None:
 def _apply_weights_args(a: argparse.Namespace, cfg: Any) -> None:
     """--model, --init-g, --init-d into ``cfg`` (paths made absolute, so that resume works from anywhere)."""
     if a.model is not None:
-        from .presets import _split_spec, model_file
-        where, fn, is_file = _split_spec(a.model)
+        from .presets import model_file, split_spec
+        where, fn, is_file = split_spec(a.model)
         model_file(a.model)  # a missing file or module: one line now
         cfg.model = "custom"
         cfg.model_build = f"{Path(where).resolve()}:{fn}" if is_file else f"{where}:{fn}"
@@ -209,7 +207,7 @@ def _apply_weights_args(a: argparse.Namespace, cfg: Any) -> None:
 
 def cmd_export(a: argparse.Namespace) -> int:
     """Write G, D or both (keys 'G.…'/'D.…') with their buffers and a metadata block; never writes in the run."""
-    from . import weights
+    from .. import weights
     from .experiment import read_models
     out = a.out
     if out.suffix != ".safetensors":
@@ -302,7 +300,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
 
 def _check_batch_vs_data(cfg: Any) -> None:
     if cfg.data == "digits":
-        from .data import load_digits
+        from ..data.digits import load_digits
         n = load_digits(split="train")[0].shape[0]
         if cfg.train.batch_size > n:
             raise UsageError(f"batch size {cfg.train.batch_size} is larger than the data set ({n} digits images)")
@@ -364,7 +362,7 @@ def _check_output(path: Path, option: str) -> None:
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
-    from .checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
     from .experiment import load_run_readonly, writing
     if a.out.suffix != ".npy":
         raise UsageError(f"--out must name a .npy file, got {a.out}")
@@ -378,7 +376,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
     with writing(a.out):
         atomic_write_bytes(a.out, buf.getvalue())
     if a.png is not None:
-        from . import plots
+        from ..eval import plots
         with writing(a.png):
             plots.samples(x, run.cfg.data, a.png)
     print(f"wrote {a.n} samples of shape {x.shape[1:]} to {a.out}", file=sys.stderr)
@@ -386,14 +384,15 @@ def cmd_sample(a: argparse.Namespace) -> int:
 
 
 def cmd_download(a: argparse.Namespace) -> int:
-    """``npgan download mnist|cifar10 DIR``: :func:`npgan.data.download_mnist` or
-    :func:`npgan.images.download_cifar10` (streamed to a temporary file, SHA-256 checked, renamed into place)."""
-    from . import data
+    """``npgan download mnist|cifar10 DIR``: :func:`npgan.data.digits.download_mnist` or
+    :func:`npgan.data.cifar.download_cifar10` (streamed to a temporary file, SHA-256 checked, renamed into place)."""
+    from ..data.cifar import download_cifar10
+    from ..data.digits import download_mnist
     print(f"downloading {a.dataset} into {a.dir} (files already there and intact are kept)", file=sys.stderr)
     if a.dataset == "mnist":
-        paths = data.download_mnist(a.dir)
+        paths = download_mnist(a.dir)
     else:
-        paths = [data._images().download_cifar10(a.dir)]
+        paths = [download_cifar10(a.dir)]
     for p in paths:
         print(p)
     return 0
@@ -424,7 +423,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import CheckpointError, CheckpointWriteError, DivergenceError, WriteError
+    from ..errors import CheckpointError, CheckpointWriteError, DivergenceError, WriteError
     from .experiment import Interrupted
     try:
         a = build_parser().parse_args(argv)

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .checkpoint import atomic_write_text
-from .checks import integer, one_of
-from .data import MIXTURES
-from .errors import RunError
-from .gan import TrainConfig
-from .kde import BANDWIDTH_RULES
+from .. import __version__
+from ..checks import integer, one_of
+from ..data.mixtures import MIXTURES
+from ..errors import RunError
+from ..files import atomic_write_text
+from ..gan.config import TrainConfig
+from ..kde import BANDWIDTH_RULES
 
 __all__ = ["RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS", "DTYPES", "read_config",
            "write_config"]

@@ -8,13 +8,13 @@ largest batch size that fits, before anything is trained or written.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from . import backend, nn
-from .errors import InsufficientMemoryError
-from .gan import TrainConfig
-from .tensor import Tensor, no_grad
+from .. import backend, nn
+from ..errors import InsufficientMemoryError
+from ..gan.config import TrainConfig
+from ..tensor import Tensor, no_grad
+from .machine import available_memory, format_bytes
 
 __all__ = ["estimate_step_bytes", "check_memory", "available_memory", "check_model_size", "traced_peak"]
 
@@ -76,30 +76,6 @@ def _scale_estimate(per_sample: float, train: TrainConfig, batch: int) -> int:
     return int(2 * batch * per_sample + quad * batch * batch)
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available for new allocations on the current device (None when unknown).
-
-    CPU: ``MemAvailable`` of /proc/meminfo (free plus reclaimable caches), else ``os.sysconf`` free pages
-    (SC_AVPHYS_PAGES · SC_PAGE_SIZE). GPU: CuPy's free device memory.
-    """
-    if backend.get_device() != "cpu":  # pragma: no cover - needs a GPU
-        try:
-            return int(backend.cupy.cuda.runtime.memGetInfo()[0])
-        except Exception:  # noqa: BLE001
-            return None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return None
-
-
 #: bytes per parameter a run holds: the weight, its gradient, two Adam moments (RMSprop: one) and the copy that
 #: a checkpoint load keeps to put things back on failure
 _BYTES_PER_PARAM_FACTOR = 5
@@ -108,7 +84,7 @@ _BYTES_PER_PARAM_FACTOR = 5
 def check_model_size(cfg: Any, counts: tuple[int, int], available: int | None = None) -> int:
     """Before any model is built: refuse (:class:`InsufficientMemoryError`) an architecture whose weights,
     gradients and optimizer state alone (5 copies of ``counts`` = (G's, D's) parameters, computed by arithmetic:
-    :func:`npgan.presets.count_parameters`) exceed 90% of
+    :func:`npgan.run.presets.count_parameters`) exceed 90% of
     the available memory, naming ``hidden`` and ``z_dim``. Returns those bytes."""
     g, d = counts
     itemsize = 8 if cfg.dtype == "float64" else 4
@@ -119,16 +95,8 @@ def check_model_size(cfg: Any, counts: tuple[int, int], available: int | None = 
     raise InsufficientMemoryError(
         f"the {cfg.model} models with hidden = {cfg.hidden} and z_dim = {cfg.train.z_dim} have {g + d:,} "
         f"parameters (G {g:,}, D {d:,}), whose weights, gradients and optimizer state need about "
-        f"{_fmt_bytes(need)}, but only {_fmt_bytes(avail)} is available on {backend.get_device()}; "
+        f"{format_bytes(need)}, but only {format_bytes(avail)} is available on {backend.get_device()}; "
         "use a smaller hidden or z_dim (the batch size does not change this)")
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.3g} EiB"  # pragma: no cover
 
 
 def estimate_eval_bytes(G: nn.Module, train: TrainConfig, eval_samples: int) -> int:
@@ -162,8 +130,8 @@ def check_memory(G: nn.Module, D: nn.Module, train: TrainConfig, available: int 
         if ev + weights > 0.9 * avail:
             fit = max(int((0.9 * avail - weights) / (ev / eval_samples)), 0)
             raise InsufficientMemoryError(
-                f"eval_samples = {eval_samples} needs about {_fmt_bytes(ev)} of memory for the final evaluation "
-                f"(noise and G's activations for every sample), but only {_fmt_bytes(avail)} is available on "
+                f"eval_samples = {eval_samples} needs about {format_bytes(ev)} of memory for the final evaluation "
+                f"(noise and G's activations for every sample), but only {format_bytes(avail)} is available on "
                 f"{backend.get_device()}; use eval_samples of at most {fit} (in the config file)")
     if avail is None or est <= 0.9 * avail:
         return est
@@ -179,8 +147,8 @@ def check_memory(G: nn.Module, D: nn.Module, train: TrainConfig, available: int 
         else:
             hi = mid - 1
     raise InsufficientMemoryError(
-        f"batch size {B} needs about {_fmt_bytes(est)} of memory for one training step (activations of G and D"
-        f"{' and the KDE entropy matrices' if quad else ''}), but only {_fmt_bytes(avail)} is available on "
+        f"batch size {B} needs about {format_bytes(est)} of memory for one training step (activations of G and D"
+        f"{' and the KDE entropy matrices' if quad else ''}), but only {format_bytes(avail)} is available on "
         f"{backend.get_device()}; use a batch size of at most {max(lo, 1)} (--batch-size)")
 
 
