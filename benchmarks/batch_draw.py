@@ -1,4 +1,4 @@
-"""What drawing a batch from an ImageFolder cache costs beside one DCGAN 64×64×3 train step (issue #15: ≤ 5 %).
+"""What drawing a batch from an ImageFolder cache costs beside one DCGAN 64×64×3 train step (the target: ≤ 5 %).
 
     python benchmarks/batch_draw.py [--images 2048] [--batch 128] [--repeat 5] [--device cpu|gpu] [--json FILE]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of npgan (issue #15): on a machine with an NVIDIA GPU where CuPy, PyTorch with CUDA and npgan's
+# The GPU check of npgan: on a machine with an NVIDIA GPU where CuPy, PyTorch with CUDA and npgan's
 # dependencies are installed (nothing is downloaded or installed), in under 8 minutes:
 #   1. env      nvidia-smi, Python, NumPy, CuPy, torch versions                           (limit  15 s)
 #   2. tests    the GPU-marked tests: python -m pytest -m gpu tests (test_gpu.py and every test

@@ -1,5 +1,5 @@
 """Readers change nothing: `npgan sample` and `npgan info DIR` (and :func:`npgan.run.experiment.load_run_readonly`)
-never write, truncate or delete anything in a run directory, also while it trains (issue #16 item 1).
+never write, truncate or delete anything in a run directory, also while it trains.
 
 Tests run as root, where chmod does not stop writes; so besides chmod -R a-w, every way of writing under the run
 directory (os.open for writing, open() in a writing mode, os.replace / rename / unlink / remove / mkdir /

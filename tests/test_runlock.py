@@ -1,4 +1,4 @@
-"""One writer per run directory, resume semantics, a missing checkpoint, write errors (issue #16 item 1, #17 item 5).
+"""One writer per run directory, resume semantics, a missing checkpoint, write errors.
 
 Each test here fails on the code before the writer lock: two writers both ran, resume rewrote config.toml's
 steps and re-stretched the schedules, a missing checkpoint restarted from step 0, write errors exited 2.

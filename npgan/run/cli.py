@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ============================================================================ weights in and out (#18)
+# ============================================================================ weights in and out
 def _add_weights_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--model", metavar="FILE.py:build",
                    help="your own networks: build(config) in FILE.py (or module:function) returns (G, D) made of "

@@ -1,4 +1,4 @@
-"""Weights in and out from the command line (#18): ``npgan export``, ``train --init-g/--init-d``, ``train --model``.
+"""Weights in and out from the command line: ``npgan export``, ``train --init-g/--init-d``, ``train --model``.
 
 Exported weights are checked three ways: against the checkpoint's arrays (bit for bit), in a PyTorch twin built
 independently of the run (same samples for the same z, 1e-6 in float32; skipped without torch), and for being

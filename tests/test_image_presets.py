@@ -1,4 +1,4 @@
-"""The colour presets and options (#15): dcgan64 / cifar10-dcgan / shapes-dcgan, --data folder|cifar10|shapes,
+"""The colour presets and options: dcgan64 / cifar10-dcgan / shapes-dcgan, --data folder|cifar10|shapes,
 --image-size, --channels, --z-dim, --width, --beta1/2, --order, and ``npgan download``.
 
 Every image and data file is generated here; nothing is downloaded (the download test serves 127.0.0.1).
