@@ -150,6 +150,16 @@ def ring8_config(steps, **over):
     return cfg
 
 
+def tiny_ring8_config(steps=4):
+    """ring8 at batch 32, a history flush and a checkpoint every 2 steps, 100 evaluation samples, no sample images:
+    a run that finishes in a moment (the checkpoint and configuration tests)."""
+    from npgan.run.presets import make_config
+    cfg = make_config("ring8")
+    cfg.train.steps, cfg.train.batch_size = steps, 32
+    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 2, 2, 10_000, 100
+    return cfg
+
+
 def count_functions():
     """How many autograd Function nodes are alive (reachable by the cycle collector's object list). ``type(o)``,
     not ``isinstance``: isinstance reads ``o.__class__``, which some of torch's deprecated module proxies answer

@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import tiny_ring8_config
 
 from npgan import nn, parallel
 from npgan.run import checkpoint, machine, memory
@@ -18,24 +19,16 @@ from npgan.run.checkpoint import CheckpointError, load_arrays
 from npgan.run.cli import main
 from npgan.run.config import write_config
 from npgan.run.experiment import Run
-from npgan.run.presets import make_config
 
 GiB = 1 << 30
 
 
 # ============================================================================ helpers
-def _ring_cfg(steps=4):
-    cfg = make_config("ring8")
-    cfg.train.steps, cfg.train.batch_size = steps, 32
-    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 2, 2, 10_000, 100
-    return cfg
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished 4-step ring8 run (config.toml, history.csv, checkpoint.npz)."""
     out = tmp_path_factory.mktemp("checkpoint") / "run"
-    Run.create(_ring_cfg(), out).train(progress=False, log=lambda m: None)
+    Run.create(tiny_ring8_config(), out).train(progress=False, log=lambda m: None)
     return out
 
 
@@ -138,7 +131,7 @@ def test_nan_weights_make_sample_exit_2_with_one_line(run_dir, tmp_path, capsys)
 
 
 def test_another_runs_checkpoint_is_refused(run_dir, tmp_path):
-    other = _ring_cfg()
+    other = tiny_ring8_config()
     other.seed = 7
     write_config(run_dir / "config.toml", other)  # one run's config with another's checkpoint
     _refused(run_dir, "another run", "seed")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tomllib
+from helpers import tiny_ring8_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,13 +23,6 @@ GiB = 1 << 30
 
 
 # ============================================================================ helpers
-def _ring_cfg(steps=4):
-    cfg = make_config("ring8")
-    cfg.train.steps, cfg.train.batch_size = steps, 32
-    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 2, 2, 10_000, 100
-    return cfg
-
-
 # ============================================================================ config.toml
 _fs_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)  # astral characters included
 
@@ -42,14 +36,14 @@ def test_toml_strings_round_trip(s):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(preset=_fs_text, data_dir=_fs_text)
 def test_config_file_round_trips_any_string(tmp_path, preset, data_dir):
-    cfg = _ring_cfg()
+    cfg = tiny_ring8_config()
     cfg.preset, cfg.data_dir = preset, data_dir
     write_config(tmp_path / "c.toml", cfg)
     assert read_config(tmp_path / "c.toml").to_dict() == cfg.to_dict()
 
 
 def test_astral_data_dir_run_can_be_resumed(tmp_path):
-    cfg = _ring_cfg(steps=2)
+    cfg = tiny_ring8_config(steps=2)
     cfg.data_dir, cfg.preset = "/data/𝕄NIST", "ring8 🙂"
     out = tmp_path / "r"
     Run.create(cfg, out).train(progress=False, log=lambda m: None)
@@ -57,7 +51,7 @@ def test_astral_data_dir_run_can_be_resumed(tmp_path):
 
 
 def test_undecodable_file_name_bytes_are_refused_before_writing(tmp_path):
-    cfg = _ring_cfg()
+    cfg = tiny_ring8_config()
     cfg.data_dir = b"/data/\xff".decode("utf-8", "surrogateescape")
     with pytest.raises(ValueError, match="surrogate"):
         Run.create(cfg, tmp_path / "r")
@@ -80,7 +74,7 @@ def test_deeply_nested_toml_and_endless_files_give_one_line(tmp_path):
 def test_sizes_the_memory_estimate_knows_fail_before_anything_is_written(tmp_path, monkeypatch, field, value,
                                                                         words):
     monkeypatch.setattr(memory, "available_memory", lambda: 8 * GiB)
-    cfg = _ring_cfg()
+    cfg = tiny_ring8_config()
     setattr(cfg.train if field == "z_dim" else cfg, field, value)
     with pytest.raises(InsufficientMemoryError) as e:
         Run.create(cfg, tmp_path / "r")
