@@ -14,18 +14,24 @@ those with the smallest real parts (``which="SR"``). The diagonal blocks are the
 H_G = ∇²_θθ L_G and H_D = ∇²_φφ L_D (symmetric): x* is a local Nash equilibrium when both are positive
 semi-definite there. docs/math.md, "The spectrum of the game", derives all of this.
 
-**Products, no finite differences.** The field is recorded with ``npgan.grad(..., create_graph=True)``, so v is
-a function of x in the graph. Then, for vectors u (the flat layout of x: θ's parameters, then φ's, each
-flattened in order):
+**Products, no finite differences.** Both losses' gradients with respect to all of x are recorded with
+``npgan.grad(..., create_graph=True)``: g_G = ∇_x L_G, g_D = ∇_x L_D, so v = ((g_G)_θ, (g_D)_φ) is a function of x
+in the graph. Then, for vectors u (the flat layout of x: θ's parameters, then φ's, each flattened in order):
 
 * ``J^T u = ∇_x ⟨u, v(x)⟩`` — one backward pass through v's graph (a vector–Jacobian product);
-* ``J u`` by the **double-vjp trick** (no forward mode needed): with a dummy vector w (any value; zeros),
-  y(w) = J^T w = ∇_x⟨w, v⟩ is recorded (a backward pass with ``create_graph=True``); y is linear in w, and
-  ⟨u, y(w)⟩ = ⟨u, J^T w⟩ = ⟨J u, w⟩, so J u = ∇_w ⟨u, y(w)⟩ — one more backward pass, through y's graph, along
-  the paths that lead to w only. npgan has no forward mode (forward-over-reverse would need a tangent rule per
-  op), and with the graphs of v and y kept (:class:`Linearization`), every further J u is that one last pass;
-* ``H_G u_θ = ∇_θ ⟨u_θ, ∇_θ L_G⟩`` and ``H_D u_φ`` likewise — the Hessian is symmetric, so its
-  Hessian-vector product is the vector–Jacobian product of one block of v: one pass, no trick.
+* ``J u`` by **Hessian rows** (the default): the θ-rows of J are rows of L_G's full Hessian ∇²_xx L_G, which is
+  symmetric, so (J u)_θ = ∇²_θx L_G u = ∇_θ ⟨g_G, u⟩ and likewise (J u)_φ = ∇_φ ⟨g_D, u⟩ — two backward passes
+  (Pearlmutter's Hessian-vector product, one per loss), second derivatives only;
+* ``J u`` by the **double-vjp trick** (``jvp_method="double_vjp"``), which needs no symmetry: with a dummy vector
+  w (any value; zeros), y(w) = J^T w = ∇_x⟨w, v⟩ is recorded (a backward pass with ``create_graph=True``); y is
+  linear in w, and ⟨u, y(w)⟩ = ⟨u, J^T w⟩ = ⟨J u, w⟩, so J u = ∇_w ⟨u, y(w)⟩ — one more backward pass, through
+  y's graph, along the paths that lead to w only. It differentiates the losses three times (four with a gradient
+  penalty) where Hessian rows need two (three), and records y besides; the two agree to round-off and
+  :meth:`Game.check` compares them. npgan has no forward mode, so forward-over-reverse is not offered (it would
+  need a tangent rule per op);
+* ``H_G u_θ = ∇_θ ⟨u_θ, (g_G)_θ⟩`` and ``H_D u_φ`` likewise — each player's Hessian-vector product, one pass.
+
+With the graphs kept (:class:`Linearization`), every further product is only its last backward pass(es).
 
 **Eigenvalues** of J (non-symmetric: complex, in conjugate pairs) by a restarted Arnoldi method, of H_G and H_D
 (symmetric: real) by the same method with a symmetric projection — Lanczos with full reorthogonalisation — in
@@ -54,9 +60,9 @@ Example (2-D GAN; see :func:`from_models`)::
     with game.linearize() as lin:                  # keep the graphs: each J u is then one backward pass
         ju, jtu = lin.jvp(u), lin.vjp(u)
 
-Cost: a :class:`Linearization` holds v's graph and, once ``jvp`` is used, y's (a few times one training step's
-graph); a J u through them costs about two training steps. The Krylov basis holds (ncv + 1) float64 vectors of
-length n. ``import npgan.game``: the module is not imported by ``import npgan``.
+Cost: a :class:`Linearization` holds the recorded gradients' graphs (a few times one training step's graph; with
+"double_vjp" also y's); a J u through them costs about two training steps. The Krylov basis holds (ncv + 1)
+float64 vectors of length n. ``import npgan.game``: the module is not imported by ``import npgan``.
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ from .gradcheck import GradcheckError
 from .tensor import Tensor
 
 __all__ = ["Game", "Linearization", "Spectrum", "PathAngle", "CheckReport", "from_models", "eigs", "eigsh",
-           "BATCHNORM_MODES", "WHICH", "WHICH_SYMMETRIC"]
+           "BATCHNORM_MODES", "WHICH", "WHICH_SYMMETRIC", "JVP_METHODS"]
 
 np = backend.np
 BATCHNORM_MODES = ("eval", "batch")
@@ -554,32 +560,36 @@ class Game:
                                 + "; it must be a one-element Tensor")
         return out[0], out[1]
 
-    def _field_parts(self, lg: Tensor, ld: Tensor, create_graph: bool) -> list[Any]:
-        """[∇_θ L_G parts..., ∇_φ L_D parts...] (Tensors or None where a loss does not depend on a parameter)."""
-        def g(loss: Tensor, ps: list[Tensor], retain: bool) -> list[Any]:
-            if not loss.requires_grad:
-                return [None] * len(ps)
-            return list(grad(loss, ps, retain_graph=retain, create_graph=create_graph, allow_unused=True))
-        return g(lg, self.params_g, True) + g(ld, self.params_d, create_graph)
+    @staticmethod
+    def _grads(loss: Tensor, ps: list[Tensor], create_graph: bool, retain: bool) -> list[Any]:
+        """∇ loss with respect to each of ``ps`` (None where the loss does not depend on one)."""
+        if not loss.requires_grad:
+            return [None] * len(ps)
+        return list(grad(loss, ps, retain_graph=retain, create_graph=create_graph, allow_unused=True))
+
+    def _field_parts(self, lg: Tensor, ld: Tensor) -> list[Any]:
+        """[∇_θ L_G parts..., ∇_φ L_D parts...] as raw-backward Tensors (None where a loss does not depend on one)."""
+        return self._grads(lg, self.params_g, False, True) + self._grads(ld, self.params_d, False, False)
 
     def evaluate(self, x: Any = None) -> tuple[float, float, Any]:
         """(L_G, L_D, v) at ``x`` (the current parameters when None): the losses as floats and the flat field."""
         with self.at(x):
             lg, ld = self._losses()
-            v = self._flat(self._field_parts(lg, ld, create_graph=False))
+            v = self._flat(self._field_parts(lg, ld))
             return float(lg.data.reshape(())), float(ld.data.reshape(())), v
 
     def field(self, x: Any = None) -> Any:
         """v(x) = (∇_θ L_G, ∇_φ L_D), flat."""
         return self.evaluate(x)[2]
 
-    def linearize(self, x: Any = None) -> Linearization:
-        """The game linearised at ``x``: v's graph recorded, for products with J, Jᵀ and the Hessians."""
-        return Linearization(self, x)
+    def linearize(self, x: Any = None, jvp_method: str = "hessian") -> Linearization:
+        """The game linearised at ``x``: the players' gradients recorded, for products with J, Jᵀ and the Hessians
+        (``jvp_method``: see :class:`Linearization`)."""
+        return Linearization(self, x, jvp_method)
 
-    def jvp(self, u: Any, x: Any = None) -> Any:
+    def jvp(self, u: Any, x: Any = None, jvp_method: str = "hessian") -> Any:
         """J(x) u, flat (records the graphs, one product, frees them; see :class:`Linearization` to reuse)."""
-        with self.linearize(x) as lin:
+        with self.linearize(x, jvp_method) as lin:
             return lin.jvp(u)
 
     def vjp(self, u: Any, x: Any = None) -> Any:
@@ -636,6 +646,7 @@ class Game:
         """Check the products at ``x`` along random unit directions u, gradcheck-style:
 
         * J u against central differences (v(x + εu) − v(x − εu)) / 2ε (norm of the difference ≤ rtol·‖numeric‖);
+        * J u by the two methods of :class:`Linearization` ("hessian" and "double_vjp") against each other;
         * ⟨w, J u⟩ = ⟨Jᵀ w, u⟩ for a random w (the two products are each other's adjoints);
         * H_G u_θ and H_D u_φ against central differences of v_θ along (u_θ, 0) and of v_φ along (0, u_φ).
 
@@ -667,6 +678,7 @@ class Game:
                 ju = lin.jvp(u)
                 num = (self.field(x0 + eps * u) - self.field(x0 - eps * u)) / (2 * eps)
                 row(f"J u vs central differences, direction {d}", ju, num)
+                row(f"J u (hessian) vs J u (double_vjp), direction {d}", ju, lin.jvp(u, "double_vjp"))
                 w = self.vector(unit(self.n))
                 lhs, rhs = float(xp.vdot(w, ju)), float(xp.vdot(lin.vjp(w), u))
                 report.rows.append((f"<w, J u> vs <J^T w, u>, direction {d}", lhs, rhs, abs(lhs - rhs),
@@ -682,24 +694,47 @@ class Game:
         return report
 
 
+JVP_METHODS = ("hessian", "double_vjp")
+
+
 class Linearization:
-    """The game at one point x, its field's graph kept: products with J, Jᵀ, H_G and H_D without recomputing v.
+    """The game at one point x, the players' gradients recorded: products with J, Jᵀ, H_G and H_D.
+
+    At construction both losses' full gradients are recorded with ``create_graph=True``: g_G = ∇_x L_G and
+    g_D = ∇_x L_D (with respect to all n parameters), so v = ((g_G)_θ, (g_D)_φ) is a part of them. Then
+
+    * ``vjp(u)`` = Jᵀ u = ∇_x ⟨u, v⟩: one backward pass through v's graph;
+    * ``hvp("G", u)`` = H_G u = ∇_θ ⟨u, (g_G)_θ⟩ (and "D" alike): one pass;
+    * ``jvp(u)`` = J u, by ``jvp_method``:
+      "hessian" (the default): row block by row block, each a Hessian-vector product of one loss,
+      (J u)_θ = ∇_θ ⟨g_G, u⟩ and (J u)_φ = ∇_φ ⟨g_D, u⟩ — two backward passes, second derivatives only. It holds
+      because the rows of J for θ are rows of L_G's full Hessian, which is symmetric (Schwarz):
+      (J u)_θᵢ = Σⱼ ∂²L_G/∂xⱼ∂θᵢ uⱼ = ∂/∂θᵢ Σⱼ (∂L_G/∂xⱼ) uⱼ.
+      "double_vjp": the trick of the module docstring, which needs no symmetry: y(w) = Jᵀ w recorded once
+      (a backward pass of v's graph with ``create_graph=True``, a third derivative of the losses), then
+      J u = ∇_w ⟨u, y(w)⟩, one backward pass of y's graph.
+      Both agree to round-off (the tests and :meth:`Game.check` compare them); "hessian" records less (no y) and
+      needs one order of derivative fewer (a loss with a gradient penalty: third, not fourth).
 
     ``with game.linearize(x) as lin:`` (or call :meth:`close`) frees the graphs at the end. Attributes: ``x`` (the
-    flat point, a copy), ``v`` (the flat field), ``loss_g``, ``loss_d``. Each product is one backward pass:
-    ``vjp`` and ``hvp`` through v's graph, ``jvp`` through the graph of y(w) = Jᵀ w (recorded at the first ``jvp``;
-    the double-vjp trick of the module docstring).
+    flat point, a copy), ``v`` (the flat field), ``loss_g``, ``loss_d``.
     """
 
-    def __init__(self, game: Game, x: Any = None) -> None:
-        self.game = game
+    def __init__(self, game: Game, x: Any = None, jvp_method: str = "hessian") -> None:
+        if jvp_method not in JVP_METHODS:
+            raise ValueError(f"Linearization: unknown jvp_method {jvp_method!r}; choose one of "
+                             f"{', '.join(JVP_METHODS)}")
+        self.game, self.jvp_method = game, jvp_method
         self.x = game.get_flat() if x is None else game.vector(x, "x").copy()
         with game.at(self.x):
             lg, ld = game._losses()
-            self._v = game._field_parts(lg, ld, create_graph=True)
+            self._gG = game._grads(lg, game.params, True, True)
+            self._gD = game._grads(ld, game.params, True, True)
             self.loss_g, self.loss_d = float(lg.data.reshape(())), float(ld.data.reshape(()))
             self._params = list(game.params)  # the Tensors the graph was recorded on
             self._held = [p.data for p in self._params]  # their data then: x (a later recording needs it again)
+        ng = len(game.params_g)
+        self._v = self._gG[:ng] + self._gD[ng:]
         self.v = game._flat(self._v)
         self._y: list[Any] | None = None
         self._w: list[Tensor] | None = None
@@ -713,33 +748,40 @@ class Linearization:
 
     def close(self) -> None:
         """Free the recorded graphs."""
-        self._v, self._y, self._w, self._held, self.closed = [], None, None, [], True
+        self._gG, self._gD, self._v, self._y, self._w, self._held, self.closed = [], [], [], None, None, [], True
 
     def _live(self) -> None:
         if self.closed:
             raise RuntimeError("Linearization: used after close(); call game.linearize(x) again")
 
-    def _graph_parts(self, lo: int, hi: int) -> list[tuple[int, Tensor]]:
-        return [(i, t) for i, t in enumerate(self._v[lo:hi], lo) if t is not None and t.requires_grad]
+    @staticmethod
+    def _pass(outs: Sequence[Any], targets: list[Tensor], seeds: Sequence[Any]) -> list[Any]:
+        """∇_targets Σᵢ ⟨seeds[i], outs[i]⟩ over the outputs that carry a graph (None for a target none reaches)."""
+        used = [(t, s) for t, s in zip(outs, seeds) if t is not None and t.requires_grad]
+        if not used:
+            return [None] * len(targets)
+        return list(grad([t for t, _ in used], targets, [s for _, s in used], retain_graph=True, allow_unused=True))
 
     def vjp(self, u: Any) -> Any:
         """Jᵀ u = ∇_x ⟨u, v(x)⟩: one backward pass through v's graph."""
         self._live()
         g = self.game
-        parts = g._parts(g.vector(u))
-        outs = self._graph_parts(0, len(g.params))
-        if not outs:
-            return g._flat([None] * len(g.params))
-        res = grad([t for _, t in outs], self._params, [parts[i] for i, _ in outs], retain_graph=True,
-                   allow_unused=True)
-        return g._flat(res)
+        return g._flat(self._pass(self._v, self._params, g._parts(g.vector(u))))
 
-    def jvp(self, u: Any) -> Any:
-        """J u by the double-vjp trick: J u = ∇_w ⟨u, y(w)⟩ with y(w) = Jᵀ w recorded once (w a dummy leaf)."""
+    def jvp(self, u: Any, method: str | None = None) -> Any:
+        """J u, by ``method`` (default: the Linearization's ``jvp_method``; see the class docstring)."""
         self._live()
+        method = self.jvp_method if method is None else method
+        if method not in JVP_METHODS:
+            raise ValueError(f"jvp: unknown method {method!r}; choose one of {', '.join(JVP_METHODS)}")
         g = self.game
+        parts = g._parts(g.vector(u))
+        ng = len(g.params_g)
+        if method == "hessian":
+            return g._flat(self._pass(self._gG, self._params[:ng], parts)
+                           + self._pass(self._gD, self._params[ng:], parts))
         if self._y is None:
-            outs = self._graph_parts(0, len(g.params))
+            outs = [(i, t) for i, t in enumerate(self._v) if t is not None and t.requires_grad]
             xp = g._xp()
             self._w = [Tensor(xp.zeros(t.shape, dtype=g.dtype), requires_grad=True) for _, t in outs]
             self._wi = [i for i, _ in outs]
@@ -753,12 +795,9 @@ class Linearization:
             finally:
                 for p, a in zip(self._params, saved):
                     p.data = a
-        parts = g._parts(g.vector(u))
-        ys = [(y, parts[j]) for j, y in enumerate(self._y) if y is not None and y.requires_grad]
         res: list[Any] = [None] * len(g.params)
-        if ys and self._w:
-            got = grad([y for y, _ in ys], self._w, [p for _, p in ys], retain_graph=True, allow_unused=True)
-            for i, gw in zip(self._wi, got):
+        if self._w:
+            for i, gw in zip(self._wi, self._pass(self._y, self._w, parts)):
                 res[i] = gw
         return g._flat(res)
 
@@ -775,13 +814,7 @@ class Linearization:
         u = backend.asarray(u, dtype=g.dtype, device=g.device).reshape(-1)
         if u.shape != (size,):
             raise ValueError(f"hvp: u has {u.size} entries, player {player} has {size} parameters")
-        parts = g._parts(u, lo, hi)
-        outs = self._graph_parts(lo, hi)
-        if not outs:
-            return g._flat([None] * (hi - lo), lo, hi)
-        res = grad([t for _, t in outs], self._params[lo:hi], [parts[i - lo] for i, _ in outs], retain_graph=True,
-                   allow_unused=True)
-        return g._flat(res, lo, hi)
+        return g._flat(self._pass(self._v[lo:hi], self._params[lo:hi], g._parts(u, lo, hi)), lo, hi)
 
     def eigs(self, k: int = 6, which: str = "LM", **solver: Any) -> Spectrum:
         """The k eigenvalues of J here by :func:`eigs` (products: :meth:`jvp`)."""

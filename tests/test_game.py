@@ -80,10 +80,10 @@ def dense_rows(gm):
     return np.array(rows)
 
 
-def dense_by_products(gm, x=None):
-    """(J from J e_i, J from Jᵀ e_i): every column by lin.jvp, every row by lin.vjp."""
+def dense_by_products(gm, x=None, method="hessian"):
+    """(J from J e_i, J from Jᵀ e_i): every column by lin.jvp (by ``method``), every row by lin.vjp."""
     eye = np.eye(gm.n)
-    with gm.linearize(x) as lin:
+    with gm.linearize(x, method) as lin:
         cols = np.stack([backend.to_numpy(lin.jvp(e)) for e in eye], axis=1)
         rows = np.stack([backend.to_numpy(lin.vjp(e)) for e in eye], axis=0)
     return cols.astype(np.float64), rows.astype(np.float64)
@@ -139,13 +139,14 @@ def k_at_gap(A, which, ks=(6, 5, 7, 4, 8, 3), margin=1e-6):
 
 
 # ============================================================================ J u and Jᵀ u against dense Jacobians
+@pytest.mark.parametrize("method", game.JVP_METHODS)
 @pytest.mark.parametrize("act,bn", [("tanh", None), ("lrelu", None), ("softplus", "G"), ("tanh", "D")])
-def test_jvp_and_vjp_equal_the_dense_jacobian_built_row_by_row(act, bn):
+def test_jvp_and_vjp_equal_the_dense_jacobian_built_row_by_row(act, bn, method):
     npgan.set_default_dtype("float64")
     gm = make_game(act=act, bn=bn)
     assert gm.n == (2 * 8 + 8 + (16 if bn == "G" else 0) + 8 * 2 + 2) + (2 * 8 + 8 + (16 if bn == "D" else 0) + 9)
     J = dense_rows(gm)
-    cols, rows = dense_by_products(gm)
+    cols, rows = dense_by_products(gm, method=method)
     tol = round_off(J)
     assert np.abs(cols - J).max() <= tol and np.abs(rows - J).max() <= tol
     # J has all four blocks: D's gradient moves with G (the fakes are not detached), G's with D
@@ -221,6 +222,8 @@ def test_property_jvp_and_vjp_are_adjoint_and_jvp_is_the_derivative(h, batch, ac
     u, w = rs.standard_normal(gm.n), rs.standard_normal(gm.n)
     with gm.linearize() as lin:
         ju, jtw = lin.jvp(u), lin.vjp(w)
+        assert np.abs(ju - lin.jvp(u, "double_vjp")).max() <= 2048 * EPS * 10 * np.abs(dense_rows(gm)).max() * \
+            np.abs(u).sum()
         # ⟨w, J u⟩ = ⟨Jᵀ w, u⟩: both are sums over the n² entries of J weighted by w_i u_j
         scale = np.abs(w) @ (np.abs(dense_rows(gm)) @ np.abs(u))
         assert abs(w @ ju - jtw @ u) <= 2048 * EPS * 10 * scale + 1e-300
@@ -397,14 +400,15 @@ def dirac_game(kind, gamma):
     return game.Game([th], [ps], losses)
 
 
+@pytest.mark.parametrize("method", game.JVP_METHODS)
 @pytest.mark.parametrize("kind,gamma", [("minimax", 0.0), ("non_saturating", 0.0), ("non_saturating", 0.3),
                                         ("non_saturating", 2.0)])
-def test_dirac_gan_jacobian_and_eigenvalues_are_the_closed_forms(kind, gamma):
+def test_dirac_gan_jacobian_and_eigenvalues_are_the_closed_forms(kind, gamma, method):
     """docs/math.md derives J = [[0, −f′(0)], [f′(0), −γ]] for the field −∇ℓ; npgan.game's field is +∇ℓ, so its J
     is the negative, [[0, f′(0)], [−f′(0), γ]], with eigenvalues γ/2 ± √(γ²/4 − f′(0)²) (±i/2 without R1)."""
     npgan.set_default_dtype("float64")
     gm = dirac_game(kind, gamma)
-    cols, rows = dense_by_products(gm)
+    cols, rows = dense_by_products(gm, method=method)  # with R1, "double_vjp" differentiates four times
     closed = np.array([[0.0, 0.5], [-0.5, gamma]])
     assert np.abs(cols - closed).max() <= 4 * EPS and np.abs(rows - closed).max() <= 4 * EPS
     spec = gm.eigs(k=2, which="LR")
@@ -444,8 +448,10 @@ def test_quadratic_game_field_jacobian_spectrum_and_path_angle_are_the_closed_fo
     gm, M, off = quadratic_game()
     x0 = backend.to_numpy(gm.get_flat())
     np.testing.assert_allclose(backend.to_numpy(gm.field()), M @ x0 + off, rtol=0, atol=64 * EPS * np.abs(M).sum())
-    cols, rows = dense_by_products(gm)
-    assert np.abs(cols - M).max() <= 16 * EPS * np.abs(M).max() and np.abs(rows - M).max() <= 16 * EPS * np.abs(M).max()
+    for method in game.JVP_METHODS:
+        cols, rows = dense_by_products(gm, method=method)
+        tol = 16 * EPS * np.abs(M).max()
+        assert np.abs(cols - M).max() <= tol and np.abs(rows - M).max() <= tol
     for which in ("LM", "SR"):
         assert_spectrum_matches(gm.eigs(k=4, which=which, tol=1e-13), M, which)
     ext = gm.hessian_extremes(tol=1e-13)
@@ -663,7 +669,7 @@ def test_check_passes_on_a_smooth_game_and_catches_a_wrong_double_backward():
     npgan.set_default_dtype("float64")
     gm = make_game(act="tanh")
     report = gm.check(directions=2)
-    assert report.ok and len(report.rows) == 8 and "J u vs central differences" in str(report)
+    assert report.ok and len(report.rows) == 10 and "J u vs central differences" in str(report)
     G, D, z, real = mlp_gan(act="tanh")
 
     class Cubed(nn.Module):
@@ -697,6 +703,7 @@ def test_bad_arguments_are_refused_in_one_line():
         (lambda: gm.hessian_eigs("G", which="LR"), ValueError, "choose one of LA, SA, LM"),
         (lambda: gm.hessian_eigs("X"), ValueError, "player must be 'G' or 'D'"),
         (lambda: gm.eigs(tol=2.0), ValueError, r"tol must be a number in \(0, 1\)"),
+        (lambda: gm.linearize(jvp_method="forward"), ValueError, "choose one of hessian, double_vjp"),
         (lambda: gm.path_angle(gm.get_flat(), gm.get_flat(), [np.nan]), ValueError, "ts must be finite"),
         (lambda: game.eigs(lambda x: x, 4, k=2, v0=np.zeros(4)), ValueError, "v0 has norm 0"),
         (lambda: game.eigs(lambda x: x[:2], 4, k=2), ValueError, r"returned shape \(2,\)"),
