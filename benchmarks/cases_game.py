@@ -12,7 +12,7 @@ does inside (its double-backward trick), written out so that both sides record a
 Cases (``python benchmarks/bench.py --only "ring8 game"``), npgan by its default "Hessian rows" (two
 Hessian-vector products, one per loss) and by the same double-vjp trick as the torch side ("double vjp"):
 * "J u afresh": everything recorded for one product (``Game.jvp``) and one product; the npgan side notes its peak
-  extra host memory;
+  extra host memory (tracemalloc), as the train step does (memory: O(parameters + one step's graph));
 * "J u kept graphs": one more product through kept graphs (``Linearization.jvp``), what the eigen-solver pays;
 * "Jᵀ u, graph kept": one backward pass through v's graph (``Linearization.vjp``);
 * "train step": one training step (D, then G, Adam; bench.gan_step) for scale: "one J u costs ≤ ~4 steps".
@@ -129,7 +129,8 @@ def npgan_step(device):
     from npgan import optim
     G, D, z, real, _ = ring8_parts()
     og, od = _optimizers(G, D, optim)
-    return gan_step(F, G, D, og, od, real, lambda: z, npgan.ones(BATCH, 1), npgan.zeros(BATCH, 1))
+    step = gan_step(F, G, D, og, od, real, lambda: z, npgan.ones(BATCH, 1), npgan.zeros(BATCH, 1))
+    return step, {"peak_extra_MB": f"{peak_extra_bytes(step) / 2 ** 20:.1f}"}
 
 
 def torch_step(device):
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     with gm.linearize() as lin:
         u = gm.vector(_u(gm.n))
         lin.jvp(u)
-        step = npgan_step("cpu")
+        step = npgan_step("cpu")[0]
         ju_ms, step_ms, ratio = time_pair_ms(lambda: lin.jvp(u), step, args.repeat, "cpu")
         print(f"J u through kept graphs {ju_ms:.2f} ms, training step {step_ms:.2f} ms: J u = {ratio:.2f} steps "
               f"(median of per-round ratios)")

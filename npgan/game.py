@@ -57,7 +57,7 @@ Example (2-D GAN; see :func:`from_models`)::
                                   d_loss=lambda d_real, d_fake: bce(d_real, 1.0) + bce(d_fake, 0.0))
     spec = game.eigs(k=20, which="LM")            # top-20 eigenvalues of J by magnitude, with residuals
     print(spec.report())
-    with game.linearize() as lin:                  # keep the graphs: each J u is then one backward pass
+    with game.linearize() as lin:                  # keep the graphs: each product is then its last pass(es)
         ju, jtu = lin.jvp(u), lin.vjp(u)
 
 Cost: a :class:`Linearization` holds the recorded gradients' graphs (a few times one training step's graph; with
@@ -628,15 +628,15 @@ class Game:
         d = b - a
         xp = self._xp()
         dg, dd = d[:self.n_g], d[self.n_g:]
-        nd, ndg, ndd = (float(xp.linalg.norm(t)) for t in (d, dg, dd))
+        nd, ndg, ndd = (float(xp.linalg.norm(a_)) for a_ in (d, dg, dd))
+
+        def cos(p: Any, q: Any, n1: float, n2: float) -> float:
+            return float(xp.vdot(p, q)) / (n1 * n2) if n1 > 0 and n2 > 0 else math.nan
         rows = []
         for t in ts:
             lg, ld, v = self.evaluate(a + float(t) * d)
             vg, vd = v[:self.n_g], v[self.n_g:]
-            nv, nvg, nvd = (float(xp.linalg.norm(t)) for t in (v, vg, vd))
-
-            def cos(p: Any, q: Any, n1: float, n2: float) -> float:
-                return float(xp.vdot(p, q)) / (n1 * n2) if n1 > 0 and n2 > 0 else math.nan
+            nv, nvg, nvd = (float(xp.linalg.norm(a_)) for a_ in (v, vg, vd))
             rows.append((cos(v, d, nv, nd), cos(vg, dg, nvg, ndg), cos(vd, dd, nvd, ndd), nv, nvg, nvd, lg, ld))
         cols = np.array(rows, dtype=np.float64).T
         return PathAngle(ts, *cols, distance=nd)
@@ -681,9 +681,9 @@ class Game:
                 row(f"J u (hessian) vs J u (double_vjp), direction {d}", ju, lin.jvp(u, "double_vjp"))
                 w = self.vector(unit(self.n))
                 lhs, rhs = float(xp.vdot(w, ju)), float(xp.vdot(lin.vjp(w), u))
-                report.rows.append((f"<w, J u> vs <J^T w, u>, direction {d}", lhs, rhs, abs(lhs - rhs),
-                                    rtol * max(abs(rhs), float(xp.linalg.norm(ju))) + 1e-300,
-                                    abs(lhs - rhs) <= rtol * max(abs(rhs), float(xp.linalg.norm(ju))) + 1e-300))
+                tol = rtol * max(abs(rhs), float(xp.linalg.norm(ju))) + 1e-300  # |⟨w, Ju⟩| ≤ ‖Ju‖ for a unit w
+                report.rows.append((f"<w, J u> vs <J^T w, u>, direction {d}", lhs, rhs, abs(lhs - rhs), tol,
+                                    abs(lhs - rhs) <= tol))
                 for who, lo, hi in (("G", 0, self.n_g), ("D", self.n_g, self.n)):
                     up = self.vector(np.concatenate([np.zeros(lo), unit(hi - lo), np.zeros(self.n - hi)]))
                     hu = lin.hvp(who, up[lo:hi])

@@ -490,6 +490,7 @@ def test_float32_products_and_eigenvalues_against_float64():
     assert np.abs(cols - J64).max() <= tol and np.abs(rows - J64).max() <= tol
     assert np.abs(cols - J64).max() > 0  # it did compute in float32
     dJ = np.linalg.norm(cols - J64, 2)
+    assert g32.check().ok  # float32 defaults: ε = 3e-3, rtol 3e-2
     spec = g32.eigs(k=4, which="LM")
     assert spec.all_converged and spec.tol == 1e-4
     w, kappa = eig_and_condition(J64)
