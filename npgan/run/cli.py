@@ -26,10 +26,13 @@ a previous checkpoint is intact; 130 interrupted (checkpoint saved).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,12 @@ class UsageError(ValueError):
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse, with one-line errors and no abbreviations: ``--step 100`` is an unknown option, never --steps."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too; keep it short)
         raise UsageError(message)
 
@@ -150,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("dir", type=Path, help="run directory to sample from")
     s.add_argument("--n", type=cli_type(integer, "--n", 1), default=64, help="number of samples (default 64)")
-    s.add_argument("--out", type=Path, required=True, help="FILE.npy")
-    s.add_argument("--png", type=Path, help="also a picture (grid or scatter)")
+    s.add_argument("--out", type=Path, help="FILE.npy (--out, --png or both)")
+    s.add_argument("--png", type=Path, help="a picture of the samples (grid or scatter)")
 
     r.add_argument("--allow-changed-model", action="store_true",
                    help="resume a --model run whose model file changed since the run was created")
@@ -179,9 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_weights_options(t: argparse.ArgumentParser) -> None:
     t.add_argument("--model", metavar="FILE.py:build",
                    help="your own networks: build(config) in FILE.py (or module:function) returns (G, D) made of "
-                        "npgan modules; the run records the file's SHA-256")
+                        "npgan modules; FILE.py's folder is put first on the import path while it is imported and "
+                        "build() runs, so it can import helper modules beside it; the run records the file's "
+                        "SHA-256; one step's forward and backward (with the double backward --gp needs) is tried "
+                        "on 2 samples before anything is written")
     t.add_argument("--init-g", type=Path, metavar="FILE",
-                   help="start G from these weights (safetensors: from npgan export or PyTorch's save_file)")
+                   help="start G from these weights (safetensors: from npgan export or PyTorch's save_file); "
+                        "give the matching --init-d too: a trained G against a fresh D loses its modes within a "
+                        "few steps (a warning says so)")
     t.add_argument("--init-d", type=Path, metavar="FILE", help="start D from these weights (as --init-g)")
 
 
@@ -317,12 +331,33 @@ def _set_threads(a: argparse.Namespace) -> None:
         set_num_threads(a.threads)
 
 
+#: What starting one network from trained weights and the other from scratch did (measured on ring8: see
+#: :func:`_warn_one_sided_init`); printed by the warning.
+ONE_SIDED_INIT = {
+    "g": "the loaded G trains against a fresh D, which undoes it (a trained ring8 G fell from 8/8 modes to 1/8, "
+         "0.04 % high-quality samples, within 5 steps; with its D as well it kept 8/8, 97.3 %)",
+    "d": "a fresh G trains against the loaded D, which starts far ahead of it (MEASURE_D)",
+}
+
+
+def _warn_one_sided_init(cfg: Any) -> None:
+    """One line on stderr when only one network starts from a file (``--init-g`` without ``--init-d``, or the
+    reverse, from the options or a --config): :data:`ONE_SIDED_INIT` says what that did to ring8 (the ring8
+    preset trained 12,000 steps with seed 0, its G and D exported, then ``--steps 5`` with one, the other or both).
+    Training goes on: a fresh partner can be what you want (a new D to fine-tune against), but rarely is."""
+    for net, other in (("g", "d"), ("d", "g")):
+        if getattr(cfg, f"init_{net}") and not getattr(cfg, f"init_{other}"):
+            print(f"npgan: warning: --init-{net} without --init-{other}: {ONE_SIDED_INIT[net]}; give --init-{other} "
+                  f"the {other.upper()} trained with it to keep both", file=sys.stderr, flush=True)
+
+
 def cmd_train(a: argparse.Namespace) -> int:
     from .experiment import Run
     _set_threads(a)
     cfg = _config_from_args(a)
     _apply_weights_args(a, cfg)
     with Run.create(cfg, a.out) as run:  # holds the writer lock until done
+        _warn_one_sided_init(cfg)  # once the run is accepted: a refusal stays one line
         tr = cfg.train
         print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
               f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step"
@@ -364,22 +399,27 @@ def _check_output(path: Path, option: str) -> None:
 def cmd_sample(a: argparse.Namespace) -> int:
     from ..files import atomic_write_bytes
     from .experiment import load_run_readonly, writing
-    if a.out.suffix != ".npy":
-        raise UsageError(f"--out must name a .npy file, got {a.out}")
-    _check_output(a.out, "--out")
+    if a.out is None and a.png is None:
+        raise UsageError("sample needs --out FILE.npy, --png FILE.png or both")
+    if a.out is not None:
+        if a.out.suffix != ".npy":
+            raise UsageError(f"--out must name a .npy file, got {a.out}")
+        _check_output(a.out, "--out")
     if a.png is not None:
         _check_output(a.png, "--png")
     run = load_run_readonly(a.dir)  # writes nothing in the run directory
     x = backend.to_numpy(run.trainer.sample(n=a.n).data)  # fresh draws from the restored stream
-    buf = io.BytesIO()
-    backend.np.save(buf, x, allow_pickle=False)
-    with writing(a.out):
-        atomic_write_bytes(a.out, buf.getvalue())
+    if a.out is not None:
+        buf = io.BytesIO()
+        backend.np.save(buf, x, allow_pickle=False)
+        with writing(a.out):
+            atomic_write_bytes(a.out, buf.getvalue())
     if a.png is not None:
         from ..eval import plots
         with writing(a.png):
             plots.samples(x, run.cfg.data, a.png)
-    print(f"wrote {a.n} samples of shape {x.shape[1:]} to {a.out}", file=sys.stderr)
+    where = " and ".join(str(f) for f in (a.out, a.png) if f is not None)
+    print(f"wrote {a.n} samples of shape {x.shape[1:]} to {where}", file=sys.stderr)
     return 0
 
 
@@ -422,7 +462,32 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """While inside, a warning prints as one line ``npgan: warning: MESSAGE`` on stderr, once per message
+    (Python's format adds the file, line and source line of the warn() call, and repeats a warning whose registry
+    was reset); which warnings show is left to the filters (``-W``, ``PYTHONWARNINGS``)."""
+    seen: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        text = str(message).strip()
+        text = text.splitlines()[0] if text else category.__name__
+        if text not in seen:
+            seen.add(text)
+            print(f"npgan: warning: {text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _one_line_warnings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from ..errors import CheckpointError, CheckpointWriteError, DivergenceError, WriteError
     from .experiment import Interrupted
     try:
