@@ -163,6 +163,26 @@ def test_init_g_from_an_exported_file_is_g_at_step_0_and_resume_keeps_training(r
     assert not (tmp_path / "again").exists()
 
 
+def test_one_network_from_a_file_and_the_other_fresh_is_warned_about(runs, tmp_path, capsys):
+    """--init-g without --init-d (or the reverse) trains, with one warning line that says what it did to ring8;
+    both together, or neither, print none."""
+    from npgan.run.cli import ONE_SIDED_INIT
+    files = {}
+    for net in ("G", "D"):
+        files[net] = tmp_path / f"{net}.safetensors"
+        assert _cli(["export", runs["ring8"], "--net", net, "--out", files[net]], capsys)[0] == 0
+    common = ["train", "--preset", "ring8", "--steps", "1", "--batch-size", "32", *FAST]
+    for given, other in (("g", "d"), ("d", "g")):
+        rc, _, err = _cli([*common, f"--init-{given}", files[given.upper()], "--out", tmp_path / given], capsys)
+        assert rc == 0, err
+        warned = [ln for ln in err.splitlines() if ln.startswith("npgan: warning:")]
+        assert warned == [f"npgan: warning: --init-{given} without --init-{other}: {ONE_SIDED_INIT[given]}; give "
+                          f"--init-{other} the {other.upper()} trained with it to keep both"], err
+    for extra in (["--init-g", files["G"], "--init-d", files["D"]], []):
+        rc, _, err = _cli([*common, *extra, "--out", tmp_path / f"x{len(extra)}"], capsys)
+        assert rc == 0 and "warning" not in err, err
+
+
 def test_init_file_that_does_not_fit_is_refused_in_one_line_and_nothing_is_written(runs, tmp_path, capsys):
     G, _ = build_models(make_config("ring8"))
     state = G.state_dict()

@@ -71,7 +71,7 @@ from .config import MIXTURE_DATASETS, RunConfig, read_config, write_config
 from .history import read_history
 from .machine import available_memory
 from .memory import check_memory, check_model_size, estimate_step_bytes
-from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_file
+from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_error, model_file
 from .runlock import LOCK_NAME, RunLock, check_unlocked
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
@@ -151,6 +151,9 @@ def check_checkpoint_file(path: str | os.PathLike) -> None:
         if os.path.islink(path):
             raise CheckpointError(f"checkpoint {path} is a dangling symlink (to {os.readlink(path)}, which does not "
                                   "exist)") from None
+        if not (path.parent / CONFIG).is_file():
+            raise CheckpointError(f"{path.parent} holds no run (neither {CHECKPOINT} nor {CONFIG}); start one with "
+                                  f"'npgan train --preset NAME --out {path.parent}'") from None
         raise CheckpointError(f"checkpoint {path} does not exist: the run directory has lost its checkpoint "
                               f"(start again with 'npgan train --config {path.parent / CONFIG} --out NEW_DIR')"
                               ) from None
@@ -263,6 +266,7 @@ class Run:
         self.total_steps = cfg.train.steps  # the run's length (a resume may extend it; see resume)
         self.stop_at: int | None = None  # where this session stops, when before total_steps
         self.lock: RunLock | None = None
+        self.made: _Made | None = None  # set by create: what this run may remove if your model fails early
 
     def close(self) -> None:
         """Release the directory's writer lock (idempotent)."""
@@ -291,8 +295,10 @@ class Run:
         out = _check_new_run(cfg, Path(out))
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
         _load_initial_weights(cfg, run.G, run.D)  # checked and loaded before anything is written
+        made = _Made.survey(out)
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
+        run.made = made
         run._acquire("train")  # another writer here: RunLockedError, nothing written
         try:
             _refuse_existing_run(out, os.path.lexists)  # made while we built
@@ -418,25 +424,48 @@ class Run:
         self._acquire("train")
         try:
             return self._train(progress, log)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            what = model_error(exc, self.cfg)
+            if what is None:
+                raise  # npgan's own code alone: a bug in npgan, whose traceback the command line shows
+            done = self.trainer.step_count
+            self.close()
+            raise RunError(f"{what}, after {done} step{'' if done == 1 else 's'}; {self._after_model_error()}"
+                           ) from exc
         finally:
             self.close()  # this run's writing is done (train() again takes the lock again)
+
+    def _after_model_error(self) -> str:
+        """What becomes of the run directory when your model raised during training (the end of the message).
+
+        A run made by :meth:`create` whose checkpoint has not passed step 0 is taken back: the files it wrote are
+        removed, and the directory too when this command created it (anything else in it is kept); otherwise the
+        directory stays as it is, with its last checkpoint."""
+        step = self.checkpoint_step or 0
+        if self.made is not None and step == 0:
+            if self.made.take_back(self.out):
+                return f"{self.out} was removed (it held no checkpoint past step 0)"
+            return f"the files this run wrote in {self.out} were removed (no checkpoint past step 0); the rest is kept"
+        if self.checkpoint_step is None:
+            return f"{self.out} is left as it was"
+        return (f"the checkpoint of step {step} in {self.out} is intact: fix the model, then "
+                f"'npgan resume {self.out} --allow-changed-model'")
 
     def _train(self, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
         cfg, tr, total = self.cfg, self.trainer, self.target_step
         tr.log = log = log or (lambda msg: print(f"npgan: {msg}", file=sys.stderr, flush=True))
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, initial=tr.step_count, unit="step", dynamic_ncols=True, file=sys.stderr)
 
         def checkpoint() -> None:
             self._append_history(tr.flush())  # the history always reaches the checkpoint's step
             self.save_checkpoint()
 
-        with _stop_on_signals() as stop, (bar if bar is not None else contextlib.nullcontext()):
+        with _stop_on_signals() as stop, contextlib.ExitStack() as stack:
             if tr.step_count == 0:
                 self.save_samples(0)
                 checkpoint()  # step 0: a run always has a checkpoint to resume or roll back to
+            bar = stack.enter_context(_progress_bar(total, tr.step_count)) if progress else None
             while tr.step_count < total:
                 try:
                     tr.step()
@@ -445,9 +474,9 @@ class Run:
                         rows = tr.flush()
                         self._append_history(rows)
                         if bar is not None and rows:
-                            bar.n = s
-                            bar.set_postfix_str(_postfix(rows[-1]), refresh=False)
-                            bar.refresh()
+                            bar.set_postfix_str(_postfix(rows[-1]), refresh=False)  # shown by the next update
+                    if bar is not None:
+                        _advance(bar, s)
                     if stop:
                         checkpoint()
                         raise Interrupted(f"interrupted at step {s}: checkpoint saved in {self.out}; "
@@ -681,6 +710,76 @@ def _jsonable(v: Any) -> Any:
     if hasattr(v, "item"):
         return v.item()
     return v
+
+
+def _progress_bar(total: int, initial: int) -> Any:
+    """The training progress bar on stderr: moved every step (:func:`_advance`), so that its rate — seconds per
+    step while a step takes longer than a second (tqdm's ``s/step``), else steps per second — shows from the
+    first step on; its postfix (losses, D(x), D(G(z))) changes at each log interval. Made after step 0's
+    checkpoint, so that its clock starts with the first step."""
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _advance(bar: Any, step: int) -> None:
+    """Show ``step`` on the bar: an update (rate and time left recomputed) forward; a rollback sets it back."""
+    if step >= bar.n:
+        bar.update(step - bar.n)
+    else:
+        bar.n = step
+        bar.refresh()
+
+
+class _Made:
+    """What :meth:`Run.create` found before it made the run directory, so that :meth:`take_back` removes only
+    what this run wrote: ``top``, the outermost directory it created (None: ``out`` existed), and ``before``,
+    the paths (relative to ``out``) that were already there."""
+
+    #: the files a run writes, relative to its directory (fnmatch patterns); nothing else is ever removed
+    RUN_FILES = (CONFIG, HISTORY, CHECKPOINT, METRICS, "losses.png", LOCK_NAME, "*.npgan.tmp", "samples/step_*.png",
+                 "samples/*.npgan.tmp")
+
+    def __init__(self, top: Path | None, before: frozenset[str]) -> None:
+        self.top, self.before = top, before
+
+    @classmethod
+    def survey(cls, out: Path) -> _Made:
+        """What is in ``out`` now (its own entries and those of ``out/samples``: where a run writes)."""
+        if out.is_dir():
+            found = [p for d in (out, out / "samples") if d.is_dir() for p in d.iterdir()]
+            return cls(None, frozenset(str(p.relative_to(out)) for p in found))
+        top = out
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        return cls(top, frozenset())
+
+    def take_back(self, out: Path) -> bool:
+        """Remove the run files this run wrote in ``out``, then the directories it created if they are empty;
+        returns whether ``out`` is gone. Never touches a path that was there before."""
+        import fnmatch
+        for sub in (out / "samples", out):
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                rel = str(p.relative_to(out))
+                if rel not in self.before and not p.is_dir() and \
+                        any(fnmatch.fnmatchcase(rel, pat) for pat in self.RUN_FILES):
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+        with contextlib.suppress(OSError):
+            if "samples" not in self.before:
+                (out / "samples").rmdir()
+        if self.top is None:
+            return False
+        d = out
+        while True:
+            try:
+                d.rmdir()  # only when empty: something else in it keeps it
+            except OSError:
+                return not out.exists()
+            if d == self.top:
+                return True
+            d = d.parent
 
 
 def _postfix(r: dict[str, float]) -> str:
