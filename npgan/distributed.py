@@ -245,8 +245,8 @@ class _Watchdog:
             d = self.deadline
             if d is not None and time.monotonic() > d:
                 print(f"npgan: rank {self.world.rank}: {self.what} waited more than {self.limit:g} s for the other "
-                      "processes (NPGAN_MPI_TIMEOUT): one of them has died or hangs; ending the run", file=sys.stderr,
-                      flush=True)
+                      "processes (NPGAN_MPI_TIMEOUT): one of them has died or hangs; ending the run",
+                      file=sys.__stderr__ or sys.stderr, flush=True)  # (a rank other than 0 may have muted stderr)
                 self.world.abort(1)
 
 
@@ -264,7 +264,8 @@ class MPIWorld(World):
         self.local_rank = node.Get_rank()
         self.local_size = node.Get_size()
         node.Free()
-        self.library = " ".join(mpi.Get_library_version().splitlines()[0].split())
+        first = mpi.Get_library_version().splitlines()[0]
+        self.library = " ".join(first.replace("Version:", "").split()).split(",")[0]  # "MPICH 5.0.2", "Open MPI v5"
         self.cuda_aware = _cuda_aware(self.library)
         self.transport = ""  # set by describe() once the device is known
         env = os.environ.get("NPGAN_MPI_TIMEOUT", "").strip()
@@ -320,8 +321,7 @@ class MPIWorld(World):
         return out
 
     def sum(self, a: Any) -> Any:
-        xp = backend.get_array_module(a)
-        return self._allreduce_(xp.array(a, copy=True, order="C"), f"Allreduce of {a.size} numbers")
+        return self._allreduce_(a.copy(), f"Allreduce of {a.size} numbers")  # a C-ordered copy (NumPy, CuPy)
 
     def sum_int(self, k: int) -> int:
         with self.watchdog.waiting("Allreduce of a count"):
