@@ -427,8 +427,8 @@ class Bomb(nn.Module):
 
     def forward(self, x):
         y = self.inner(x)
-        self.calls += 1
-        if self.calls == {call} and distributed.world().rank == {rank}:
+        self.calls += self.training  # training passes only: D(x), D(G(z)), then D(G(z)) for G's step
+        if self.training and self.calls == {call} and distributed.world().rank == {rank}:
             {action}
         return y
 
@@ -441,7 +441,7 @@ def build(cfg):
 '''
 
 
-def _bomb(tmp_path: Path, what: str, action: str, call: int = 3 * 25 + 2, rank: int = 1) -> str:
+def _bomb(tmp_path: Path, what: str, action: str, call: int = 3 * 25 + 1, rank: int = 1) -> str:
     path = tmp_path / "bomb.py"
     path.write_text(_BOMB.format(call=call, rank=rank, what=what, action=action))
     return f"{path}:build"

@@ -503,7 +503,8 @@ def cmd_resume(a: argparse.Namespace) -> int:
         if at > target:
             print(f"{a.dir} is at step {at}, past --steps {target}; nothing to do", file=sys.stderr)
             return 0
-        if at == target and (a.dir / "metrics.json").exists():
+        finished = distributed.world().bcast(at == target and (a.dir / "metrics.json").exists())  # rank 0's disk
+        if finished:
             print(f"{a.dir} has finished its {target} steps; pass --steps N to train further", file=sys.stderr)
             return 0
         if a.check_every is not None:
