@@ -314,6 +314,27 @@ def test_n_ranks_take_the_one_process_steps_in_float64(one_process_runs, preset,
 
 
 @needs_mpi
+@pytest.mark.parametrize("recipe", ["wgan-gp", "reuse-fake"])
+def test_wgan_gp_and_reuse_fake_on_three_ranks(tmp_path, recipe):
+    """30 float64 steps of ring8 at batch 64 (22/21/21 rows) against one process, 1e-10: WGAN-GP (5 D steps a G
+    step; ε drawn for the whole batch and sliced, so the random stream stays one process's) and --reuse-fake with
+    g_first and 2 D steps (the G step's fake, detached, is the first D step's)."""
+    from npgan.run.presets import use_wgan_gp
+    cfg = make_config("ring8")
+    if recipe == "wgan-gp":
+        use_wgan_gp(cfg)
+    else:
+        cfg.train.reuse_fake, cfg.train.order, cfg.train.d_steps = True, "g_first", 2
+    cfg.dtype, cfg.hidden, cfg.train.steps, cfg.train.batch_size = "float64", 32, 30, 64
+    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 10, 100, 10 ** 6, 100
+    write_config(tmp_path / "c.toml", cfg)
+    for n, name in ((0, "one"), (3, "three")):
+        rc, _, err = mpi_run(n, ["train", "--config", "c.toml", "--no-progress", "--out", name], tmp_path)
+        assert rc == 0, err
+    assert_same_run(tmp_path / "one", tmp_path / "three", 1e-10)
+
+
+@needs_mpi
 @pytest.mark.parametrize("preset,width,extra", [("ring8", 32, []), ("digits-dcgan", 8, []),
                                                   ("shapes-dcgan", 8, ["gp_every=1"])])
 def test_float32_gradients_of_a_step_agree_to_rounding(tmp_path, preset, width, extra):
