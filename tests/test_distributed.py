@@ -416,6 +416,23 @@ def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
 
 
 @needs_mpi
+def test_ctrl_c_to_nproc_stops_every_rank_with_a_checkpoint(tmp_path):
+    """SIGINT to ``npgan train --nproc 2`` (a terminal's Ctrl-C reaches it, not mpiexec, which runs in a process
+    group of its own): passed on once to mpiexec, which passes it to the ranks; exit 130, one checkpoint."""
+    ranks = _long_run(tmp_path, 0, extra=["--nproc", 2])
+    try:
+        wait_for_rows(tmp_path / "r" / "history.csv", 100, ranks)
+        ranks.p.send_signal(signal.SIGINT)
+        rc, _, err = ranks.finish(timeout=300)
+    finally:
+        ranks.kill()
+    assert rc == 130, err
+    assert err.count("npgan: interrupted at step") == 1, err
+    step = int(err.split("interrupted at step ")[1].split(":")[0])
+    assert load_arrays(tmp_path / "r" / "checkpoint.npz")[1]["step"] == step
+
+
+@needs_mpi
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
 def test_a_dead_or_stopped_rank_ends_the_others(tmp_path, how):
     """SIGKILL: MPICH's mpiexec ends the others as soon as it sees the death. SIGSTOP (a hung rank, which no
