@@ -35,6 +35,20 @@ Every step records loss_d, loss_g, D(x) and D(G(z)) (mean sigmoid of D's output)
 (when λ > 0) and the gradient norms of G and D as device scalars; they reach the host only in
 :meth:`Trainer.flush`, which the caller runs at its logging interval.
 
+Data-parallel training (:mod:`npgan.distributed`: the process was started by an MPI launcher, N ranks). The step is
+the one-process step: every rank draws the whole batch's noise and data indices from the same seeded stream (so the
+random stream stays the one-process stream) and keeps its rows [lo, hi) of the batch (``World.rows``: sizes differ
+by at most one). Each rank backpropagates its share s_r = (n_r/B)·L_r of a loss that is a mean over the batch (the
+losses, the penalties, D(x)), so that Σ_r s_r is the one-process loss; the entropy term is computed from the
+generated batch gathered on every rank and enters each share once (its gradient flows to this rank's rows only,
+:class:`npgan.collective.GatherRows`); batch norm in training mode uses the whole batch's statistics
+(:class:`npgan.collective.SyncBatchNorm`). The gradients of a network, with the shares of the step's scalars
+(loss, penalty, D(x), D(G(z))) appended, are then summed over the ranks by one Allreduce of one flat bucket per
+optimizer update. Every rank then holds the same gradient and the same scalars, so the divergence guard takes the
+same decision on every rank without another message, and the optimizers keep the replicas equal. WGAN-GP's ε is
+drawn for the whole batch and sliced (``gradient_penalty(..., part=...)``). docs/math.md ("Data-parallel
+training") shows that the summed gradient is the one-process gradient in exact arithmetic.
+
 Divergence guard. Before every optimizer step the loss and the gradient norm of the network about to be updated
 are checked together: ``isfinite(loss) & isfinite(‖g‖)`` is one device reduction over two scalars and one bool
 brought to the host (the gradient norm is computed for the history anyway; a nan or inf anywhere in a gradient
@@ -54,9 +68,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import backend, parallel
+from .. import backend, distributed, parallel
+from ..collective import gather_rows
 from ..errors import DivergenceError
 from ..functional import stable_sigmoid
+from ..kde import kde_entropy
 from ..optim import Optimizer
 from ..tensor import Tensor, no_grad
 from .config import TrainConfig
@@ -127,12 +143,43 @@ class Trainer:
         self._pending: list[tuple[int, list[Any]]] = []
         self._g_params = list(G.parameters())
         self._d_params = list(D.parameters())
-        self._gemm_work = parallel.gemm_work((G, D), config.batch_size)  # small: one BLAS thread (fit_blas)
+        self.world = distributed.world()
+        self._part: tuple[int, int] | None = None  # this rank's rows of each batch (several processes)
+        self._share = 1.0                           # n_r / B, the weight of this rank's share of a mean
+        rows = config.batch_size
+        if self.world.size > 1:
+            lo, hi = self.world.rows(config.batch_size)
+            if hi <= lo:
+                raise ValueError(f"batch_size {config.batch_size} is smaller than the number of processes "
+                                 f"({self.world.size}): every process needs at least one sample of the batch")
+            self._part, self._share, rows = (lo, hi), (hi - lo) / config.batch_size, hi - lo
+        self._gemm_work = parallel.gemm_work((G, D), rows)  # small: one BLAS thread (fit_blas)
 
     # ------------------------------------------------------------------ one step
     def _noise(self, n: int) -> Tensor:
         d = backend.get_default_dtype()
         return Tensor(backend.rng().standard_normal((n, self.cfg.z_dim), dtype=d))
+
+    def _rows(self, t: Tensor) -> Tensor:
+        """This rank's rows of a whole batch (the batch itself in one process)."""
+        return t if self._part is None else Tensor(t.data[self._part[0]:self._part[1]])
+
+    def _batch_noise(self) -> Tensor:
+        """The step's noise: the whole batch drawn (every rank draws the same), this rank's rows kept."""
+        return self._rows(self._noise(self.cfg.batch_size))
+
+    def _sum_over_ranks(self, params: list[Tensor], values: list[Any]) -> list[Any]:
+        """Several processes: Σ over ranks of the parameters' gradients (replaced by the sums) and of the shares
+        n_r/B · v of the scalars ``values``, all in one Allreduce of one flat bucket; returns the summed scalars."""
+        with_grad = [p for p in params if p.grad is not None]
+        grads = [p.grad for p in with_grad]
+        xp = backend.get_array_module(*grads, *values)
+        dt = grads[0].dtype if grads else backend.get_default_dtype()
+        shares = [xp.asarray(v * self._share, dtype=dt).reshape(1) for v in values]
+        summed = self.world.sum_arrays(grads + shares)
+        for p, g in zip(with_grad, summed):
+            p.grad = g
+        return [v.reshape(()) for v in summed[len(grads):]]
 
     def _set_lr(self, lr: float) -> None:
         for opt in (self.opt_g, self.opt_d):
@@ -159,30 +206,38 @@ class Trainer:
     def _d_phase(self, rec: dict[str, Any]) -> None:
         cfg = self.cfg
         for i in range(cfg.d_steps):
-            real = self.real_batch(self.step_count)
+            real = self._rows(self.real_batch(self.step_count))
             if self._fake is not None and cfg.order == "g_first" and i == 0:  # the G step's, made before it
                 fake, self._fake = self._fake.detach(), None
             elif cfg.reuse_fake and cfg.order == "d_first" and i == cfg.d_steps - 1:
-                self._fake = self.G(self._noise(cfg.batch_size))  # its graph is kept for the G step
+                self._fake = self.G(self._batch_noise())  # its graph is kept for the G step
                 fake = self._fake.detach()
             else:
                 with no_grad():
-                    fake = self.G(self._noise(cfg.batch_size))
+                    fake = self.G(self._batch_noise())
             d_real = self.D(real)
             d_fake = self.D(fake)
             loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
-            more = None
+            penalty = None
             if cfg.gp and (self.step_count * cfg.d_steps + i) % cfg.gp_every == 0:  # lazy: every k-th D step
-                penalty = gradient_penalty(self.D, real, fake, cfg.gp)
+                part = None if self._part is None else (*self._part, cfg.batch_size)
+                penalty = gradient_penalty(self.D, real, fake, cfg.gp, part=part)
                 total = loss_d + cfg.gp_scale * penalty
-                rec["gp"] = penalty.data
-                more = {"gp": penalty.data}  # the guard's loss_d is then L_D + w·P
             self.opt_d.zero_grad()
-            total.backward()
+            values = [loss_d.data, total.data, stable_sigmoid(d_real.data).mean(), stable_sigmoid(d_fake.data).mean()]
+            values += [penalty.data] if penalty is not None else []
+            if self._part is None:
+                total.backward()
+            else:  # this rank's share; the gradients and the scalars summed over the ranks
+                (total * self._share).backward()
+                values = self._sum_over_ranks(self._d_params, values)
+            more = None
+            if penalty is not None:
+                rec["gp"] = values[4]
+                more = {"gp": values[4]}  # the guard's loss_d is then L_D + w·P
             gn_d = _grad_norm(self._d_params)
-            rec.update(loss_d=loss_d.data, grad_norm_d=gn_d, d_x=stable_sigmoid(d_real.data).mean(),
-                       d_g_z=stable_sigmoid(d_fake.data).mean())
-            self._guard("D", "loss_d", total.data, gn_d, self._d_params, more)
+            rec.update(loss_d=values[0], grad_norm_d=gn_d, d_x=values[2], d_g_z=values[3])
+            self._guard("D", "loss_d", values[1], gn_d, self._d_params, more)
             self.opt_d.step()
             if cfg.loss == "wasserstein" and cfg.gp != "wgan-gp":
                 c = cfg.clip_value
@@ -198,20 +253,41 @@ class Trainer:
             if self._fake is not None:  # d_first with reuse_fake: the last D step's fake
                 fake, self._fake = self._fake, None
             else:
-                fake = self.G(self._noise(cfg.batch_size))
+                fake = self.G(self._batch_noise())
                 if cfg.reuse_fake and cfg.order == "g_first":
                     self._fake = fake  # for the first D step (detached there)
-            loss_g, entropy = generator_loss(self.D(fake), cfg.loss, fake=fake, entropy_weight=lam,
-                                             bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
-            self.opt_g.zero_grad()
-            loss_g.backward()
+            if self._part is None:
+                loss_g, entropy = generator_loss(self.D(fake), cfg.loss, fake=fake, entropy_weight=lam,
+                                                 bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
+                self.opt_g.zero_grad()
+                loss_g.backward()
+                loss_value = loss_g.data
+            else:
+                loss_value, entropy = self._g_share_backward(fake, lam)
         finally:
             for p in self._d_params:
                 p.requires_grad = True
         gn_g = _grad_norm(self._g_params)
-        rec.update(loss_g=loss_g.data, grad_norm_g=gn_g, entropy=(entropy.data if entropy is not None else None))
-        self._guard("G", "loss_g", loss_g.data, gn_g, self._g_params)
+        rec.update(loss_g=loss_value, grad_norm_g=gn_g, entropy=(entropy.data if entropy is not None else None))
+        self._guard("G", "loss_g", loss_value, gn_g, self._g_params)
         self.opt_g.step()
+
+    def _g_share_backward(self, fake: Tensor, lam: float) -> tuple[Any, Tensor | None]:
+        """Several processes: G's gradient from this rank's share (n_r/B)·L_adv − λ·H, H the KDE entropy of the
+        generated batch gathered from every rank (the same on each; its gradient reaches this rank's rows), summed
+        over the ranks; returns (the whole batch's L_G, H or None)."""
+        cfg = self.cfg
+        adv, _ = generator_loss(self.D(fake), cfg.loss)
+        share = adv * self._share
+        entropy = None
+        if lam > 0:
+            entropy = kde_entropy(gather_rows(fake, self.world), bandwidth=cfg.bandwidth,
+                                  leave_one_out=cfg.leave_one_out)
+            share = share - entropy * lam
+        self.opt_g.zero_grad()
+        share.backward()
+        adv_all, = self._sum_over_ranks(self._g_params, [adv.data])
+        return (adv_all - entropy.data * lam if entropy is not None else adv_all), entropy
 
     def step(self) -> bool:
         """One generator step and its ``d_steps`` discriminator steps; records the step's scalars.
@@ -284,7 +360,8 @@ class Trainer:
         """G's samples for noise ``z`` (or ``n`` fresh draws), without a graph and without changing any state.
 
         With ``batch_stats`` batch norm uses the statistics of this batch (as during training); the running
-        statistics and ``num_batches_tracked`` are restored afterwards. Otherwise G runs in eval mode.
+        statistics and ``num_batches_tracked`` are restored afterwards. Otherwise G runs in eval mode. With several
+        processes it is still this process's computation alone (the one-process result for ``z``; no collective).
         """
         if z is None:
             z = self._noise(n)
@@ -292,7 +369,7 @@ class Trainer:
         was = self.G.training
         self.G.train(batch_stats)
         try:
-            with no_grad():
+            with no_grad(), distributed.local():  # one rank's computation: batch norm on this batch alone
                 out = self.G(z)
         finally:
             self.G.train(was)

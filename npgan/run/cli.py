@@ -11,6 +11,8 @@
     npgan export runs/r8 --net G --out g.safetensors   # weights for PyTorch (safetensors.torch.load_file)
     npgan train --preset ring8 --model my_gan.py:build --init-g g.safetensors --out runs/mine
     npgan download mnist|cifar10 DIR                        # SHA-256 checked; then --data-dir DIR
+    npgan train --preset shapes-dcgan --nproc 2 --out runs/s2  # one run on 2 processes (pip install "npgan[mpi]")
+    mpiexec -n 8 npgan train --preset dcgan64 ...           # or srun -n 8 npgan train ...: one run on 8 ranks
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
 directory is overwritten. So does an error of your ``--model`` code, found before anything is written (one
@@ -25,7 +27,10 @@ Exit status: 0 done; 2 bad input, an unusable file, or a batch too large for the
 training starts); 3 training diverged (a non-finite loss or gradient with ``--on-nan stop``, or rollbacks
 exhausted): the last good checkpoint is intact; 4 a file could not be written (e.g. disk full; the line names it):
 a previous checkpoint is intact; 130 interrupted (checkpoint saved); 1 a bug in npgan (a traceback with no frame
-of your --model code).
+of your --model code). With several processes (``--nproc N``, or an MPI launcher), rank 0 prints and writes; a
+failure every rank meets gives every rank the same status, and one that a single rank meets ends all ranks through
+``MPI_Abort`` with that status (:mod:`npgan.distributed`); the ranks comparing their parameters and finding a
+difference exit 3.
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ import contextlib
 import io
 import json
 import os
+import signal
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .. import __version__, backend
+from .. import __version__, backend, distributed
 from ..checks import cli_type, integer, real
 from ..parallel import get_num_threads, set_num_threads
 
@@ -147,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads per op (default: $NPGAN_NUM_THREADS, else the BLAS's thread count)")
 
     _add_weights_options(t)
+    _add_distributed_options(t)
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("dir", type=Path, help="run directory written by npgan train")
@@ -160,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--threads", type=cli_type(integer, "--threads", 1), help="CPU threads per op")
+    _add_distributed_options(r)
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("dir", type=Path, help="run directory to sample from")
@@ -222,6 +231,156 @@ def _apply_weights_args(a: argparse.Namespace, cfg: Any) -> None:
             setattr(cfg, f"init_{net}", str(path.resolve()))
             setattr(cfg, f"init_{net}_sha256", "")
     cfg.validate()
+
+
+# ============================================================================ several processes
+def _add_distributed_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=cli_type(integer, "--nproc", 1), metavar="N",
+                   help="train on N processes of this machine, each on its share of every batch with one BLAS "
+                        "thread (starts mpiexec; needs pip install \"npgan[mpi]\"); on a cluster start "
+                        "'mpiexec -n N npgan ...' or 'srun -n N npgan ...' instead")
+    p.add_argument("--check-every", type=cli_type(integer, "--check-every", 1), metavar="K",
+                   help="with several processes: compare the ranks' parameters every K steps (and before each "
+                        "checkpoint; default 100)")
+
+
+def _without_nproc(args: list[str]) -> list[str]:
+    """The command line less its ``--nproc N`` (or ``--nproc=N``, or an abbreviation argparse accepted)."""
+    out, skip = [], False
+    for tok in args:
+        if skip:
+            skip = False
+            continue
+        name = tok.split("=", 1)[0]
+        if len(name) > 3 and "--nproc".startswith(name) and name.startswith("--n"):
+            skip = "=" not in tok
+            continue
+        out.append(tok)
+    return out
+
+
+def _mpiexec() -> str | None:
+    """The mpiexec of the MPI that mpi4py uses: the one beside this Python (the mpich wheel installs it there),
+    else the first on PATH."""
+    import shutil
+    here = Path(sys.executable).parent
+    for name in ("mpiexec", "mpirun"):
+        if (here / name).is_file() and os.access(here / name, os.X_OK):
+            return str(here / name)
+    return shutil.which("mpiexec") or shutil.which("mpirun")
+
+
+def _parent_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """In mpiexec's process: its own process group (a terminal's Ctrl-C reaches npgan, which forwards it once),
+    and SIGTERM when npgan dies (Linux), so that no rank outlives the command that started it."""
+    os.setpgid(0, 0)
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def launch(a: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--nproc N`` (N > 1): this command on N processes of this machine under the mpiexec of mpi4py's MPI; the
+    exit status is mpiexec's. Each rank runs one BLAS thread (``OPENBLAS_NUM_THREADS=1`` and the like) unless
+    ``--threads`` or those variables say otherwise. Ctrl-C and SIGTERM are passed on to mpiexec once, which passes
+    them to every rank (the run then stops after the same step on all of them, with a checkpoint)."""
+    if distributed.launched_size() > 1:
+        raise UsageError(f"--nproc {a.nproc} under an MPI launcher that already started "
+                         f"{distributed.launched_size()} processes: give one or the other")
+    try:
+        import mpi4py  # noqa: F401 - only whether it is there; MPI starts in the ranks
+    except ImportError:
+        raise UsageError(f"--nproc {a.nproc} needs mpi4py and an MPI: {distributed.INSTALL_HINT}") from None
+    exe = _mpiexec()
+    if exe is None:
+        raise UsageError(f"--nproc {a.nproc} needs an mpiexec (none beside {sys.executable} or on PATH): "
+                         f"{distributed.INSTALL_HINT}")
+    env = dict(os.environ)
+    if a.threads is None and not any(env.get(k) for k in ("NPGAN_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                           "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        env.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    args = _without_nproc(list(sys.argv[1:] if argv is None else argv))
+    cmd = [exe, "-n", str(a.nproc), sys.executable, "-m", "npgan.run.cli", *args]
+    child = subprocess.Popen(cmd, env=env, preexec_fn=_parent_death_signal)  # noqa: PLW1509
+    previous = {}
+
+    def forward(signum: int, frame: Any) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, forward)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        code = child.wait()
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    return 128 - code if code < 0 else code
+
+
+def _quiet_other_ranks() -> None:
+    """Started as one of several processes (an MPI launcher's environment): ranks other than 0 print nothing;
+    rank 0 speaks for the run (a failure one rank meets alone is still printed, :func:`_run_command`)."""
+    if distributed.launched_size() > 1 and distributed.launched_rank() != 0:
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+
+
+def _one_thread_per_rank(a: argparse.Namespace) -> None:
+    """One of several processes: one npgan thread and one BLAS thread, unless ``--threads``,
+    ``NPGAN_NUM_THREADS`` or the BLAS's own variables say otherwise (N ranks share the machine's cores; a rank
+    never hands work to a sleeping thread). MPI itself starts with the run (:func:`npgan.distributed.world`)."""
+    if distributed.launched_size() <= 1:
+        return
+    told = getattr(a, "threads", None) is not None or any(
+        os.environ.get(k) for k in ("NPGAN_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"))
+    if not told:
+        set_num_threads(1)
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(1, user_api="blas")  # stays for the process (not used as a context)
+        except Exception:  # noqa: BLE001 - no threadpoolctl: the BLAS keeps its threads
+            pass
+
+
+def _rank_exit_code(exc: BaseException) -> int:
+    """The exit status :func:`main` gives ``exc`` (for the abort of a failure one rank met alone)."""
+    from ..errors import CheckpointWriteError, DivergenceError, WriteError
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, (DivergenceError, distributed.ReplicaMismatchError)):
+        return 3
+    if isinstance(exc, (CheckpointWriteError, WriteError)):
+        return 4
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return 2 if isinstance(exc, (MemoryError, ValueError, TypeError, OSError, RuntimeError)) else 1
+
+
+def _run_command(a: argparse.Namespace) -> int:
+    """The subcommand; with several processes, a failure this rank met alone (not raised on every rank, see
+    :func:`npgan.distributed.raised_everywhere`) is printed with the rank and ends every rank (MPI_Abort): the
+    others may be waiting in a collective that will never complete."""
+    cmd = {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info,
+           "export": cmd_export, "download": cmd_download}[a.cmd]
+    try:
+        return cmd(a)
+    except BaseException as exc:
+        w = distributed.started()
+        if w is not None and w.size > 1 and not distributed.raised_everywhere(exc):
+            print(f"npgan: rank {w.rank}: error: {type(exc).__name__}: {_one_line(exc)}; ending every rank",
+                  file=sys.__stderr__, flush=True)
+            w.abort(_rank_exit_code(exc))
+        raise
+
+
+def _distributed_note() -> str:
+    """", N processes over MPI (...), buffers through ..." for the first line of a run on several processes."""
+    w = distributed.world()
+    return f", {w.describe()}" if w.size > 1 else ""
 
 
 def cmd_export(a: argparse.Namespace) -> int:
@@ -368,10 +527,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     with Run.create(cfg, a.out) as run:  # holds the writer lock until done
         _warn_one_sided_init(cfg)  # once the run is accepted: a refusal stays one line
         tr = cfg.train
+        if a.check_every is not None:
+            run.check_every = a.check_every
         print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
               f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step"
               f"{f', penalty {tr.gp} weight {tr.gp_weight:g} every {tr.gp_every}' if tr.gp else ''}) "
-              f"for {tr.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
+              f"for {tr.steps} steps on {backend.get_device()}{_distributed_note()} -> {a.out}", file=sys.stderr)
         _print_metrics(run.train(progress=not a.no_progress))
     return 0
 
@@ -386,10 +547,14 @@ def cmd_resume(a: argparse.Namespace) -> int:
         if at > target:
             print(f"{a.dir} is at step {at}, past --steps {target}; nothing to do", file=sys.stderr)
             return 0
-        if at == target and (a.dir / "metrics.json").exists():
+        finished = distributed.world().bcast(at == target and (a.dir / "metrics.json").exists())  # rank 0's disk
+        if finished:
             print(f"{a.dir} has finished its {target} steps; pass --steps N to train further", file=sys.stderr)
             return 0
-        print(f"resuming {a.dir} at step {at} of {target}", file=sys.stderr)
+        if a.check_every is not None:
+            run.check_every = a.check_every
+        print(f"resuming {a.dir} at step {at} of {target} on {backend.get_device()}{_distributed_note()}",
+              file=sys.stderr)
         _print_metrics(run.train(progress=not a.no_progress))
     return 0
 
@@ -500,9 +665,12 @@ def _main(argv: list[str] | None) -> int:
     from ..errors import CheckpointError, CheckpointWriteError, DivergenceError, WriteError
     from .experiment import Interrupted
     try:
+        _quiet_other_ranks()  # before parsing: a bad option is printed by rank 0 alone
         a = build_parser().parse_args(argv)
-        return {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info,
-                "export": cmd_export, "download": cmd_download}[a.cmd](a)
+        if (getattr(a, "nproc", None) or 1) > 1:
+            return launch(a, argv)
+        _one_thread_per_rank(a)
+        return _run_command(a)
     except Interrupted as exc:
         print(f"npgan: {exc}", file=sys.stderr)
         return 130
@@ -525,8 +693,13 @@ def _main(argv: list[str] | None) -> int:
         msg = _one_line(exc) if str(exc) else "out of memory; try a smaller --batch-size"
         print(f"npgan: error: {msg}", file=sys.stderr)
         return 2
+    except distributed.ReplicaMismatchError as exc:
+        if os.environ.get("NPGAN_DEBUG"):
+            raise
+        print(f"npgan: error: {_one_line(exc)}", file=sys.stderr)
+        return 3
     except (UsageError, ValueError, TypeError, CheckpointError, backend.DeviceError, FileNotFoundError,
-            PermissionError, OSError) as exc:
+            PermissionError, OSError, distributed.DistributedError) as exc:
         if os.environ.get("NPGAN_DEBUG"):
             raise
         print(f"npgan: error: {_one_line(exc)}", file=sys.stderr)

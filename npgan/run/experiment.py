@@ -26,6 +26,19 @@ the learning rate (up to :data:`MAX_ROLLBACKS` times).
 A Run is an entry point: it sets the process's default dtype, device and seed from its configuration, then
 makes its parts with :func:`npgan.run.presets.build` (which sets nothing). A script that drives a Trainer itself
 calls ``build`` and :func:`evaluate` directly.
+
+Several processes (``mpiexec -n N npgan train ...``, ``npgan train --nproc N``; :mod:`npgan.distributed`). Every
+rank builds the same run (same seed: same initial weights) and trains its share of each batch; rank 0 alone
+touches the run directory: it takes the writer lock and writes config.toml, history.csv, the checkpoints, the
+samples and the metrics, and the others write nothing (so a run directory on rank 0's disk is enough). What only
+rank 0 does runs through :meth:`npgan.distributed.World.run`, which raises its failure (a full disk, a locked
+directory) on every rank, so all ranks stop at the same step. A resume or a rollback loads the checkpoint on rank 0
+and sends its state to the others (:func:`_share_state`); the checkpoint is the one a one-process run writes, so a
+run continues on any number of processes. A stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the
+same step (one small Allreduce a step, :meth:`~npgan.distributed.World.any`), and every ``check_every`` steps and
+before each checkpoint the ranks compare a digest of every parameter and buffer
+(:meth:`~npgan.distributed.World.check_agreement`): a mismatch stops the run naming the first tensor, before a
+checkpoint is written.
 """
 
 from __future__ import annotations
@@ -43,7 +56,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import backend
+from .. import backend, distributed
 from ..data.catalog import load_images
 from ..data.digits import load_digits, load_mnist
 from ..data.mixtures import MIXTURES
@@ -83,6 +96,8 @@ CONFIG, HISTORY, CHECKPOINT, METRICS = "config.toml", "history.csv", "checkpoint
 #: on_nan = "rollback" gives up (DivergenceError) after this many rollbacks in one ``train`` call
 #: (the learning rate is then 2**-MAX_ROLLBACKS of its schedule).
 MAX_ROLLBACKS = 20
+#: several processes: the ranks compare their parameters every this many steps (and before each checkpoint)
+CHECK_EVERY = 100
 
 
 def side_noise(cfg: RunConfig, n: int, tag: int) -> Tensor:
@@ -254,7 +269,7 @@ class Run:
     def __init__(self, cfg: RunConfig, out: Path) -> None:
         self.cfg, self.out = cfg, Path(out)
         backend.set_default_dtype(cfg.dtype)  # the entry point's job (see the module docstring)
-        backend.set_device(cfg.device)
+        backend.set_device(distributed.rank_device(cfg.device))  # several processes: gpu:(local rank mod GPUs)
         backend.manual_seed(cfg.seed)
         check_model_size(cfg, count_parameters(cfg))  # by arithmetic, before a huge model is built
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
@@ -267,6 +282,7 @@ class Run:
         self.stop_at: int | None = None  # where this session stops, when before total_steps
         self.lock: RunLock | None = None
         self.made: _Made | None = None  # set by create: what this run may remove if your model fails early
+        self.check_every = CHECK_EVERY  # several processes: steps between two agreement checks
 
     def close(self) -> None:
         """Release the directory's writer lock (idempotent)."""
@@ -281,6 +297,8 @@ class Run:
         self.close()
 
     def _acquire(self, command: str) -> None:
+        if not distributed.world().is_root:
+            return  # several processes: rank 0 alone writes, and holds the lock
         if self.lock is None or not self.lock.held:
             try:
                 self.lock = RunLock(self.out, command)
@@ -291,15 +309,30 @@ class Run:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, cfg: RunConfig, out: str | os.PathLike) -> Run:
-        """A new run in ``out`` (created; refused when it already holds a run, so nothing is overwritten)."""
-        out = _check_new_run(cfg, Path(out))
+        """A new run in ``out`` (created; refused when it already holds a run, so nothing is overwritten).
+
+        Several processes: every rank checks and builds (a failure on any rank is raised on all, before anything
+        is written), then rank 0 alone makes the directory and its files."""
+        w = distributed.world()
+        run = w.run(cls._build_new, cfg, Path(out))
+        w.run(run._start_files, root_only=True)
+        return run
+
+    @classmethod
+    def _build_new(cls, cfg: RunConfig, out: Path) -> Run:
+        """For :meth:`create`: the checks and the run's parts, nothing written."""
+        out = _check_new_run(cfg, out)
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
         _load_initial_weights(cfg, run.G, run.D)  # checked and loaded before anything is written
-        made = _Made.survey(out)
+        return run
+
+    def _start_files(self) -> None:
+        """For :meth:`create`: the directory, its writer lock, config.toml and an empty history.csv."""
+        out, cfg = self.out, self.cfg
+        self.made = _Made.survey(out)  # what this command may take back if your model fails early
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
-        run.made = made
-        run._acquire("train")  # another writer here: RunLockedError, nothing written
+        self._acquire("train")  # another writer here: RunLockedError, nothing written
         try:
             _refuse_existing_run(out, os.path.lexists)  # made while we built
             with writing(out / CONFIG):
@@ -307,9 +340,8 @@ class Run:
             with writing(out / HISTORY):
                 history.create(out / HISTORY)
         except BaseException:
-            run.close()
+            self.close()
             raise
-        return run
 
     @classmethod
     def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None,
@@ -324,8 +356,21 @@ class Run:
         temporary files killed writers left. A missing checkpoint is a :class:`CheckpointError` (never a silent
         restart from step 0). A changed ``--model`` file is refused unless ``allow_changed_model`` (its new
         SHA-256 is then written to config.toml; the checkpoint must still fit the architecture).
+
+        Several processes: rank 0 resumes as one process would (lock, config, checkpoint, history), then the
+        others build the run from its configuration and take its state (:func:`_resume_other_ranks`).
         """
-        out = Path(out)
+        w = distributed.world()
+        if w.size > 1:
+            run = w.run(cls._resume_here, Path(out), steps, on_nan, device, restretch, allow_changed_model,
+                        root_only=True)
+            return _resume_other_ranks(cls, w, run, Path(out))
+        return cls._resume_here(Path(out), steps, on_nan, device, restretch, allow_changed_model)
+
+    @classmethod
+    def _resume_here(cls, out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
+                     allow_changed_model: bool) -> Run:
+        """:meth:`resume` in this process (the one process, or rank 0)."""
         _resume_config(out, steps, None, device, False, allow_changed_model)  # checks, before the lock file is made
         lock = RunLock(out, "resume")
         try:
@@ -424,6 +469,9 @@ class Run:
         self._acquire("train")
         try:
             return self._train(progress, log)
+        except (DivergenceError, Interrupted) as exc:  # several processes: decided alike on every rank (the
+            distributed.mark_everywhere(exc)           # guard sees the summed gradients, the stop is agreed)
+            raise
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -455,36 +503,50 @@ class Run:
 
     def _train(self, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
         cfg, tr, total = self.cfg, self.trainer, self.target_step
+        w = distributed.world()  # several processes: rank 0 writes (root), every rank trains its share
+        root = w.run if w.size > 1 else None
+
+        def on_root(fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args) if root is None else root(fn, *args, root_only=True)
+
+        if not w.is_root:
+            log = lambda msg: None  # noqa: E731 - rank 0 reports
         tr.log = log = log or (lambda msg: print(f"npgan: {msg}", file=sys.stderr, flush=True))
 
         def checkpoint() -> None:
-            self._append_history(tr.flush())  # the history always reaches the checkpoint's step
-            self.save_checkpoint()
+            rows = tr.flush()
+            self._check_agreement(f"step {tr.step_count}")  # before the checkpoint: never one of disagreeing ranks
+            on_root(self._append_history, rows)  # the history always reaches the checkpoint's step
+            on_root(self.save_checkpoint)
 
         with _stop_on_signals() as stop, contextlib.ExitStack() as stack:
             if tr.step_count == 0:
-                self.save_samples(0)
+                on_root(self.save_samples, 0)
                 checkpoint()  # step 0: a run always has a checkpoint to resume or roll back to
-            bar = stack.enter_context(_progress_bar(total, tr.step_count)) if progress else None
+            bar = (stack.enter_context(_progress_bar(total, tr.step_count)) if progress and w.is_root
+                   else None)
             while tr.step_count < total:
                 try:
                     tr.step()
                     s = tr.step_count
-                    if s % cfg.log_every == 0 or s == total or stop:
+                    stopping = w.any(stop)  # a stop request on any rank stops all after this step
+                    if s % cfg.log_every == 0 or s == total or stopping:
                         rows = tr.flush()
-                        self._append_history(rows)
+                        on_root(self._append_history, rows)
                         if bar is not None and rows:
                             bar.set_postfix_str(_postfix(rows[-1]), refresh=False)  # shown by the next update
                     if bar is not None:
                         _advance(bar, s)
-                    if stop:
+                    if stopping:
                         checkpoint()
                         raise Interrupted(f"interrupted at step {s}: checkpoint saved in {self.out}; "
                                           f"continue with 'npgan resume {self.out}'")
                     if s % cfg.checkpoint_every == 0 and s != total:
                         checkpoint()
+                    elif w.size > 1 and s % self.check_every == 0:
+                        self._check_agreement(f"step {s}")
                 except DivergenceError as exc:
-                    self._append_history(tr.flush())
+                    on_root(self._append_history, tr.flush())
                     if cfg.train.on_nan != "rollback":
                         raise DivergenceError(f"{exc}; training stopped (on_nan = {cfg.train.on_nan}), "
                                               f"{_last_good(self.out, self.checkpoint_step)}", step=exc.step,
@@ -492,27 +554,87 @@ class Run:
                     self._rollback(exc, log)
                     continue
                 if s % cfg.sample_every == 0 or s == total:
-                    self.save_samples(s)
-        self.save_checkpoint()
-        return _write_results(self.out, cfg, tr)
+                    on_root(self.save_samples, s)
+        self._check_agreement(f"step {tr.step_count}")
+        on_root(self.save_checkpoint)
+        if root is None:
+            return _write_results(self.out, cfg, tr)
+        # rank 0 evaluates alone (however long that takes: no watchdog limit); the others get its metrics
+        return w.bcast(root(_write_results, self.out, cfg, tr, root_only=True, limit=None))
+
+    def _check_agreement(self, where: str) -> None:
+        """Several processes: the ranks compare every parameter and buffer of G and D (one digest each);
+        :class:`~npgan.distributed.ReplicaMismatchError` names the first that differs. One process: nothing."""
+        w = distributed.world()
+        if w.size > 1:
+            w.check_agreement([(f"{n}/{k}", v) for n, m in (("G", self.G), ("D", self.D))
+                               for k, v in m.state_dict().items()], where)
 
     def _rollback(self, exc: DivergenceError, log: Callable[[str], None]) -> None:
-        """Reload the last checkpoint and halve the learning rate (on_nan = "rollback")."""
+        """Reload the last checkpoint and halve the learning rate (on_nan = "rollback"). Several processes: rank 0
+        decides and reloads, the others take its state (:func:`_share_state`)."""
         tr = self.trainer
         path = self.out / CHECKPOINT
-        if self.rollbacks >= MAX_ROLLBACKS or not path.is_file():
-            why = (f"gave up after {self.rollbacks} rollbacks" if path.is_file()
-                   else f"there is no checkpoint in {self.out} to roll back to")
-            raise DivergenceError(f"{exc}; {why}", step=exc.step, network=exc.network, loss=exc.loss,
-                                  values=exc.values) from None
         scale = tr.lr_scale * 0.5
-        self.load_checkpoint(path)
+
+        def reload() -> None:
+            if self.rollbacks >= MAX_ROLLBACKS or not path.is_file():
+                why = (f"gave up after {self.rollbacks} rollbacks" if path.is_file()
+                       else f"there is no checkpoint in {self.out} to roll back to")
+                raise DivergenceError(f"{exc}; {why}", step=exc.step, network=exc.network, loss=exc.loss,
+                                      values=exc.values) from None
+            self.load_checkpoint(path)
+
+        w = distributed.world()
+        if w.size > 1:
+            w.run(reload, root_only=True)
+            _share_state(w, self)
+        else:
+            reload()
         tr.lr_scale = scale
         self.rollbacks += 1
-        self._restore_history()
+        if w.is_root:
+            self._restore_history()
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+
+def _share_state(w: distributed.World, run: Run) -> None:
+    """Several processes: every rank takes rank 0's training state (weights, buffers, optimizers, the random
+    stream, the step and the trainer's counters, the run's length) by one broadcast, after rank 0 loaded a
+    checkpoint; the arrays travel as host arrays (the checkpoint's own packing, :func:`_run_state`)."""
+    tr = run.trainer
+    state = None
+    if w.is_root:
+        arrays, meta = _run_state(run.cfg, run.G, run.D, run.opt_g, run.opt_d, tr, run.total_steps)
+        state = ({k: backend.to_numpy(v) for k, v in arrays.items()}, meta,
+                 (run.total_steps, run.stop_at, run.checkpoint_step))
+    arrays, meta, (total, stop_at, at) = w.bcast(state)
+    if not w.is_root:
+        def apply() -> None:
+            st = unpack_state("rank 0's state", arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
+            apply_state("rank 0's state", st, {"G": run.G, "D": run.D}, {"opt_g": run.opt_g, "opt_d": run.opt_d})
+            tr.step_count, tr.lr_scale, tr.skipped = st.step, st.lr_scale, st.skipped
+            run.total_steps, run.stop_at, run.checkpoint_step = total, stop_at, at
+        w.run(apply)
+    else:
+        w.run(lambda: None)
+
+
+def _resume_other_ranks(cls: type[Run], w: distributed.World, run: Run | None, out: Path) -> Run:
+    """:meth:`Run.resume` with several processes, after rank 0 resumed (``run``; None on the others): the others
+    build the run from rank 0's configuration (a broadcast: no rank but 0 reads the directory), then every rank
+    takes rank 0's state. A failure on any rank is raised on every rank, and rank 0 then releases the lock."""
+    cfg_dict = w.bcast(run.cfg.to_dict() if w.is_root else None)
+    try:
+        run = w.run(lambda: run if w.is_root else cls(RunConfig.from_dict(cfg_dict), out))
+        _share_state(w, run)
+    except BaseException:
+        if run is not None:
+            run.close()
+        raise
+    return run
 
 
 def _refuse_existing_run(out: Path, exists: Callable[[Path], bool]) -> None:
