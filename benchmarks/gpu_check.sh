@@ -92,7 +92,7 @@ stage bench 90 "$PY" benchmarks/bench.py --device gpu --repeat 5 --json "$DIR/be
 stage draw 35 "$PY" benchmarks/batch_draw.py --device gpu --repeat 5 --json "$DIR/batch_draw_gpu.json"
 stage shapes 50 "$PY" benchmarks/gpu_shapes_run.py "$DIR" --device gpu --steps 200
 rm -rf "$DIR/shapes_preset"
-stage preset 40 "$PY" -m npgan.cli train --preset shapes-dcgan --steps 200 --device gpu --no-progress \
+stage preset 40 "$PY" -m npgan.run.cli train --preset shapes-dcgan --steps 200 --device gpu --no-progress \
     --out "$DIR/shapes_preset"
 rm -rf "$DIR/shapes_mpi2"
 stage mpi2 60 "$PY" -m npgan.run.cli train --preset shapes-dcgan --steps 100 --device gpu --nproc 2 --no-progress \
