@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; stale temp
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["TEMP_SUFFIX", "atomic_write_bytes", "atomic_write_text", "temp_file", "publish", "remove_stale_temps",
-           "sha256_file", "fsync_dir", "check_target", "open_regular", "file_kind", "FileKindError"]
+           "sha256_file", "fsync_dir", "check_target", "open_regular", "file_kind", "FileKindError", "append_bytes"]
 
 #: the ending of npgan's temporary files (``.NAME.PID.XXXXXXXXXXXX.npgan.tmp``), which cleanup looks for
 TEMP_SUFFIX = ".npgan.tmp"
@@ -238,6 +238,27 @@ def _writer_gone(pid: int, mtime: float) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return pid <= 0 or _pid_started_after(pid, mtime)
     return _pid_started_after(pid, mtime)
+
+
+def append_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Append ``data`` to the regular file ``path`` (created if absent), never through a symlink
+    (``O_NOFOLLOW``) and never to anything but a regular file (:class:`~npgan.errors.FileKindError`); the
+    ``open`` never blocks (a FIFO)."""
+    flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+             | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):  # a symlink, a directory, a FIFO without reader
+            check_target(path)
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise FileKindError(f"{path} is {file_kind(mode)}; npgan writes only regular files: give another path")
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temps(directory: str | os.PathLike, suffix: str = TEMP_SUFFIX,

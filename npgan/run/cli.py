@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "last checkpoint with the learning rate halved")
     t.add_argument("--out", required=True, type=_path("--out"), help="run directory (must not hold a run yet)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--threads", type=cli_type(integer, "--threads", 1),
+    t.add_argument("--threads", type=cli_type(integer, "--threads", 1, MAX_THREADS),
                    help="CPU threads per op (default: $NPGAN_NUM_THREADS, else the BLAS's thread count)")
 
     _add_weights_options(t)
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
     r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--threads", type=cli_type(integer, "--threads", 1), help="CPU threads per op")
+    r.add_argument("--threads", type=cli_type(integer, "--threads", 1, MAX_THREADS), help="CPU threads per op")
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
     s.add_argument("dir", type=_path("DIR"), help="run directory to sample from")
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: ``npgan sample --n``: at most this many samples (a count that fits a run's memory checks and an .npy)
 MAX_SAMPLES = 10**8
+#: ``--threads``: at most this many (a thread per op chunk; more than any machine's cores)
+MAX_THREADS = 1024
 
 
 def _add_reader_options(p: argparse.ArgumentParser, verb: str) -> None:

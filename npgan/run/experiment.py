@@ -379,6 +379,7 @@ class Run:
         """
         out = Path(out)
         cfg, _ = _resume_config(out, steps, None, device, False)  # checks, before the lock file is made
+        _check_run_files(out)
         if cfg.model == "custom":  # its model file is code: checked (never run) only for a valid checkpoint
             _read_checkpoint(cfg, out, out / CHECKPOINT)
             _check_model_file(cfg, allow_changed_model, out)
@@ -451,9 +452,15 @@ class Run:
         """The run's history rows so far (read from history.csv)."""
         return read_history(self.out / HISTORY)
 
-    def _restore_history(self) -> None:
-        with writing(self.out / HISTORY):
-            history.cut(self.out / HISTORY, self.trainer.step_count)
+    def _restore_history(self, log: Callable[[str], None] | None = None) -> None:
+        """Cut history.csv back to the checkpoint's step; a damaged file is first kept aside, and ``log`` (default:
+        stderr) gets the one line that says so (:func:`npgan.run.history.cut`)."""
+        path, step = self.out / HISTORY, self.trainer.step_count
+        with writing(path):
+            report = history.cut(path, step)
+        if report is not None:
+            msg = history.describe_cut(path, report, step)
+            (log or (lambda m: print(f"npgan: {m}", file=sys.stderr, flush=True)))(msg)
 
     def _append_history(self, rows: list[dict[str, float]]) -> None:
         with writing(self.out / HISTORY):
@@ -544,10 +551,28 @@ class Run:
         self.load_checkpoint(path)
         tr.lr_scale = scale
         self.rollbacks += 1
-        self._restore_history()
+        self._restore_history(log)
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+
+#: the files a writer (train, resume) replaces or appends to in a run directory
+_WRITTEN = (CONFIG, HISTORY, CHECKPOINT, METRICS, "losses.png")
+
+
+def _check_run_files(out: Path) -> None:
+    """Before a writer writes anything in ``out``: each file it replaces or appends to is absent or a regular file
+    (never a symlink, whose target or link would be replaced; never a device or FIFO), and ``samples`` is absent
+    or a directory (not a symlink to one); else one :class:`~npgan.errors.FileKindError` line naming it."""
+    from ..errors import FileKindError
+    from ..files import check_target
+    for name in _WRITTEN:
+        check_target(out / name)
+    samples = out / "samples"
+    if samples.is_symlink() or (samples.exists() and not samples.is_dir()):
+        what = f"a symlink (to {os.readlink(samples)})" if samples.is_symlink() else "not a directory"
+        raise FileKindError(f"{samples} is {what}; a run writes its pictures into a directory of its own")
 
 
 def _refuse_existing_run(out: Path, exists: Callable[[Path], bool]) -> None:
@@ -565,6 +590,8 @@ def _check_new_run(cfg: RunConfig, out: Path) -> Path:
     if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
         check_unlocked(out)  # a writer at work there: name it (writes nothing)
         _refuse_existing_run(out, Path.exists)
+    if out.is_dir():
+        _check_run_files(out)
     if cfg.data == "mnist" and not cfg.data_dir:
         raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
     if cfg.model == "custom":
@@ -598,6 +625,8 @@ def _save_samples(out: Path, cfg: RunConfig, x: Tensor, step: int) -> None:
     path = out / "samples" / f"step_{step:06d}.png"
     with writing(path.parent):
         path.parent.mkdir(exist_ok=True)
+    if path.parent.is_symlink():  # made one meanwhile: never write through it
+        _check_run_files(out)
     with writing(path):
         plots.samples(backend.to_numpy(x.data), cfg.data, path, title=f"{cfg.data}, step {step}")
 
