@@ -209,7 +209,8 @@ def test_r1_run_records_gp_every_second_step_and_resumes_exactly(tmp_path, capsy
 
 def test_a_run_written_before_the_penalty_fields_still_resumes(tmp_path, capsys):
     """config.toml without gp/gp_weight/gp_every and history.csv without the gp column (as npgan wrote them
-    before the penalty existed): the run resumes, the old rows read gp = NaN and the history is rewritten with the column."""
+    before the penalty existed): the run resumes, the old rows read gp = NaN and the history is rewritten with the
+    column."""
     out = tmp_path / "old"
     cfg = make_config("ring8")
     cfg.train.steps, cfg.train.batch_size = 10, 64

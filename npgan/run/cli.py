@@ -64,9 +64,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..gan.config import LOSS_KINDS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
+    from ..gan.config import LOSS_KINDS, MAX_D_STEPS, MAX_SIZE, MAX_STEPS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
     from ..kde import BANDWIDTH_RULES, check_bandwidth
-    from .config import DATASETS, OPTIMIZERS
+    from .config import DATASETS, MAX_IMAGE_SIZE, MAX_SEED, OPTIMIZERS
     from .presets import PRESETS, WGAN, WGAN_GP
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a GAN from a preset (and/or a TOML config)")
     t.add_argument("--preset", choices=list(PRESETS), help="starting configuration")
     t.add_argument("--config", type=_path("--config"), help="a config.toml (e.g. from an earlier run) to start from")
-    t.add_argument("--steps", type=cli_type(integer, "--steps", 1), help="total training steps (default: the preset's)")
-    t.add_argument("--batch-size", type=cli_type(integer, "--batch-size", 1),
+    t.add_argument("--steps", type=cli_type(integer, "--steps", 1, MAX_STEPS),
+                   help="total training steps (default: the preset's)")
+    t.add_argument("--batch-size", type=cli_type(integer, "--batch-size", 1, MAX_SIZE),
                    help="samples per batch (default: the preset's)")
     t.add_argument("--loss", choices=list(LOSS_KINDS),
                    help="GAN objective (default: the preset's; only the loss: for the WGAN recipe use --wgan)")
@@ -99,10 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a preset's penalty off")
     t.add_argument("--gp-weight", type=cli_type(real, "--gp-weight", 0), metavar="W",
                    help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
-    t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1), metavar="K",
+    t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1, MAX_STEPS), metavar="K",
                    help="lazy regularisation: the penalty on every K-th D step, its weight times K (default 1)")
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
-    t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1),
+    t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1, MAX_D_STEPS),
                    help="discriminator updates per generator update (default: the preset's)")
     t.add_argument("--entropy-weight", type=cli_type(real, "--entropy-weight", 0),
                    help="λ of the KDE entropy term (annealed to the preset's final value)")
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-final", type=cli_type(real, "--lr-final", 0, low_open=True), metavar="LR",
                    help="the learning rate of the last step, reached linearly from --lr (overrides the preset's)")
     t.add_argument("--device", help="cpu | gpu | gpu:N (default: $NPGAN_DEVICE, else the config's, cpu)")
-    t.add_argument("--seed", type=cli_type(integer, "--seed", 0),
+    t.add_argument("--seed", type=cli_type(integer, "--seed", 0, MAX_SEED),
                    help="seed of all random draws: weights, batches, noise (default: the config's)")
     t.add_argument("--data", choices=list(DATASETS),
                    help="the training data (default: the preset's): folder = your images under --data-dir, "
@@ -122,14 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "ring8 / grid25 = the 2-D mixtures")
     t.add_argument("--data-dir", help="the data's folder: your images (--data folder, any depth), CIFAR-10's "
                                       "binary files or the MNIST IDX files (get them with 'npgan download')")
-    t.add_argument("--image-size", type=cli_type(integer, "--image-size", 1),
+    t.add_argument("--image-size", type=cli_type(integer, "--image-size", 1, MAX_IMAGE_SIZE),
                    help="side of the square images (resize of the shorter side + centre crop for a folder, "
                         "resize for cifar10 and mnist); the DCGAN needs 4*2^k (8, 16, 32, 64, 128, ...)")
     t.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB); a folder can be either")
-    t.add_argument("--z-dim", type=cli_type(integer, "--z-dim", 1), help="size of the generator's noise z (nz)")
-    t.add_argument("--width", type=cli_type(integer, "--width", 1),
+    t.add_argument("--z-dim", type=cli_type(integer, "--z-dim", 1, MAX_SIZE),
+                   help="size of the generator's noise z (nz)")
+    t.add_argument("--width", type=cli_type(integer, "--width", 1, MAX_SIZE),
                    help="both networks' base width (ngf = ndf for the DCGAN, the hidden size for the MLPs)")
-    t.add_argument("--d-width", type=cli_type(integer, "--d-width", 1),
+    t.add_argument("--d-width", type=cli_type(integer, "--d-width", 1, MAX_SIZE),
                    help="the discriminator's width alone (ndf; default: --width, else the preset's)")
     t.add_argument("--beta1", type=cli_type(real, "--beta1", 0, 1, high_open=True), help="Adam's beta1 (DCGAN: 0.5)")
     t.add_argument("--beta2", type=cli_type(real, "--beta2", 0, 1, high_open=True), help="Adam's beta2 (0.999)")
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
     r.add_argument("dir", type=_path("DIR"), help="run directory written by npgan train")
-    r.add_argument("--steps", type=cli_type(integer, "--steps", 1),
+    r.add_argument("--steps", type=cli_type(integer, "--steps", 1, MAX_STEPS),
                    help="train to step N: beyond the run's end it extends the run with the final lr and λ; "
                         "before it, this session stops at N")
     r.add_argument("--restretch", action="store_true",
@@ -313,7 +315,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         if tr.lr_final is not None and a.lr_final is None:
             scaled = tr.lr_final * a.lr / tr.lr
             if not scaled > 0:
-                raise UsageError(f"--lr {a.lr:g} is too small for the preset's decay: its final learning rate "
+                raise UsageError(f"--lr {a.lr!r} is too small for the preset's decay: its final learning rate "
                                  f"({tr.lr_final:g} / {tr.lr:g} of --lr) underflows to 0; give --lr-final too, or a "
                                  "larger --lr")
             tr.lr_final = scaled
@@ -404,6 +406,23 @@ def _check_output(path: Path, option: str) -> None:
         raise UsageError(f"{option} {exc}") from None
 
 
+def _check_sample_memory(run: Any, n: int) -> None:
+    """Refuse (UsageError naming --n) a sample count whose noise, G's activations and the samples' host copies
+    would not fit in the available memory: twice :func:`npgan.run.memory.estimate_eval_bytes` (the .npy buffer and
+    the host copy of G's output come on top of G's activations)."""
+    from . import memory
+    from .machine import format_bytes
+    avail = memory.available_memory()
+    if avail is None:
+        return
+    need = 2 * memory.estimate_eval_bytes(run.G, run.cfg.train, n)
+    if need > 0.9 * avail:
+        fit = max(int(0.9 * avail / (need / n)), 1)
+        raise UsageError(f"--n {n} needs about {format_bytes(need)} of memory (noise, G's activations and "
+                         f"the samples), but only {format_bytes(avail)} is available on "
+                         f"{backend.get_device()}; use --n of at most {fit}")
+
+
 def cmd_sample(a: argparse.Namespace) -> int:
     from ..files import atomic_write_bytes
     from .experiment import load_run_readonly, writing
@@ -414,6 +433,7 @@ def cmd_sample(a: argparse.Namespace) -> int:
         _check_output(a.png, "--png")
     # writes nothing in the run directory; runs no code of the run unless --trust-model
     run = load_run_readonly(a.dir, allow_changed_model=a.allow_changed_model, trust_model=a.trust_model)
+    _check_sample_memory(run, a.n)
     x = backend.to_numpy(run.trainer.sample(n=a.n).data)  # fresh draws from the restored stream
     buf = io.BytesIO()
     backend.np.save(buf, x, allow_pickle=False)
