@@ -2,12 +2,16 @@
 file is never opened through a link (docs/reliability.md, "Untrusted files and paths").
 
 A device node is what the bug replaced; no test here touches one (or /dev at all): a FIFO (os.mkfifo) and a symlink in
-tmp_path stand in for "not a regular file". No FIFO is ever opened for reading here (it would block without a
-writer); a test that shows a FIFO is left as it was only lstat()s it.
+tmp_path stand in for "not a regular file". This process never opens a FIFO (it would block without a writer); the
+tests whose code under test opens one run it in a child process, whose timeout only turns a regression's hang into a
+failure (the pass condition is the child's exit).
 """
 
 import os
 import stat
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from helpers import ring8_config, run_cli
@@ -15,6 +19,15 @@ from helpers import ring8_config, run_cli
 from npgan import files
 from npgan.errors import FileKindError
 from npgan.run.experiment import Run
+
+HANG_GUARD = 600  # seconds
+
+
+def _in_child(code):
+    """Run ``code`` in a fresh Python; (exit status, stdout, stderr)."""
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                       timeout=HANG_GUARD)
+    return p.returncode, p.stdout, p.stderr
 
 
 def _fifo(path):
@@ -89,15 +102,27 @@ def test_append_never_goes_through_a_symlink_or_into_a_fifo(tmp_path):
     with pytest.raises(FileKindError, match="symlink"):
         files.append_bytes(tmp_path / "h.csv", b"row\n")
     _fifo(tmp_path / "f.csv")
-    with pytest.raises(FileKindError, match="FIFO"):
-        files.append_bytes(tmp_path / "f.csv", b"row\n")  # O_NONBLOCK: no reader gives ENXIO at once, never a hang
+    rc, out, err = _in_child(f"""
+        from npgan import files
+        try:
+            files.append_bytes({str(tmp_path / "f.csv")!r}, b"row\\n")  # O_NONBLOCK: ENXIO at once, never a hang
+        except ValueError as exc:
+            print(type(exc).__name__, exc)
+    """)
+    assert rc == 0 and out.startswith("FileKindError") and "FIFO" in out, (out, err)
     assert victim.read_bytes() == b"keep"
 
 
 def test_open_regular_refuses_a_fifo_without_blocking(tmp_path):
     fifo = _fifo(tmp_path / "f")
-    with pytest.raises(FileKindError, match="FIFO"):
-        files.open_regular(fifo)  # O_NONBLOCK: the open returns at once, fstat says what it is
+    rc, out, err = _in_child(f"""
+        from npgan import files
+        try:
+            files.open_regular({str(fifo)!r})  # O_NONBLOCK: the open returns at once, fstat says what it is
+        except ValueError as exc:
+            print(type(exc).__name__, exc)
+    """)
+    assert rc == 0 and out.startswith("FileKindError") and "FIFO" in out, (out, err)
     with pytest.raises(FileKindError, match="directory"):
         files.open_regular(tmp_path)
     (tmp_path / "r").write_bytes(b"abc")
@@ -199,7 +224,11 @@ def test_a_fifo_lock_file_is_refused_and_info_does_not_hang(trained, tmp_path, c
     shutil.copytree(trained, out)
     (out / ".npgan.lock").unlink()
     _fifo(out / ".npgan.lock")
-    rc, stdout, err = run_cli(["info", out], capsys)  # the holder's text is read without blocking: none
+    rc, stdout, err = _in_child(f"""
+        import sys
+        from npgan.run.cli import main
+        sys.exit(main(["info", {str(out)!r}]))  # the holder's text is read without blocking: none
+    """)
     assert rc == 0 and "last_writer_pid: None" in stdout, err
     rc, _, err = run_cli(["resume", out, "--steps", "8", "--no-progress"], capsys)
     assert "FIFO" in _one_error_line(err, rc)

@@ -252,18 +252,17 @@ def _limit(name: str, given: int | None, env: str, default: int) -> int:
 
 
 @contextlib.contextmanager
-def _pillow_limit(max_pixels: int) -> Iterator[None]:
-    """Pillow's own decompression-bomb check (a warning above ``Image.MAX_IMAGE_PIXELS``, an error above twice
-    that) yields to npgan's limit while decoding: silenced, and raised when ``max_pixels`` is larger."""
+def _pillow_limit() -> Iterator[None]:
+    """While an ImageFolder decodes, npgan's limits (checked on the header's size, before any pixel is decoded)
+    stand in for Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``: a warning, then an error at
+    twice it), so that a file beyond them is skipped with npgan's message and ``max_pixels`` can be raised past
+    Pillow's figure. Pillow's setting is put back after each file."""
     from PIL import Image
 
     before = Image.MAX_IMAGE_PIXELS
-    if before is not None and max_pixels > before:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
         Image.MAX_IMAGE_PIXELS = before
 
@@ -281,7 +280,7 @@ def _decode(path: str, size: int, channels: int, upscale: bool, background: int,
         f = open_regular(path, "image")
     except FileKindError as exc:
         raise _Undecodable(str(exc).replace(f"image {path} is ", "")) from None
-    with f, _pillow_limit(max_pixels), Image.open(f) as im:
+    with f, _pillow_limit(), Image.open(f) as im:
         w, h = im.size
         if min(w, h) < 1:
             raise _Undecodable(f"its header says {w}x{h} pixels")
@@ -373,13 +372,14 @@ def _npy_layout(f: Any, path: str) -> tuple[tuple[int, ...], Any, bool, int]:
     return tuple(shape), dtype, bool(fortran), f.tell()
 
 
-def _block_digests(f: Any, offset: int, nbytes: int, blocks: Any = None) -> dict[int, str]:
-    """SHA-256 (32 hex digits) of the pixel blocks ``blocks`` (all when None) of the data at ``offset``."""
-    n = -(-nbytes // CACHE_BLOCK)
+def _block_digests(f: Any, offset: int, nbytes: int, block: int, blocks: Any = None) -> dict[int, str]:
+    """SHA-256 (32 hex digits) of the ``block``-byte pixel blocks ``blocks`` (all when None) of the data at
+    ``offset``."""
+    n = -(-nbytes // block)
     out = {}
     for b in range(n) if blocks is None else blocks:
-        f.seek(offset + b * CACHE_BLOCK)
-        chunk = f.read(min(CACHE_BLOCK, nbytes - b * CACHE_BLOCK))
+        f.seek(offset + b * block)
+        chunk = f.read(min(block, nbytes - b * block))
         out[b] = hashlib.sha256(chunk).hexdigest()[:32]
     return out
 
@@ -403,8 +403,10 @@ def _check_cache(path: str, meta: dict[str, Any], shape: tuple[int, ...], full: 
         if offset != meta.get("offset") or size != offset + nbytes:
             raise _CacheDefect(f"its size ({size} bytes, data at {offset}) is not the {offset + nbytes} bytes "
                                f"(data at {meta.get('offset')}) it was built with")
-        want = meta.get("sha256")
-        n = -(-nbytes // CACHE_BLOCK)
+        want, block = meta.get("sha256"), meta.get("block")
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise _CacheDefect(f"its checksum block size {block!r} is not a positive integer")
+        n = -(-nbytes // block)
         if not isinstance(want, list) or len(want) != n:
             raise _CacheDefect("its checksums are missing")
         if full or n <= CACHE_FULL_CHECK_BLOCKS:
@@ -412,9 +414,9 @@ def _check_cache(path: str, meta: dict[str, Any], shape: tuple[int, ...], full: 
         else:
             rng = np.random.default_rng()
             blocks = sorted({0, n - 1, *rng.choice(n, CACHE_SAMPLED_BLOCKS - 2, replace=False).tolist()})
-        for b, digest in _block_digests(f, offset, nbytes, blocks).items():
+        for b, digest in _block_digests(f, offset, nbytes, block, blocks).items():
             if digest != want[b]:
-                raise _CacheDefect(f"its pixel block {b} (bytes {offset + b * CACHE_BLOCK}..) fails its SHA-256 "
+                raise _CacheDefect(f"its pixel block {b} (bytes {offset + b * block}..) fails its SHA-256 "
                                    "(the cache was altered or damaged)")
 
 
@@ -612,7 +614,7 @@ class ImageFolder(UInt8Images):
             with open(tmp, "rb") as f:  # the layout and the checksums of what is published
                 _, _, _, offset = _npy_layout(f, tmp)
                 nbytes = kept.size * channels * size * size
-                digests = _block_digests(f, offset, nbytes)
+                digests = _block_digests(f, offset, nbytes, CACHE_BLOCK)
             meta = {"key": key, "format": _CACHE_FORMAT, "root": os.path.realpath(self.root),
                     "files": [entries[i][0] for i in kept], "skipped": skipped, "first_error": first_error,
                     "offset": offset, "block": CACHE_BLOCK, "sha256": [digests[b] for b in range(len(digests))]}
