@@ -20,8 +20,8 @@ from typing import Any
 from .. import __version__
 from ..checks import integer, one_of
 from ..data.mixtures import MIXTURES
-from ..errors import RunError
-from ..files import atomic_write_text
+from ..errors import FileKindError, RunError
+from ..files import atomic_write_text, open_regular
 from ..gan.config import MAX_SIZE, MAX_STEPS, TrainConfig
 from ..kde import BANDWIDTH_RULES
 
@@ -211,10 +211,12 @@ def read_config(path: Path) -> RunConfig:
     except ImportError:  # pragma: no cover - Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "config file") as f:  # a FIFO or device: one line, never a blocking read
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise RunError(f"config file {path} does not exist") from None
+    except FileKindError as exc:
+        raise RunError(str(exc)) from None
     except OSError as exc:
         raise RunError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     if len(raw) > MAX_CONFIG_BYTES:
