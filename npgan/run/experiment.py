@@ -47,11 +47,11 @@ from .. import backend
 from ..data.catalog import load_images
 from ..data.digits import load_digits, load_mnist
 from ..data.mixtures import MIXTURES
-from ..errors import DivergenceError, RunError, WriteError
+from ..errors import DivergenceError, FileKindError, RunError, WriteError
 from ..eval import plots
 from ..eval.classifiers import digits_classifier, mnist_classifier, shapes_classifier
 from ..eval.metrics import colour_image_metrics, image_metrics, mode_metrics
-from ..files import atomic_write_text, remove_stale_temps
+from ..files import atomic_write_text, check_target, remove_stale_temps
 from ..gan.trainer import Trainer
 from ..tensor import Tensor
 from ..weights import WeightsError, load_into
@@ -565,8 +565,6 @@ def _check_run_files(out: Path) -> None:
     """Before a writer writes anything in ``out``: each file it replaces or appends to is absent or a regular file
     (never a symlink, whose target or link would be replaced; never a device or FIFO), and ``samples`` is absent
     or a directory (not a symlink to one); else one :class:`~npgan.errors.FileKindError` line naming it."""
-    from ..errors import FileKindError
-    from ..files import check_target
     for name in _WRITTEN:
         check_target(out / name)
     samples = out / "samples"
