@@ -233,3 +233,33 @@ def test_a_fifo_lock_file_is_refused_and_info_does_not_hang(trained, tmp_path, c
     rc, _, err = run_cli(["resume", out, "--steps", "8", "--no-progress"], capsys)
     assert "FIFO" in _one_error_line(err, rc)
     assert _is_fifo(out / ".npgan.lock")
+
+
+# ============================================================================ found by the adversarial pass
+def test_a_symlink_loop_as_export_out_is_one_line_not_a_traceback(trained, tmp_path, capsys):
+    loop = tmp_path / "loop.safetensors"
+    loop.symlink_to(loop.name)
+    rc, _, err = run_cli(["export", trained, "--out", loop, "--force"], capsys)
+    assert "symlink" in _one_error_line(err, rc)
+    looping_dir = tmp_path / "d"
+    looping_dir.symlink_to("d")
+    rc, _, err = run_cli(["export", trained, "--out", looping_dir / "g.safetensors"], capsys)
+    _one_error_line(err, rc)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_train_out_as_a_broken_symlink_is_bad_input_not_a_write_failure(tmp_path, capsys, kind):
+    out = tmp_path / "r"
+    out.symlink_to(tmp_path / "nowhere" if kind == "dangling" else "r")
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--steps", "2", "--batch-size", "32", "--no-progress",
+                          "--out", out], capsys)
+    assert "symlink" in _one_error_line(err, rc)  # exit 2 (it was 4, "could not write")
+    assert os.path.islink(out) and not (tmp_path / "nowhere").exists()
+
+
+def test_a_refused_resume_leaves_the_lock_file_as_it_was(trained, capsys):
+    lock = trained / ".npgan.lock"
+    before = (lock.read_bytes(), lock.stat().st_mtime_ns)
+    rc, _, err = run_cli(["resume", trained, "--restretch"], capsys)  # --restretch without --steps
+    assert "--restretch needs --steps" in _one_error_line(err, rc)
+    assert (lock.read_bytes(), lock.stat().st_mtime_ns) == before

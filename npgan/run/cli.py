@@ -247,9 +247,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     out = a.out
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must name a .safetensors file, got {out}")
-    if a.dir.is_dir() and out.resolve().is_relative_to(a.dir.resolve()):
+    check_target(out)  # a symlink (a loop too), device, FIFO or directory: refused before anything is read
+    try:
+        inside = a.dir.is_dir() and out.resolve().is_relative_to(a.dir.resolve())
+    except (RuntimeError, OSError) as exc:  # a symlink loop on the way
+        raise UsageError(f"--out {out}: {exc}") from None
+    if inside:
         raise UsageError(f"--out {out} is inside the run directory {a.dir}; export never writes there")
-    check_target(out)  # a symlink, device, FIFO or directory: refused before anything is read
     if os.path.lexists(out) and not a.force:
         raise UsageError(f"--out {out} already exists; pass --force to replace it")
     cfg, G, D, step = read_models(a.dir, allow_changed_model=a.allow_changed_model, trust_model=a.trust_model)

@@ -378,7 +378,7 @@ class Run:
         SHA-256 is then written to config.toml; the checkpoint must still fit the architecture).
         """
         out = Path(out)
-        cfg, _ = _resume_config(out, steps, None, device, False)  # checks, before the lock file is made
+        cfg, _ = _resume_config(out, steps, None, device, restretch)  # checks, before the lock file is made
         _check_run_files(out)
         if cfg.model == "custom":  # its model file is code: checked (never run) only for a valid checkpoint
             _read_checkpoint(cfg, out, out / CHECKPOINT)
@@ -583,6 +583,9 @@ def _check_new_run(cfg: RunConfig, out: Path) -> Path:
     """For :meth:`Run.create`: the config validated and ``out`` checked, before anything is built or written;
     a ``--model`` file's SHA-256 is recorded in ``cfg``."""
     cfg.validate()
+    if os.path.islink(out) and not out.is_dir():
+        raise RunError(f"--out {out} is a symlink to {os.readlink(out)}, which is not a directory (a dangling or "
+                       "looping link)")
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
