@@ -206,8 +206,10 @@ def download_mnist(data_dir: str | os.PathLike, base_url: str | Sequence[str] | 
         timeout: seconds per connection attempt.
 
     Each file is streamed to a temporary file in ``data_dir``, checked, and only
-    then renamed into place, so an interrupted or wrong download leaves nothing
-    behind. A file already present with the right checksum is kept untouched
+    then renamed into place, so a wrong download, an error, Ctrl-C or SIGTERM
+    (``npgan download``) leaves nothing behind; the temporary file of a process
+    that was killed outright (SIGKILL) is removed by the next download into
+    ``data_dir``. A file already present with the right checksum is kept untouched
     (not downloaded again); one with a wrong checksum is replaced by a verified
     download. Returns the four paths. Raises ValueError on a checksum mismatch
     (from every mirror) and OSError when no mirror answers.
