@@ -258,11 +258,11 @@ def test_model_file_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "__pycache__").exists()  # the user's folder is left as it was
     assert _cli(["resume", out, "--steps", "5", *FAST], capsys)[0] == 0
     assert load_arrays(out / "checkpoint.npz")[1]["step"] == 5
-    rc, _, err = _cli(["sample", out, "--n", "7", "--out", tmp_path / "s.npy"], capsys)
+    rc, _, err = _cli(["sample", out, "--n", "7", "--out", tmp_path / "s.npy", "--trust-model"], capsys)
     assert rc == 0, err
     assert np.load(tmp_path / "s.npy").shape == (7, 2)
     g = tmp_path / "g.safetensors"
-    assert _cli(["export", out, "--out", g], capsys)[0] == 0
+    assert _cli(["export", out, "--out", g, "--trust-model"], capsys)[0] == 0
     _, md = npgan.load(g)
     assert md["model_sha256"] == _sha(f) and md["model"] == "custom"
     torch = torch_or_skip()
@@ -272,7 +272,7 @@ def test_model_file_end_to_end(tmp_path, capsys):
     G_fresh, _ = build_models(cfg)
     twin = to_torch(G_fresh)
     twin.load_state_dict(load_file(str(g)), strict=True)
-    _, G, _, _ = read_models(out)
+    _, G, _, _ = read_models(out, trust_model=True)
     z = np.random.default_rng(3).standard_normal((10, 16)).astype(np.float32)
     np.testing.assert_allclose(twin(torch.from_numpy(z)).detach().numpy(), G(npgan.tensor(z)).numpy(),
                                rtol=0, atol=1e-6)
@@ -282,12 +282,15 @@ def test_model_file_end_to_end(tmp_path, capsys):
     before = _snapshot(out)
     rc, _, err = _cli(["resume", out, "--steps", "6", *FAST], capsys)
     assert rc == 2 and "has changed since the run was created" in _one_error_line(err)
-    rc, _, err = _cli(["export", out, "--out", tmp_path / "g2.safetensors"], capsys)
+    rc, _, err = _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model"], capsys)
     assert rc == 2 and "--allow-changed-model" in _one_error_line(err)
-    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s2.npy"], capsys)
+    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model"], capsys)
     assert rc == 2 and "has changed" in _one_error_line(err) and not (tmp_path / "s2.npy").exists()
     assert _snapshot(out) == before
-    assert _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--allow-changed-model"], capsys)[0] == 0
+    assert _cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model", "--allow-changed-model"],
+                capsys)[0] == 0  # the option the message names is accepted by every command that gives it
+    assert _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model", "--allow-changed-model"],
+                capsys)[0] == 0
     assert _cli(["resume", out, "--steps", "6", *FAST, "--allow-changed-model"], capsys)[0] == 0
     assert read_config(out / "config.toml").model_sha256 == _sha(f)
     # a changed architecture does not fit the checkpoint, allowed or not

@@ -59,6 +59,17 @@ class UsageError(ValueError):
     pass
 
 
+def _path(option: str) -> Any:
+    """An argparse ``type=`` for a path option: the empty string (which Path reads as the current directory) is
+    refused in one line naming the option."""
+    def convert(s: str) -> Path:
+        if not s:
+            raise argparse.ArgumentTypeError(f"{option} must name a path, got an empty string")
+        return Path(s)
+    convert.__name__ = option  # argparse names the type in some messages
+    return convert
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with one-line errors and no abbreviations: ``--step 100`` is an unknown option, never --steps."""
 
@@ -71,9 +82,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..gan.config import LOSS_KINDS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
+    from ..gan.config import LOSS_KINDS, MAX_D_STEPS, MAX_SIZE, MAX_STEPS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
     from ..kde import BANDWIDTH_RULES, check_bandwidth
-    from .config import DATASETS, OPTIMIZERS
+    from .config import DATASETS, MAX_IMAGE_SIZE, MAX_SEED, OPTIMIZERS
     from .presets import PRESETS, WGAN, WGAN_GP
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
@@ -82,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a GAN from a preset (and/or a TOML config)")
     t.add_argument("--preset", choices=list(PRESETS), help="starting configuration")
-    t.add_argument("--config", type=Path, help="a config.toml (e.g. from an earlier run) to start from")
-    t.add_argument("--steps", type=cli_type(integer, "--steps", 1), help="total training steps (default: the preset's)")
-    t.add_argument("--batch-size", type=cli_type(integer, "--batch-size", 1),
+    t.add_argument("--config", type=_path("--config"), help="a config.toml (e.g. from an earlier run) to start from")
+    t.add_argument("--steps", type=cli_type(integer, "--steps", 1, MAX_STEPS),
+                   help="total training steps (default: the preset's)")
+    t.add_argument("--batch-size", type=cli_type(integer, "--batch-size", 1, MAX_SIZE),
                    help="samples per batch (default: the preset's)")
     t.add_argument("--loss", choices=list(LOSS_KINDS),
                    help="GAN objective (default: the preset's; only the loss: for the WGAN recipe use --wgan)")
@@ -106,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "a preset's penalty off")
     t.add_argument("--gp-weight", type=cli_type(real, "--gp-weight", 0), metavar="W",
                    help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
-    t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1), metavar="K",
+    t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1, MAX_STEPS), metavar="K",
                    help="lazy regularisation: the penalty on every K-th D step, its weight times K (default 1)")
     t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
-    t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1),
+    t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1, MAX_D_STEPS),
                    help="discriminator updates per generator update (default: the preset's)")
     t.add_argument("--entropy-weight", type=cli_type(real, "--entropy-weight", 0),
                    help="λ of the KDE entropy term (annealed to the preset's final value)")
@@ -120,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-final", type=cli_type(real, "--lr-final", 0, low_open=True), metavar="LR",
                    help="the learning rate of the last step, reached linearly from --lr (overrides the preset's)")
     t.add_argument("--device", help="cpu | gpu | gpu:N (default: $NPGAN_DEVICE, else the config's, cpu)")
-    t.add_argument("--seed", type=cli_type(integer, "--seed", 0),
+    t.add_argument("--seed", type=cli_type(integer, "--seed", 0, MAX_SEED),
                    help="seed of all random draws: weights, batches, noise (default: the config's)")
     t.add_argument("--data", choices=list(DATASETS),
                    help="the training data (default: the preset's): folder = your images under --data-dir, "
@@ -129,14 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "ring8 / grid25 = the 2-D mixtures")
     t.add_argument("--data-dir", help="the data's folder: your images (--data folder, any depth), CIFAR-10's "
                                       "binary files or the MNIST IDX files (get them with 'npgan download')")
-    t.add_argument("--image-size", type=cli_type(integer, "--image-size", 1),
+    t.add_argument("--image-size", type=cli_type(integer, "--image-size", 1, MAX_IMAGE_SIZE),
                    help="side of the square images (resize of the shorter side + centre crop for a folder, "
                         "resize for cifar10 and mnist); the DCGAN needs 4*2^k (8, 16, 32, 64, 128, ...)")
     t.add_argument("--channels", type=int, choices=(1, 3), help="1 (grey) or 3 (RGB); a folder can be either")
-    t.add_argument("--z-dim", type=cli_type(integer, "--z-dim", 1), help="size of the generator's noise z (nz)")
-    t.add_argument("--width", type=cli_type(integer, "--width", 1),
+    t.add_argument("--z-dim", type=cli_type(integer, "--z-dim", 1, MAX_SIZE),
+                   help="size of the generator's noise z (nz)")
+    t.add_argument("--width", type=cli_type(integer, "--width", 1, MAX_SIZE),
                    help="both networks' base width (ngf = ndf for the DCGAN, the hidden size for the MLPs)")
-    t.add_argument("--d-width", type=cli_type(integer, "--d-width", 1),
+    t.add_argument("--d-width", type=cli_type(integer, "--d-width", 1, MAX_SIZE),
                    help="the discriminator's width alone (ndf; default: --width, else the preset's)")
     t.add_argument("--beta1", type=cli_type(real, "--beta1", 0, 1, high_open=True), help="Adam's beta1 (DCGAN: 0.5)")
     t.add_argument("--beta2", type=cli_type(real, "--beta2", 0, 1, high_open=True), help="Adam's beta2 (0.999)")
@@ -148,17 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS),
                    help="on a nan/inf loss or gradient: stop (default; exit 3), skip the step, or roll back to the "
                         "last checkpoint with the learning rate halved")
-    t.add_argument("--out", required=True, type=Path, help="run directory (must not hold a run yet)")
+    t.add_argument("--out", required=True, type=_path("--out"), help="run directory (must not hold a run yet)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
-    t.add_argument("--threads", type=cli_type(integer, "--threads", 1),
+    t.add_argument("--threads", type=cli_type(integer, "--threads", 1, MAX_THREADS),
                    help="CPU threads per op (default: $NPGAN_NUM_THREADS, else the BLAS's thread count)")
 
     _add_weights_options(t)
     _add_distributed_options(t)
 
     r = sub.add_parser("resume", help="continue a run from its last checkpoint")
-    r.add_argument("dir", type=Path, help="run directory written by npgan train")
-    r.add_argument("--steps", type=cli_type(integer, "--steps", 1),
+    r.add_argument("dir", type=_path("DIR"), help="run directory written by npgan train")
+    r.add_argument("--steps", type=cli_type(integer, "--steps", 1, MAX_STEPS),
                    help="train to step N: beyond the run's end it extends the run with the final lr and λ; "
                         "before it, this session stops at N")
     r.add_argument("--restretch", action="store_true",
@@ -167,35 +180,53 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--on-nan", choices=list(ON_NAN_ACTIONS), help="change the run's on_nan action")
     r.add_argument("--device", help="continue on this device (cpu | gpu | gpu:N) instead of the run's")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--threads", type=cli_type(integer, "--threads", 1), help="CPU threads per op")
+    r.add_argument("--threads", type=cli_type(integer, "--threads", 1, MAX_THREADS), help="CPU threads per op")
     _add_distributed_options(r)
 
     s = sub.add_parser("sample", help="draw samples from a trained run")
-    s.add_argument("dir", type=Path, help="run directory to sample from")
-    s.add_argument("--n", type=cli_type(integer, "--n", 1), default=64, help="number of samples (default 64)")
-    s.add_argument("--out", type=Path, help="FILE.npy (--out, --png or both)")
-    s.add_argument("--png", type=Path, help="a picture of the samples (grid or scatter)")
+    s.add_argument("dir", type=_path("DIR"), help="run directory to sample from")
+    s.add_argument("--n", type=cli_type(integer, "--n", 1, MAX_SAMPLES), default=64,
+                   help="number of samples (default 64)")
+    s.add_argument("--out", type=_path("--out"), help="FILE.npy (--out, --png or both)")
+    s.add_argument("--png", type=_path("--png"), help="a picture of the samples (grid or scatter)")
+    _add_reader_options(s, "sample from")
 
     r.add_argument("--allow-changed-model", action="store_true",
                    help="resume a --model run whose model file changed since the run was created")
 
     e = sub.add_parser("export", help="write a run's G and/or D to a safetensors file (PyTorch's state_dict keys)")
-    e.add_argument("dir", type=Path, help="run directory to export from")
+    e.add_argument("dir", type=_path("DIR"), help="run directory to export from")
     e.add_argument("--net", choices=("G", "D", "both"), default="G",
                    help="which network (default G); both: one file, keys prefixed 'G.' and 'D.'")
-    e.add_argument("--out", type=Path, required=True, help="FILE.safetensors (not inside the run directory)")
+    e.add_argument("--out", type=_path("--out"), required=True,
+                   help="FILE.safetensors (not inside the run directory)")
     e.add_argument("--force", action="store_true", help="replace an existing --out file")
-    e.add_argument("--allow-changed-model", action="store_true",
-                   help="export a --model run whose model file changed since the run was created")
+    _add_reader_options(e, "export")
 
     i = sub.add_parser("info", help="version, device, array backend, BLAS; with DIR, that run's state (read-only)")
-    i.add_argument("dir", type=Path, nargs="?", help="a run directory")
+    i.add_argument("dir", type=_path("DIR"), nargs="?", help="a run directory")
+    _add_reader_options(i, "check the weights of")
     dl = sub.add_parser("download", help="fetch MNIST or CIFAR-10 (binary version) into DIR, SHA-256 checked")
     dl.add_argument("dataset", choices=["mnist", "cifar10"],
                     help="mnist: the four IDX .gz files from its mirrors; cifar10: cifar-10-binary.tar.gz (170 MB)")
-    dl.add_argument("dir", type=Path, help="target folder (created); files already there and intact are kept")
+    dl.add_argument("dir", type=_path("DIR"), help="target folder (created); files already there and intact are kept")
 
     return p
+
+
+#: ``npgan sample --n``: at most this many samples (a count that fits a run's memory checks and an .npy)
+MAX_SAMPLES = 10**8
+#: ``--threads``: at most this many (a thread per op chunk; more than any machine's cores)
+MAX_THREADS = 1024
+
+
+def _add_reader_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """--trust-model and --allow-changed-model of the commands that read a run (sample, export, info)."""
+    p.add_argument("--trust-model", action="store_true",
+                   help=f"{verb} a run whose networks come from its own --model file: that file's code is run "
+                        "(never without this option; a run directory is data)")
+    p.add_argument("--allow-changed-model", action="store_true",
+                   help="with --trust-model: accept a model file that changed since the run was created")
 
 
 # ============================================================================ weights in and out
@@ -206,11 +237,12 @@ def _add_weights_options(t: argparse.ArgumentParser) -> None:
                         "build() runs, so it can import helper modules beside it; the run records the file's "
                         "SHA-256; one step's forward and backward (with the double backward --gp needs) is tried "
                         "on 2 samples before anything is written")
-    t.add_argument("--init-g", type=Path, metavar="FILE",
+    t.add_argument("--init-g", type=_path("--init-g"), metavar="FILE",
                    help="start G from these weights (safetensors: from npgan export or PyTorch's save_file); "
                         "give the matching --init-d too: a trained G against a fresh D loses its modes within a "
                         "few steps (a warning says so)")
-    t.add_argument("--init-d", type=Path, metavar="FILE", help="start D from these weights (as --init-g)")
+    t.add_argument("--init-d", type=_path("--init-d"), metavar="FILE",
+                   help="start D from these weights (as --init-g)")
 
 
 def _apply_weights_args(a: argparse.Namespace, cfg: Any) -> None:
@@ -386,17 +418,21 @@ def _distributed_note() -> str:
 def cmd_export(a: argparse.Namespace) -> int:
     """Write G, D or both (keys 'G.…'/'D.…') with their buffers and a metadata block; never writes in the run."""
     from .. import weights
+    from ..files import check_target
     from .experiment import read_models
     out = a.out
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must name a .safetensors file, got {out}")
-    if a.dir.is_dir() and out.resolve().is_relative_to(a.dir.resolve()):
+    check_target(out)  # a symlink (a loop too), device, FIFO or directory: refused before anything is read
+    try:
+        inside = a.dir.is_dir() and out.resolve().is_relative_to(a.dir.resolve())
+    except (RuntimeError, OSError) as exc:  # a symlink loop on the way
+        raise UsageError(f"--out {out}: {exc}") from None
+    if inside:
         raise UsageError(f"--out {out} is inside the run directory {a.dir}; export never writes there")
-    if out.exists() and not a.force:
+    if os.path.lexists(out) and not a.force:
         raise UsageError(f"--out {out} already exists; pass --force to replace it")
-    if out.exists() and not out.is_file():
-        raise UsageError(f"--out {out} exists and is not a file")
-    cfg, G, D, step = read_models(a.dir, allow_changed_model=a.allow_changed_model)
+    cfg, G, D, step = read_models(a.dir, allow_changed_model=a.allow_changed_model, trust_model=a.trust_model)
     meta = {"preset": cfg.preset, "step": str(step), "data": cfg.data, "model": cfg.model,
             "z_dim": str(cfg.train.z_dim), "dtype": cfg.dtype, "net": a.net}
     if cfg.model == "custom":
@@ -456,8 +492,13 @@ def _config_from_args(a: argparse.Namespace) -> Any:
         if tr.entropy_weight_final is not None and a.entropy_weight == 0:
             tr.entropy_weight_final = 0.0
     if a.lr is not None:
-        if tr.lr_final is not None:
-            tr.lr_final = tr.lr_final * a.lr / tr.lr
+        if tr.lr_final is not None and a.lr_final is None:
+            scaled = tr.lr_final * a.lr / tr.lr
+            if not scaled > 0:
+                raise UsageError(f"--lr {a.lr!r} is too small for the preset's decay: its final learning rate "
+                                 f"({tr.lr_final:g} / {tr.lr:g} of --lr) underflows to 0; give --lr-final too, or a "
+                                 "larger --lr")
+            tr.lr_final = scaled
         tr.lr = a.lr
     if a.lr_final is not None:
         tr.lr_final = a.lr_final
@@ -560,14 +601,37 @@ def cmd_resume(a: argparse.Namespace) -> int:
 
 
 def _check_output(path: Path, option: str) -> None:
-    """Refuse (UsageError) an output path whose directory is missing or that names a directory, before
-    anything is written; the message names the path given, never a temporary file."""
+    """Refuse (UsageError) an output path whose directory is missing or that names a directory, a symlink, a
+    device, FIFO or socket (:func:`npgan.files.check_target`), before anything is read or written; the message
+    names the path given, never a temporary file."""
+    from ..files import check_target
     parent = path.parent
     if not parent.is_dir():
         what = "does not exist" if not parent.exists() else "is not a directory"
         raise UsageError(f"{option} {path}: the directory {parent} {what}")
-    if path.is_dir():
+    if path.is_dir() and not path.is_symlink():
         raise UsageError(f"{option} {path} is a directory; give a file name")
+    try:
+        check_target(path)
+    except ValueError as exc:
+        raise UsageError(f"{option} {exc}") from None
+
+
+def _check_sample_memory(run: Any, n: int) -> None:
+    """Refuse (UsageError naming --n) a sample count whose noise, G's activations and the samples' host copies
+    would not fit in the available memory: twice :func:`npgan.run.memory.estimate_eval_bytes` (the .npy buffer and
+    the host copy of G's output come on top of G's activations)."""
+    from . import memory
+    from .machine import format_bytes
+    avail = memory.available_memory()
+    if avail is None:
+        return
+    need = 2 * memory.estimate_eval_bytes(run.G, run.cfg.train, n)
+    if need > 0.9 * avail:
+        fit = max(int(0.9 * avail / (need / n)), 1)
+        raise UsageError(f"--n {n} needs about {format_bytes(need)} of memory (noise, G's activations and "
+                         f"the samples), but only {format_bytes(avail)} is available on "
+                         f"{backend.get_device()}; use --n of at most {fit}")
 
 
 def cmd_sample(a: argparse.Namespace) -> int:
@@ -581,7 +645,9 @@ def cmd_sample(a: argparse.Namespace) -> int:
         _check_output(a.out, "--out")
     if a.png is not None:
         _check_output(a.png, "--png")
-    run = load_run_readonly(a.dir)  # writes nothing in the run directory
+    # writes nothing in the run directory; runs no code of the run unless --trust-model
+    run = load_run_readonly(a.dir, allow_changed_model=a.allow_changed_model, trust_model=a.trust_model)
+    _check_sample_memory(run, a.n)
     x = backend.to_numpy(run.trainer.sample(n=a.n).data)  # fresh draws from the restored stream
     if a.out is not None:
         buf = io.BytesIO()
@@ -619,14 +685,20 @@ def cmd_info(a: argparse.Namespace) -> int:
             "default_dtype": str(backend.get_default_dtype()), "malloc_tuned": backend.malloc_tuned(),
             "threads": get_num_threads()}
     if getattr(a, "dir", None) is not None:
-        from .experiment import load_run_readonly
+        from .experiment import load_run_readonly, read_run_summary
         from .runlock import holder
-        run = load_run_readonly(a.dir)  # writes nothing in the run directory
-        tr = run.cfg.train
-        info = {"run": str(a.dir), "preset": run.cfg.preset, "data": run.cfg.data, "model": run.cfg.model,
-                "step": run.step, "total_steps": run.total_steps, "schedule_steps": tr.steps,
-                "finished": run.step >= run.total_steps and (a.dir / "metrics.json").is_file(),
-                "last_writer_pid": holder(a.dir).get("pid")}
+        summary = read_run_summary(a.dir)  # config and checkpoint checked; nothing built, nothing run
+        cfg, step, total = summary["cfg"], summary["step"], summary["total_steps"]
+        checked = "yes"
+        if cfg.model != "custom" or a.trust_model:  # the weights against the networks (a --model file only if told)
+            run = load_run_readonly(a.dir, allow_changed_model=a.allow_changed_model, trust_model=a.trust_model)
+            step, total = run.step, run.total_steps
+        else:
+            checked = f"no: the networks come from {cfg.model_build!r} (pass --trust-model to run it and check them)"
+        info = {"run": str(a.dir), "preset": cfg.preset, "data": cfg.data, "model": cfg.model,
+                "step": step, "total_steps": total, "schedule_steps": cfg.train.steps,
+                "finished": step >= total and (a.dir / "metrics.json").is_file(),
+                "weights_checked": checked, "last_writer_pid": holder(a.dir).get("pid")}
     for k, v in info.items():
         print(f"{k}: {v}")
     return 0
@@ -656,8 +728,27 @@ def _one_line_warnings() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, so that a command stopped by ``kill`` runs its cleanup
+    (a download's or an image cache's temporary files are removed; training saves a checkpoint, as it does for
+    Ctrl-C). The previous handler comes back after; not in the main thread, nothing changes."""
+    def on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
-    with _one_line_warnings():
+    with _one_line_warnings(), _sigterm_as_ctrl_c():
         return _main(argv)
 
 

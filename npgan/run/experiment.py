@@ -60,11 +60,11 @@ from .. import backend, distributed
 from ..data.catalog import load_images
 from ..data.digits import load_digits, load_mnist
 from ..data.mixtures import MIXTURES
-from ..errors import DivergenceError, RunError, WriteError
+from ..errors import DivergenceError, FileKindError, RunError, WriteError
 from ..eval import plots
 from ..eval.classifiers import digits_classifier, mnist_classifier, shapes_classifier
 from ..eval.metrics import colour_image_metrics, image_metrics, mode_metrics
-from ..files import atomic_write_text, remove_stale_temps
+from ..files import atomic_write_text, check_target, remove_stale_temps
 from ..gan.trainer import Trainer
 from ..tensor import Tensor
 from ..weights import WeightsError, load_into
@@ -89,7 +89,7 @@ from .runlock import LOCK_NAME, RunLock, check_unlocked
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
            "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory", "load_run_readonly",
-           "LoadedRun", "check_checkpoint_file", "writing", "read_models"]
+           "LoadedRun", "check_checkpoint_file", "writing", "read_models", "read_run_summary"]
 
 CONFIG, HISTORY, CHECKPOINT, METRICS = "config.toml", "history.csv", "checkpoint.npz", "metrics.json"
 
@@ -190,13 +190,22 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, opt_g: Any, opt_d: Any,
-                         trainer: Trainer) -> int | None:
-    """Restore G, D, the optimizers, the RNG and the trainer's counters from ``path`` (all or nothing); returns
-    the run's recorded total (``total_steps``, written when a resume extended the run) or None.
+class _ReadCheckpoint(NamedTuple):
+    """A checkpoint read and validated against a run's config, before any model exists (:func:`_read_checkpoint`)."""
 
-    The file is opened and read once (a writer replaces it by a rename, so one read sees one complete version);
-    if it fails to load and was replaced meanwhile, it is read once more.
+    state: Any  # checkpoint.TrainingState
+    meta: dict[str, Any]
+    total: int | None  # the run's recorded total (``total_steps``), when a resume extended it
+
+
+def _read_checkpoint(cfg: RunConfig, out: Path, path: Path) -> _ReadCheckpoint:
+    """Read ``path`` and check everything that needs no model: the file (a regular file, a zip of .npy arrays, its
+    sha256, its format), the architecture's hash, ``total_steps`` and every header field
+    (:func:`npgan.run.checkpoint.unpack_state`: step, optimizers, RNG, the run's configuration).
+
+    Nothing of the run's code runs before this has passed (a ``--model`` file is imported only after it). The file
+    is opened and read once (a writer replaces it by a rename, so one read sees one complete version); if it fails
+    to load and was replaced meanwhile, it is read once more.
     """
     for attempt in (0, 1):
         before = _file_identity(path)
@@ -207,16 +216,31 @@ def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, 
         except CheckpointError:
             if attempt or _file_identity(path) == before:
                 raise
-    if meta.get("arch_hash") != cfg.arch_hash() or meta.get("arch") != arch_summary(G, D):
+    if meta.get("arch_hash") != cfg.arch_hash():
         raise CheckpointError(f"checkpoint {path} was written for another architecture "
                               f"(data/model/widths differ from {out / CONFIG})")
     total = meta.get("total_steps")
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total <= 0):
         raise CheckpointError(f"checkpoint {path}: total_steps must be a positive integer, got {total!r}")
     st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"), config=cfg.to_dict())
+    return _ReadCheckpoint(st, meta, total)
+
+
+def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, opt_g: Any, opt_d: Any,
+                         trainer: Trainer, read: _ReadCheckpoint | None = None) -> int | None:
+    """Restore G, D, the optimizers, the RNG and the trainer's counters from ``path`` (all or nothing); returns
+    the run's recorded total (``total_steps``, written when a resume extended the run) or None.
+
+    ``read``: the checkpoint as :func:`_read_checkpoint` already read it (else it is read now).
+    """
+    read = read if read is not None else _read_checkpoint(cfg, out, path)
+    if read.meta.get("arch") != arch_summary(G, D):
+        raise CheckpointError(f"checkpoint {path} was written for another architecture "
+                              f"(data/model/widths differ from {out / CONFIG})")
+    st = read.state
     apply_state(path, st, {"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d})
     trainer.step_count, trainer.lr_scale, trainer.skipped = st.step, st.lr_scale, st.skipped
-    return total
+    return read.total
 
 
 class LoadedRun(NamedTuple):
@@ -232,27 +256,61 @@ class LoadedRun(NamedTuple):
     total_steps: int
 
 
-def load_run_readonly(out: str | os.PathLike, allow_changed_model: bool = False) -> LoadedRun:
+def load_run_readonly(out: str | os.PathLike, allow_changed_model: bool = False,
+                      trust_model: bool = False) -> LoadedRun:
     """Read a run (config.toml and checkpoint.npz) without writing, truncating or deleting anything in ``out``.
 
     Takes no lock: it works on a read-only directory and while another process trains the run (the checkpoint
-    is replaced atomically; see :func:`_load_training_state`). ``npgan sample`` and ``npgan info DIR`` use it.
-    Like :class:`Run`, it sets the process's default dtype, device and seed from the config first. It reads no
-    data set (the trainer it returns can sample, not train). A ``--model`` file that changed since the run was
-    created is refused unless ``allow_changed_model``.
+    is replaced atomically; see :func:`_read_checkpoint`). ``npgan sample``, ``npgan info DIR`` and ``npgan export``
+    use it. Like :class:`Run`, it sets the process's default dtype, device and seed from the config first. It reads
+    no data set (the trainer it returns can sample, not train).
+
+    A run directory is data, never code: a run whose networks come from a ``--model`` file (config.toml's
+    ``model_build``) is refused with one :class:`RunError` line unless ``trust_model`` (``--trust-model``), and even
+    then the file is imported only after the checkpoint has passed every check that needs no model
+    (:func:`_read_checkpoint`). A model file that changed since the run was created is refused unless
+    ``allow_changed_model``.
     """
     out = Path(out)
-    if not out.is_dir():
-        raise RunError(f"run directory {out} does not exist")
-    check_checkpoint_file(out / CHECKPOINT)
-    cfg = read_config(out / CONFIG)
-    _check_model_file(cfg, allow_changed_model, out)
+    cfg, read = _read_run(out)
+    _trust_model_file(cfg, out, trust_model, allow_changed_model)
     backend.set_default_dtype(cfg.dtype)
     backend.set_device(cfg.device)
     backend.manual_seed(cfg.seed)
     G, D, opt_g, opt_d, trainer = build(cfg, data=False)
-    total = _load_training_state(cfg, out, out / CHECKPOINT, G, D, opt_g, opt_d, trainer)
+    total = _load_training_state(cfg, out, out / CHECKPOINT, G, D, opt_g, opt_d, trainer, read)
     return LoadedRun(cfg, G, D, trainer.step_count, trainer, max(cfg.train.steps, total or 0))
+
+
+def _read_run(out: Path) -> tuple[RunConfig, _ReadCheckpoint]:
+    """config.toml and the checkpoint of the run in ``out``, read and checked; no model is built, nothing runs."""
+    if not out.is_dir():
+        raise RunError(f"run directory {out} does not exist")
+    check_checkpoint_file(out / CHECKPOINT)
+    cfg = read_config(out / CONFIG)
+    return cfg, _read_checkpoint(cfg, out, out / CHECKPOINT)
+
+
+def _trust_model_file(cfg: RunConfig, out: Path, trust_model: bool, allow_changed_model: bool) -> None:
+    """For a reader of a ``--model`` run: refuse unless ``trust_model``; then the file's SHA-256 must still be the
+    recorded one (:func:`_check_model_file`). A run of npgan's own models passes (no code of the run is run)."""
+    if cfg.model != "custom":
+        return
+    if not trust_model:
+        raise RunError(f"{out}: this run's networks are built by the model file {cfg.model_build!r}, whose code "
+                       "npgan runs only when told: pass --trust-model if you trust that file")
+    _check_model_file(cfg, allow_changed_model, out)
+
+
+def read_run_summary(out: str | os.PathLike) -> dict[str, Any]:
+    """What ``npgan info DIR`` shows of a run without building its networks (so without running a ``--model``
+    file): preset, data, model, the checkpoint's step, the run's total and schedule steps, whether it finished.
+    config.toml and the checkpoint are read and checked as :func:`load_run_readonly` checks them, less the
+    comparison of the arrays with the built networks."""
+    out = Path(out)
+    cfg, read = _read_run(out)
+    total = max(cfg.train.steps, read.total or 0)
+    return {"cfg": cfg, "step": read.state.step, "total_steps": total}
 
 
 # ============================================================================ the run
@@ -371,14 +429,21 @@ class Run:
     def _resume_here(cls, out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
                      allow_changed_model: bool) -> Run:
         """:meth:`resume` in this process (the one process, or rank 0)."""
-        _resume_config(out, steps, None, device, False, allow_changed_model)  # checks, before the lock file is made
+        cfg, _ = _resume_config(out, steps, None, device, restretch)  # checks, before the lock file is made
+        _check_run_files(out)
+        if cfg.model == "custom":  # its model file is code: checked (never run) only for a valid checkpoint
+            _read_checkpoint(cfg, out, out / CHECKPOINT)
+            _check_model_file(cfg, allow_changed_model, out)
         lock = RunLock(out, "resume")
         try:
-            cfg, file_cfg, changed = _resume_config(out, steps, on_nan, device, restretch, allow_changed_model)
+            cfg, file_cfg = _resume_config(out, steps, on_nan, device, restretch)
+            read = _read_checkpoint(cfg, out, out / CHECKPOINT)  # all of it that needs no model, before any is built
+            changed = _check_model_file(cfg, allow_changed_model, out)
+            file_cfg.model_sha256 = cfg.model_sha256
             run = cls(cfg, out)
             run.lock = lock
             remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
-            run.load_checkpoint(out / CHECKPOINT)
+            run.load_checkpoint(out / CHECKPOINT, read)
             run.total_steps, run.stop_at = _session_length(run.total_steps, run.trainer.step_count, steps, restretch)
             run._restore_history()
             if restretch or on_nan is not None or changed:
@@ -420,15 +485,15 @@ class Run:
         self.checkpoint_step = step
         return path
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path, read: _ReadCheckpoint | None = None) -> None:
         """Restore everything from ``path``; :class:`CheckpointError` when it does not fit, and then nothing changed.
 
         The file is read and checked completely first (format, checksum, architecture, every array's shape
         against the models and optimizers); the state is then applied as a whole and put back as it was if any
-        part fails.
+        part fails. ``read``: the file as :func:`_read_checkpoint` already read it.
         """
         total = _load_training_state(self.cfg, self.out, Path(path), self.G, self.D, self.opt_g, self.opt_d,
-                                     self.trainer)
+                                     self.trainer, read)
         self.total_steps = max(self.cfg.train.steps, total or 0)
         self.checkpoint_step = self.trainer.step_count
 
@@ -438,9 +503,15 @@ class Run:
         """The run's history rows so far (read from history.csv)."""
         return read_history(self.out / HISTORY)
 
-    def _restore_history(self) -> None:
-        with writing(self.out / HISTORY):
-            history.cut(self.out / HISTORY, self.trainer.step_count)
+    def _restore_history(self, log: Callable[[str], None] | None = None) -> None:
+        """Cut history.csv back to the checkpoint's step; a damaged file is first kept aside, and ``log`` (default:
+        stderr) gets the one line that says so (:func:`npgan.run.history.cut`)."""
+        path, step = self.out / HISTORY, self.trainer.step_count
+        with writing(path):
+            report = history.cut(path, step)
+        if report is not None:
+            msg = history.describe_cut(path, report, step)
+            (log or (lambda m: print(f"npgan: {m}", file=sys.stderr, flush=True)))(msg)
 
     def _append_history(self, rows: list[dict[str, float]]) -> None:
         with writing(self.out / HISTORY):
@@ -594,7 +665,7 @@ class Run:
         tr.lr_scale = scale
         self.rollbacks += 1
         if w.is_root:
-            self._restore_history()
+            self._restore_history(log)
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
@@ -637,6 +708,22 @@ def _resume_other_ranks(cls: type[Run], w: distributed.World, run: Run | None, o
     return run
 
 
+#: the files a writer (train, resume) replaces or appends to in a run directory
+_WRITTEN = (CONFIG, HISTORY, CHECKPOINT, METRICS, "losses.png")
+
+
+def _check_run_files(out: Path) -> None:
+    """Before a writer writes anything in ``out``: each file it replaces or appends to is absent or a regular file
+    (never a symlink, whose target or link would be replaced; never a device or FIFO), and ``samples`` is absent
+    or a directory (not a symlink to one); else one :class:`~npgan.errors.FileKindError` line naming it."""
+    for name in _WRITTEN:
+        check_target(out / name)
+    samples = out / "samples"
+    if samples.is_symlink() or (samples.exists() and not samples.is_dir()):
+        what = f"a symlink (to {os.readlink(samples)})" if samples.is_symlink() else "not a directory"
+        raise FileKindError(f"{samples} is {what}; a run writes its pictures into a directory of its own")
+
+
 def _refuse_existing_run(out: Path, exists: Callable[[Path], bool]) -> None:
     if any(exists(out / f) for f in (CONFIG, CHECKPOINT, HISTORY)):
         raise RunError(f"--out {out} already holds a run; resume it with 'npgan resume {out}' "
@@ -647,11 +734,16 @@ def _check_new_run(cfg: RunConfig, out: Path) -> Path:
     """For :meth:`Run.create`: the config validated and ``out`` checked, before anything is built or written;
     a ``--model`` file's SHA-256 is recorded in ``cfg``."""
     cfg.validate()
+    if os.path.islink(out) and not out.is_dir():
+        raise RunError(f"--out {out} is a symlink to {os.readlink(out)}, which is not a directory (a dangling or "
+                       "looping link)")
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
         check_unlocked(out)  # a writer at work there: name it (writes nothing)
         _refuse_existing_run(out, Path.exists)
+    if out.is_dir():
+        _check_run_files(out)
     if cfg.data == "mnist" and not cfg.data_dir:
         raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
     if cfg.model == "custom":
@@ -685,6 +777,8 @@ def _save_samples(out: Path, cfg: RunConfig, x: Tensor, step: int) -> None:
     path = out / "samples" / f"step_{step:06d}.png"
     with writing(path.parent):
         path.parent.mkdir(exist_ok=True)
+    if path.parent.is_symlink():  # made one meanwhile: never write through it
+        _check_run_files(out)
     with writing(path):
         plots.samples(backend.to_numpy(x.data), cfg.data, path, title=f"{cfg.data}, step {step}")
 
@@ -717,10 +811,11 @@ def _session_length(total: int, at: int, steps: int | None, restretch: bool) -> 
     return total, (steps if steps < total else None)
 
 
-def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
-                   allow_changed_model: bool) -> tuple[RunConfig, RunConfig, bool]:
-    """For :meth:`Run.resume`: the arguments checked, and (the session's config, the config to write back, whether
-    the model file's hash changed); :class:`RunError` / :class:`CheckpointError` before anything is written."""
+def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str | None,
+                   restretch: bool) -> tuple[RunConfig, RunConfig]:
+    """For :meth:`Run.resume`: the arguments checked, and (the session's config, the config to write back);
+    :class:`RunError` / :class:`CheckpointError` before anything is written. The model file is not looked at
+    here (see :meth:`Run.resume`)."""
     if not out.is_dir():
         raise RunError(f"run directory {out} does not exist")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
@@ -734,13 +829,12 @@ def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str
     if on_nan is not None:
         cfg.train.on_nan = on_nan
         cfg.validate()
-    changed = _check_model_file(cfg, allow_changed_model, out)
     if restretch:
         cfg.train.steps = steps
     file_cfg = dataclasses.replace(cfg, device=cfg.device)
     if device is not None:
         cfg.device = device
-    return cfg, file_cfg, changed
+    return cfg, file_cfg
 
 
 def _load_initial_weights(cfg: RunConfig, G: Any, D: Any) -> None:
@@ -781,12 +875,14 @@ def _check_model_file(cfg: RunConfig, allow_changed: bool, out: Path) -> bool:
     return True
 
 
-def read_models(run_dir: str | os.PathLike, allow_changed_model: bool = False) -> tuple[RunConfig, Any, Any, int]:
+def read_models(run_dir: str | os.PathLike, allow_changed_model: bool = False,
+                trust_model: bool = False) -> tuple[RunConfig, Any, Any, int]:
     """``(cfg, G, D, step)`` of a run, read as :func:`load_run_readonly` reads it (nothing written, no data set
-    read), leaving npgan's default dtype, device and random stream as they were (``npgan export``)."""
+    read, a ``--model`` file run only with ``trust_model``), leaving npgan's default dtype, device and random
+    stream as they were (``npgan export``)."""
     dtype, device, rng = backend.get_default_dtype(), backend.get_device(), backend.get_rng_state()
     try:
-        run = load_run_readonly(run_dir, allow_changed_model)
+        run = load_run_readonly(run_dir, allow_changed_model, trust_model)
     finally:
         backend.set_default_dtype(dtype)
         backend.set_device(device)

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import backend, nn, ops, optim
+from .. import backend, distributed, nn, ops, optim
 from .. import functional as F
 from ..checks import one_of
 from ..data.catalog import image_format, load_images
@@ -514,7 +514,8 @@ def check_models(cfg: RunConfig, G: nn.Module, D: nn.Module) -> None:
         if _ends_in_sigmoid(y):
             raise RunError(f"{what}: D ends in a Sigmoid; remove the final Sigmoid: npgan's losses take logits "
                            "(binary_cross_entropy_with_logits applies the sigmoid itself)")
-        _probe_training(cfg, G, D, what)
+        with distributed.local():  # this process alone (a resume builds on rank 0 first): no collective to wait on
+            _probe_training(cfg, G, D, what)
     finally:
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
