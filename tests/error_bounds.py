@@ -9,8 +9,8 @@ is all a BLAS kernel, numpy's pairwise sum or an im2col convolution may choose �
 
 so a bound that holds on one kernel holds on every kernel: Sandybridge, Haswell, SkylakeX and a GPU differ
 only in the order. (It does not cover Winograd or FFT convolutions, which are not sums of the products;
-neither npgan nor PyTorch's CPU convolution uses them here.) A product count of an output element is the
-op applied to arrays of ones, so the count of every element is exact, padding and strides included.
+neither npgan nor PyTorch's CPU convolution uses them here.) γ_n grows with n, so the largest product count of
+any element of an op bounds all of them (:meth:`_Affine.counts`, checked against the op run on arrays of ones).
 
 Elementwise functions of a library (exp, log1p, tanh) are not correctly rounded: NumPy's and PyTorch's
 float32 loops are documented to lie within 4 ulp, = 8u relative (measured here over 12 million points:
@@ -65,12 +65,17 @@ whole term. So gradients are never compared through a kink against a reference t
 
 Why both. The end-to-end bound multiplies, layer after layer, |W| by the previous bound: summing absolute
 values it assumes every rounding error lines up with every weight, which grows the relative bound by ~√n per
-layer (n the products per output). For the two-layer MLPs it stays near 1e-4 of the values; for dcgan64's
-five convolution and batch-norm layers it exceeds the values a thousandfold (measured: 2e4 on outputs of
-0.8) and can catch nothing. Layer by layer the input error is zero and only the layer's own rounding counts
-(γ_n of the layer: ≲ 3 % of an output for n = 8192, ≲ 1e-4 for n ≤ 100), which still catches a wrong index,
-a missing term or a lost batch-norm statistic, and holds on any kernel. Formula errors smaller than that are
-the float64 tests' job (they compare to 1e-10).
+layer (n the products per output). Measured on the presets' nets (batch 8): for the MLPs without batch norm
+it stays below 4e-4 (ring8's G) to 0.12 (mnist-mlp's D) of the largest output; with batch norm in training it
+exceeds the outputs (digits-mlp's G: 9 times, its input gradient 4e6 times; dcgan64's D: 1e9 times, or the
+first-order bound overflows, counted as +inf), and then it can catch nothing. Layer by layer the input error is
+zero and only the layer's own rounding counts (measured: 1e-8 to 1.3e-2 of a layer's largest value, the most
+for dcgan64's last convolution with n = 8192 products; the float32 results used at most 0.5 of it, on any
+kernel), which catches a wrong index, a dropped term, a wrong slope or a biased running variance (checked by
+breaking each in a copy of npgan). Formula errors smaller than that are the float64 tests' job (to 1e-10).
+
+Elsewhere in the suite a float32 comparison cites this model in one line beside it, e.g. "one rounding of an
+elementwise op: u relative"; :func:`kde_entropy_bounds` carries it through the KDE entropy estimator.
 """
 
 from __future__ import annotations
@@ -754,10 +759,13 @@ def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0):
             4 ulp, a sum of n terms, the floor) + 8u |log Z_i| + u |lse_i|
       h: the mean of the lse bounds + γ_n mean|lse| + 2u|h| (the mean, the float32 result)
          + |∂h/∂log σ| e_sigma,   ∂h/∂log σ = d − mean_i Σ_j W_ij D_ij/σ²
-      g (compared only where each row's nearest neighbour leads the rest by a margin ≥ 30 in exponent in both
-            precisions — an argmax: W is then one-hot to (n + 1)e⁻³⁰ and its rounding is 2u·W):
-            e_g_i ≤ (1/(nσ²)) [γ_{n+5} (r_i ‖x_c,i‖ + Σ_j (W_ij + W_ji) ‖x_c,j‖) + 2(n + 1)e⁻³⁰ Σ_j (‖x_c,i‖ + ‖x_c,j‖)]
-                    + 3u|g_i|,   r_i = Σ_j (W_ij + W_ji)   (per coordinate: the norm bounds each component)
+      W: first order, the softmax's derivative: e_W_ij ≤ W_ij (e_L_ij + Σ_k W_ik e_L_ik + 12u) while e_L ≪ 1;
+            at a tiny σ (e_L of order 1: first order fails) only where each row's largest L_ij leads the rest by
+            a margin ≥ 30 in exponent in both precisions — an argmax, so W is one-hot to (n + 1)e⁻³⁰ in both:
+            e_W_ij ≤ 2u W_ij + (n + 1)e⁻³⁰   (``margin`` says which case holds; with neither, no bound: inf)
+      g: e_g_i ≤ (1/(nσ²)) [γ_{n+5} (r_i ‖x_c,i‖ + Σ_j (W_ij + W_ji) ‖x_c,j‖)
+                             + Σ_j (e_W_ij + e_W_ji)(‖x_c,i‖ + ‖x_c,j‖)] + 3u|g_i|,
+         r_i = Σ_j (W_ij + W_ji)   (per coordinate: the norm bounds each component)
     ‖x_c,i‖ ≤ ‖r_i‖ + min_k ‖r_k‖ with r = x − mean(x) (x_k is the point nearest the mean).
     """
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
@@ -789,8 +797,15 @@ def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0):
     rr = A.sum(1) + A.sum(0)
     g = (rr[:, None] * x - A @ x - A.T @ x) / (n * sigma ** 2)
     mag = rr * norm + (A + A.T) @ norm
-    tail = 2 * (n + 1) * math.exp(-30) * (n * norm + norm.sum())
-    e_g = (gamma(n + 5) * mag + tail)[:, None] / (n * sigma ** 2) + 3 * U * np.abs(g)
+    if eL.max() < 1e-2:  # first order holds
+        eW = W * (eL + (W * eL).sum(1, keepdims=True) + 12 * U)
+    elif loo and margin >= 30:  # one-hot in both precisions
+        eW = 2 * U * W + (n + 1) * math.exp(-30)
+    else:
+        eW = np.full_like(W, np.inf)
+    np.fill_diagonal(eW, 0.0)
+    spread = ((eW + eW.T) * (norm[:, None] + norm[None])).sum(1)
+    e_g = (gamma(n + 5) * mag + spread)[:, None] / (n * sigma ** 2) + 3 * U * np.abs(g)
     return h, e_h, g, e_g, margin
 
 

@@ -296,4 +296,7 @@ def test_readme_weights_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(m.group(1), "README.md", "exec"), ns)
-    assert ns["same"] and ns["back"]
+    assert ns["back"]  # npgan on the same weights both times: the same ops, equal exactly
+    # its "same" (np.allclose at atol 1e-6) holds here with a factor 4 to spare, but no bound promises it on every
+    # BLAS kernel; what the example shows is checked with the bounds of tests/error_bounds.py instead
+    eb.check_twins(ns["run"].G, ns["G_torch"], ns["z"], "(the README's example)")
