@@ -98,9 +98,10 @@ FN_ULPS = {"tanh": 8, "sigmoid": 12, "softplus": 20}
 """Relative error (in units of u) of each library elementwise function, as the module docstring derives."""
 
 
-def gamma(n):
-    """γ_n = n·u/(1 − n·u): the relative bound of a sum of n products (n a number or an array of counts)."""
-    return n * U / (1 - n * U)
+def gamma(n, u=U):
+    """γ_n = n·u/(1 − n·u): the relative bound of a sum of n products (n a number or an array of counts; u the
+    unit roundoff, float32's unless given)."""
+    return n * u / (1 - n * u)
 
 
 def _torch():
@@ -740,13 +741,13 @@ def check_twins(np_m, t_m, x, what, grads=False, w=None):
 
 
 # ============================================================================ the KDE entropy estimator
-def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0):
+def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0, u=U):
     """Bounds on |float32 − exact| of npgan's kde_entropy value and gradient on the points x ((n, d) float64
     holding float32 values) with bandwidth σ: ``(h, e_h, g, e_g, margin)``, h and g the exact (float64) value
     and gradient, ``margin`` the smallest lead, in exponent, of a row's largest L_ij over its second largest
     after both moved by their bounds. ``e_sigma``: a bound on σ's relative error (a rule's σ computed in float32,
     :func:`kde_rule_sigma_error`); ``e_input``: the points' relative rounding (u when they were rounded to
-    float32 from the exact points the comparison assumes).
+    float32 from the exact points the comparison assumes); ``u``: the unit roundoff (2⁻⁵³ for float64).
 
     The steps (npgan/kde.py): x_c = x − x_k (x_k the point nearest the mean), D_ij = ‖x_c,i‖² + ‖x_c,j‖² −
     2 x_c,i·x_c,j, L_ij = −D_ij/(2σ²), lse_i = M_i + log Σ_j e^(L_ij − M_i) (exponents floored at −80),
@@ -775,7 +776,7 @@ def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0):
     norm = rn + rn.min()
     D = ((x[:, None] - x[None]) ** 2).sum(-1)
     L = -D / (2 * sigma ** 2)
-    eL = (gamma(d + 5) + 2 * e_input) * (norm[:, None] + norm[None]) ** 2 / (2 * sigma ** 2) + 2 * U * np.abs(L)
+    eL = (gamma(d + 5, u) + 2 * e_input) * (norm[:, None] + norm[None]) ** 2 / (2 * sigma ** 2) + 2 * u * np.abs(L)
     np.fill_diagonal(eL, 0.0)
     if loo:
         np.fill_diagonal(L, -np.inf)
@@ -785,10 +786,10 @@ def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0):
     W = E / Z
     lse = (M + np.log(Z))[:, 0]
     logZ = np.log(Z[:, 0])
-    e_lse = (W * eL).sum(1) + 8 * U + gamma(n) + n * math.exp(-80) + 8 * U * np.abs(logZ) + U * np.abs(lse)
+    e_lse = (W * eL).sum(1) + 8 * u + gamma(n, u) + n * math.exp(-80) + 8 * u * np.abs(logZ) + u * np.abs(lse)
     h = -lse.mean() + math.log(n - 1 if loo else n) + d * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
     dh_dlogsigma = abs(d - (W * np.where(np.isfinite(L), D, 0.0)).sum(1).mean() / sigma ** 2)
-    e_h = e_lse.mean() + gamma(n) * np.abs(lse).mean() + 2 * U * abs(h) + dh_dlogsigma * e_sigma
+    e_h = e_lse.mean() + gamma(n, u) * np.abs(lse).mean() + 2 * u * abs(h) + dh_dlogsigma * e_sigma
     nn_idx = np.argmax(L, axis=1)
     top2 = np.sort(L, axis=1)[:, -2:]
     margin = float((top2[:, 1] - top2[:, 0] - eL[np.arange(n), nn_idx] - eL.max(1)).min()) if n > 2 else math.inf
@@ -798,18 +799,18 @@ def kde_entropy_bounds(x, sigma, loo, e_sigma=0.0, e_input=0.0):
     g = (rr[:, None] * x - A @ x - A.T @ x) / (n * sigma ** 2)
     mag = rr * norm + (A + A.T) @ norm
     if eL.max() < 1e-2:  # first order holds
-        eW = W * (eL + (W * eL).sum(1, keepdims=True) + 12 * U)
+        eW = W * (eL + (W * eL).sum(1, keepdims=True) + 12 * u)
     elif loo and margin >= 30:  # one-hot in both precisions
-        eW = 2 * U * W + (n + 1) * math.exp(-30)
+        eW = 2 * u * W + (n + 1) * math.exp(-30)
     else:
         eW = np.full_like(W, np.inf)
     np.fill_diagonal(eW, 0.0)
     spread = ((eW + eW.T) * (norm[:, None] + norm[None])).sum(1)
-    e_g = (gamma(n + 5) * mag + spread)[:, None] / (n * sigma ** 2) + 3 * U * np.abs(g)
+    e_g = (gamma(n + 5, u) * mag + spread)[:, None] / (n * sigma ** 2) + 3 * u * np.abs(g)
     return h, e_h, g, e_g, margin
 
 
-def kde_rule_sigma_error(x, rule):
+def kde_rule_sigma_error(x, rule, u=U):
     """A bound on the relative error of a bandwidth rule's σ computed in float32 from the points x ((n, d),
     float64 holding float32 values). "scott", "silverman": σ ∝ mean_k std_k, numpy's two-pass std: the mean errs
     by γ_n mean|x_k|, the sum of squares by γ_{n+2} relative, the square root and the mean over axes add
@@ -821,10 +822,10 @@ def kde_rule_sigma_error(x, rule):
     n, d = x.shape
     if rule in ("scott", "silverman"):
         std = x.std(0, ddof=1)
-        return gamma(n + 4) * (1 + 2 * float((np.abs(x).mean(0) / std).max())) + gamma(d + 2)
+        return gamma(n + 4, u) * (1 + 2 * float((np.abs(x).mean(0) / std).max())) + gamma(d + 2, u)
     r = x - x.mean(0)
     rn = np.sqrt((r * r).sum(1))
     norm = rn + rn.min()
     D = ((x[:, None] - x[None]) ** 2).sum(-1)
     med = np.median(D[~np.eye(n, dtype=bool)])
-    return gamma(d + 5) * float((2 * norm.max()) ** 2) / (2 * med) + 2 * U
+    return gamma(d + 5, u) * float((2 * norm.max()) ** 2) / (2 * med) + 2 * u
