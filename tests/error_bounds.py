@@ -67,12 +67,14 @@ Why both. The end-to-end bound multiplies, layer after layer, |W| by the previou
 values it assumes every rounding error lines up with every weight, which grows the relative bound by ~√n per
 layer (n the products per output). Measured on the presets' nets (batch 8): for the MLPs without batch norm
 it stays below 4e-4 (ring8's G) to 0.12 (mnist-mlp's D) of the largest output; with batch norm in training it
-exceeds the outputs (digits-mlp's G: 9 times, its input gradient 4e6 times; dcgan64's D: 1e9 times, or the
+exceeds the outputs (digits-mlp's G: 9 times, its input gradient 3e6 times; dcgan64's D: 1e9 times, or the
 first-order bound overflows, counted as +inf), and then it can catch nothing. Layer by layer the input error is
-zero and only the layer's own rounding counts (measured: 1e-8 to 1.3e-2 of a layer's largest value, the most
-for dcgan64's last convolution with n = 8192 products; the float32 results used at most 0.5 of it, on any
-kernel), which catches a wrong index, a dropped term, a wrong slope or a biased running variance (checked by
-breaking each in a copy of npgan). Formula errors smaller than that are the float64 tests' job (to 1e-10).
+zero and only the layer's own rounding counts: 1e-8 to 1.3e-2 of a layer's largest value (the most for
+dcgan64's last convolution, n = 8192 products). On every kernel tried the float32 results used up to 0.98 of
+it where it is a single rounding (the input gradient of a Linear with one output, one product per element) and
+up to 0.72 elsewhere. It catches a wrong index, a dropped term, a wrong slope, a biased running variance or a
+float32-only wrong eps (each checked by breaking it in a copy of npgan); formula errors smaller than the bound
+are the float64 tests' job (to 1e-10).
 
 Elsewhere in the suite a float32 comparison cites this model in one line beside it, e.g. "one rounding of an
 elementwise op: u relative"; :func:`kde_entropy_bounds` carries it through the KDE entropy estimator.
