@@ -94,9 +94,9 @@ def _presets() -> dict[str, RunConfig]:
                                    log_every=50, checkpoint_every=1000, sample_every=1000, eval_samples=2000,
                                    train=TrainConfig(steps=10000, batch_size=128, z_dim=100, lr=2e-4)),
         # The 32x32 DCGAN made narrow (width 24) to train on 2 CPU cores in under 10 minutes: lr 5e-4 decayed
-        # linearly to half of it (2.5e-4; decaying to 1e-5 froze more discs in, see the README) and a lazy R1
-        # penalty on D (gamma 1, every 4th D step), which keeps D from winning early. Its results against the
-        # target (class KL <= 0.05, coverage >= 0.7) are in the README.
+        # linearly to half of it (2.5e-4; decaying to 1e-5 froze more discs in: docs/results.md, "What else was
+        # tried") and a lazy R1 penalty on D (gamma 1, every 4th D step), which keeps D from winning early. Its
+        # results against the target (class KL <= 0.05, coverage >= 0.7) are in docs/results.md ("shapes-dcgan").
         "shapes-dcgan": RunConfig(data="shapes", model="dcgan", hidden=24, image_size=32, channels=3,
                                   log_every=50, checkpoint_every=500, sample_every=500, eval_samples=2000,
                                   train=TrainConfig(steps=4500, batch_size=64, z_dim=64, lr=5e-4, lr_final=2.5e-4,
