@@ -121,26 +121,52 @@ def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: i
                  min_time: float = 0.05, settle: float = 0.3) -> tuple[float, float, float]:
     """Median milliseconds of ``step_a`` and of ``step_b``, and the median of their per-round ratios a/b.
 
-    The two are timed in alternation, a b b a, a b b a, ... (``repeat`` samples each), so that a machine whose
-    speed drifts during the run (other tenants, clocks) weighs on both alike: each round's ratio compares
-    samples taken within a second of each other. Before each sample the process sleeps ``settle`` seconds:
-    OpenBLAS's and torch's worker threads spin for a while after their last task, and on a 2-core machine the
-    other library's spinning threads would otherwise take cores from the one being timed (measured: torch's
-    DCGAN step 86 → 140 ms right after npgan's without the pause); then one untimed call wakes the threads of
-    the library about to be timed and warms the caches again.
+    The two are timed in alternation, a b b a, a b b a, ... (``repeat`` samples each; :func:`time_rounds`), so
+    that a machine whose speed drifts during the run (other tenants, clocks) weighs on both alike: each round's
+    ratio compares samples taken within a second of each other.
     """
-    inner = [_inner_calls(step_a, device, min_time), _inner_calls(step_b, device, min_time)]
-    steps = [step_a, step_b]
-    samples: list[list[float]] = [[], []]
+    a, b = time_rounds([step_a, step_b], repeat, device, min_time, settle)
+    ratios = [x / y for x, y in zip(a, b)]
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
+
+
+def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_time: float = 0.05,
+                settle: float = 0.3) -> list[list[float]]:
+    """``repeat`` rounds of one timed sample (milliseconds a call) of each step; the order is reversed every
+    other round (a b c, c b a, ...). Returns the samples, one list per step, round by round.
+
+    Before each sample the process sleeps ``settle`` seconds: OpenBLAS's and torch's worker threads spin for
+    a while after their last task, and on a 2-core machine the other library's spinning threads would otherwise
+    take cores from the one being timed (measured: torch's DCGAN step 86 → 140 ms right after npgan's without
+    the pause); then one untimed call wakes the threads of the library about to be timed and warms the caches
+    again.
+    """
+    inner = [_inner_calls(s, device, min_time) for s in steps]
+    samples: list[list[float]] = [[] for _ in steps]
+    order = list(range(len(steps)))
     for r in range(repeat):
-        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for k in (order if r % 2 == 0 else order[::-1]):
             if device == "cpu":
                 time.sleep(settle)
             steps[k]()  # untimed: wakes this library's threads and warms the caches again
             _sync(device)
             samples[k].append(_sample_ms(steps[k], inner[k], device))
-    ratios = [a / b for a, b in zip(*samples)]
-    return statistics.median(samples[0]), statistics.median(samples[1]), statistics.median(ratios)
+    return samples
+
+
+def use_threads(n: int, torch: Any = None) -> None:
+    """Run on ``n`` threads from now on: npgan's splits (``npgan.set_num_threads``), NumPy's BLAS (through
+    threadpoolctl) and torch's intra-op threads. With n = 1 everything runs on one thread; without the BLAS limit
+    npgan's unsplit products would still use the BLAS's own threads."""
+    import npgan
+    npgan.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n, user_api="blas")
+    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
+        pass
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 def load_cases() -> list[Case]:
@@ -199,13 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--compare-cpu needs --device gpu")
 
     import npgan
-    npgan.set_num_threads(args.threads)
     try:
         import torch
-        torch.set_num_threads(args.threads)
     except ImportError:
         torch = None
         print("torch is not installed: only npgan's times are shown (pip install torch)")
+    use_threads(args.threads, torch)
     if args.device == "gpu":
         try:
             npgan.set_device("gpu")

@@ -44,7 +44,7 @@ from typing import Any
 
 from . import backend, conv_fast, ops
 from .backend import get_array_module
-from .conv_fast import scratch_array
+from .conv_fast import gemm, scratch_array
 from .ops import _as_float, _need, per_channel_operand
 from .parallel import parallel_chunks, sum_parts
 from .tensor import Function, Tensor
@@ -198,7 +198,7 @@ class Conv2d(Function):
             gy2 = _rows(gy[lo:hi])  # (n·OH·OW, O), shared by both GEMMs
             if need[0]:
                 _conv_input_grad(gy2, w, plan, gx[lo:hi], self.out, self.p, self.d)
-            gw2 = gy2.T @ col[lo * P:hi * P] if need[1] else None
+            gw2 = gemm(gy2.T, col[lo * P:hi * P]) if need[1] else None
             return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
 
         parts = parallel_chunks(chunk, gy.shape[0], col.size, xp)
@@ -285,7 +285,7 @@ class ConvTranspose2d(Function):
                 if need[0]:
                     _conv_cols(col, w2, gx[lo:hi])  # gx = conv_w(gy)
                 if need[1]:
-                    gw2 = x2[lo * P:hi * P].T @ col
+                    gw2 = gemm(x2[lo * P:hi * P].T, col)
             return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
 
         parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w[0].size, xp)  # col's size
@@ -335,7 +335,7 @@ class Conv2dWeightGrad(Function):
 
         def chunk(lo, hi):
             c = _im2col(x[lo:hi], self.k, out, self.s, self.p, self.d)  # scratch
-            return _rows(g[lo:hi]).T @ c
+            return gemm(_rows(g[lo:hi]).T, c)
 
         parts = parallel_chunks(chunk, x.shape[0], x.shape[0] * P * self.k[0] * self.k[1] * x.shape[1], xp)
         self.x, self.g = x, g
@@ -447,7 +447,7 @@ def _conv_cols(col: Any, w2: Any, dst: Any) -> None:
         conv_fast.conv_cols_per_image(col, w2, dst)
         return
     y2 = scratch_array(xp, "y2", (col.shape[0], O), col.dtype)
-    xp.matmul(col, w2.T, out=y2)
+    gemm(col, w2.T, out=y2)
     dst[...] = y2.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)
 
 
@@ -481,7 +481,7 @@ def _conv_input_grad(gy2: Any, w: Any, plan: tuple[str, Pair, Any], dst: Any, ou
         conv_fast.input_grad_by_phase(gy2, tuple(w.shape[2:]), dst, out, s, p, wop)
         return
     gcol = scratch_array(xp, "gcol", (gy2.shape[0], wop.shape[1]), gy2.dtype)
-    xp.matmul(gy2, wop, out=gcol)
+    gemm(gy2, wop, out=gcol)
     if route == "tile":
         k = tuple(w.shape[2:])
         dst[...] = gcol.reshape(N, k[0], k[1], C)[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)

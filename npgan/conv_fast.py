@@ -17,9 +17,11 @@ Measured timings: ``benchmarks/README.md`` ("Convolutions and threads").
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from . import backend
+from . import backend, parallel
 from .backend import get_array_module
 
 Pair = tuple[int, int]
@@ -60,6 +62,38 @@ def scratch_array(xp: Any, role: str, shape: tuple[int, ...], dtype: Any) -> Any
     return buf
 
 
+# ============================================================================ the GEMMs, listed on request
+_gemm_log: list | None = None  # a list while recording_gemms() is active
+
+
+def gemm(a: Any, b: Any, out: Any = None) -> Any:
+    """a @ b (into ``out`` when given): every matrix product of the convolutions goes through here, so that
+    :func:`recording_gemms` can list them. Costs one test of a module global when nothing records."""
+    if _gemm_log is not None:
+        _gemm_log.append(gemm_entry(a, b, out))
+    return get_array_module(a).matmul(a, b, out=out)
+
+
+def gemm_entry(a: Any, b: Any, out: Any = None) -> dict:
+    """One product as :func:`recording_gemms` lists it: each operand's (shape, strides) (its memory layout: a
+    transposed view is not a copy), the dtype, the chunk (thread) it ran in and the BLAS threads it could use."""
+    return {"a": (a.shape, a.strides), "b": (b.shape, b.strides),
+            "out": None if out is None else (out.shape, out.strides), "dtype": str(a.dtype),
+            "slot": parallel.chunk_slot(), "blas": parallel.blas_threads_now()}
+
+
+@contextmanager
+def recording_gemms() -> Iterator[list]:
+    """Inside the block every :func:`gemm` is appended, as a :func:`gemm_entry`, to the list this yields
+    (``benchmarks/floor.py`` times the list alone: the GEMM floor of a step). Not re-entrant."""
+    global _gemm_log
+    _gemm_log = log = []
+    try:
+        yield log
+    finally:
+        _gemm_log = None
+
+
 # ============================================================================ narrow columns
 def conv_cols_per_image(col: Any, w2: Any, dst: Any) -> None:
     """dst = conv(x, w) from x's columns when they are narrow (kh·kw·C ≤ :data:`BATCHED_MAX_K`): per image,
@@ -69,10 +103,9 @@ def conv_cols_per_image(col: Any, w2: Any, dst: Any) -> None:
     columns (e.g. the first layer of a DCGAN's D on one-channel images, K = 16) its GEMM is cheap and the
     transposing copy dominates, which this route skips.
     """
-    xp = get_array_module(col)
     N, O, OH, OW = dst.shape
     K = col.shape[1]
-    xp.matmul(w2, col.reshape(N, OH * OW, K).transpose(0, 2, 1), out=dst.reshape(N, O, OH * OW))
+    gemm(w2, col.reshape(N, OH * OW, K).transpose(0, 2, 1), out=dst.reshape(N, O, OH * OW))
 
 
 # ============================================================================ phase blocks
@@ -122,12 +155,12 @@ def input_grad_by_phase(gy2: Any, k: Pair, dst: Any, out: Pair, s: Pair, p: Pair
         part = scratch_array(xp, "gcol", (gy2.shape[0], s[0] * s[1] * C), gy2.dtype)
     else:  # narrow blocks (few channels): one GEMM for all of them, read back block by block
         gcol = scratch_array(xp, "gcol", (gy2.shape[0], k[0] * k[1] * C), gy2.dtype)
-        xp.matmul(gy2, blocks, out=gcol)
+        gemm(gy2, blocks, out=gcol)
         c8 = gcol.reshape(N, out[0], out[1], U[0], s[0], U[1], s[1], C)
     for u in range(U[0]):
         for v in range(U[1]):
             if per_block:
-                xp.matmul(gy2, blocks[u, v], out=part)
+                gemm(gy2, blocks[u, v], out=part)
                 src = part.reshape(N, out[0], out[1], s[0], s[1], C).transpose(0, 1, 3, 2, 4, 5)
             else:
                 src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)

@@ -66,14 +66,14 @@ from typing import Any
 from . import backend
 
 __all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK",
-           "gemm_work", "fit_blas", "GEMM_MIN_WORK"]
+           "gemm_work", "fit_blas", "GEMM_MIN_WORK", "chunk_slot", "blas_threads_now"]
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
 GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
 HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS to one thread while splitting is on (False: to measure why)
 
 _lock = threading.Lock()
-_inside = threading.local()  # .active: this thread is running a chunk
+_inside = threading.local()  # .active: this thread is running a chunk; .slot: its index among the op's chunks
 _state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": []}
 
 
@@ -166,7 +166,7 @@ class _Pool:
                 return
             fn, lo, hi, results, slot, done = task
             try:
-                results[slot] = (True, _run_chunk(fn, lo, hi))
+                results[slot] = (True, _run_chunk(fn, lo, hi, slot))
             except BaseException as exc:  # handed to the caller, raised there
                 results[slot] = (False, exc)
             finally:
@@ -193,12 +193,26 @@ def _pool(workers: int) -> _Pool:
         return _state["pool"]
 
 
-def _run_chunk(fn: Callable[[int, int], Any], lo: int, hi: int) -> Any:
-    _inside.active = True
+def _run_chunk(fn: Callable[[int, int], Any], lo: int, hi: int, slot: int | None = None) -> Any:
+    _inside.active, _inside.slot = True, slot
     try:
         return fn(lo, hi)
     finally:
-        _inside.active = False
+        _inside.active, _inside.slot = False, None
+
+
+def chunk_slot() -> int | None:
+    """The index of the chunk this thread is running (0 for the first), None outside a split op: which thread
+    a piece of work ran on, for ``benchmarks/floor.py``'s list of the GEMMs."""
+    return getattr(_inside, "slot", None)
+
+
+def blas_threads_now() -> int:
+    """How many threads the BLAS may use for a product started now (1 while npgan holds it; 0: unknown)."""
+    if _state["depth"] > 0:
+        return 1
+    blas = _blas_controllers()
+    return max((lc.get_num_threads() or 1 for lc in blas), default=0)
 
 
 def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = None) -> list:
@@ -229,7 +243,7 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
         results: list = [None] * (len(bounds) - 1)
         done = [pool.submit(fn, lo, hi, results, i) for i, (lo, hi) in enumerate(bounds[:-1])]
         try:
-            last = _run_chunk(fn, *bounds[-1])
+            last = _run_chunk(fn, *bounds[-1], len(bounds) - 1)
         finally:
             for lock in done:  # every chunk has finished before anything propagates
                 lock.acquire()
