@@ -66,9 +66,11 @@ from typing import Any
 from . import backend
 
 __all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK",
-           "gemm_work", "fit_blas", "GEMM_MIN_WORK", "chunk_slot", "blas_threads_now"]
+           "gemm_work", "fit_blas", "GEMM_MIN_WORK", "chunk_slot", "blas_threads_now", "elementwise_bounds",
+           "run_bounds", "ELEMENTWISE_MIN_WORK"]
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
+ELEMENTWISE_MIN_WORK = 1 << 20  # the same for a pass without a matrix product (batch norm, activations)
 GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
 HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS to one thread while splitting is on (False: to measure why)
 
@@ -232,27 +234,50 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
     if small and not HOLD_BLAS_IN_SMALL_OPS:
         return [fn(0, n)]
     _limit_blas(True)
-    if small:  # one piece, but with the BLAS held too (see the module's docstring)
-        try:
-            return [fn(0, n)]
-        finally:
-            _limit_blas(False)
-    bounds = chunk_bounds(n, threads)
     try:
-        pool = _pool(threads - 1)
-        results: list = [None] * (len(bounds) - 1)
-        done = [pool.submit(fn, lo, hi, results, i) for i, (lo, hi) in enumerate(bounds[:-1])]
-        try:
-            last = _run_chunk(fn, *bounds[-1], len(bounds) - 1)
-        finally:
-            for lock in done:  # every chunk has finished before anything propagates
-                lock.acquire()
-        for ok, value in results:
-            if not ok:
-                raise value
-        return [value for _, value in results] + [last]
+        if small:  # one piece, but with the BLAS held too (see the module's docstring)
+            return [fn(0, n)]
+        return _run_bounds(fn, chunk_bounds(n, threads), threads)
     finally:
         _limit_blas(False)
+
+
+def elementwise_bounds(n: int, work: int, xp: Any = None) -> list[tuple[int, int]]:
+    """How a pass over memory without a matrix product (batch norm, an activation) is cut: into
+    ``get_num_threads()`` chunks of range(n) when it touches at least :data:`ELEMENTWISE_MIN_WORK` elements on
+    the CPU, else [(0, n)]. Such a pass halves a few memory passes per hand-off, so it needs more work than a
+    convolution to pay for one (see the module's docstring). Run the chunks with :func:`run_bounds`."""
+    threads = get_num_threads()
+    if (threads == 1 or n < 2 or work < ELEMENTWISE_MIN_WORK or getattr(_inside, "active", False)
+            or (xp is not None and xp is not backend.np)):
+        return [(0, n)]
+    return chunk_bounds(n, threads)
+
+
+def run_bounds(fn: Callable[[int, int], Any], bounds: list[tuple[int, int]]) -> list:
+    """[fn(lo, hi) for (lo, hi) in bounds], the chunks on threads at once (one hand-off) when there are several
+    and npgan may split; in order on the calling thread otherwise. The BLAS is left as it is: for passes that
+    take no matrix product (:func:`elementwise_bounds`). Exceptions propagate after every chunk finished."""
+    threads = get_num_threads()
+    if len(bounds) == 1 or threads == 1 or getattr(_inside, "active", False):
+        return [fn(lo, hi) for lo, hi in bounds]
+    return _run_bounds(fn, bounds, threads)
+
+
+def _run_bounds(fn: Callable[[int, int], Any], bounds: list[tuple[int, int]], threads: int) -> list:
+    """The chunks but the last to the pool, the last on the calling thread; results in order."""
+    pool = _pool(threads - 1)
+    results: list = [None] * (len(bounds) - 1)
+    done = [pool.submit(fn, lo, hi, results, i) for i, (lo, hi) in enumerate(bounds[:-1])]
+    try:
+        last = _run_chunk(fn, *bounds[-1], len(bounds) - 1)
+    finally:
+        for lock in done:  # every chunk has finished before anything propagates
+            lock.acquire()
+    for ok, value in results:
+        if not ok:
+            raise value
+    return [value for _, value in results] + [last]
 
 
 def sum_parts(parts: list) -> Any:

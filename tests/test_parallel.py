@@ -175,7 +175,6 @@ def test_split_conv_equals_whole_conv(transposed, data, threads):
 
 def test_conv_layers_are_split_by_image(monkeypatch):
     """The conv Functions hand their batch to parallel_chunks (forward and backward), and the chunks differ."""
-    import npgan.conv as conv
     calls = []
 
     def recording(fn, n, work, xp=None):
@@ -184,7 +183,7 @@ def test_conv_layers_are_split_by_image(monkeypatch):
 
     for transposed in (False, True):
         g = dict(N=5, C=3, O=2, k=(4, 4), s=(2, 2), p=(1, 1), d=(1, 1), op=(0, 0), HW=(6, 6), bias=True, seed=1)
-        monkeypatch.setattr(conv, "parallel_chunks", recording)
+        monkeypatch.setattr(parallel, "parallel_chunks", recording)
         split = _run(g, transposed, 1)
         monkeypatch.undo()
         whole = _run(g, transposed, 1)
