@@ -50,6 +50,8 @@ Pair = tuple[int, int]
 
 CHANNELS_LAST_MIN = 8  # image arrays with at least this many channels are laid out channels-last (NumPy)
 PER_BLOCK_MIN_WIDTH = 64  # input_grad_by_phase: one GEMM per phase block from this block width (s_h·s_w·C) up
+CACHE_BLOCK_BYTES = 1 << 20  # input_grad_by_phase: images per group so that its product and buffer take about this
+# (a core's L2 cache holds 1-2 MB on current x86 CPUs; a smaller one still gains over the whole batch at once)
 
 
 class Geometry(NamedTuple):
@@ -89,6 +91,18 @@ def scratch_array(xp: Any, role: str, shape: tuple[int, ...], dtype: Any) -> Any
     if buf is None:
         buf = cache[key] = xp.empty(shape, dtype=dtype)
     return buf
+
+
+def _scratch_rows(xp: Any, role: str, n: int, tail: tuple[int, ...], dtype: Any) -> Any:
+    """scratch_array(role, (n,) + tail) for a group of n images, taken from the one of the largest group seen so
+    far, so that a batch's last, smaller group reuses it instead of keeping an array of its own."""
+    cache = getattr(_scratch, "groups", None)
+    if cache is None:
+        cache = _scratch.groups = {}
+    key = (role, tail, str(dtype))
+    size = max(n, cache.get(key, 0))
+    cache[key] = size
+    return scratch_array(xp, role, (size,) + tail, dtype)[:n]
 
 
 # ============================================================================ the GEMMs, listed on request
@@ -161,6 +175,13 @@ def rows(a: Any, role: str = "rows") -> Any:
     return buf.reshape(-1, C)
 
 
+def _channels_last_copy(a: Any) -> Any:
+    """A new channels-last array with a's values."""
+    out = get_array_module(a).empty((a.shape[0],) + tuple(a.shape[2:]) + (a.shape[1],), dtype=a.dtype)
+    out[...] = nhwc(a)
+    return out.transpose(0, 3, 1, 2)
+
+
 def per_image(a: Any) -> Any:
     """a (n, C, H, W) as (n, C, H·W), a view when its memory is NCHW or channels-last, else an NCHW copy."""
     n, C, H, W = a.shape
@@ -223,7 +244,7 @@ def plan(w_shape: tuple[int, ...], g: Geometry, x_hw: Pair, out: Pair, order: st
     """The :class:`Plan` of conv_w with a weight of shape w_shape (O, C, kh, kw) from images (·, C, x_hw) to
     (·, O, out). ``order``: the dense kind's column order (that of the input's memory, or the wanted layout of
     the output). ``w``: the weight, when the plan multiplies by it (the weight gradient alone does not);
-    ``blocks``: also the phase blocks (for the input gradient)."""
+    ``blocks``: the plan is for the input gradient (then the phase blocks replace W₂ where they apply)."""
     O, C, kh, kw = w_shape
     k = g.k
     if _is_dense(g, x_hw, out):
@@ -231,11 +252,12 @@ def plan(w_shape: tuple[int, ...], g: Geometry, x_hw: Pair, out: Pair, order: st
                     order=order)
     if C < CHANNELS_LAST_MIN:
         return Plan("narrow", g, tuple(out), None if w is None else w.reshape(O, -1))
-    wop = None if w is None else _w2(w)
     s_in = tuple(k[a] if out[a] == 1 else g.s[a] for a in (0, 1))
-    if g.d == (1, 1) and k[0] % s_in[0] == 0 and k[1] % s_in[1] == 0:
-        return Plan("rows", g, tuple(out), wop, "phase", s_in, phase_blocks(w, s_in) if blocks else None)
-    return Plan("rows", g, tuple(out), wop, "col2im", s_in)
+    if g.d == (1, 1) and k[0] % s_in[0] == 0 and k[1] % s_in[1] == 0:  # the input gradient by phase blocks
+        if blocks:  # for the input gradient: the blocks are all it multiplies by
+            return Plan("rows", g, tuple(out), None, "phase", s_in, phase_blocks(w, s_in))
+        return Plan("rows", g, tuple(out), None if w is None else _w2(w), "phase", s_in)
+    return Plan("rows", g, tuple(out), None if w is None else _w2(w), "col2im", s_in)
 
 
 def _w2(w: Any) -> Any:
@@ -387,10 +409,15 @@ def input_grad(pl: Plan, gy: Any, dst: Any, gy2: Any = None) -> None:
         else:
             dst[...] = flat.reshape(n, C, H, W)
         return
-    if pl.kind == "narrow":
-        gcol = scratch_array(xp, "gcol", (n, C * g.k[0] * g.k[1], pl.out[0] * pl.out[1]), gy.dtype)
-        gemm(pl.wop.T, per_image(gy), out=gcol)  # colᵀ-shaped: gcol[n] = W₂ᵀ · gy[n]
-        _col2im_nchw(gcol, dst, g, pl.out)
+    if pl.kind == "narrow":  # in groups of images whose columns and buffer take about CACHE_BLOCK_BYTES
+        K, P = C * g.k[0] * g.k[1], pl.out[0] * pl.out[1]
+        per = (K * P + C * (H + 2 * g.p[0]) * (W + 2 * g.p[1])) * gy.dtype.itemsize
+        group = max(1, min(n, CACHE_BLOCK_BYTES // per)) if xp is backend.np else n
+        gcol_all, gyi = scratch_array(xp, "gcol", (group, K, P), gy.dtype), per_image(gy)
+        for lo in range(0, n, group):
+            gcol = gcol_all[:min(group, n - lo)]
+            gemm(pl.wop.T, gyi[lo:lo + group], out=gcol)  # colᵀ-shaped: gcol[n] = W₂ᵀ · gy[n]
+            _col2im_nchw(gcol, dst[lo:lo + group], g, pl.out)
         return
     if gy2 is None:
         gy2 = rows(gy)
@@ -437,7 +464,7 @@ def _col2im_nchw(colt: Any, dst: Any, g: Geometry, out: Pair) -> None:
     n, C, H, W = dst.shape
     (kh, kw), s, p, d = g.k, g.s, g.p, g.d
     c6 = colt.reshape(n, C, kh, kw, out[0], out[1])
-    acc = scratch_array(xp, "acc", (n, C, H + 2 * p[0], W + 2 * p[1]), colt.dtype)
+    acc = _scratch_rows(xp, "acc", n, (C, H + 2 * p[0], W + 2 * p[1]), colt.dtype)
     copy_first = d == (1, 1) and s[0] <= kh and s[1] <= kw
     if copy_first:
         acc[:, :, s[0] * out[0]:] = 0
@@ -480,9 +507,11 @@ def input_grad_by_phase(gy2: Any, k: Pair, dst: Any, out: Pair, s: Pair, p: Pair
         buffer[:, u:u + OH, :, v:v + OW] += part laid out as (n, OH, s_h, OW, s_w, C)
 
     U_h·U_w GEMMs whose sum is the one GEMM of the plain route, but each result (a quarter of the column matrix
-    for k4 s2) is consumed soon after it is made instead of being written out whole and read back. With narrow
+    for k4 s2) is consumed soon after it is made instead of being written out whole and read back. The images
+    go through in groups whose block product and buffer take about :data:`CACHE_BLOCK_BYTES`, so that the
+    updates find both in cache (a group's GEMMs still have hundreds of rows). With narrow
     blocks (s_h·s_w·C < :data:`PER_BLOCK_MIN_WIDTH`) the small GEMMs cost more than they save, and one GEMM
-    fills the whole column matrix first; the updates are the same.
+    fills the group's whole column matrix first; the updates are the same.
     Block (0, 0) covers rows [0, s_h·OH) × columns [0, s_w·OW) and is copied, not added; only the rest of the
     buffer is zeroed. Rows [0, (OH + U_h − 1)·s_h) hold every window; the crop may reach past them (zeros).
     The buffer is channels-last; the crop is copied into dst (n, C, H, W) in dst's own layout.
@@ -492,30 +521,36 @@ def input_grad_by_phase(gy2: Any, k: Pair, dst: Any, out: Pair, s: Pair, p: Pair
     U = (k[0] // s[0], k[1] // s[1])
     Hp, Wp = H + 2 * p[0], W + 2 * p[1]
     Hq, Wq = (max(out[a] + U[a] - 1, -(-(Hp, Wp)[a] // s[a])) for a in (0, 1))
-    acc = scratch_array(xp, "acc", (n, Hq * s[0], Wq * s[1], C), gy2.dtype)
-    acc[:, s[0] * out[0]:] = 0
-    acc[:, :, s[1] * out[1]:] = 0
-    g6 = acc.reshape(n, Hq, s[0], Wq, s[1], C)
+    P = out[0] * out[1]
     per_block = blocks.ndim == 4  # see phase_blocks
-    if per_block:
-        part = scratch_array(xp, "gcol", (gy2.shape[0], s[0] * s[1] * C), gy2.dtype)
-    else:  # narrow blocks: one GEMM for all of them, read back block by block
-        gcol = scratch_array(xp, "gcol", (gy2.shape[0], k[0] * k[1] * C), gy2.dtype)
-        gemm(gy2, blocks, out=gcol)
-        c8 = gcol.reshape(n, out[0], out[1], U[0], s[0], U[1], s[1], C)
-    for u in range(U[0]):
-        for v in range(U[1]):
-            if per_block:
-                gemm(gy2, blocks[u, v], out=part)
-                src = part.reshape(n, out[0], out[1], s[0], s[1], C).transpose(0, 1, 3, 2, 4, 5)
-            else:
-                src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)
-            dst_uv = g6[:, u:u + out[0], :, v:v + out[1]]
-            if u == 0 and v == 0:
-                dst_uv[...] = src
-            else:
-                dst_uv += src
-    nhwc(dst)[...] = acc[:, p[0]:p[0] + H, p[1]:p[1] + W]
+    width = s[0] * s[1] * C if per_block else k[0] * k[1] * C
+    per_image = (P * width + Hq * s[0] * Wq * s[1] * C) * gy2.dtype.itemsize
+    group = max(1, min(n, CACHE_BLOCK_BYTES // per_image)) if xp is backend.np else n
+    acc_all = scratch_array(xp, "acc", (group, Hq * s[0], Wq * s[1], C), gy2.dtype)
+    gcol_all = scratch_array(xp, "gcol", (group * P, width), gy2.dtype)
+    for lo in range(0, n, group):
+        m = min(group, n - lo)
+        acc, g2 = acc_all[:m], gy2[lo * P:(lo + m) * P]
+        acc[:, s[0] * out[0]:] = 0
+        acc[:, :, s[1] * out[1]:] = 0
+        g6 = acc.reshape(m, Hq, s[0], Wq, s[1], C)
+        gcol = gcol_all[:m * P]
+        if not per_block:  # narrow blocks: one GEMM for all of them, read back block by block
+            gemm(g2, blocks, out=gcol)
+            c8 = gcol.reshape(m, out[0], out[1], U[0], s[0], U[1], s[1], C)
+        for u in range(U[0]):
+            for v in range(U[1]):
+                if per_block:
+                    gemm(g2, blocks[u, v], out=gcol)
+                    src = gcol.reshape(m, out[0], out[1], s[0], s[1], C).transpose(0, 1, 3, 2, 4, 5)
+                else:
+                    src = c8[:, :, :, u, :, v].transpose(0, 1, 3, 2, 4, 5)
+                dst_uv = g6[:, u:u + out[0], :, v:v + out[1]]
+                if u == 0 and v == 0:
+                    dst_uv[...] = src
+                else:
+                    dst_uv += src
+        nhwc(dst[lo:lo + m])[...] = acc[:, p[0]:p[0] + H, p[1]:p[1] + W]
 
 
 # ============================================================================ the five routes
@@ -587,6 +622,8 @@ def transpose_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[A
     Cout = w.shape[1]
     y = new_images(xp, (N, Cout) + tuple(out), x.dtype)
     pl = plan(w.shape, g, out, (H, W), memory_order(y), w, blocks=True)
+    if pl.kind == "rows" and rows_view(x) is None and channels_last(xp, Cin):  # one channels-last copy of x,
+        x = _channels_last_copy(x)  # the GEMM operand here and in the weight gradient (no second copy there)
 
     def chunk(lo, hi):
         input_grad(pl, x[lo:hi], y[lo:hi])
