@@ -758,26 +758,35 @@ class BatchNorm(Function):
     def backward_graph(self, gy):
         x, gamma, _ = self.inputs
         N, C = x.shape[0], x.shape[1]
-        M = 1
-        for k in x.shape[2:]:
-            M *= k
-        x3, gy3 = ops.reshape(x, (N, C, M)), ops.reshape(gy, (N, C, M))
+        if self.how == "rows" and x.ndim == 4:  # channels-last: the rows (R, C), as forward saw them
+            H, W = x.shape[2], x.shape[3]
+            view = lambda t: ops.reshape(ops.permute(t, (0, 2, 3, 1)), (N * H * W, C))  # noqa: E731
+            back = lambda t: ops.permute(ops.reshape(t, (N, H, W, C)), (0, 3, 1, 2))  # noqa: E731
+            axes, cshape = (0,), (1, C)
+        else:
+            M = 1
+            for k in x.shape[2:]:
+                M *= k
+            view = lambda t: ops.reshape(t, (N, C, M))  # noqa: E731
+            back = lambda t: ops.reshape(t, x.shape)  # noqa: E731
+            axes, cshape = (0, 2), (1, C, 1)
+        xv, gyv = view(x), view(gy)
         if self.training:
-            d = x3 - ops.mean(x3, axis=(0, 2), keepdims=True)
-            s = ops.pow(ops.mean(d * d, axis=(0, 2), keepdims=True) + self.eps, -0.5)
+            d = xv - ops.mean(xv, axis=axes, keepdims=True)
+            s = ops.pow(ops.mean(d * d, axis=axes, keepdims=True) + self.eps, -0.5)
             xhat = d * s
         else:  # the running statistics are constants: x̂ is affine in x
-            s = _const(self.s.reshape(1, C, 1), x)
-            xhat = (x3 - _const(self.rm.astype(x.dtype, copy=False).reshape(1, C, 1), x)) * s
-        gbeta = ops.sum(gy3, axis=(0, 2), keepdims=True)
-        ggamma = ops.sum(gy3 * xhat, axis=(0, 2), keepdims=True)
+            s = _const(self.s.reshape(cshape), x)
+            xhat = (xv - _const(self.rm.astype(x.dtype, copy=False).reshape(cshape), x)) * s
+        gbeta = ops.sum(gyv, axis=axes, keepdims=True)
+        ggamma = ops.sum(gyv * xhat, axis=axes, keepdims=True)
 
         def gx():
-            a = ops.reshape(gamma, (1, C, 1)) * s
+            a = ops.reshape(gamma, cshape) * s
             if not self.training:
-                return ops.reshape(gy3 * a, x.shape)
-            m = float(N * M)
-            return ops.reshape((a / m) * (m * gy3 - gbeta - xhat * ggamma), x.shape)
+                return back(gyv * a)
+            m = float(x.size // C)
+            return back((a / m) * (m * gyv - gbeta - xhat * ggamma))
 
         return (_need(self, 0, gx), _need(self, 1, lambda: ops.reshape(ggamma, (C,))),
                 _need(self, 2, lambda: ops.reshape(gbeta, (C,))))

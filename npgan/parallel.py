@@ -70,7 +70,7 @@ __all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bound
            "run_bounds", "ELEMENTWISE_MIN_WORK"]
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
-ELEMENTWISE_MIN_WORK = 1 << 20  # the same for a pass without a matrix product (batch norm, activations)
+ELEMENTWISE_MIN_WORK = 1 << 19  # the same for a pass without a matrix product (batch norm, activations)
 GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
 HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS to one thread while splitting is on (False: to measure why)
 
