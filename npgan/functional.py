@@ -18,7 +18,7 @@ from . import backend, kernels, ops, parallel
 from .backend import get_array_module
 from .checks import real
 from .conv import conv2d, conv_transpose2d
-from .conv_fast import rows_view
+from .conv_fast import rows_view, scratch_array
 from .kde import kde_bandwidth, kde_entropy
 from .ops import _as_float, _const, _lift, _need, per_channel_operand
 from .tensor import Function, Tensor, sum_to
@@ -746,7 +746,8 @@ class BatchNorm(Function):
                 g = piece(gx, lo, hi)
                 xp.multiply(gs, bc(a.astype(gv.dtype, copy=False)), out=g)
                 if self.training:
-                    g -= xcs * bc(k1.astype(gv.dtype, copy=False))
+                    tmp = scratch_array(xp, "bn_tmp", xcs.shape, gv.dtype)  # a reused work array (never escapes)
+                    g -= xp.multiply(xcs, bc(k1.astype(gv.dtype, copy=False)), out=tmp)
                     g -= bc((k0 + shift * k1).astype(gv.dtype, copy=False))
 
             outs = parallel.run_bounds(lambda lo, hi: grad(lo, hi, shifts[bounds.index((lo, hi))]), bounds)

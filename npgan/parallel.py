@@ -6,16 +6,22 @@ core while the others wait. PyTorch splits both over its threads. So does npgan 
 batch is cut into ``get_num_threads()`` contiguous chunks, and each thread runs the whole op — copies and
 GEMMs — on its chunk, with the BLAS held to one thread meanwhile (each GEMM then has a core to itself
 instead of two libraries' thread pools fighting over the same cores). NumPy releases the GIL in its copies,
-ufunc loops and BLAS calls, so the chunks really run at the same time. (Batch norm and the activations are
-not split: each is a pass over at most a few MB, too short for what a hand-off can cost. A worker waits for
-its chunk in the kernel, and on a VM whose idle cores halt at once (this project's 2-core machine) waking it
-takes about 0.1 ms: ``python benchmarks/threads.py --only handoff,exp`` measured a chunk handed over and back
-with nothing to do at 125–144 µs on the idle machine (43 µs while other work kept the cores awake), an
-np.exp over 1 MB at 0.36–0.58 ms on one thread and 0.40–0.45 ms split in two, and over 16 MB a split that
-pays 1.5–1.7×. Splitting batch norm and the activations of shapes-dcgan's step (a one-off A/B in one
-process, 8 rounds of 32 steps) made it slower, 122.5 against 102.8 ms a step. PyTorch's OpenMP threads
-spin between ops instead of sleeping; a worker spinning in Python (``time.sleep(0)`` in a loop for 2 ms
-after each chunk) made that step no faster, 115.6 against 109.6 ms.)
+ufunc loops and BLAS calls, so the chunks really run at the same time.
+
+Batch norm and the activations split too, but only from :data:`ELEMENTWISE_MIN_WORK` elements (2 MB of
+float32), through :func:`elementwise_bounds` and :func:`run_bounds` (batch norm: one hand-off for the
+statistics, one for the normalisation). A hand-off has a fixed cost: a worker waits for its chunk in the
+kernel, and on a VM whose idle cores halt at once (this project's 2-core machine) waking it takes about
+0.1 ms: ``python benchmarks/threads.py --only handoff,exp`` measured a chunk handed over and back with nothing
+to do at 125–144 µs on the idle machine (43 µs while other work kept the cores awake), an np.exp over 1 MB at
+0.36–0.58 ms on one thread and 0.40–0.45 ms split in two, and over 16 MB a split that pays 1.5–1.7×. A pass
+over memory without a product halves at best, so the split must save more than a hand-off costs: batch norm
+takes five passes forward (two hand-offs) and about six backward, an activation three or four (one), each
+pass over 2 MB taking 0.2–0.5 ms on one core; below 2 MB a split saves about what the hand-offs cost. (An
+earlier A/B that split batch norm and the activations of shapes-dcgan's step, whose arrays are all below
+that size, made it slower: 122.5 against 102.8 ms a step. PyTorch's OpenMP threads spin between ops instead
+of sleeping; a worker spinning in Python (``time.sleep(0)`` in a loop for 2 ms after each chunk) made that
+step no faster, 115.6 against 109.6 ms.)
 
     parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
 
