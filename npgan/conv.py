@@ -195,6 +195,12 @@ class Conv2d(Function):
         return self.route.conv_backward(gy, self.w, self.saved, self.g, self.x_shape,
                                         (need[0], need[1], len(need) > 2 and need[2]))
 
+    def release(self):
+        """After the backward: the saved columns go back to the fast route's pool for the next forward."""
+        if self.__dict__.get("route") is conv_fast:
+            conv_fast.release_saved(self.__dict__.get("saved"))
+        super().release()
+
     def backward_graph(self, gy):
         x, w = self.inputs[0], self.inputs[1]
         x_hw = tuple(x.shape[2:])

@@ -105,6 +105,49 @@ def _scratch_rows(xp: Any, role: str, n: int, tail: tuple[int, ...], dtype: Any)
     return scratch_array(xp, role, (size,) + tail, dtype)[:n]
 
 
+# ============================================================================ saved columns, reused
+_pool: dict[tuple, list] = {}
+_pool_lock = threading.Lock()
+POOL_MAX_BYTES = 256 << 20  # column matrices kept for reuse, at most this many bytes in all
+
+
+def new_columns(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """An uninitialised array for a convolution's saved columns: one given back by :func:`give_back` (the
+    columns of a Function already released) when there is one of this shape, else a new one.
+
+    Why: a GAN step runs D three times before any of its backward passes, so its column matrices (the largest
+    arrays of the step: 16 MB for a layer of the 32×32 DCGAN) are allocated on top of each other every step, and
+    the heap gives them fresh pages each time — one page fault per 4 KB, thousands a step. Reused, they are
+    faulted in once. Only columns that the conv Functions allocated themselves, and only after the Function was
+    released (its backward done; nothing else ever sees them), come back. On CuPy: a plain ``empty``."""
+    if xp is not backend.np:
+        return xp.empty(shape, dtype=dtype)
+    key = (tuple(shape), backend.np.dtype(dtype).str)
+    with _pool_lock:
+        free = _pool.get(key)
+        if free:
+            return free.pop()
+    return xp.empty(shape, dtype=dtype)
+
+
+def give_back(arr: Any) -> None:
+    """Return columns from :func:`new_columns` once nothing refers to them any more (kept while the pool holds
+    less than :data:`POOL_MAX_BYTES`)."""
+    if not isinstance(arr, backend.np.ndarray):
+        return
+    key = (arr.shape, arr.dtype.str)
+    with _pool_lock:
+        held = sum(a.nbytes for free in _pool.values() for a in free)
+        if held + arr.nbytes <= POOL_MAX_BYTES:
+            _pool.setdefault(key, []).append(arr)
+
+
+def release_saved(saved: Any) -> None:
+    """What :func:`conv_forward` saved, given back after the Function's backward (its columns, if it made them)."""
+    if isinstance(saved, tuple) and len(saved) == 3 and saved[2]:
+        give_back(saved[1])
+
+
 # ============================================================================ the GEMMs, listed on request
 _gemm_log: list | None = None  # a list while recording_gemms() is active
 
@@ -556,8 +599,8 @@ def input_grad_by_phase(gy2: Any, k: Pair, dst: Any, out: Pair, s: Pair, p: Pair
 # ============================================================================ the five routes
 def conv_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[Any, Any]:
     """y = conv(x, w) + b, x (N, C, H, W) in any layout → y (N, O, OH, OW) (:func:`new_images`' layout).
-    Saves (plan, columns) for the weight gradient: the columns of the whole batch, written chunk by chunk
-    (for the dense kind x itself, flattened, when its memory allows)."""
+    Saves (plan, columns, whether they are ours) for the weight gradient: the columns of the whole batch, written
+    chunk by chunk into :func:`new_columns` (for the dense kind x itself, flattened, when its memory allows)."""
     xp = get_array_module(x)
     N, C, H, W = x.shape
     O = w.shape[0]
@@ -567,8 +610,8 @@ def conv_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[Any, A
     col = flat_view(x, pl.order) if pl.kind == "dense" else None  # x itself, when its memory allows
     fill = col is None
     if fill:
-        col = xp.empty((N * P, K) if pl.kind == "rows" else (N, K, P) if pl.kind == "narrow" else (N, K),
-                       dtype=x.dtype)
+        col = new_columns(xp, (N * P, K) if pl.kind == "rows" else (N, K, P) if pl.kind == "narrow" else (N, K),
+                          x.dtype)
     per = P if pl.kind == "rows" else 1  # rows of col per image
 
     def chunk(lo, hi):
@@ -580,14 +623,14 @@ def conv_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[Any, A
             add_bias(y[lo:hi], b)
 
     parallel.parallel_chunks(chunk, N, N * P * K, xp)
-    return y, (pl, col)
+    return y, (pl, col, fill)
 
 
 def conv_backward(gy: Any, w: Any, saved: Any, g: Geometry, x_shape: tuple, need: tuple) -> tuple[Any, Any, Any]:
     """(gx, gw, gb) of y = conv(x, w) + b from gy (N, O, OH, OW) in any layout; need = (x, w, b) wanted.
     One split over the batch computes each chunk's gx and its parts of gw and gb."""
     xp = get_array_module(gy)
-    pl, col = saved
+    pl, col, _ = saved
     N = gy.shape[0]
     need_x, need_w, need_b = need
     per = pl.out[0] * pl.out[1] if pl.kind == "rows" else 1

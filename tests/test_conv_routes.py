@@ -142,3 +142,24 @@ def test_reference_switch_is_restored():
             assert conv._route() is conv_fast
         assert conv._route() is conv.Reference
     assert conv._route() is conv_fast
+
+
+def test_saved_columns_are_reused_once_released_and_never_otherwise():
+    """A conv's saved columns go back to conv_fast's pool after its backward (the Function released) and serve
+    the next forward of that shape; kept with retain_graph, or when they are x itself (the dense kind), never."""
+    x = npgan.randn(3, 16, 6, 6, requires_grad=True)
+    w = npgan.randn(12, 16, 4, 4, requires_grad=True)
+    y = npgan.functional.conv2d(x, w, stride=2, padding=1)
+    col = y.creator.saved[1]
+    y.sum().backward(retain_graph=True)  # the graph kept: the columns stay with the Function
+    y2 = npgan.functional.conv2d(x, w, stride=2, padding=1)
+    assert y2.creator.saved[1] is not col
+    y.sum().backward()  # released now
+    y3 = npgan.functional.conv2d(x, w, stride=2, padding=1)
+    assert y3.creator.saved[1] is col
+    np.testing.assert_allclose(y3.numpy(), y.numpy(), rtol=1e-6)  # refilled: the same numbers
+    xd = npgan.randn(3, 16, 4, 4, requires_grad=True)  # a kernel covering its input: the columns are xd itself
+    yd = npgan.functional.conv2d(xd, npgan.randn(2, 16, 4, 4))
+    assert np.shares_memory(yd.creator.saved[1], xd.data)
+    yd.sum().backward()
+    assert not any(np.shares_memory(a, xd.data) for free in conv_fast._pool.values() for a in free)
