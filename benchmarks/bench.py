@@ -93,24 +93,26 @@ def _sync(device: str) -> None:
             pass
 
 
-def _inner_calls(step: Callable[[], Any], device: str, min_time: float) -> int:
+def _inner_calls(step: Callable[[], Any], device: str, min_time: float,
+                 clock: Callable[[], float] = time.perf_counter) -> int:
     """Warm ``step`` up; how many calls make one timed sample last about ``min_time`` seconds."""
     for _ in range(3):
         step()
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     step()
     _sync(device)
-    return max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+    return max(1, int(min_time / max(clock() - t0, 1e-6)))
 
 
-def _sample_ms(step: Callable[[], Any], inner: int, device: str) -> float:
+def _sample_ms(step: Callable[[], Any], inner: int, device: str,
+               clock: Callable[[], float] = time.perf_counter) -> float:
     """Milliseconds per call, averaged over ``inner`` calls."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(inner):
         step()
     _sync(device)
-    return (time.perf_counter() - t0) / inner * 1e3
+    return (clock() - t0) / inner * 1e3
 
 
 def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float = 0.05) -> float:
@@ -133,7 +135,7 @@ def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: i
 
 
 def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_time: float = 0.05,
-                settle: float = 0.3) -> list[list[float]]:
+                settle: float = 0.3, clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
     """``repeat`` rounds of one timed sample (milliseconds a call) of each step; the order is reversed every
     other round (a b c, c b a, ...). Returns the samples, one list per step, round by round.
 
@@ -141,9 +143,10 @@ def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_ti
     a while after their last task, and on a 2-core machine the other library's spinning threads would otherwise
     take cores from the one being timed (measured: torch's DCGAN step 86 → 140 ms right after npgan's without
     the pause); then one untimed call wakes the threads of the library about to be timed and warms the caches
-    again.
+    again. ``clock``: the wall clock by default; ``time.thread_time`` times one-thread work by the CPU time of the
+    calling thread, which other processes on a busy machine disturb far less (they still share caches and memory).
     """
-    inner = [_inner_calls(s, device, min_time) for s in steps]
+    inner = [_inner_calls(s, device, min_time, clock) for s in steps]
     samples: list[list[float]] = [[] for _ in steps]
     order = list(range(len(steps)))
     for r in range(repeat):
@@ -152,7 +155,7 @@ def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_ti
                 time.sleep(settle)
             steps[k]()  # untimed: wakes this library's threads and warms the caches again
             _sync(device)
-            samples[k].append(_sample_ms(steps[k], inner[k], device))
+            samples[k].append(_sample_ms(steps[k], inner[k], device, clock))
     return samples
 
 

@@ -1,7 +1,8 @@
 """The GEMM floor of every convolution and DCGAN case: npgan's time, the time of exactly the GEMMs it performs, and
 PyTorch's time, on one thread and on two.
 
-    python benchmarks/floor.py [--threads 1,2] [--only SUBSTRING] [--repeat 7] [--no-shapes] [--json FILE]
+    python benchmarks/floor.py [--threads 1,2] [--only SUBSTRING] [--repeat 7] [--no-shapes] [--cpu-clock]
+                               [--json FILE]
 
 For each case (the conv and DCGAN cases of ``bench.py``'s ``cases_*.py``, and one ``shapes-dcgan`` training step
 beside its PyTorch twin from ``shapes_steps.py``) and each thread count:
@@ -23,7 +24,9 @@ Columns: npgan ms, GEMM ms (the floor), torch ms, npgan/torch (median of the per
 GEMM/torch, the number of GEMMs and their GFLOP a step. "above" compares two NumPy timings equally disturbed by a
 busy machine, so it is the steadier figure while developing; npgan/torch moves with the other library's own
 threads and kernels. Threads: ``--threads 1`` holds npgan, its BLAS and torch to one thread each; 2 gives each
-two (npgan's convolutions split over two threads, each GEMM on one BLAS thread). A benchmark, nothing asserted.
+two (npgan's convolutions split over two threads, each GEMM on one BLAS thread). ``--cpu-clock`` (one thread only)
+times by the calling thread's CPU time instead of the wall clock: on a machine that other processes keep busy
+the wall clock measures mostly them. A benchmark, nothing asserted.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,14 +150,14 @@ def shapes_case(threads: int) -> tuple[Callable[[], None], Callable[[], None] | 
 
 
 def measure(name: str, n_step: Callable[[], None], t_step: Callable[[], None] | None, threads: int, repeat: int,
-            per: int) -> dict[str, Any]:
+            per: int, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     for _ in range(2):
         n_step()
     with conv_fast.recording_gemms() as log:
         n_step()
     floor = replay(log, threads)
     steps = [n_step, floor] + ([t_step] if t_step is not None else [])
-    samples = time_rounds(steps, repeat, "cpu")
+    samples = time_rounds(steps, repeat, "cpu", clock=clock)
     n, f = samples[0], samples[1]
     row: dict[str, Any] = {
         "npgan_ms": statistics.median(n) / per, "gemm_ms": statistics.median(f) / per,
@@ -172,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
     ap.add_argument("--repeat", type=int, default=7, help="rounds (timed samples of each side)")
     ap.add_argument("--no-shapes", action="store_true", help="leave out the shapes-dcgan step")
+    ap.add_argument("--cpu-clock", action="store_true",
+                    help="time by the thread's CPU time (for --threads 1 on a busy machine)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
     try:
@@ -182,13 +188,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floor.py: error: --threads must be positive integers separated by commas, got {args.threads!r}",
               file=sys.stderr)
         return 2
+    if args.cpu_clock and thread_counts != [1]:
+        print(f"floor.py: error: --cpu-clock times one thread's CPU time; it needs --threads 1, got {args.threads!r}",
+              file=sys.stderr)
+        return 2
+    clock = time.thread_time if args.cpu_clock else time.perf_counter
     try:
         import torch
     except ImportError:
         torch = None
         print("torch is not installed: only npgan's times and the floor are shown (pip install torch)")
     cases = [c for c in load_cases() if is_floor_case(c.name) and "cpu" in c.devices and args.only in c.name]
-    print(f"npgan {npgan.__version__} | torch {getattr(torch, '__version__', '-')} | medians of {args.repeat} rounds")
+    print(f"npgan {npgan.__version__} | torch {getattr(torch, '__version__', '-')} | medians of {args.repeat} rounds"
+          f" | clock: {'thread CPU time' if args.cpu_clock else 'wall'}")
     print(machine_line(torch))
     print(f"{'case':<58} {'thr':>3} {'npgan ms':>9} {'GEMM ms':>8} {'torch ms':>9} {'n/torch':>7} {'above':>6} "
           f"{'GEMM/t':>6} {'GEMMs':>6} {'GFLOP':>6}")
@@ -212,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                     torch.manual_seed(0)
                     t_step = case.torch("cpu")
                 per = 1
-            r = measure(name, n_step, t_step, threads, args.repeat, per)
+            r = measure(name, n_step, t_step, threads, args.repeat, per, clock)
             rows.append({"case": name, "threads": threads, **r})
             print(f"{name[:58]:<58} {threads:>3} {r['npgan_ms']:>9.2f} {r['gemm_ms']:>8.2f} "
                   f"{r['torch_ms'] if r['torch_ms'] is not None else nan:>9.2f} "

@@ -138,13 +138,16 @@ def copies(np, threads, rounds):
     """im2col of the conv2d case, a pass over memory: on one chunk of the batch alone (its 6.4 MB of columns stay in
     the cache from one call to the next), on the whole batch in one thread (12.8 MB of columns, plus the padded
     input: more than the cache keeps), and on the whole batch split over ``threads`` as Conv2d runs it."""
-    from npgan import conv
+    from npgan import conv_fast
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 64, 14, 14)).astype(np.float32)
+    x = conv_fast.new_images(np, (64, 64, 14, 14), np.float32)  # channels-last, as a layer hands it on
+    x[...] = rng.standard_normal(x.shape)
     col = np.empty((64 * 49, 1024), np.float32)
+    g = conv_fast.Geometry((4, 4), (2, 2), (1, 1), (1, 1))
+    pl = conv_fast.plan((128, 64, 4, 4), g, (14, 14), (7, 7))
 
     def chunk(lo, hi):
-        conv._im2col(x[lo:hi], (4, 4), (7, 7), (2, 2), (1, 1), (1, 1), dst=col[lo * 49:hi * 49])
+        conv_fast.columns(pl, x[lo:hi], dst=col[lo * 49:hi * 49])
 
     parallel.set_num_threads(threads)
     res: dict[str, list[float]] = {"one chunk alone": [], "whole, one thread": [], f"whole, {threads} threads": []}

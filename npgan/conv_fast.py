@@ -291,19 +291,19 @@ def plan(w_shape: tuple[int, ...], g: Geometry, x_hw: Pair, out: Pair, order: st
     O, C, kh, kw = w_shape
     k = g.k
     if _is_dense(g, x_hw, out):
-        return Plan("dense", g, tuple(out), None if w is None else (_w2(w) if order == "hwc" else w.reshape(O, -1)),
-                    order=order)
+        wop = None if w is None else weight_2d(w) if order == "hwc" else w.reshape(O, -1)
+        return Plan("dense", g, tuple(out), wop, order=order)
     if C < CHANNELS_LAST_MIN:
         return Plan("narrow", g, tuple(out), None if w is None else w.reshape(O, -1))
     s_in = tuple(k[a] if out[a] == 1 else g.s[a] for a in (0, 1))
     if g.d == (1, 1) and k[0] % s_in[0] == 0 and k[1] % s_in[1] == 0:  # the input gradient by phase blocks
         if blocks:  # for the input gradient: the blocks are all it multiplies by
             return Plan("rows", g, tuple(out), None, "phase", s_in, phase_blocks(w, s_in))
-        return Plan("rows", g, tuple(out), None if w is None else _w2(w), "phase", s_in)
-    return Plan("rows", g, tuple(out), None if w is None else _w2(w), "col2im", s_in)
+        return Plan("rows", g, tuple(out), None if w is None else weight_2d(w), "phase", s_in)
+    return Plan("rows", g, tuple(out), None if w is None else weight_2d(w), "col2im", s_in)
 
 
-def _w2(w: Any) -> Any:
+def weight_2d(w: Any) -> Any:
     """w (O, C, kh, kw) → W₂ (O, kh·kw·C), the column order of the rows kind (a copy of the weight)."""
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
 
@@ -532,7 +532,7 @@ def phase_blocks(w: Any, s: Pair) -> Any:
     side by side, (U_h, U_w, O, s_h·s_w·C). Needs s to divide k (U = k / s)."""
     O, C, kh, kw = w.shape
     if s[0] * s[1] * C < PER_BLOCK_MIN_WIDTH:
-        return _w2(w)
+        return weight_2d(w)
     U = (kh // s[0], kw // s[1])
     w6 = w.transpose(0, 2, 3, 1).reshape(O, U[0], s[0], U[1], s[1], C)  # W₂, i = u·s_h + i′, j = v·s_w + j′
     return get_array_module(w).ascontiguousarray(w6.transpose(1, 3, 0, 2, 4, 5)).reshape(U[0], U[1], O, -1)
