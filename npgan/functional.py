@@ -635,13 +635,27 @@ class BatchNorm(Function):
         return "nchw", a.reshape(a.shape[0], C, M)
 
     @staticmethod
-    def _ops(how, a):
-        """(broadcast a per-channel vector, Σ per channel, Σ of a product per channel) for arrays viewed as a."""
+    def _ops(how, a, run=1):
+        """(broadcast a per-channel vector, Σ per channel, Σ of a product per channel) for arrays viewed as a.
+
+        Each Σ is taken in two levels: in a's dtype along runs of ``run`` pixels (an image row; for the "rows"
+        view, ``run`` consecutive rows), then the runs' partial sums in float64, as PyTorch's CPU kernels
+        accumulate batch statistics: the result is within a few float64 roundings plus one float32 sum of a row
+        (at 64×16×16×64, 4e-9 relative against 3e-7 for one float32 sum per image), for the time of one float32
+        pass. The sums of products are einsum contractions, which form no product array. Sums come back in
+        float64."""
         xp = get_array_module(a)
+        f64 = backend.float64
+        C = a.shape[1]
         if how == "rows":
-            return (lambda v: v), (lambda u: xp.einsum("ij->j", u)), (lambda u, v: xp.einsum("ij,ij->j", u, v))
-        return (per_channel_operand(a), (lambda u: u.sum(axis=0).sum(axis=1)),
-                (lambda u, v: xp.einsum("ncm,ncm->c", u, v)))
+            return ((lambda v: v),
+                    (lambda u: xp.einsum("rwc->rc", u.reshape(-1, run, C)).sum(axis=0, dtype=f64)),
+                    (lambda u, v: xp.einsum("rwc,rwc->rc", u.reshape(-1, run, C), v.reshape(-1, run, C))
+                     .sum(axis=0, dtype=f64)))
+        return (per_channel_operand(a),
+                (lambda u: xp.einsum("ncrw->ncr", u.reshape(u.shape[0], C, -1, run)).sum(axis=(0, 2), dtype=f64)),
+                (lambda u, v: xp.einsum("ncrw,ncrw->ncr", u.reshape(u.shape[0], C, -1, run),
+                                        v.reshape(v.shape[0], C, -1, run)).sum(axis=(0, 2), dtype=f64)))
 
     @staticmethod
     def _back(how, a, shape):
@@ -655,13 +669,14 @@ class BatchNorm(Function):
         xp = get_array_module(x)
         how, xv = self._view(x, x.shape[1])
         per = xv.shape[0] // x.shape[0]  # rows of the view per image
+        run = x.shape[-1] if x.ndim > 2 else 1  # the first level of the statistics' sums: an image row
         bounds = parallel.elementwise_bounds(x.shape[0], x.size, xp)
         piece = (lambda a, lo, hi: a[lo * per:hi * per]) if how == "rows" else (lambda a, lo, hi: a[lo:hi])
         xc = xp.empty_like(xv)
         if self.training:
             def stats(lo, hi):  # this chunk's count, mean and Σ(x − its mean)², x − its mean into xc
                 xs, xcs = piece(xv, lo, hi), piece(xc, lo, hi)
-                bc, csum, cdot = self._ops(how, xs)
+                bc, csum, cdot = self._ops(how, xs, run)
                 mc = xs.size // xs.shape[1] if how == "nchw" else xs.shape[0]
                 mu_c = csum(xs) / mc
                 xp.subtract(xs, bc(mu_c.astype(xs.dtype, copy=False)), out=xcs)
@@ -699,6 +714,7 @@ class BatchNorm(Function):
         if not same:
             y = outs[0] if len(outs) == 1 else xp.concatenate(outs)
         self.xc, self.s, self.gamma, self.how, self.bounds, self.shifts = xc, s, gamma, how, bounds, shifts
+        self.run = run
         return self._back(how, y, x.shape)
 
     def backward(self, gy):
@@ -719,7 +735,7 @@ class BatchNorm(Function):
         if want_sums:
             def sums(lo, hi):  # Σ gy and Σ gy·(x − μ_c) over this chunk
                 gs, xcs = piece(gv, lo, hi), piece(xc, lo, hi)
-                _, csum, cdot = self._ops(how, gs)
+                _, csum, cdot = self._ops(how, gs, self.run)
                 return csum(gs), cdot(gs, xcs)
 
             parts = parallel.run_bounds(sums, bounds)
@@ -754,7 +770,8 @@ class BatchNorm(Function):
             if not same:
                 gx = outs[0] if len(outs) == 1 else xp.concatenate(outs)
             gx = self._back(how, gx, gy.shape)
-        return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
+        return (gx, (ggamma.astype(gv.dtype, copy=False) if need[1] else None),
+                (gbeta.astype(gv.dtype, copy=False) if need[2] else None))
 
     def backward_graph(self, gy):
         x, gamma, _ = self.inputs
