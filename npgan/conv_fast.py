@@ -50,6 +50,7 @@ Pair = tuple[int, int]
 
 CHANNELS_LAST_MIN = 8  # image arrays with at least this many channels are laid out channels-last (NumPy)
 PER_BLOCK_MIN_WIDTH = 64  # input_grad_by_phase: one GEMM per phase block from this block width (s_h·s_w·C) up
+COLUMN_GROUP_BYTES = 8 << 20  # columns built only for one product go through in groups of images of about this
 CACHE_BLOCK_BYTES = 1 << 20  # input_grad_by_phase: images per group so that its product and buffer take about this
 # (a core's L2 cache holds 1-2 MB on current x86 CPUs; a smaller one still gains over the whole batch at once)
 
@@ -338,7 +339,7 @@ def columns(pl: Plan, x: Any, dst: Any = None) -> Any:
         if flat is not None:
             return flat
         if dst is None:
-            dst = scratch_array(xp, "col", (n, C * H * W), x.dtype)
+            dst = _scratch_rows(xp, "col", n, (C * H * W,), x.dtype)
         (nhwc(dst.reshape(n, H, W, C).transpose(0, 3, 1, 2)) if pl.order == "hwc" else
          dst.reshape(n, C, H, W))[...] = nhwc(x) if pl.order == "hwc" else x
         return dst
@@ -347,14 +348,14 @@ def columns(pl: Plan, x: Any, dst: Any = None) -> Any:
         sN, sC, sH, sW = xt.strides
         view = xp.lib.stride_tricks.as_strided(xt, shape=(n, C, kh, kw, OH, OW),
                                                strides=(sN, sC, sH * dh, sW * dw, sH * sh, sW * sw))
-        col = scratch_array(xp, "col", (n, C * kh * kw, OH * OW), x.dtype) if dst is None else dst
+        col = _scratch_rows(xp, "col", n, (C * kh * kw, OH * OW), x.dtype) if dst is None else dst
         col.reshape(n, C, kh, kw, OH, OW)[...] = view
         return col
     xt = _padded(xp, x, g.p, channels_last=True)
     sN, sH, sW, sC = xt.strides
     view = xp.lib.stride_tricks.as_strided(xt, shape=(n, OH, OW, kh, kw, C),
                                            strides=(sN, sH * sh, sW * sw, sH * dh, sW * dw, sC))
-    col = scratch_array(xp, "col", (n * OH * OW, kh * kw * C), x.dtype) if dst is None else dst
+    col = _scratch_rows(xp, "col", n * OH * OW, (kh * kw * C,), x.dtype) if dst is None else dst
     col.reshape(n, OH, OW, kh, kw, C)[...] = view
     return col
 
@@ -380,11 +381,11 @@ def _padded(xp: Any, x: Any, p: Pair, channels_last: bool) -> Any:
         if v.flags.c_contiguous:
             return v
     if channels_last:
-        out = scratch_array(xp, "pad", (n, H + 2 * p[0], W + 2 * p[1], C), x.dtype)
+        out = _scratch_rows(xp, "pad", n, (H + 2 * p[0], W + 2 * p[1], C), x.dtype)
         inner, src = out[:, p[0]:p[0] + H, p[1]:p[1] + W], nhwc(x)
         rows_, cols_ = out, out[:, p[0]:p[0] + H]  # zero the border rows, then the border columns
     else:
-        out = scratch_array(xp, "pad", (n, C, H + 2 * p[0], W + 2 * p[1]), x.dtype)
+        out = _scratch_rows(xp, "pad", n, (C, H + 2 * p[0], W + 2 * p[1]), x.dtype)
         inner, src = out[:, :, p[0]:p[0] + H, p[1]:p[1] + W], x
         rows_, cols_ = out.transpose(0, 2, 3, 1), out[:, :, p[0]:p[0] + H].transpose(0, 2, 3, 1)
     if p[0]:
@@ -596,6 +597,23 @@ def input_grad_by_phase(gy2: Any, k: Pair, dst: Any, out: Pair, s: Pair, p: Pair
         nhwc(dst[lo:lo + m])[...] = acc[:, p[0]:p[0] + H, p[1]:p[1] + W]
 
 
+def image_groups(lo: int, hi: int, per_image: int, xp: Any) -> list[tuple[int, int]]:
+    """Images lo..hi cut into consecutive groups of about :data:`COLUMN_GROUP_BYTES` of columns each
+    (``per_image`` bytes an image), for columns that only feed the products at hand: their scratch array stays
+    that small whatever the batch (the columns of a 64×64 DCGAN layer's gradient take 134 MB whole), and each
+    group's columns are still in cache when its products read them. Each group's GEMMs keep thousands of rows.
+    One group on CuPy."""
+    step = max(1, COLUMN_GROUP_BYTES // max(1, per_image)) if xp is backend.np else hi - lo
+    return [(a, min(hi, a + step)) for a in range(lo, hi, step)] or [(lo, hi)]
+
+
+def _accumulate(total: Any, part: Any) -> Any:
+    if total is None:
+        return part
+    total += part
+    return total
+
+
 # ============================================================================ the five routes
 def conv_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[Any, Any]:
     """y = conv(x, w) + b, x (N, C, H, W) in any layout → y (N, O, OH, OW) (:func:`new_images`' layout).
@@ -680,7 +698,8 @@ def transpose_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[A
 def transpose_backward(gy: Any, w: Any, saved: Any, g: Geometry, x_shape: tuple,
                        need: tuple) -> tuple[Any, Any, Any]:
     """(gx, gw, gb) of y = convᵀ(x, w) + b: gx = conv_w(gy), gw = the weight gradient of conv_w at input gy and
-    output gradient x (= saved); the columns of gy are built once per chunk (a scratch array) for both."""
+    output gradient x (= saved); the columns of gy are built once (a scratch array, per group of images:
+    :func:`image_groups`) for both."""
     xp = get_array_module(gy)
     x = saved
     N, Cin, H, W = x_shape
@@ -688,14 +707,17 @@ def transpose_backward(gy: Any, w: Any, saved: Any, g: Geometry, x_shape: tuple,
     pl = plan(w.shape, g, gy.shape[2:], (H, W), memory_order(gy), w)
     gx = new_images(xp, x_shape, gy.dtype) if need_x else None
 
+    per_image = H * W * w[0].size * gy.dtype.itemsize  # bytes of the columns of gy, per image
+
     def chunk(lo, hi):
         gw2 = None
         if need_x or need_w:
-            col = columns(pl, gy[lo:hi])
-            if need_x:
-                apply_columns(pl, col, gx[lo:hi])
-            if need_w:
-                gw2 = weight_grad_part(pl, x[lo:hi], col)
+            for a, b in image_groups(lo, hi, per_image, xp):
+                col = columns(pl, gy[a:b])
+                if need_x:
+                    apply_columns(pl, col, gx[a:b])
+                if need_w:
+                    gw2 = _accumulate(gw2, weight_grad_part(pl, x[a:b], col))
         return gw2, (bias_grad(gy[lo:hi]) if need_b else None)
 
     parts = parallel.parallel_chunks(chunk, N, N * H * W * w[0].size, xp)  # the size of the columns of gy
@@ -704,16 +726,21 @@ def transpose_backward(gy: Any, w: Any, saved: Any, g: Geometry, x_shape: tuple,
 
 
 def weight_grad(x: Any, gy: Any, g: Geometry, k: Pair) -> Any:
-    """gw = ∂⟨gy, conv(x, w)⟩/∂w (O, C, kh, kw) from x (N, C, H, W) and gy (N, O, OH, OW): per chunk, the
-    columns of x (a scratch array) and gy₂ᵀ · col; the chunks' parts summed."""
+    """gw = ∂⟨gy, conv(x, w)⟩/∂w (O, C, kh, kw) from x (N, C, H, W) and gy (N, O, OH, OW): per chunk and group of
+    images (:func:`image_groups`), the columns of x (a scratch array) and gy₂ᵀ · col; the parts summed."""
     xp = get_array_module(x)
     N, C, H, W = x.shape
     O, out = gy.shape[1], tuple(gy.shape[2:])
     w_shape = (O, C) + tuple(k)
     pl = plan(w_shape, g, (H, W), out, memory_order(x))
 
+    per_image = out[0] * out[1] * C * k[0] * k[1] * x.dtype.itemsize
+
     def chunk(lo, hi):
-        return weight_grad_part(pl, gy[lo:hi], columns(pl, x[lo:hi]))
+        gw2 = None
+        for a, b in image_groups(lo, hi, per_image, xp):
+            gw2 = _accumulate(gw2, weight_grad_part(pl, gy[a:b], columns(pl, x[a:b])))
+        return gw2
 
     parts = parallel.parallel_chunks(chunk, N, N * out[0] * out[1] * C * k[0] * k[1], xp)
     return weight_from(pl, parallel.sum_parts(parts), w_shape)

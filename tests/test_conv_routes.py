@@ -2,12 +2,13 @@
 
 Each route choice in conv_fast.py is taken both ways on random geometry: the layout of new image arrays
 (CHANNELS_LAST_MIN: channels-last columns and outputs, or per-image columns on NCHW), the input gradient's
-phase blocks (PER_BLOCK_MIN_WIDTH: one GEMM per block or one for all; CACHE_BLOCK_BYTES: image by image or the
-whole batch at once), the dense kind (a kernel that covers its input), inputs and incoming gradients in
-either memory layout, in one piece and split over threads. The fast routes add the same products in other
-orders, so they agree with the reference to a few float64 roundings: each value is a sum of at most
-C·kh·kw·N·OH·OW ≤ 3·3·3·4·9·4 products of standard-normal numbers, whose float64 rounding is below 1e-13
-relative to the sum of magnitudes; rtol 1e-10, atol 1e-12 leave a margin.
+phase blocks (PER_BLOCK_MIN_WIDTH: one GEMM per block or one for all), the groups of images (CACHE_BLOCK_BYTES,
+and COLUMN_GROUP_BYTES for columns built for one product: image by image or the whole batch at once), the
+dense kind (a kernel that covers its input), inputs and incoming gradients in either memory layout, in one
+piece and split over threads. The fast routes add the same products in other orders, so they agree with the
+reference to a few float64 roundings: each value is a sum of at most C·kh·kw·N·OH·OW ≤ 3·3·3·4·9·4 products of
+standard-normal numbers, whose float64 rounding is below 1e-13 relative to the sum of magnitudes; rtol 1e-10,
+atol 1e-12 leave a margin.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import npgan
 from npgan import conv, conv_fast
 from npgan.conv import Conv2dWeightGrad, conv_output_size
 
-KNOBS = [dict(CHANNELS_LAST_MIN=1, PER_BLOCK_MIN_WIDTH=0, CACHE_BLOCK_BYTES=1),
-         dict(CHANNELS_LAST_MIN=1, PER_BLOCK_MIN_WIDTH=10**9, CACHE_BLOCK_BYTES=10**12),
-         dict(CHANNELS_LAST_MIN=10**9, PER_BLOCK_MIN_WIDTH=0, CACHE_BLOCK_BYTES=1)]
+KNOBS = [dict(CHANNELS_LAST_MIN=1, PER_BLOCK_MIN_WIDTH=0, CACHE_BLOCK_BYTES=1, COLUMN_GROUP_BYTES=1),
+         dict(CHANNELS_LAST_MIN=1, PER_BLOCK_MIN_WIDTH=10**9, CACHE_BLOCK_BYTES=10**12, COLUMN_GROUP_BYTES=10**12),
+         dict(CHANNELS_LAST_MIN=10**9, PER_BLOCK_MIN_WIDTH=0, CACHE_BLOCK_BYTES=1, COLUMN_GROUP_BYTES=1)]
 KNOB_IDS = ["channels-last, per block, image by image", "channels-last, one GEMM, whole batch",
             "NCHW per image, image by image"]
 
