@@ -1,4 +1,4 @@
-"""What drawing a batch from an ImageFolder cache costs beside one DCGAN 64×64×3 train step (issue #15: ≤ 5 %).
+"""What drawing a batch from an ImageFolder cache costs beside one DCGAN 64×64×3 train step (the target: ≤ 5 %).
 
     python benchmarks/batch_draw.py [--images 2048] [--batch 128] [--repeat 5] [--device cpu|gpu] [--json FILE]
 
@@ -30,7 +30,7 @@ def make_folder(root: str, n: int, size: int = 64) -> None:
     """``n`` PNGs of the shapes data set at size×size under root (a few ms each)."""
     from PIL import Image
 
-    from npgan.shapes import shapes_uint8
+    from npgan.data.shapes import shapes_uint8
 
     x, _ = shapes_uint8(n, size, seed=0)
     for i in range(n):
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from cases_images import dcgan_npgan
 
     import npgan
-    from npgan.images import ImageFolder
+    from npgan.data.images import ImageFolder
 
     if args.device == "gpu":
         try:

@@ -1,4 +1,4 @@
-"""Colour DCGAN cases (issue #15): the write-up's 64×64×3 network at batch 128 and its 32×32×3 variant at batch 64.
+"""Colour DCGAN cases: the write-up's 64×64×3 network at batch 128 and its 32×32×3 variant at batch 64.
 
     python benchmarks/bench.py --only "64×64×3"      python benchmarks/bench.py --only "32×32×3"
 
@@ -9,7 +9,7 @@ layer, one logit from a k4 s1 p0 conv on 4×4. The 32×32 variant has one up-sam
 (G 100 → 256 (4×4) → 128 → 64 → 3; D 3 → 64 → 128 → 256 → 1). DCGAN init (N(0, 0.02), γ N(1, 0.02)),
 Adam lr 2e-4, betas (0.5, 0.999), one D step and one G step on non-saturating BCE (bench.gan_step; the builders
 of cases_conv). Both cases run on ``--device cpu`` and ``--device gpu`` (npgan on CuPy against torch on CUDA).
-The target (issue #15) is npgan/torch ≤ 1.5 on the CPU. ``batch_draw.py`` compares the 64×64 step with drawing
+The target is npgan/torch ≤ 1.5 on the CPU. ``batch_draw.py`` compares the 64×64 step with drawing
 its batch from an ImageFolder cache.
 """
 

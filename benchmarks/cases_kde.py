@@ -20,7 +20,7 @@ def _data(n, d):
 def _npgan_builder(n, d, note_memory=False):
     def build(device):
         import npgan
-        from npgan.losses import kde_entropy
+        from npgan.gan.losses import kde_entropy
         x = npgan.Tensor(npgan.backend.asarray(_data(n, d)), requires_grad=True)
 
         def step():

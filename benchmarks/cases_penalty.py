@@ -1,4 +1,4 @@
-"""Gradient-penalty cases (issue #19): one discriminator step with an R1 penalty, npgan against PyTorch.
+"""Gradient-penalty cases: one discriminator step with an R1 penalty, npgan against PyTorch.
 
 The step, the same code on both APIs (:func:`r1_d_step`): x_real requires grad, g = ∇ₓ Σ D(x_real) recorded
 (``npgan.grad`` / ``torch.autograd.grad`` with ``create_graph=True``), loss = BCE-with-logits on real and fake
@@ -34,7 +34,7 @@ def _mlp_d():
 
 
 def _dcgan_d():
-    from npgan import presets
+    from npgan.run import presets
     return presets.build_models(presets.make_config("mnist-dcgan"))[1]
 
 

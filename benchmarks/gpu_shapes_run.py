@@ -5,12 +5,12 @@
 The 200-step shapes run of ``gpu_check.sh`` beside its ``npgan train --preset shapes-dcgan`` stage: a wider 32×32
 DCGAN, timed step by step, outside the CLI. The DCGAN of cases_images (nz 100, ngf = ndf = ``--width``; G behind an
 Unflatten so that it takes (B, 100) noise), DCGAN init, Adam lr 2e-4 betas (0.5, 0.999), :class:`npgan.gan.Trainer`
-(non-saturating loss, D first), real batches from :class:`npgan.images.UInt8Images` over ``--data`` shapes images
-(seed 0), all on ``--device``. Then ``--eval`` samples (batch-norm in batch-statistics mode, as in training) are
-moved to the host and scored on the CPU: :func:`npgan.metrics.classifier_metrics` with the shipped shapes classifier
-(classes covered of 12, class KL, classifier score) and :func:`npgan.images.colour_image_metrics` (PRDC on 8×8
-area-averaged pixels, per-channel mean/std) against fresh real shapes. 200 steps is a smoke run, not a trained
-model: the figures say that the GPU path trains and is scored end to end, not how good shapes-dcgan gets.
+(non-saturating loss, D first), real batches from :class:`npgan.data.images.UInt8Images` over ``--data`` shapes
+images (seed 0), all on ``--device``. Then ``--eval`` samples (batch-norm in batch-statistics mode, as in training)
+are moved to the host and scored on the CPU: :func:`npgan.eval.metrics.classifier_metrics` with the shipped shapes
+classifier (classes covered of 12, class KL, classifier score) and :func:`npgan.eval.metrics.colour_image_metrics`
+(PRDC on 8×8 area-averaged pixels, per-channel mean/std) against fresh real shapes. 200 steps is a smoke run, not a
+trained model: the figures say that the GPU path trains and is scored end to end, not how good shapes-dcgan gets.
 
 Writes OUT_DIR/shapes_run.json (timings, the last logged losses, the metrics) and OUT_DIR/shapes_samples.png
 (64 samples); prints one line per 50 steps. Exit status 0, 2 when the device cannot be used, 3 on divergence.
@@ -47,12 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     import npgan
-    from npgan import backend, metrics, nn, optim
+    from npgan import backend, nn, optim
+    from npgan.data.images import UInt8Images
+    from npgan.data.shapes import shapes, shapes_uint8
     from npgan.errors import DivergenceError
+    from npgan.eval import metrics
+    from npgan.eval.classifiers import shapes_classifier
+    from npgan.eval.metrics import colour_image_metrics
+    from npgan.eval.plots import grid_array
     from npgan.gan import TrainConfig, Trainer
-    from npgan.images import UInt8Images, colour_image_metrics
-    from npgan.plots import grid_array
-    from npgan.shapes import shapes, shapes_classifier, shapes_uint8
 
     os.makedirs(args.out_dir, exist_ok=True)
     try:

@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import numpy as np  # noqa: E402
 from bench import machine_line  # noqa: E402
 
-from npgan.experiment import Run  # noqa: E402
-from npgan.presets import make_config  # noqa: E402
+from npgan.run.experiment import Run  # noqa: E402
+from npgan.run.presets import make_config  # noqa: E402
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
     OPENBLAS_NUM_THREADS=1 python benchmarks/memory_estimate.py
 
 For each (preset, batch) it builds the run's parts as ``Run`` does (no directory is written), takes
-:func:`npgan.memory.estimate_step_bytes` and the peak of Python-visible allocations (NumPy's arrays included)
+:func:`npgan.run.memory.estimate_step_bytes` and the peak of Python-visible allocations (NumPy's arrays included)
 during one ``Trainer.step``, and prints both and their ratio. tests/test_reliability.py asserts the ratio is
 within a factor 3.
 """
@@ -15,9 +15,9 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from npgan.experiment import Run  # noqa: E402
-from npgan.memory import estimate_step_bytes, traced_peak  # noqa: E402
-from npgan.presets import make_config  # noqa: E402
+from npgan.run.experiment import Run  # noqa: E402
+from npgan.run.memory import estimate_step_bytes, traced_peak  # noqa: E402
+from npgan.run.presets import make_config  # noqa: E402
 
 CASES = [("ring8", 512), ("digits-dcgan", 32), ("digits-dcgan", 64), ("digits-mlp", 64)]
 

@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import machine_line, use_threads  # noqa: E402
 
-from npgan import backend, presets  # noqa: E402
+from npgan import backend  # noqa: E402
+from npgan.run import presets  # noqa: E402
 
 VARIANTS = {  # name: (RunConfig fields, TrainConfig fields) changed from the preset
     "preset (G and D 24, R1 every 4)": ({}, {}),

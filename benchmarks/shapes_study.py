@@ -16,7 +16,7 @@ checkerboard from overlapping kernels, 2.25× the multiply-adds of those layers)
 standard deviation as one more channel before its last convolution (``--d-mbstd``), Adam's betas, D or G
 built at a width of its own (``--d-width``, ``--g-width``), and G's KDE entropy term (``--entropy-weight``,
 annealed to ``--entropy-final``, leave-one-out, ``--bandwidth`` a rule or a float). Every ``--eval-every`` steps,
-``npgan.experiment.evaluate`` (the run's own end-of-run metrics: 2,000 samples, class KL, classes covered,
+``npgan.run.experiment.evaluate`` (the run's own end-of-run metrics: 2,000 samples, class KL, classes covered,
 classifier score, PRDC) scores G and each average; one JSON line per network goes to FILE.jsonl and stdout, with
 the CPU seconds spent in training steps so far (scoring excluded) and the wall seconds. A study tool: its numbers
 are the README's "what else was tried" for shapes-dcgan; nothing here is asserted by a test.
@@ -34,8 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-import npgan.images  # noqa: E402 - after the path insert
-from npgan import backend, experiment, nn, ops, optim, parallel, presets  # noqa: E402
+import npgan.data.images  # noqa: E402 - after the path insert
+from npgan import backend, nn, ops, optim, parallel  # noqa: E402
+from npgan.run import experiment, presets  # noqa: E402
 
 
 class Upsample2x(nn.Module):
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parallel.set_num_threads(a.threads)
     if a.background != "noisy":
-        made = npgan.images.shapes_uint8
-        npgan.images.shapes_uint8 = lambda n, s, seed=0: made(n, s, seed, a.background)
+        made = npgan.data.images.shapes_uint8
+        npgan.data.images.shapes_uint8 = lambda n, s, seed=0: made(n, s, seed, a.background)
     cfg = presets.make_config("shapes-dcgan")
     cfg.seed, cfg.hidden, cfg.d_hidden = a.seed, a.width, 0  # --width: G's and D's (--d-width: D's alone)
     t = cfg.train

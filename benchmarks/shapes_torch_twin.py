@@ -15,7 +15,7 @@ example); the options set them (the README's run of an earlier preset: ``--steps
 same images in the same order as ``npgan train --preset shapes-dcgan --seed S``); the noise is torch's. Every
 ``--eval-every`` steps G (BatchNorm in batch-statistics mode, as npgan samples) draws 2,000 images from a fixed
 noise and npgan's ``metrics.image_metrics`` scores them against 2,000 held-out shapes, as
-``npgan.experiment.evaluate`` does; one JSON line goes to FILE.jsonl and stdout, with the CPU seconds of the
+``npgan.run.experiment.evaluate`` does; one JSON line goes to FILE.jsonl and stdout, with the CPU seconds of the
 training steps (scoring excluded).
 Its numbers are the README's PyTorch line for shapes-dcgan; nothing here is asserted by a test. Needs torch.
 """
@@ -32,7 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402 - after the path insert
 
-from npgan import backend, data, metrics, presets  # noqa: E402
+from npgan import backend, data  # noqa: E402
+from npgan.eval import metrics  # noqa: E402
+from npgan.eval.classifiers import shapes_classifier  # noqa: E402
+from npgan.run import presets  # noqa: E402
 from npgan.tensor import Tensor  # noqa: E402
 
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = presets.real_source(cfg)
     store = data.load_images("shapes", "test", "", cfg.image_size, cfg.channels, seed=a.seed, progress=False)
     held_out = store.batch(store.epoch_order(0)[:cfg.eval_samples])
-    clf = data._images().shapes_classifier()
+    clf = shapes_classifier()
     z_fixed = torch.randn(cfg.eval_samples, t.z_dim, 1, 1)
 
     step = make_step(torch, t, G, D, opt_g, opt_d, batches)

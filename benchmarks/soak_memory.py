@@ -3,7 +3,7 @@
     OPENBLAS_NUM_THREADS=1 python benchmarks/soak_memory.py [--steps 20000] [--batch-size 512]
     python benchmarks/soak_memory.py --preset digits-dcgan --batch-size 64 --steps 5000   # convs split over threads
 
-Trains the ring8 preset (or ``--preset``) through :meth:`npgan.experiment.Run.train` (history, checkpoints
+Trains the ring8 preset (or ``--preset``) through :meth:`npgan.run.experiment.Run.train` (history, checkpoints
 every 1000 steps, the divergence guard: everything a real run does) in a temporary directory and prints, at a
 few steps, the resident set size now (/proc/self/statm) and its peak so far (getrusage ru_maxrss), plus the
 growth between the first and the last of them. A leak of one float per step would show up as tens of kB; a
@@ -21,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from npgan.experiment import Run  # noqa: E402
-from npgan.presets import make_config  # noqa: E402
+from npgan.run.experiment import Run  # noqa: E402
+from npgan.run.presets import make_config  # noqa: E402
 
 
 def rss_now() -> int:

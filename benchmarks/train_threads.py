@@ -33,7 +33,7 @@ def run_once(root: str, env_extra: dict, preset: str, steps: int) -> tuple[float
     """(wall s, cpu s) of one ``npgan train`` run in a fresh output directory."""
     env = dict(os.environ, PYTHONPATH=root, **env_extra)
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "npgan.cli", "train", "--preset", preset, "--steps", str(steps),
+        cmd = [sys.executable, "-m", "npgan.run.cli", "train", "--preset", preset, "--steps", str(steps),
                "--no-progress", "--out", os.path.join(out, "run")]
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

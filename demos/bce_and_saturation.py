@@ -26,8 +26,8 @@ import npgan
 import npgan.functional as F
 from npgan import backend, optim, parallel
 from npgan.data import MIXTURES
-from npgan.losses import discriminator_loss, generator_loss
-from npgan.presets import build_models, make_config
+from npgan.gan.losses import discriminator_loss, generator_loss
+from npgan.run.presets import build_models, make_config
 
 NAME = "bce_and_saturation"
 

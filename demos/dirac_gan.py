@@ -41,7 +41,7 @@ from demo_utils import Timer, finish, heading, parser, plt, save, setup, show, t
 
 import npgan
 from npgan import backend, ops
-from npgan.penalties import gradient_penalty
+from npgan.gan.penalties import gradient_penalty
 
 NAME = "dirac_gan"
 H = 0.1                   # step size of both players (Mescheder's notebook)

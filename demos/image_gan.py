@@ -1,10 +1,10 @@
 """The image GAN demos' shared body: a preset's architecture, samples over training, loss curves, metrics.
 
 Used by demos/mlp_gan_digits.py, demos/dcgan_digits.py and demos/mnist.py. A run is an npgan preset
-(npgan.presets.make_config) whose parts npgan.presets.build makes and whose Trainer the demo drives step by step,
-so that it can take pictures of the same fixed noise at chosen steps; nothing is written to disk but the figures.
+(npgan.run.presets.make_config) whose parts npgan.run.presets.build makes and whose Trainer the demo drives step by
+step, so that it can take pictures of the same fixed noise at chosen steps; nothing is written to disk but the figures.
 
-Metrics (npgan.metrics.image_metrics) of the untrained generator, the trained one and real images:
+Metrics (npgan.eval.metrics.image_metrics) of the untrained generator, the trained one and real images:
     classes_covered    digit classes the classifier predicts for at least one sample (of 10)
     class_kl           KL(histogram of predicted classes ‖ uniform): 0 when the classes are balanced
     classifier_score   exp(E_x KL(p(y|x) ‖ p(y))), the Inception-score formula: 1 (collapse) … 10
@@ -20,9 +20,10 @@ import numpy as np
 from demo_utils import Timer, finish, heading, plt, save, setup, show, table
 
 import npgan
-from npgan import backend, plots
-from npgan.experiment import evaluate, side_noise
-from npgan.presets import build
+from npgan import backend
+from npgan.eval import plots
+from npgan.run.experiment import evaluate, side_noise
+from npgan.run.presets import build
 
 METRIC_KEYS = ("classes_covered", "class_kl", "classifier_score", "precision", "recall", "density", "coverage")
 
@@ -64,17 +65,18 @@ def _metrics(cfg: Any, trainer: Any) -> dict[str, Any]:
 
 def _real_metrics(cfg: Any, data_dir: str | None) -> dict[str, Any]:
     """The same metrics for real training images against the test split: the ceiling a generator aims at."""
-    from npgan import data, metrics
+    from npgan import data
+    from npgan.eval import classifiers, metrics
 
     n = cfg.eval_samples
     if cfg.data == "digits":
         train, _ = data.load_digits("train")
         test, _ = data.load_digits("test")
-        clf = metrics.digits_classifier()
+        clf = classifiers.digits_classifier()
     else:
         train, _ = data.load_mnist(data_dir, "train")
         test, _ = data.load_mnist(data_dir, "test")
-        clf = metrics.mnist_classifier(data_dir)
+        clf = classifiers.mnist_classifier(data_dir)
     m = metrics.image_metrics(train[:n], test, clf)
     return {k: m[k] for k in METRIC_KEYS}
 
@@ -82,7 +84,7 @@ def _real_metrics(cfg: Any, data_dir: str | None) -> dict[str, Any]:
 def run_image_demo(name: str, args: Any, preset: str, steps: int, note: str = "",
                    data_dir: str | None = None, eval_samples: int | None = None) -> dict[str, Any]:
     """Train ``preset`` for ``steps`` steps with pictures along the way; print and return the numbers."""
-    from npgan.presets import make_config
+    from npgan.run.presets import make_config
 
     out_dir = setup(name, args)
     timer = Timer()

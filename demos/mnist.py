@@ -4,7 +4,7 @@ Needs ``--data-dir DIR``: a folder with the four MNIST IDX files (train-images-i
 t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, raw or .gz). Get them once with
 ``python -c "import npgan.data as d; d.download_mnist('DIR')"`` (checked against their SHA-256).
 
-The architectures are the literature's (see demos/image_gan.py and npgan/presets.py): the MLP GAN
+The architectures are the literature's (see demos/image_gan.py and npgan/run/presets.py): the MLP GAN
 (z → 128 → 256 → 784, D 784 → 256 → 128 → 1) and DCGAN (ConvT k7 → 7×7, k4 s2 → 14×14, k4 s2 → 28×28; D mirrors
 it). To fit 3 minutes on 2 CPU cores the defaults train 3,000 steps of the MLP preset's 10,000 and 300 of the
 DCGAN preset's 5,000 (``--steps N`` for more). The metrics use a 784 → 256 → 10 classifier that npgan trains on

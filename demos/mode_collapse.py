@@ -4,9 +4,9 @@ A GAN generator is only asked to fool D on the batch in front of it; nothing in 
 spread over every mode, and it often piles its mass onto a few. The entropy term, L_G = L_adv − λ·Ĥ(G(z)) with Ĥ
 the KDE entropy of the generated batch, rewards spreading out (demos/entropy.py shows its gradient).
 
-For each data set the demo trains npgan's preset (npgan.presets.make_config) twice per seed — λ = 0 and the
+For each data set the demo trains npgan's preset (npgan.run.presets.make_config) twice per seed — λ = 0 and the
 preset's λ = 0.1 annealed to 0 — and reports the VEEGAN/PacGAN metrics of 2,500 samples
-(npgan.metrics.mode_metrics): modes covered, the share of high-quality samples (within 3 std of a mode) and the
+(npgan.eval.metrics.mode_metrics): modes covered, the share of high-quality samples (within 3 std of a mode) and the
 reverse KL of the mode histogram to uniform. The figure shows samples over training (columns = steps) on top
 of D's decision surface sigma(D(x)) (blue: D says fake, red: D says real), seed 0.
 
@@ -29,8 +29,8 @@ from demo_utils import Timer, finish, heading, parser, plt, save, setup, table, 
 import npgan
 from npgan import backend
 from npgan.data import MIXTURES
-from npgan.experiment import evaluate, side_noise
-from npgan.presets import build, make_config
+from npgan.run.experiment import evaluate, side_noise
+from npgan.run.presets import build, make_config
 
 NAME = "mode_collapse"
 ARMS = (("no entropy", 0.0), ("entropy", None))  # None: the preset's λ schedule

@@ -28,7 +28,7 @@ from demo_utils import Timer, finish, heading, parser, plt, save, setup, show, t
 
 import npgan
 from npgan import backend, nn, optim, parallel
-from npgan.losses import discriminator_loss
+from npgan.gan.losses import discriminator_loss
 
 NAME = "optimal_discriminator"
 DATA = (1.0, 0.6)    # p_data = N(1, 0.6²)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .backend import get_array_module, is_array
-from .tensor import Tensor, _seed_grad, run_backward_arrays, run_backward_graph
+from .tensor import Tensor, run_backward_arrays, run_backward_graph, seed_grad
 
 __all__ = ["grad"]
 
@@ -70,7 +70,7 @@ def grad(outputs: Tensor | Sequence[Tensor], inputs: Tensor | Sequence[Tensor],
                                "on any tensor with requires_grad=True")
     if retain_graph is None:
         retain_graph = create_graph
-    seeds = [_seed_grad(o, g, f"grad_outputs[{i}]", f"outputs[{i}]", create_graph)
+    seeds = [seed_grad(o, g, f"grad_outputs[{i}]", f"outputs[{i}]", create_graph)
              for i, (o, g) in enumerate(zip(outs, gos))]
     targets = {id(t): t for t in ins}
     if create_graph:

@@ -42,7 +42,7 @@ from typing import Any
 from . import backend, conv_fast, ops
 from .backend import get_array_module
 from .conv_fast import Geometry, gemm
-from .ops import _as_float, _need
+from .ops import as_float, needed
 from .tensor import Function, Tensor
 
 __all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size", "use_reference",
@@ -83,7 +83,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: Any = 
     Example: ``conv2d(x, w, stride=2, padding=1)`` with x (64, 3, 64, 64), w (64, 3, 4, 4) → (64, 64, 32, 32).
     """
     name = "conv2d"
-    x = _as_float(x)  # integer images become the default float dtype
+    x = as_float(x)  # integer images become the default float dtype
     s, p, d = _geometry(name, stride, padding, dilation)
     _check_operands(name, x, weight, bias, in_axis=1)
     k = tuple(weight.shape[2:])
@@ -109,9 +109,9 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     → (64, 64, 14, 14).
     """
     name = "conv_transpose2d"
-    x = _as_float(x)  # integer images become the default float dtype
+    x = as_float(x)  # integer images become the default float dtype
     s, p, d = _geometry(name, stride, padding, dilation)
-    op = _pair(f"{name}: output_padding", output_padding, 0)
+    op = int_pair(f"{name}: output_padding", output_padding, 0)
     for a in (0, 1):
         if op[a] >= max(s[a], d[a]):
             raise ValueError(f"{name}: output_padding {op} must be smaller than either stride {s} or "
@@ -204,9 +204,9 @@ class Conv2d(Function):
     def backward_graph(self, gy):
         x, w = self.inputs[0], self.inputs[1]
         x_hw = tuple(x.shape[2:])
-        gx = _need(self, 0, lambda: ConvTranspose2d(self.s, self.p, self.d, x_hw)(gy, w))
-        gw = _need(self, 1, lambda: Conv2dWeightGrad(self.s, self.p, self.d, tuple(w.shape[2:]))(x, gy))
-        gb = _need(self, 2, lambda: ops.sum(gy, axis=(0, 2, 3))) if len(self.inputs) > 2 else None
+        gx = needed(self, 0, lambda: ConvTranspose2d(self.s, self.p, self.d, x_hw)(gy, w))
+        gw = needed(self, 1, lambda: Conv2dWeightGrad(self.s, self.p, self.d, tuple(w.shape[2:]))(x, gy))
+        gb = needed(self, 2, lambda: ops.sum(gy, axis=(0, 2, 3))) if len(self.inputs) > 2 else None
         return gx, gw, gb
 
 
@@ -261,9 +261,9 @@ class ConvTranspose2d(Function):
     def backward_graph(self, gy):
         x, w = self.inputs[0], self.inputs[1]
         x_hw = tuple(x.shape[2:])
-        gx = _need(self, 0, lambda: Conv2d(self.s, self.p, self.d, x_hw)(gy, w))
-        gw = _need(self, 1, lambda: Conv2dWeightGrad(self.s, self.p, self.d, tuple(w.shape[2:]))(gy, x))
-        gb = _need(self, 2, lambda: ops.sum(gy, axis=(0, 2, 3))) if len(self.inputs) > 2 else None
+        gx = needed(self, 0, lambda: Conv2d(self.s, self.p, self.d, x_hw)(gy, w))
+        gw = needed(self, 1, lambda: Conv2dWeightGrad(self.s, self.p, self.d, tuple(w.shape[2:]))(gy, x))
+        gb = needed(self, 2, lambda: ops.sum(gy, axis=(0, 2, 3))) if len(self.inputs) > 2 else None
         return gx, gw, gb
 
 
@@ -306,8 +306,8 @@ class Conv2dWeightGrad(Function):
 
     def backward_graph(self, gw):
         x, g = self.inputs
-        gx = _need(self, 0, lambda: ConvTranspose2d(self.s, self.p, self.d, tuple(x.shape[2:]))(g, gw))
-        gg = _need(self, 1, lambda: Conv2d(self.s, self.p, self.d, tuple(g.shape[2:]))(x, gw))
+        gx = needed(self, 0, lambda: ConvTranspose2d(self.s, self.p, self.d, tuple(x.shape[2:]))(g, gw))
+        gg = needed(self, 1, lambda: Conv2d(self.s, self.p, self.d, tuple(g.shape[2:]))(x, gw))
         return gx, gg
 
 
@@ -399,7 +399,7 @@ class Reference:
 
 
 # ============================================================================ argument checks
-def _pair(name: str, v: Any, minimum: int) -> Pair:
+def int_pair(name: str, v: Any, minimum: int) -> Pair:
     """``v`` (an int or a pair of ints) as a pair, each at least ``minimum``; ValueError otherwise."""
     vals = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
     ok = len(vals) == 2 and all(isinstance(a, (int, backend.np.integer)) and not isinstance(a, bool)
@@ -410,8 +410,8 @@ def _pair(name: str, v: Any, minimum: int) -> Pair:
 
 
 def _geometry(name: str, stride: Any, padding: Any, dilation: Any) -> tuple[Pair, Pair, Pair]:
-    return (_pair(f"{name}: stride", stride, 1), _pair(f"{name}: padding", padding, 0),
-            _pair(f"{name}: dilation", dilation, 1))
+    return (int_pair(f"{name}: stride", stride, 1), int_pair(f"{name}: padding", padding, 0),
+            int_pair(f"{name}: dilation", dilation, 1))
 
 
 def _check_operands(name: str, x: Any, w: Any, b: Any, in_axis: int) -> None:

@@ -4,7 +4,7 @@ Imported as ``import npgan.functional as F``. Activations, the dense layer,
 dropout, batch normalisation and the cross-entropies (binary, and softmax with
 integer labels) live here; the convolutions (:mod:`npgan.conv`) and the KDE
 entropy (:mod:`npgan.kde`) live in their own modules and are re-exported. The GAN
-objectives built from these are in :mod:`npgan.losses`.
+objectives built from these are in :mod:`npgan.gan.losses`.
 
 Notation in the docstrings: ``gy`` is the gradient arriving at the output,
 ``gx`` the one sent to the input ``x``; σ is the logistic sigmoid.
@@ -20,7 +20,7 @@ from .checks import real
 from .conv import conv2d, conv_transpose2d
 from .conv_fast import rows_view, scratch_array
 from .kde import kde_bandwidth, kde_entropy
-from .ops import _as_float, _const, _lift, _need, per_channel_operand
+from .ops import as_float, constant, lift, needed, per_channel_operand
 from .tensor import Function, Tensor, sum_to
 
 __all__ = ["linear", "relu", "leaky_relu", "sigmoid", "tanh", "softplus", "logsigmoid", "dropout",
@@ -85,9 +85,9 @@ class Linear(Function):
         x, w = self.inputs[0], self.inputs[1]
         rows = int(backend.np.prod(x.shape[:-1]))
         g2 = ops.reshape(gy, (rows, gy.shape[-1]))
-        gx = _need(self, 0, lambda: ops.matmul(gy, w))
-        gw = _need(self, 1, lambda: ops.matmul(ops.transpose(g2), ops.reshape(x, (rows, x.shape[-1]))))
-        gb = _need(self, 2, lambda: ops.sum(g2, axis=0)) if len(self.inputs) > 2 else None
+        gx = needed(self, 0, lambda: ops.matmul(gy, w))
+        gw = needed(self, 1, lambda: ops.matmul(ops.transpose(g2), ops.reshape(x, (rows, x.shape[-1]))))
+        gb = needed(self, 2, lambda: ops.sum(g2, axis=0)) if len(self.inputs) > 2 else None
         return gx, gw, gb
 
 
@@ -128,7 +128,7 @@ class ReLU(Function):
         return gx
 
     def backward_graph(self, gy):
-        return gy * _const(self.y > 0, gy)
+        return gy * constant(self.y > 0, gy)
 
 
 class LeakyReLU(Function):
@@ -198,7 +198,7 @@ class LeakyReLU(Function):
 
     def backward_graph(self, gy):
         pos = self.y > 0 if self.fused else self.pos
-        return gy * _const(get_array_module(pos).where(pos, 1.0, self.slope), gy)
+        return gy * constant(get_array_module(pos).where(pos, 1.0, self.slope), gy)
 
 
 def _chunked(fn, a) -> None:
@@ -301,34 +301,34 @@ class Dropout(Function):
         return gy * self.scale
 
     def backward_graph(self, gy):
-        return gy * _const(self.scale, gy)
+        return gy * constant(self.scale, gy)
 
 
 def relu(x: Tensor) -> Tensor:
-    return ReLU()(_as_float(x))
+    return ReLU()(as_float(x))
 
 
 def leaky_relu(x: Tensor, negative_slope: float = 0.01) -> Tensor:
     slope = real("leaky_relu: negative_slope", negative_slope)
-    x = _as_float(x)
+    x = as_float(x)
     fused = 0 <= slope <= 1 and kernels.enabled(get_array_module(x.data))
     return LeakyReLU(slope, fused)(x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
-    return Sigmoid()(_as_float(x))
+    return Sigmoid()(as_float(x))
 
 
 def tanh(x: Tensor) -> Tensor:
-    return Tanh()(_as_float(x))
+    return Tanh()(as_float(x))
 
 
 def softplus(x: Tensor) -> Tensor:
-    return Softplus()(_as_float(x))
+    return Softplus()(as_float(x))
 
 
 def logsigmoid(x: Tensor) -> Tensor:
-    return LogSigmoid()(_as_float(x))
+    return LogSigmoid()(as_float(x))
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
@@ -336,7 +336,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     p = real("dropout: probability p", p, 0, 1)
     if not training or p == 0.0:
         return x
-    x = _as_float(x)
+    x = as_float(x)
     if p == 1.0:
         return x * 0.0
     return Dropout(p)(x)
@@ -349,7 +349,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 def _check_bce(name: str, x: Tensor, t: Any, reduction: str) -> Tensor:
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    t = _lift(t, x)
+    t = lift(t, x)
     if t.shape != x.shape:
         raise ValueError(f"{name}: target shape {t.shape} differs from input shape {x.shape}; "
                          "they must be equal (use .reshape or .squeeze on one of them)")
@@ -417,8 +417,8 @@ class SigmoidBCEWithLogits(Function):
     def backward_graph(self, gy):
         x, t = self.inputs
         g = gy / float(x.size) if self.reduction == "mean" else gy
-        gx = _need(self, 0, lambda: ((1.0 - t) * Sigmoid()(x) - t * Sigmoid()(-x)) * g)
-        gt = _need(self, 1, lambda: ops.sum_to_size(-x * g, t.shape))
+        gx = needed(self, 0, lambda: ((1.0 - t) * Sigmoid()(x) - t * Sigmoid()(-x)) * g)
+        gt = needed(self, 1, lambda: ops.sum_to_size(-x * g, t.shape))
         return gx, gt
 
 
@@ -465,8 +465,8 @@ class BinaryCrossEntropy(Function):
         def clamped_log(q, ok):  # max(log q, −100) with the log taken only where it is above −100 (no 0/0)
             return ops.where(ok, ops.log(ops.where(ok, q, 1.0)), -100.0)
 
-        gp = _need(self, 0, lambda: (p - t) / ops.maximum(p * (1.0 - p), 1e-12) * g)
-        gt = _need(self, 1, lambda: (clamped_log(1.0 - p, self.l1p > -100) - clamped_log(p, self.lp > -100)) * g)
+        gp = needed(self, 0, lambda: (p - t) / ops.maximum(p * (1.0 - p), 1e-12) * g)
+        gt = needed(self, 1, lambda: (clamped_log(1.0 - p, self.l1p > -100) - clamped_log(p, self.lp > -100)) * g)
         return gp, gt
 
 
@@ -490,7 +490,7 @@ def _bce_args(name: str, x: Any, target: Any, reduction: str) -> tuple[Tensor, T
     """(x as a float tensor, target as a tensor of x's shape) after checking ``reduction`` and ``target``."""
     if reduction not in _REDUCTIONS:
         raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    x = _as_float(x)
+    x = as_float(x)
     if not isinstance(target, Tensor) and not backend.is_array(target):
         xp = get_array_module(x.data)
         if isinstance(target, (int, float)) and not isinstance(target, bool):  # a scalar fills the shape (on a
@@ -548,7 +548,7 @@ class SoftmaxCrossEntropy(Function):
         x = self.inputs[0]
         xp = get_array_module(x.data)
         n = x.shape[0]
-        e = ops.exp(x - _const(x.data.max(axis=-1, keepdims=True), x))
+        e = ops.exp(x - constant(x.data.max(axis=-1, keepdims=True), x))
         p = e / ops.sum(e, axis=-1, keepdims=True)
         onehot = xp.zeros(x.shape, dtype=x.dtype)
         onehot[xp.arange(n), self.t] = 1
@@ -556,7 +556,7 @@ class SoftmaxCrossEntropy(Function):
             gl = ops.reshape(gy, (n, 1))
         else:
             gl = gy / float(n) if self.reduction == "mean" else gy
-        return (p - _const(onehot, x)) * gl, None
+        return (p - constant(onehot, x)) * gl, None
 
 
 def softmax_cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") -> Tensor:
@@ -794,8 +794,8 @@ class BatchNorm(Function):
             s = ops.pow(ops.mean(d * d, axis=axes, keepdims=True) + self.eps, -0.5)
             xhat = d * s
         else:  # the running statistics are constants: x̂ is affine in x
-            s = _const(self.s.reshape(cshape), x)
-            xhat = (xv - _const(self.rm.astype(x.dtype, copy=False).reshape(cshape), x)) * s
+            s = constant(self.s.reshape(cshape), x)
+            xhat = (xv - constant(self.rm.astype(x.dtype, copy=False).reshape(cshape), x)) * s
         gbeta = ops.sum(gyv, axis=axes, keepdims=True)
         ggamma = ops.sum(gyv * xhat, axis=axes, keepdims=True)
 
@@ -806,8 +806,8 @@ class BatchNorm(Function):
             m = float(x.size // C)
             return back((a / m) * (m * gyv - gbeta - xhat * ggamma))
 
-        return (_need(self, 0, gx), _need(self, 1, lambda: ops.reshape(ggamma, (C,))),
-                _need(self, 2, lambda: ops.reshape(gbeta, (C,))))
+        return (needed(self, 0, gx), needed(self, 1, lambda: ops.reshape(ggamma, (C,))),
+                needed(self, 2, lambda: ops.reshape(gbeta, (C,))))
 
 
 def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | None = None,
@@ -821,7 +821,7 @@ def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | 
     ``num_batches_tracked`` (a 0-d integer array, incremented in place).
     In evaluation, normalise with the running statistics.
     """
-    x = _as_float(x)
+    x = as_float(x)
     if x.ndim < 2:
         raise ValueError(f"batch_norm: input must be (N, C) or (N, C, ...), got shape {x.shape}")
     eps = real("batch_norm: eps", eps, 0, low_open=True)

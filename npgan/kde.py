@@ -3,7 +3,7 @@
 :func:`kde_entropy` estimates the differential entropy H of the distribution behind n points
 x: (n, d) with a Gaussian kernel density estimate, as one :class:`KDEEntropy` Function with a
 hand-written backward; :func:`kde_bandwidth` gives the kernel width σ that each rule of
-:data:`BANDWIDTH_RULES` picks. The GAN objectives in :mod:`npgan.losses` use it as the
+:data:`BANDWIDTH_RULES` picks. The GAN objectives in :mod:`npgan.gan.losses` use it as the
 generator's entropy bonus, L_G = L_adv − λ·H(G(z)); ``npgan.functional`` re-exports both.
 The derivation is in docs/math.md, section 11.
 """
@@ -16,7 +16,7 @@ from typing import Any
 from . import backend, kernels, ops
 from .backend import get_array_module
 from .checks import real
-from .ops import _const
+from .ops import constant
 from .tensor import Function, Tensor
 
 __all__ = ["kde_entropy", "kde_bandwidth", "KDEEntropy", "BANDWIDTH_RULES", "check_bandwidth"]
@@ -291,20 +291,20 @@ class KDEEntropy(Function):
         off = 1.0 - xp.eye(n, dtype=raw.dtype)
         r0 = raw - raw.mean(axis=0)
         k = xp.argmin(xp.einsum("ij,ij->i", r0, r0))       # centred at the point nearest the mean, as forward
-        xc = ops.reshape(x, raw.shape) - _const(raw[k][None], x)
+        xc = ops.reshape(x, raw.shape) - constant(raw[k][None], x)
         sq = ops.sum(xc * xc, axis=1, keepdims=True)
         D = -2.0 * ops.matmul(xc, ops.transpose(xc)) + sq + ops.transpose(sq)
-        D = ops.clip(D, 0.0, None) * _const(off, x)         # clamped at 0, diagonal exactly 0
+        D = ops.clip(D, 0.0, None) * constant(off, x)         # clamped at 0, diagonal exactly 0
         L = D * (-1.0 / (2.0 * self.sigma * self.sigma))
         Lc = L.data.copy()
         if self.loo:
             xp.fill_diagonal(Lc, -xp.inf)
-        shifted = ops.clip(L - _const(Lc.max(axis=1, keepdims=True), x), _EXP_FLOOR.get(raw.dtype.name, -80.0))
+        shifted = ops.clip(L - constant(Lc.max(axis=1, keepdims=True), x), _EXP_FLOOR.get(raw.dtype.name, -80.0))
         E = ops.exp(shifted)
         if self.loo:
-            E = E * _const(off, x)
+            E = E * constant(off, x)
         W = E / ops.sum(E, axis=1, keepdims=True)
-        A = W * _const(off, x)                                # S_kk multiplies x_k − x_k = 0
+        A = W * constant(off, x)                                # S_kk multiplies x_k − x_k = 0
         r = ops.sum(A, axis=1, keepdims=True) + ops.transpose(ops.sum(A, axis=0, keepdims=True))
         g = r * xc - ops.matmul(A, xc) - ops.matmul(ops.transpose(A), xc)
         return ops.reshape(g * (gy * (1.0 / (n * self.sigma * self.sigma))), self.shape)

@@ -25,7 +25,7 @@ __all__ = ["add", "sub", "mul", "div", "neg", "pow", "matmul", "sum", "mean", "m
            "unsqueeze", "expand_dims", "broadcast_to", "var", "square", "sum_to_size"]
 
 
-def _lift(other: Any, like: Tensor) -> Tensor:
+def lift(other: Any, like: Tensor) -> Tensor:
     """A Python/numpy scalar or array as a constant tensor of ``like``'s dtype (no type promotion).
 
     The dtype rule of npgan's binary ops (``+ − * / @``, maximum, minimum, where):
@@ -35,7 +35,7 @@ def _lift(other: Any, like: Tensor) -> Tensor:
     * two tensors follow NumPy's promotion: float32 with float64 gives float64 (npgan promotes where PyTorch
       raises "expected scalar type", e.g. a float64 input to a float32 ``nn.Linear`` computes in float64);
     * functions of real numbers (exp, log, sigmoid, layers, losses) turn integer and bool inputs into the
-      default float dtype (:func:`_as_float`).
+      default float dtype (:func:`as_float`).
 
     Anything that is not numbers (None, a string, a dict, an object array) is a TypeError naming its type.
     """
@@ -65,7 +65,7 @@ def _lift(other: Any, like: Tensor) -> Tensor:
     return Tensor(xp.asarray(other, dtype=dt))
 
 
-def _as_float(x: Any) -> Tensor:
+def as_float(x: Any) -> Tensor:
     """``x`` as a float tensor for a function of real numbers: integer and bool data become the default dtype
     (PyTorch's integer-to-float promotion; numpy would pick float16 for uint8 and wrap −x around)."""
     if not isinstance(x, Tensor):
@@ -75,12 +75,12 @@ def _as_float(x: Any) -> Tensor:
     return x
 
 
-def _need(f: Function, i: int, make):
+def needed(f: Function, i: int, make):
     """``make()`` when input ``i`` of ``f`` wants a gradient, else None (for ``backward_graph``)."""
     return make() if f.needs_grad[i] else None
 
 
-def _const(a: Any, like: Tensor) -> Tensor:
+def constant(a: Any, like: Tensor) -> Tensor:
     """A raw array that does not depend on the inputs (a mask, a sign) as a constant Tensor of like's dtype."""
     return Tensor(a if a.dtype == like.dtype else a.astype(like.dtype))
 
@@ -108,7 +108,7 @@ class Add(Function):
         return sum_to(gy, self.sa), sum_to(gy, self.sb)
 
     def backward_graph(self, gy):
-        return _need(self, 0, lambda: sum_to_size(gy, self.sa)), _need(self, 1, lambda: sum_to_size(gy, self.sb))
+        return needed(self, 0, lambda: sum_to_size(gy, self.sa)), needed(self, 1, lambda: sum_to_size(gy, self.sb))
 
 
 class Sub(Function):
@@ -125,7 +125,7 @@ class Sub(Function):
         return sum_to(gy, self.sa), (-sum_to(gy, self.sb) if self.needs_grad[1] else None)
 
     def backward_graph(self, gy):
-        return _need(self, 0, lambda: sum_to_size(gy, self.sa)), _need(self, 1, lambda: -sum_to_size(gy, self.sb))
+        return needed(self, 0, lambda: sum_to_size(gy, self.sa)), needed(self, 1, lambda: -sum_to_size(gy, self.sb))
 
 
 class Mul(Function):
@@ -147,8 +147,8 @@ class Mul(Function):
 
     def backward_graph(self, gy):
         a, b = self.inputs
-        return (_need(self, 0, lambda: sum_to_size(gy * b, a.shape)),
-                _need(self, 1, lambda: sum_to_size(gy * a, b.shape)))
+        return (needed(self, 0, lambda: sum_to_size(gy * b, a.shape)),
+                needed(self, 1, lambda: sum_to_size(gy * a, b.shape)))
 
 
 class Div(Function):
@@ -171,8 +171,8 @@ class Div(Function):
 
     def backward_graph(self, gy):
         a, b = self.inputs
-        return (_need(self, 0, lambda: sum_to_size(gy / b, a.shape)),
-                _need(self, 1, lambda: sum_to_size(-(gy * a) / (b * b), b.shape)))
+        return (needed(self, 0, lambda: sum_to_size(gy / b, a.shape)),
+                needed(self, 1, lambda: sum_to_size(-(gy * a) / (b * b), b.shape)))
 
 
 class Neg(Function):
@@ -274,8 +274,8 @@ class MatMul(Function):
             g2 = unsqueeze(g2, g2.ndim - 1 if b.ndim > 1 else 0)
         if b.ndim == 1:
             g2 = unsqueeze(g2, g2.ndim)
-        ga = _need(self, 0, lambda: reshape(sum_to_size(matmul(g2, transpose(b2, -1, -2)), a2.shape), a.shape))
-        gb = _need(self, 1, lambda: reshape(sum_to_size(matmul(transpose(a2, -1, -2), g2), b2.shape), b.shape))
+        ga = needed(self, 0, lambda: reshape(sum_to_size(matmul(g2, transpose(b2, -1, -2)), a2.shape), a.shape))
+        gb = needed(self, 1, lambda: reshape(sum_to_size(matmul(transpose(a2, -1, -2), g2), b2.shape), b.shape))
         return ga, gb
 
 
@@ -336,7 +336,7 @@ class Abs(Function):
         return gy * get_array_module(gy).sign(self.x)
 
     def backward_graph(self, gy):
-        return gy * _const(get_array_module(self.x).sign(self.x), gy)
+        return gy * constant(get_array_module(self.x).sign(self.x), gy)
 
 
 class Clip(Function):
@@ -362,7 +362,7 @@ class Clip(Function):
         return gy * self.mask
 
     def backward_graph(self, gy):
-        return gy * _const(self.mask, gy)
+        return gy * constant(self.mask, gy)
 
 
 class Where(Function):
@@ -390,8 +390,8 @@ class Where(Function):
 
     def backward_graph(self, gy):
         c = self.cond
-        return (_need(self, 0, lambda: sum_to_size(where(c, gy, 0.0), self.sa)),
-                _need(self, 1, lambda: sum_to_size(where(c, 0.0, gy), self.sb)))
+        return (needed(self, 0, lambda: sum_to_size(where(c, gy, 0.0), self.sa)),
+                needed(self, 1, lambda: sum_to_size(where(c, 0.0, gy), self.sb)))
 
 
 class Maximum(Function):
@@ -418,8 +418,8 @@ class Maximum(Function):
 
     def backward_graph(self, gy):
         wa = self.wa.astype(gy.dtype, copy=False)
-        return (_need(self, 0, lambda: sum_to_size(gy * _const(wa, gy), self.sa)),
-                _need(self, 1, lambda: sum_to_size(gy * _const(1 - wa, gy), self.sb)))
+        return (needed(self, 0, lambda: sum_to_size(gy * constant(wa, gy), self.sa)),
+                needed(self, 1, lambda: sum_to_size(gy * constant(1 - wa, gy), self.sb)))
 
 
 class Minimum(Maximum):
@@ -563,7 +563,7 @@ class Max(Function):
 
     def backward_graph(self, gy):
         g = reshape(gy, _reduced_shape(self.w.shape, self.axis, self.keepdims))
-        return g * _const(self.w.astype(gy.dtype, copy=False), gy)
+        return g * constant(self.w.astype(gy.dtype, copy=False), gy)
 
 
 # ============================================================================ shapes and indexing
@@ -842,26 +842,26 @@ class Stack(Function):
 # ============================================================================ public functions
 def add(a, b) -> Tensor:
     """a + b (broadcasting)."""
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return Add()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return Add()(a, lift(b, a))
 
 
 def sub(a, b) -> Tensor:
     """a − b (broadcasting)."""
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return Sub()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return Sub()(a, lift(b, a))
 
 
 def mul(a, b) -> Tensor:
     """a · b elementwise (broadcasting)."""
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return Mul()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return Mul()(a, lift(b, a))
 
 
 def div(a, b) -> Tensor:
     """a / b elementwise (broadcasting)."""
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return Div()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return Div()(a, lift(b, a))
 
 
 def neg(x: Tensor) -> Tensor:
@@ -877,7 +877,7 @@ def pow(x: Tensor, p: float) -> Tensor:  # noqa: A001 - mirrors torch.pow
     if not isinstance(x, Tensor):
         x = Tensor(x)
     if x.dtype.kind != "f" and not (_is_int(p) and p >= 0):  # integers to negative or fractional powers
-        x = _as_float(x)
+        x = as_float(x)
     return Pow(p)(x)
 
 
@@ -887,20 +887,20 @@ def square(x: Tensor) -> Tensor:
 
 def matmul(a, b) -> Tensor:
     """a @ b (NumPy matmul semantics, batched and broadcast)."""
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return MatMul()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return MatMul()(a, lift(b, a))
 
 
 def exp(x: Tensor) -> Tensor:
-    return Exp()(_as_float(x))
+    return Exp()(as_float(x))
 
 
 def log(x: Tensor) -> Tensor:
-    return Log()(_as_float(x))
+    return Log()(as_float(x))
 
 
 def sqrt(x: Tensor) -> Tensor:
-    return Sqrt()(_as_float(x))
+    return Sqrt()(as_float(x))
 
 
 def abs(x: Tensor) -> Tensor:  # noqa: A001
@@ -927,17 +927,17 @@ def where(cond, a, b) -> Tensor:
     """Elementwise ``a`` where ``cond`` else ``b``; ``cond`` is a constant boolean array or tensor."""
     c = cond.data if isinstance(cond, Tensor) else cond
     like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(a)
-    return Where(c)(_lift(a, like), _lift(b, like))
+    return Where(c)(lift(a, like), lift(b, like))
 
 
 def maximum(a, b) -> Tensor:
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return Maximum()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return Maximum()(a, lift(b, a))
 
 
 def minimum(a, b) -> Tensor:
-    a = _lift(a, b) if not isinstance(a, Tensor) else a
-    return Minimum()(a, _lift(b, a))
+    a = lift(a, b) if not isinstance(a, Tensor) else a
+    return Minimum()(a, lift(b, a))
 
 
 def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
@@ -1116,6 +1116,8 @@ def _bind() -> None:
     T.T = property(lambda a: transpose(a))
     T.matmul = matmul
     T.pow = pow
+    T.astype = astype
+    T.to = to_device  # t.to("gpu"): a copy on that device, or t itself when already there
 
 
 _bind()

@@ -96,6 +96,21 @@ def _blas_controllers() -> list:
     return _state["blas"]
 
 
+def blas_libraries() -> list[dict[str, Any]]:
+    """The BLAS libraries loaded now, as threadpoolctl reports them: each a dict with ``name`` (e.g. "openblas"),
+    ``version``, ``threads`` and ``architecture`` (the kernel OpenBLAS chose, e.g. "SkylakeX"; "" if unknown).
+    [] when threadpoolctl is missing or cannot inspect this process."""
+    out = []
+    for lc in _blas_controllers():
+        try:
+            out.append({"name": str(lc.internal_api), "version": str(lc.version),
+                        "threads": int(lc.get_num_threads()),
+                        "architecture": str(getattr(lc, "architecture", "") or "")})
+        except Exception:  # noqa: BLE001 - threadpoolctl could not inspect this library
+            pass
+    return out
+
+
 def _available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

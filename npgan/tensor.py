@@ -29,7 +29,7 @@ __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "t
 
 _grad_enabled = True
 # Key in a Function's __dict__: how many entries before it are options (set by __init__, before the first call).
-_N_OPTIONS = "_n_options"
+N_OPTIONS_KEY = "_n_options"
 
 
 @contextlib.contextmanager
@@ -171,17 +171,8 @@ class Tensor:
         """A tensor sharing the data, cut from the graph."""
         return Tensor(self.data)
 
-    def astype(self, dtype: Any) -> Tensor:
-        from .ops import astype
-        return astype(self, dtype)
-
     def float(self) -> Tensor:
         return self.astype(backend.get_default_dtype())
-
-    def to(self, device: str) -> Tensor:
-        """A copy on ``device`` ("cpu", "gpu", "gpu:N"), or self when already there."""
-        from .ops import to_device
-        return to_device(self, device)
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
         if flag and self.data.dtype.kind != "f":
@@ -212,7 +203,7 @@ class Tensor:
         if retain_graph is None:
             retain_graph = create_graph
         if create_graph:
-            gt = _seed_grad(self, grad, "backward(grad)", "the tensor", True)
+            gt = seed_grad(self, grad, "backward(grad)", "the tensor", True)
             leaves: dict[int, Tensor] = {}
             got = run_backward_graph([self], [gt], retain_graph, None, leaves)
             for k, gx in got.items():
@@ -243,7 +234,8 @@ class Tensor:
     #   indexing     t[key] (__getitem__)
     #   comparisons  < <= > >= (no gradient: a bool Tensor)
     #   methods      sum mean var max min exp log sqrt abs clip clamp pow matmul
-    #                reshape view flatten squeeze unsqueeze permute transpose, and the property T
+    #                reshape view flatten squeeze unsqueeze permute transpose, astype, to (a device), and the
+    #                property T
     # ``==`` is not bound: Tensors compare by identity and hash by id, so they can key dicts and sets.
     def __hash__(self) -> int:
         return id(self)
@@ -347,7 +339,7 @@ def _needed(order: list[Function], targets: dict[int, Tensor]) -> dict[int, tupl
     return need
 
 
-def _seed_grad(root: Tensor, grad: Any, what: str, whose: str, as_tensor: bool) -> Any:
+def seed_grad(root: Tensor, grad: Any, what: str, whose: str, as_tensor: bool) -> Any:
     """The gradient that starts a backward at ``root``: ones for a one-element root when ``grad`` is None,
     else ``grad`` checked against root's shape and brought to its dtype and device; a Tensor when
     ``as_tensor`` (a Tensor ``grad`` keeps its graph), else a raw array."""
@@ -540,9 +532,9 @@ class Function:
         if backend._gpu_type is not None and len(ts) > 1:  # only with a GPU module: one test per input
             backend.check_same_device([t.data for t in ts], type(self).__name__)
         d = self.__dict__
-        n = d.get(_N_OPTIONS)
+        n = d.get(N_OPTIONS_KEY)
         if n is None:  # the first call: this instance is the node; what __init__ set so far are its options
-            d[_N_OPTIONS] = len(d)
+            d[N_OPTIONS_KEY] = len(d)
             node = self
         else:  # a later call: a node of its own, so this call's forward cannot overwrite the first one's saves
             node = object.__new__(type(self))
@@ -573,7 +565,7 @@ class Function:
         """Drop the inputs and everything saved for backward (after a backward pass); keep the options."""
         self.inputs = None
         d = self.__dict__
-        n = d.get(_N_OPTIONS)
+        n = d.get(N_OPTIONS_KEY)
         if n:  # keep the options (and the count), so that a later call of this instance still has them
             options = list(itertools.islice(d.items(), n + 1))
             d.clear()
@@ -581,7 +573,7 @@ class Function:
         else:  # keep the count: a later call must make a fresh node, not revive this freed one
             d.clear()
             if n is not None:
-                d[_N_OPTIONS] = 0
+                d[N_OPTIONS_KEY] = 0
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}>"

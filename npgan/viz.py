@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .backend import is_array
-from .tensor import _N_OPTIONS, Function, GraphFreedError, Tensor, graph_functions
+from .tensor import N_OPTIONS_KEY, Function, GraphFreedError, Tensor, graph_functions
 
 __all__ = ["graph", "render", "explain", "functions_in_order", "backward_formula", "function_classes"]
 
@@ -88,7 +88,7 @@ def _fmt_value(v: Any) -> str:
 def _split(f: Function) -> tuple[dict[str, Any], dict[str, Any]]:
     """A recorded Function's options (what __init__ set, before its first call) and what forward saved."""
     d = getattr(f, "__dict__", {})
-    n = d.get(_N_OPTIONS)
+    n = d.get(N_OPTIONS_KEY)
     if n is None:  # never called through Function.__call__: no boundary is known, show it all as options
         return dict(d), {}
     items = list(d.items())

@@ -131,8 +131,8 @@ def serve_directory(root, monkeypatch):
 
 
 def run_cli(args, capsys):
-    """``npgan.cli.main`` on ``args`` (each made a string): ``(exit code, stdout, stderr)``."""
-    from npgan.cli import main
+    """``npgan.run.cli.main`` on ``args`` (each made a string): ``(exit code, stdout, stderr)``."""
+    from npgan.run.cli import main
     rc = main([str(a) for a in args])
     out, err = capsys.readouterr()
     return rc, out, err
@@ -141,12 +141,22 @@ def run_cli(args, capsys):
 def ring8_config(steps, **over):
     """ring8, batch 64, its lr 1e-3 -> 1e-4 and λ 0.1 -> 0 schedules over ``steps``; small intervals (log every
     5 steps, a checkpoint every 10, 200 evaluation samples, no sample images); ``over`` sets RunConfig fields."""
-    from npgan.presets import make_config
+    from npgan.run.presets import make_config
     cfg = make_config("ring8")
     cfg.train.steps, cfg.train.batch_size = steps, 64
     cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 5, 10, 10**6, 200
     for k, v in over.items():
         setattr(cfg, k, v)
+    return cfg
+
+
+def tiny_ring8_config(steps=4):
+    """ring8 at batch 32, a history flush and a checkpoint every 2 steps, 100 evaluation samples, no sample images:
+    a run that finishes in a moment (the checkpoint and configuration tests)."""
+    from npgan.run.presets import make_config
+    cfg = make_config("ring8")
+    cfg.train.steps, cfg.train.batch_size = steps, 32
+    cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 2, 2, 10_000, 100
     return cfg
 
 

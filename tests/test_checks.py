@@ -85,11 +85,13 @@ def test_bandwidth_check_names_the_rules():
 
 def test_one_source_for_the_names():
     """The CLI's choices are the package's lists (not copies that can drift)."""
-    from npgan import config, data, gan, losses, presets
-    from npgan.cli import build_parser
+    from npgan import data
+    from npgan.gan import config as gan
+    from npgan.run import config, presets
+    from npgan.run.cli import build_parser
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices is not None}
     assert choices["preset"] == tuple(presets.PRESETS) and choices["data"] == config.DATASETS
-    assert choices["loss"] == losses.LOSS_KINDS and choices["order"] == gan.ORDERS
+    assert choices["loss"] == gan.LOSS_KINDS and choices["order"] == gan.ORDERS
     assert choices["optimizer"] == config.OPTIMIZERS and choices["on_nan"] == gan.ON_NAN_ACTIONS
     assert config.MIXTURE_DATASETS == tuple(data.MIXTURES) == config.DATASETS[:2]

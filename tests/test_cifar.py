@@ -1,4 +1,5 @@
-"""CIFAR-10, binary version (npgan.cifar): batch files and archives read back exactly, checksums, refusals, download.
+"""CIFAR-10, binary version (npgan.data.cifar): batch files and archives read back exactly, checksums, refusals,
+download.
 
 Every data file is generated here (records of random bytes written into tmp_path); the download is served by a
 local HTTP server. Nothing is fetched from the network.
@@ -14,8 +15,8 @@ import pytest
 from helpers import serve_directory
 from PIL import Image
 
-from npgan import cifar
-from npgan.images import ImageDataError
+from npgan.data import cifar
+from npgan.data.images import ImageDataError
 
 # the downloads below read from a server on 127.0.0.1: their socket timeout only turns a hang into a failure
 HANG_GUARD = 900
@@ -47,12 +48,12 @@ def _tar(path, members, level=1):
 
 
 @pytest.fixture(scope="module")
-def test_records():
+def cifar_records():
     return _cifar_records(10)
 
 
-def test_cifar10_binary_files_read_back_exactly(tmp_path, test_records):
-    recs = [np.roll(test_records, 7 * i + 1, axis=0) for i in range(5)]  # five distinct files, cheaply
+def test_cifar10_binary_files_read_back_exactly(tmp_path, cifar_records):
+    recs = [np.roll(cifar_records, 7 * i + 1, axis=0) for i in range(5)]  # five distinct files, cheaply
     d = tmp_path / "cifar" / "cifar-10-batches-bin"
     d.mkdir(parents=True)
     sums = {}
@@ -69,11 +70,11 @@ def test_cifar10_binary_files_read_back_exactly(tmp_path, test_records):
         cifar.read_cifar10(tmp_path / "cifar", "train")
 
 
-def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, test_records):
-    (tmp_path / "test_batch.bin").write_bytes(test_records.tobytes())
-    sums = {"test_batch.bin": _sha(test_records.tobytes())}
+def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, cifar_records):
+    (tmp_path / "test_batch.bin").write_bytes(cifar_records.tobytes())
+    sums = {"test_batch.bin": _sha(cifar_records.tobytes())}
     xt, yt = cifar.load_cifar10(tmp_path, "test", checksums=sums)
-    ex, ey = _expected([test_records])
+    ex, ey = _expected([cifar_records])
     assert xt.shape == (10000, 3, 32, 32) and yt.numpy().dtype == np.int64
     np.testing.assert_allclose(xt.numpy()[::50], ex[::50] / 127.5 - 1, atol=1e-6)  # a subset: 30M floats are slow
     np.testing.assert_array_equal(yt.numpy(), ey)
@@ -86,13 +87,13 @@ def test_cifar10_test_split_tensors_and_resized_batches(tmp_path, test_records):
         assert np.abs(got - want).max() <= 1
 
 
-def test_cifar10_archive_read_without_extraction(tmp_path, test_records):
-    data = test_records.tobytes()
+def test_cifar10_archive_read_without_extraction(tmp_path, cifar_records):
+    data = cifar_records.tobytes()
     arc = _tar(tmp_path / cifar.CIFAR10_ARCHIVE, {"cifar-10-batches-bin/test_batch.bin": data,
                                                     "cifar-10-batches-bin/batches.meta.txt": b"airplane\n"})
     sums = {cifar.CIFAR10_ARCHIVE: _sha(arc.read_bytes())}
     x, y = cifar.read_cifar10(tmp_path, "test", checksums=sums)
-    ex, ey = _expected([test_records])
+    ex, ey = _expected([cifar_records])
     np.testing.assert_array_equal(x, ex)
     np.testing.assert_array_equal(y, ey)
     assert sorted(os.listdir(tmp_path)) == [cifar.CIFAR10_ARCHIVE]  # nothing extracted
@@ -111,8 +112,8 @@ def test_cifar10_archive_read_without_extraction(tmp_path, test_records):
         cifar.read_cifar10(cut, "test", checksums=None)
 
 
-def test_cifar10_truncated_wrong_and_pickled_files_are_refused(tmp_path, test_records):
-    data = test_records.tobytes()
+def test_cifar10_truncated_wrong_and_pickled_files_are_refused(tmp_path, cifar_records):
+    data = cifar_records.tobytes()
     (tmp_path / "test_batch.bin").write_bytes(data[:-3073])
     with pytest.raises(ImageDataError, match=r"truncated: 30726927 bytes, expected 30730000 \(10000 records"):
         cifar.read_cifar10(tmp_path, "test", checksums=None)
@@ -122,7 +123,7 @@ def test_cifar10_truncated_wrong_and_pickled_files_are_refused(tmp_path, test_re
     (tmp_path / "test_batch.bin").write_bytes(data)
     with pytest.raises(ImageDataError, match="SHA-256"):
         cifar.read_cifar10(tmp_path, "test", checksums={"test_batch.bin": _sha(data[::-1])})
-    bad = test_records.copy()
+    bad = cifar_records.copy()
     bad[5, 0] = 17
     (tmp_path / "test_batch.bin").write_bytes(bad.tobytes())
     with pytest.raises(ImageDataError, match="label 17 outside 0..9"):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import npgan
-from npgan.checkpoint import load_arrays
-from npgan.cli import main
+from npgan.run.checkpoint import load_arrays
+from npgan.run.cli import main
 
 FAST = ["--steps", "30", "--batch-size", "64", "--no-progress"]
 
@@ -27,8 +27,8 @@ def _cli(args, capsys):
 
 def _write_config(path: Path, **over):
     """A small ring8 config.toml (fast intervals) written through the CLI's own writer."""
-    from npgan.experiment import write_config
-    from npgan.presets import make_config
+    from npgan.run.experiment import write_config
+    from npgan.run.presets import make_config
     cfg = make_config("ring8")
     cfg.log_every, cfg.checkpoint_every, cfg.sample_every, cfg.eval_samples = 10, 50, 1000, 500
     cfg.train.batch_size = 64
@@ -68,6 +68,32 @@ def test_resume_and_sample(tmp_path, capsys):
     x = np.load(tmp_path / "s.npy", allow_pickle=False)
     assert x.shape == (100, 2) and np.isfinite(x).all()
     assert (tmp_path / "s.png").stat().st_size > 1000
+    # a picture alone is enough; nothing at all is one line, exit 2
+    only = tmp_path / "only"
+    only.mkdir()
+    rc, _, err = _cli(["sample", out, "--png", only / "p.png"], capsys)
+    assert rc == 0, err
+    assert os.listdir(only) == ["p.png"] and (only / "p.png").stat().st_size > 1000
+    assert err.strip() == f"wrote 64 samples of shape (2,) to {only / 'p.png'}"
+    rc, _, err = _cli(["sample", out], capsys)
+    assert rc == 2 and err.strip() == "npgan: error: sample needs --out FILE.npy, --png FILE.png or both"
+
+
+def test_resume_of_a_directory_without_a_run_suggests_only_what_exists(tmp_path, capsys):
+    d = tmp_path / "not_a_run"
+    d.mkdir()
+    (d / "notes.txt").write_text("x")
+    rc, _, err = _cli(["resume", d], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1
+    assert lines[0] == (f"npgan: error: {d} holds no run (neither checkpoint.npz nor config.toml); start one with "
+                        f"'npgan train --preset NAME --out {d}'")
+    assert os.listdir(d) == ["notes.txt"]
+    # a run that lost only its checkpoint: its config.toml can start it again
+    assert _cli(["train", "--preset", "ring8", *FAST, "--out", tmp_path / "r"], capsys)[0] == 0
+    (tmp_path / "r" / "checkpoint.npz").unlink()
+    rc, _, err = _cli(["resume", tmp_path / "r"], capsys)
+    assert rc == 2 and f"'npgan train --config {tmp_path / 'r' / 'config.toml'} --out NEW_DIR'" in err
 
 
 def test_info(capsys):
@@ -110,7 +136,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args,
 
 
 def _train_config(*args):
-    from npgan.cli import _config_from_args, build_parser
+    from npgan.run.cli import _config_from_args, build_parser
     return _config_from_args(build_parser().parse_args(["train", "--preset", "ring8", *args, "--out", "unused"]))
 
 
@@ -178,14 +204,14 @@ def test_config_file_is_a_complete_recipe(tmp_path, capsys):
 # the test waits for training progress as an event on a pipe, never for wall time.
 _CHILD = r"""
 import sys
-from npgan.experiment import Run
+from npgan.run.experiment import Run
 real_append = Run._append_history
 def append(self, rows):
     real_append(self, rows)
     n = len((self.out / "history.csv").read_text().splitlines())
     print("ROWS", n, flush=True)
 Run._append_history = append
-from npgan.cli import main
+from npgan.run.cli import main
 sys.argv = ["npgan", *sys.argv[1:]]
 sys.exit(main())
 """

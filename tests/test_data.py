@@ -112,7 +112,7 @@ def test_load_digits_bad_arguments():
 
 
 def test_import_pulls_in_neither_sklearn_nor_matplotlib():
-    code = ("import sys, npgan, npgan.data, npgan.metrics; "
+    code = ("import sys, npgan, npgan.data, npgan.eval.metrics; "
             "bad = [m for m in ('sklearn', 'matplotlib') if m in sys.modules]; "
             "print(bad); sys.exit(bool(bad))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # a hang guard

@@ -25,10 +25,10 @@ import npgan
 import npgan.functional as F
 from npgan import backend, conv_fast, kernels, nn, optim
 from npgan.data import ArrayLoader, EpochBatches, ring8
-from npgan.experiment import Run
-from npgan.losses import kde_entropy
-from npgan.metrics import mode_metrics
-from npgan.presets import make_config
+from npgan.eval.metrics import mode_metrics
+from npgan.gan.losses import kde_entropy
+from npgan.run.experiment import Run
+from npgan.run.presets import make_config
 
 HAVE_GPU = backend.gpu_available()
 
@@ -112,7 +112,7 @@ def test_npgan_device_environment_variable():
 def test_cli_device_gpu_without_a_gpu_is_one_line_and_exit_2(tmp_path):
     d = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "NPGAN_DEVICE"}
-    proc = subprocess.run([sys.executable, "-m", "npgan.cli", "train", "--preset", "ring8", "--device", "gpu",
+    proc = subprocess.run([sys.executable, "-m", "npgan.run.cli", "train", "--preset", "ring8", "--device", "gpu",
                            "--steps", "2", "--out", str(d), "--no-progress"], capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr

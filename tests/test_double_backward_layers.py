@@ -1,6 +1,6 @@
 """Gradients of gradients through the layers and losses: the ``backward_graph`` of every Function in
 npgan/functional.py and npgan/kde.py (the convolutions are tested with npgan/conv.py), and the GAN objectives
-of npgan/losses.py (compositions of those).
+of npgan/gan/losses.py (compositions of those).
 
 Each case is checked at second order by ``gradgradcheck`` (hypothesis: random shapes and values, float64) and
 against PyTorch (``torch.autograd.grad(..., create_graph=True)``, then a second grad, to 1e-10); then an R1
@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import npgan
 import npgan.functional as F
-from npgan import losses
+from npgan.gan import losses
 
 F64 = np.float64
 

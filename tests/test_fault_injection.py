@@ -20,10 +20,10 @@ import threading
 import numpy as np
 import pytest
 
-from npgan.checkpoint import CheckpointWriteError, load_arrays, save_arrays
-from npgan.cli import main
-from npgan.experiment import Run, write_config
-from npgan.presets import make_config
+from npgan.run.checkpoint import CheckpointWriteError, load_arrays, save_arrays
+from npgan.run.cli import main
+from npgan.run.experiment import Run, write_config
+from npgan.run.presets import make_config
 
 KILLS = 20
 
@@ -59,7 +59,7 @@ def replace(src, dst, *args, **kwargs):
 os.replace = replace
 
 from npgan import optim
-from npgan.experiment import Run
+from npgan.run.experiment import Run
 real_step = optim.Optimizer.step
 def step(self):
     real_step(self)
@@ -78,7 +78,7 @@ def append(self, rows):
         pause(f"history.csv cut at byte {before + (after - before) // 2} of {after}")
 Run._append_history = append
 
-from npgan.cli import main
+from npgan.run.cli import main
 sys.argv = ["npgan", *sys.argv[3:]]
 sys.exit(main())
 """
@@ -244,7 +244,7 @@ def test_fsync_failure_is_a_write_failure_too(tmp_path, monkeypatch):
 
 @needs_proc
 def test_cli_disk_full_exits_4_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
-    import npgan.experiment as ex
+    import npgan.run.experiment as ex
     out = tmp_path / "r"
     real_save = ex.Run.save_checkpoint
     calls = {"n": 0}

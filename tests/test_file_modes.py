@@ -8,7 +8,8 @@ import stat
 import numpy as np
 import pytest
 
-from npgan.checkpoint import atomic_write_bytes, save_arrays
+from npgan.files import atomic_write_bytes
+from npgan.run.checkpoint import save_arrays
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX")
 
@@ -43,8 +44,8 @@ def test_atomic_writes_honour_the_umask_like_open(tmp_path, umask, mask):
 
 
 def test_a_run_directory_has_no_private_files(tmp_path, umask):
-    from npgan.experiment import Run
-    from npgan.presets import make_config
+    from npgan.run.experiment import Run
+    from npgan.run.presets import make_config
     umask(0o022)
     cfg = make_config("ring8")
     cfg.train.steps, cfg.train.batch_size, cfg.eval_samples = 3, 32, 100

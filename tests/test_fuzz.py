@@ -24,10 +24,12 @@ from hypothesis.extra import numpy as hnp
 
 import npgan
 import npgan.functional as F
-from npgan import data, losses, metrics, nn, ops, optim
-from npgan.checkpoint import CheckpointError, load_arrays, save_arrays
-from npgan.experiment import RunError, read_config, write_config
-from npgan.presets import make_config
+from npgan import data, nn, ops, optim
+from npgan.eval import metrics
+from npgan.gan import losses
+from npgan.run.checkpoint import CheckpointError, load_arrays, save_arrays
+from npgan.run.experiment import RunError, read_config, write_config
+from npgan.run.presets import make_config
 
 fuzz = settings(max_examples=int(os.environ.get("NPGAN_FUZZ_EXAMPLES", "25")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -549,7 +551,7 @@ def test_prdc(real, fake, k):
        arrays([np.int64, np.int32, np.float32, np.bool_], max_dims=2, max_side=5), WRONG), reduction=REDUCTIONS)
 def test_softmax_cross_entropy(logits, labels, reduction):
     t = tensor(logits, True)
-    r = outcome(metrics.softmax_cross_entropy, t, labels, reduction)
+    r = outcome(F.softmax_cross_entropy, t, labels, reduction)
     if failed(r):
         return
     if finite(logits) and logits.size:

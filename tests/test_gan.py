@@ -8,10 +8,10 @@ from helpers import copy_state_to_torch, torch_or_skip
 
 import npgan
 from npgan import data, nn, optim
-from npgan.experiment import Run
 from npgan.gan import HISTORY_FIELDS, TrainConfig, Trainer
-from npgan.losses import LOSS_KINDS
-from npgan.presets import make_config
+from npgan.gan.losses import LOSS_KINDS
+from npgan.run.experiment import Run
+from npgan.run.presets import make_config
 
 
 def _tiny(loss="non_saturating", **kw):

@@ -17,9 +17,9 @@ from conftest import GPU_SKIP_REASON
 import npgan
 import npgan.functional as F
 from npgan import backend, kernels, nn, optim
-from npgan.experiment import Run
-from npgan.losses import discriminator_loss, generator_loss, kde_entropy
-from npgan.presets import build_models, make_config
+from npgan.gan.losses import discriminator_loss, generator_loss, kde_entropy
+from npgan.run.experiment import Run
+from npgan.run.presets import build_models, make_config
 from npgan.tensor import no_grad
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(GPU_SKIP_REASON is not None, reason=str(GPU_SKIP_REASON))]

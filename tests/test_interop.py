@@ -20,7 +20,7 @@ from helpers import busy_bn_stats, torch_or_skip
 
 import npgan
 from npgan import interop, nn
-from npgan.presets import PRESETS, build_models, image_shape, make_config
+from npgan.run.presets import PRESETS, build_models, image_shape, make_config
 from npgan.weights import load_into, save
 
 torch = torch_or_skip()
@@ -32,7 +32,7 @@ IDS = [f"{p}-{net}" for p, net in CASES]
 
 
 def torch_twin(cfg):
-    """PyTorch's (G, D) for a preset, written by hand from npgan/presets.py's description (torch's own init)."""
+    """PyTorch's (G, D) for a preset, written by hand from npgan/run/presets.py's description (torch's own init)."""
     z, h = cfg.train.z_dim, cfg.hidden
     if cfg.model == "mlp2d":
         return (tnn.Sequential(tnn.Linear(z, h), tnn.ReLU(), tnn.Linear(h, h), tnn.ReLU(), tnn.Linear(h, 2)),
@@ -300,17 +300,17 @@ def test_from_torch_names_the_layer_it_cannot_convert(bad, why):
 
 # ============================================================================ torch stays optional
 def test_import_npgan_does_not_import_torch():
-    code = ("import sys, npgan, npgan.interop, npgan.weights, npgan.presets; "
+    code = ("import sys, npgan, npgan.interop, npgan.weights, npgan.run.presets; "
             "print(sorted(m for m in ('torch', 'safetensors') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_readme_weights_example_runs(tmp_path, monkeypatch):
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+def test_weights_doc_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).resolve().parent.parent / "docs" / "weights.md").read_text(encoding="utf-8")
     m = re.search(r"## Weights in and out\n.*?```python\n(.*?)```", text, re.S)
-    assert m, "the README lost its 'Weights in and out' example"
+    assert m, "docs/weights.md lost its 'Weights in and out' example"
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
-    exec(compile(m.group(1), "README.md", "exec"), ns)
+    exec(compile(m.group(1), "docs/weights.md", "exec"), ns)
     assert ns["same"] and ns["back"]

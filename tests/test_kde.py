@@ -122,7 +122,7 @@ def test_does_not_mutate_input_and_keeps_dtype():
 
 
 def test_old_homes_reexport_the_op():
-    import npgan.losses as losses
+    import npgan.gan.losses as losses
 
     assert F.kde_entropy is kde_entropy and F.kde_bandwidth is kde_bandwidth
     assert losses.kde_entropy is kde_entropy and losses.kde_bandwidth is kde_bandwidth

@@ -1,4 +1,4 @@
-"""GAN objectives (npgan.losses.discriminator_loss / generator_loss): values, gradients, PyTorch parity."""
+"""GAN objectives (npgan.gan.losses.discriminator_loss / generator_loss): values, gradients, PyTorch parity."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import npgan
+from npgan.gan.losses import LOSS_KINDS, discriminator_loss, generator_loss
 from npgan.kde import kde_entropy
-from npgan.losses import LOSS_KINDS, discriminator_loss, generator_loss
 
 
 def _softplus(x):

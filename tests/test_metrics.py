@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import npgan
-from npgan import data, metrics
+from npgan import data
+from npgan.eval import classifiers, metrics
 
 HQ_CEILING = 100 * (1 - math.exp(-4.5))  # P(‖ε‖ ≤ 3σ) for a 2-D isotropic Gaussian = 98.889 %
 
@@ -57,15 +58,6 @@ def test_mode_metrics_by_hand():
         metrics.mode_metrics(np.zeros((5, 3)), centers, 1.0)
 
 
-# ============================================================================ softmax cross-entropy
-def test_softmax_cross_entropy_is_the_functional_op():
-    """The op lives in npgan.functional (tested there); metrics keeps the old names as re-exports."""
-    import npgan.functional as F
-
-    assert metrics.softmax_cross_entropy is F.softmax_cross_entropy
-    assert metrics.SoftmaxCrossEntropy is F.SoftmaxCrossEntropy and metrics.log_softmax_array is F.log_softmax_array
-
-
 # ============================================================================ classifiers
 @pytest.fixture(scope="module")
 def digits():
@@ -75,14 +67,14 @@ def digits():
 
 @pytest.fixture(scope="module")
 def shipped():
-    return metrics.digits_classifier()
+    return classifiers.digits_classifier()
 
 
 def test_shipped_digits_classifier(digits, shipped):
     (xtr, ytr), (xte, yte) = digits
-    assert os.path.isfile(metrics.DIGITS_CLASSIFIER_PATH)
+    assert os.path.isfile(classifiers.DIGITS_CLASSIFIER_PATH)
     assert shipped.image_shape == (1, 8, 8) and shipped.hidden == 128
-    acc = metrics.evaluate_accuracy(shipped, xte, yte)
+    acc = classifiers.evaluate_accuracy(shipped, xte, yte)
     assert acc >= 0.97, acc
     assert math.isclose(acc, shipped.meta["test_accuracy"], abs_tol=1e-12)  # the file says what it does
 
@@ -92,7 +84,7 @@ def test_train_digits_classifier_reproduces_the_shipped_one(digits, shipped):
     npgan.manual_seed(5)
     before = npgan.backend.rng().random(3)
     npgan.manual_seed(5)
-    model = metrics.train_digits_classifier()
+    model = classifiers.train_digits_classifier()
     after = npgan.backend.rng().random(3)
     assert np.array_equal(before, after)  # training leaves the caller's random stream alone
     assert model.meta["test_accuracy"] >= 0.97
@@ -103,16 +95,16 @@ def test_train_digits_classifier_reproduces_the_shipped_one(digits, shipped):
 def test_save_and_load_classifier(tmp_path, shipped, digits):
     _, (xte, _) = digits
     path = tmp_path / "sub" / "c.npz"
-    metrics.save_classifier(shipped, path)
+    classifiers.save_classifier(shipped, path)
     assert os.listdir(tmp_path / "sub") == ["c.npz"]
-    back = metrics.load_classifier(path)
+    back = classifiers.load_classifier(path)
     for (k, a), (k2, b) in zip(shipped.state_dict().items(), back.state_dict().items()):
         assert k == k2 and np.array_equal(a, b)
     assert back.meta == shipped.meta
     np.testing.assert_array_equal(back.log_proba(xte), shipped.log_proba(xte))
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="junk.npz is not a classifier file"):
-        metrics.load_classifier(tmp_path / "junk.npz")
+        classifiers.load_classifier(tmp_path / "junk.npz")
     with pytest.raises(ValueError, match=r"images of shape \(2, 1, 28, 28\) .* expected \(N, 1, 8, 8\)"):
         shipped.log_proba(np.zeros((2, 1, 28, 28), np.float32))
 
@@ -131,7 +123,7 @@ def _write_digits_as_mnist(d):
 def test_mnist_classifier_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NPGAN_CACHE", str(tmp_path / "cache"))
     _write_digits_as_mnist(tmp_path)
-    model = metrics.mnist_classifier(tmp_path, epochs=8, hidden=64)
+    model = classifiers.mnist_classifier(tmp_path, epochs=8, hidden=64)
     assert model.image_shape == (1, 28, 28)
     assert model.meta["test_accuracy"] >= 0.9, model.meta
     cached = os.listdir(tmp_path / "cache")
@@ -140,8 +132,8 @@ def test_mnist_classifier_trains_once_then_loads_from_cache(tmp_path, monkeypatc
     def boom(*a, **k):
         raise AssertionError("should have loaded the cached classifier")
 
-    monkeypatch.setattr(metrics, "train_classifier", boom)
-    again = metrics.mnist_classifier(tmp_path, epochs=8, hidden=64)
+    monkeypatch.setattr(classifiers, "train_classifier", boom)
+    again = classifiers.mnist_classifier(tmp_path, epochs=8, hidden=64)
     x, _ = data.load_mnist(tmp_path, "test")
     np.testing.assert_array_equal(again.log_proba(x), model.log_proba(x))
 

@@ -1,4 +1,4 @@
-"""Gradient penalties (npgan/penalties.py): R1, R2 and WGAN-GP.
+"""Gradient penalties (npgan/gan/penalties.py): R1, R2 and WGAN-GP.
 
 Values against closed forms (a linear D: ∇ₓD = w; a quadratic D: ∇ₓD = Ax + b), the gradient of each penalty
 with respect to D's parameters against PyTorch (``torch.autograd.grad(..., create_graph=True)``) in float64 on a
@@ -14,7 +14,7 @@ from helpers import assert_close, assert_no_growth, torch_or_skip
 
 import npgan
 from npgan import nn, ops
-from npgan.penalties import PENALTY_KINDS, check_penalty, gradient_penalty
+from npgan.gan.penalties import PENALTY_KINDS, check_penalty, gradient_penalty
 
 F64 = np.float64
 
@@ -202,7 +202,8 @@ def test_full_D_step_parity_with_torch(recipe):
     E D(x̃) − E D(x) + λ·GP (λ = 10); the outputs, the penalty, the loss and every parameter's gradient against
     PyTorch in float64, then one Adam step of each and the new weights."""
     torch = torch_or_skip()
-    from npgan import losses, optim
+    from npgan import optim
+    from npgan.gan import losses
     from npgan.interop import to_torch
 
     D = _mlp()

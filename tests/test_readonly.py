@@ -1,5 +1,5 @@
-"""Readers change nothing: `npgan sample` and `npgan info DIR` (and :func:`npgan.experiment.load_run_readonly`)
-never write, truncate or delete anything in a run directory, also while it trains (issue #16 item 1).
+"""Readers change nothing: `npgan sample` and `npgan info DIR` (and :func:`npgan.run.experiment.load_run_readonly`)
+never write, truncate or delete anything in a run directory, also while it trains.
 
 Tests run as root, where chmod does not stop writes; so besides chmod -R a-w, every way of writing under the run
 directory (os.open for writing, open() in a writing mode, os.replace / rename / unlink / remove / mkdir /
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from helpers import ring8_config, run_cli
 
-from npgan.checkpoint import CheckpointError, load_arrays
-from npgan.experiment import Run, load_run_readonly, write_config
+from npgan.run.checkpoint import CheckpointError, load_arrays
+from npgan.run.experiment import Run, load_run_readonly, write_config
 
 
 def _snapshot(d):
@@ -125,7 +125,7 @@ def test_the_write_guard_catches_a_writer(tmp_path, monkeypatch):
 
 
 def test_a_reader_reads_again_once_when_the_checkpoint_was_replaced(tmp_path, monkeypatch):
-    import npgan.experiment as ex
+    import npgan.run.experiment as ex
     out = tmp_path / "r"
     Run.create(ring8_config(10), out).train(progress=False)
     good = out / "checkpoint.npz"
@@ -162,7 +162,7 @@ def test_sampling_in_a_loop_while_training_loses_nothing(tmp_path, capsys):
     steps = 600
     write_config(cfg_path, ring8_config(steps, checkpoint_every=2, log_every=1))
     out = tmp_path / "r"
-    p = subprocess.Popen([sys.executable, "-m", "npgan.cli", "train", "--config", str(cfg_path), "--no-progress",
+    p = subprocess.Popen([sys.executable, "-m", "npgan.run.cli", "train", "--config", str(cfg_path), "--no-progress",
                           "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     results, during = [], 0
     try:

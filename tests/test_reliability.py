@@ -15,15 +15,16 @@ import pytest
 
 import npgan
 import npgan.functional as F
-from npgan import checkpoint, data, nn, optim
-from npgan.checkpoint import CheckpointError, config_hash, load_arrays, save_arrays
-from npgan.cli import main
+from npgan import data, nn, optim
 from npgan.errors import DivergenceError, InsufficientMemoryError, PrecisionWarning
-from npgan.experiment import Run, check_memory, estimate_step_bytes
 from npgan.gan import TrainConfig, Trainer
-from npgan.losses import kde_entropy
-from npgan.memory import traced_peak
-from npgan.presets import make_config
+from npgan.gan.losses import kde_entropy
+from npgan.run import checkpoint
+from npgan.run.checkpoint import CheckpointError, config_hash, load_arrays, save_arrays
+from npgan.run.cli import main
+from npgan.run.experiment import Run, check_memory, estimate_step_bytes
+from npgan.run.memory import traced_peak
+from npgan.run.presets import make_config
 
 
 # ============================================================================ helpers
@@ -123,7 +124,7 @@ def test_nan_batch_stops_before_any_parameter_changes(order):
 
 
 def test_nan_generator_loss_names_g(monkeypatch):
-    import npgan.gan as gan
+    import npgan.gan.trainer as gan
     real_loss = gan.generator_loss
 
     def poisoned(*a, **k):
@@ -184,13 +185,13 @@ def _cli(args, capsys):
 
 
 def _write_cfg(path, cfg):
-    from npgan.experiment import write_config
+    from npgan.run.experiment import write_config
     write_config(path, cfg)
     return path
 
 
 def test_cli_stop_exits_3_with_one_line_and_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(npgan.presets, "real_source", _nan_at(25))
+    monkeypatch.setattr(npgan.run.presets, "real_source", _nan_at(25))
     out = tmp_path / "r"
     rc, _, err = _cli(["train", "--config", _write_cfg(tmp_path / "c.toml", _ring_cfg(40)), "--no-progress",
                        "--out", out], capsys)
@@ -206,7 +207,7 @@ def test_cli_stop_exits_3_with_one_line_and_the_last_good_checkpoint(tmp_path, c
 
 
 def test_rollback_reloads_the_checkpoint_and_halves_the_learning_rate(tmp_path, monkeypatch):
-    monkeypatch.setattr(npgan.presets, "real_source", _nan_at(25, once=True))
+    monkeypatch.setattr(npgan.run.presets, "real_source", _nan_at(25, once=True))
     run = Run.create(_ring_cfg(40, on_nan="rollback"), tmp_path / "r")
     logs = []
     run.train(progress=False, log=logs.append)
@@ -459,7 +460,7 @@ def test_a_batch_too_large_for_memory_fails_before_training(tmp_path, capsys):
 
 def test_memory_check_suggests_a_batch_that_fits():
     cfg = make_config("ring8")
-    G, D = npgan.presets.build_models(cfg)
+    G, D = npgan.run.presets.build_models(cfg)
     cfg.train.batch_size = 4096
     est = estimate_step_bytes(G, D, cfg.train)
     with pytest.raises(InsufficientMemoryError) as ei:

@@ -1,4 +1,4 @@
-"""One writer per run directory, resume semantics, a missing checkpoint, write errors (issue #16 item 1, #17 item 5).
+"""One writer per run directory, resume semantics, a missing checkpoint, write errors.
 
 Each test here fails on the code before the writer lock: two writers both ran, resume rewrote config.toml's
 steps and re-stretched the schedules, a missing checkpoint restarted from step 0, write errors exited 2.
@@ -15,9 +15,9 @@ import time
 import pytest
 from helpers import ring8_config, run_cli
 
-from npgan.checkpoint import load_arrays
-from npgan.experiment import Run, write_config
-from npgan.runlock import LOCK_NAME, RunLock, RunLockedError, holder
+from npgan.run.checkpoint import load_arrays
+from npgan.run.experiment import Run, write_config
+from npgan.run.runlock import LOCK_NAME, RunLock, RunLockedError, holder
 
 
 def _trained(tmp_path, steps=20, name="r"):
@@ -47,7 +47,7 @@ def _wait(cond, proc, what, timeout=900.0):
 
 
 # ============================================================================ one writer
-_HOLD = ("import sys; from npgan.runlock import RunLock; l = RunLock(sys.argv[1], 'test'); "
+_HOLD = ("import sys; from npgan.run.runlock import RunLock; l = RunLock(sys.argv[1], 'test'); "
          "print('locked', flush=True); sys.stdin.read()")
 
 
@@ -78,7 +78,7 @@ def test_train_on_a_directory_that_is_being_trained_is_refused(tmp_path, capsys)
     cfg_path = tmp_path / "c.toml"
     write_config(cfg_path, ring8_config(10**6, checkpoint_every=5, log_every=1))
     out = tmp_path / "same"
-    p = subprocess.Popen([sys.executable, "-m", "npgan.cli", "train", "--config", str(cfg_path), "--no-progress",
+    p = subprocess.Popen([sys.executable, "-m", "npgan.run.cli", "train", "--config", str(cfg_path), "--no-progress",
                           "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait(lambda: (out / "checkpoint.npz").is_file(), p, "checkpoint")
@@ -219,8 +219,8 @@ def _enospc(*a, **k):
 
 
 def test_a_full_disk_while_writing_history_exits_4_naming_the_file(tmp_path, capsys, monkeypatch):
-    import npgan.history
-    monkeypatch.setattr(npgan.history, "_write_rows", _enospc)
+    import npgan.run.history
+    monkeypatch.setattr(npgan.run.history, "_write_rows", _enospc)
     out = tmp_path / "r"
     rc, _, err = run_cli(["train", "--preset", "ring8", "--steps", "10", "--batch-size", "64", "--no-progress",
                           "--out", out], capsys)
@@ -230,9 +230,9 @@ def test_a_full_disk_while_writing_history_exits_4_naming_the_file(tmp_path, cap
 
 
 def test_a_full_disk_while_writing_a_picture_exits_4_naming_it(tmp_path, capsys, monkeypatch):
-    import npgan.plots
+    import npgan.eval.plots
     out = _trained(tmp_path, steps=10)
-    monkeypatch.setattr(npgan.plots, "atomic_write_bytes", _enospc)
+    monkeypatch.setattr(npgan.eval.plots, "atomic_write_bytes", _enospc)
     rc, _, err = run_cli(["sample", out, "--out", tmp_path / "s.npy", "--png", tmp_path / "s.png"], capsys)
     assert rc == 4 and err.count("\n") == 1 and str(tmp_path / "s.png") in err and "ENOSPC" in err, err
     rc, _, err = run_cli(["train", "--preset", "ring8", *("--steps", "10", "--no-progress"), "--out", tmp_path / "t"],

@@ -1,4 +1,4 @@
-"""The generated shapes data set (npgan.shapes): labels, determinism, geometry, and the shipped classifier."""
+"""The generated shapes data set (npgan.data.shapes): labels, determinism, geometry, and the shipped classifier."""
 
 import os
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import npgan
-from npgan import shapes
-from npgan.images import ImageDataError
+from npgan.data import shapes
+from npgan.data.images import ImageDataError
+from npgan.eval import classifiers
 
 
 def test_shapes_labels_balance_and_determinism():
@@ -49,33 +50,33 @@ def test_shapes_colour_and_size_follow_the_label():
 
 
 def test_shipped_shapes_classifier_accuracy_on_fresh_shapes():
-    clf = shapes.shapes_classifier()
-    assert isinstance(clf, shapes.ShapesClassifier) and clf.meta["test_accuracy"] >= 0.99
-    assert os.path.getsize(shapes.SHAPES_CLASSIFIER_PATH) < 1_000_000
+    clf = classifiers.shapes_classifier()
+    assert isinstance(clf, classifiers.ShapesClassifier) and clf.meta["test_accuracy"] >= 0.99
+    assert os.path.getsize(classifiers.SHAPES_CLASSIFIER_PATH) < 1_000_000
     for size in (32, 64):
         for bg in ("noisy", "plain"):
             x, y = shapes.shapes(1200, size, seed=98765, background=bg)
             acc = float((clf.predict(x) == y.numpy()).mean())
             assert acc >= 0.99, (size, bg, acc)
-    m = npgan.metrics.classifier_metrics(shapes.shapes(1200, 32, seed=5)[0], clf)
+    m = npgan.eval.metrics.classifier_metrics(shapes.shapes(1200, 32, seed=5)[0], clf)
     assert m["classes_covered"] == 12 and m["class_kl"] < 0.01 and m["classifier_score"] > 10
     collapsed = np.repeat(shapes.shapes(1, 32, seed=5)[0].numpy(), 200, axis=0)
-    assert npgan.metrics.classifier_metrics(collapsed, clf)["classes_covered"] == 1
+    assert npgan.eval.metrics.classifier_metrics(collapsed, clf)["classes_covered"] == 1
     with pytest.raises(ValueError, match="multiple of 16"):
         clf.predict(np.zeros((2, 3, 28, 28), np.float32))
 
 
 def test_shapes_features_remove_the_position():
     x = shapes.shapes(50, 32, seed=3, background="plain")[0].numpy()
-    f = shapes.shapes_features(x)
+    f = classifiers.shapes_features(x)
     assert f.shape == (50, 3, 16, 16)
     moved = np.roll(x, (3, -3), axis=(2, 3))  # down 3, left 3: compare the images whose shape does not wrap
     tinted = (x.max(axis=1) - x.min(axis=1)) > 0.02
     keep = ~tinted[:, -3:, :].any(axis=(1, 2)) & ~tinted[:, :, :3].any(axis=(1, 2))
     assert keep.sum() >= 25
-    np.testing.assert_allclose(shapes.shapes_features(moved[keep]), f[keep], atol=1e-6)
+    np.testing.assert_allclose(classifiers.shapes_features(moved[keep]), f[keep], atol=1e-6)
     flat = np.zeros((2, 3, 32, 32), np.float32)  # no saturated pixel: no shift, plain average
-    np.testing.assert_array_equal(shapes.shapes_features(flat), np.zeros((2, 3, 16, 16)))
+    np.testing.assert_array_equal(classifiers.shapes_features(flat), np.zeros((2, 3, 16, 16)))
 
 
 def _blur(x, sigma):
@@ -110,7 +111,7 @@ def test_the_classifier_reads_damaged_shapes(damage):
         x = _checker(x, 0.5)
     else:
         x = np.clip(x + np.random.default_rng(0).normal(0, 0.4, x.shape), -1, 1)
-    pred = npgan.backend.to_numpy(shapes.shapes_classifier().predict(x.astype(np.float32)))
+    pred = npgan.backend.to_numpy(classifiers.shapes_classifier().predict(x.astype(np.float32)))
     acc = (pred == y.numpy()).mean()
     print(f"{damage}: accuracy {acc:.3f}")
     assert acc > 0.97, acc

@@ -15,7 +15,7 @@ from helpers import busy_bn_stats
 import npgan
 from npgan import nn
 from npgan.errors import CheckpointError, CheckpointWriteError, PrecisionWarning
-from npgan.presets import PRESETS, build_models, make_config
+from npgan.run.presets import PRESETS, build_models, make_config
 from npgan.weights import WeightsError, load, load_into, save
 
 
@@ -176,7 +176,7 @@ def test_not_safetensors_is_refused(victim, tmp_path):
 
 
 def test_an_npgan_checkpoint_is_not_a_weights_file(victim, tmp_path):
-    from npgan.checkpoint import save_arrays
+    from npgan.run.checkpoint import save_arrays
     save_arrays(tmp_path / "checkpoint.npz", {"G/0.weight": np.zeros((2, 3), np.float32)}, {"step": 1})
     _check_refused(victim, tmp_path, tmp_path / "checkpoint.npz", "safetensors")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from .. import backend
 from ..checks import integer
-from ..conv import _pair, conv2d, conv_transpose2d, conv_transpose_output_size
+from ..conv import conv2d, conv_transpose2d, conv_transpose_output_size, int_pair
 from ..tensor import Tensor
 from . import init
 from .module import Module, Parameter
@@ -26,10 +26,10 @@ class _ConvNd(Module):
         super().__init__()
         self.in_channels = integer(f"{kind}: in_channels", in_channels, 1)
         self.out_channels = integer(f"{kind}: out_channels", out_channels, 1)
-        self.kernel_size = _pair(f"{kind}: kernel_size", kernel_size, 1)
-        self.stride = _pair(f"{kind}: stride", stride, 1)
-        self.padding = _pair(f"{kind}: padding", padding, 0)
-        self.dilation = _pair(f"{kind}: dilation", dilation, 1)
+        self.kernel_size = int_pair(f"{kind}: kernel_size", kernel_size, 1)
+        self.stride = int_pair(f"{kind}: stride", stride, 1)
+        self.padding = int_pair(f"{kind}: padding", padding, 0)
+        self.dilation = int_pair(f"{kind}: dilation", dilation, 1)
         first, second = (in_channels, out_channels) if transposed else (out_channels, in_channels)
         self.weight = Parameter(_empty(first, second, *self.kernel_size))
         self.bias = Parameter(_empty(out_channels)) if bias else None
@@ -86,7 +86,7 @@ class ConvTranspose2d(_ConvNd):
                  padding: Any = 0, output_padding: Any = 0, bias: bool = True, dilation: Any = 1) -> None:
         super().__init__("ConvTranspose2d", in_channels, out_channels, kernel_size, stride, padding, dilation,
                          bias, transposed=True)
-        self.output_padding = _pair("ConvTranspose2d: output_padding", output_padding, 0)
+        self.output_padding = int_pair("ConvTranspose2d: output_padding", output_padding, 0)
         for a in (0, 1):
             if self.output_padding[a] >= max(self.stride[a], self.dilation[a]):
                 raise ValueError(f"ConvTranspose2d: output_padding {self.output_padding} must be smaller "
