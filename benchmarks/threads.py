@@ -17,7 +17,7 @@
 5. An elementwise pass (np.exp of float32) over 1 MB and over 16 MB: one thread, and split over --threads. Where a
    hand-off costs about 0.1 ms (a VM whose idle cores halt at once), the split gains little or loses at 1 MB and
    pays at 16 MB:
-   why batch norm and the activations are not split (``npgan/parallel.py``).
+   why batch norm and the activations split only from 2 MB (``npgan/parallel.py``).
 """
 
 from __future__ import annotations
@@ -121,11 +121,8 @@ def floor(torch, np, threads, rounds):
         gemms = (lambda: parallel.parallel_chunks(chunk, 64, 1 << 30, np)) if th > 1 else (lambda: chunk(0, 64))
         g, t = [], []
         for _ in range(rounds):
-            parallel._limit_blas(True)  # one BLAS thread per chunk (th > 1) or for the whole (th = 1)
-            try:
+            with parallel.fit_blas(0):  # one BLAS thread per chunk (th > 1) or for the whole (th = 1)
                 g.append(median_ms(gemms, 10))
-            finally:
-                parallel._limit_blas(False)
             time.sleep(0.3)
             t.append(median_ms(conv, 10))
         print(f"  {th} thread{'s' if th > 1 else ' '}: GEMMs {statistics.median(g):6.1f} ms   PyTorch "
@@ -201,7 +198,7 @@ def main() -> int:
         print("threads.py needs torch (pip install torch)", file=sys.stderr)
         return 2
     import numpy as np  # benchmarks may use numpy directly; the package may not
-    if not parallel._blas_controllers():
+    if not parallel.blas_libraries():
         print("no BLAS whose thread count threadpoolctl can set: npgan does not split here", file=sys.stderr)
         return 2
     if "steps" in parts:
