@@ -1,6 +1,7 @@
 """Side-by-side speed of npgan and PyTorch, one process, same shapes and threads.
 
-    python benchmarks/bench.py [--only SUBSTRING] [--repeat N] [--json FILE] [--device cpu|gpu] [--compare-cpu]
+    python benchmarks/bench.py [--only SUBSTRING] [--repeat N] [--threads 1,2] [--json FILE] [--device cpu|gpu]
+                               [--compare-cpu]
 
 Each case lives in a ``cases_*.py`` module beside this file, as a list ``CASES``
 of :class:`Case`: a name and two builders that return a zero-argument callable
@@ -11,8 +12,9 @@ alternation and the ratio is the median of the per-round ratios (see
 :func:`time_pair_ms`), which a machine whose speed drifts disturbs far less. A case may add notes (e.g. peak
 memory) by returning ``(callable, {"note": ...})`` from its npgan builder.
 
-``--device gpu`` runs npgan on CuPy and torch on CUDA (a missing CuPy or GPU is
-one line on stderr, exit status 2); the GPU-only cases (``Case.devices``, in
+``--threads`` takes one count or several (``--threads 1,2``: every case at each, in one run); npgan, its BLAS
+and torch get that many threads each (:func:`use_threads`). ``--device gpu`` runs npgan on CuPy and torch on
+CUDA (a missing CuPy or GPU is one line on stderr, exit status 2); the GPU-only cases (``Case.devices``, in
 cases_gpu.py) run then. ``--compare-cpu`` also times npgan on the CPU for each
 case and prints the CPU → GPU speed-up (cpu ms / gpu ms). Host-memory notes
 (``peak*``, measured with tracemalloc) are left out on the GPU.
@@ -91,24 +93,26 @@ def _sync(device: str) -> None:
             pass
 
 
-def _inner_calls(step: Callable[[], Any], device: str, min_time: float) -> int:
+def _inner_calls(step: Callable[[], Any], device: str, min_time: float,
+                 clock: Callable[[], float] = time.perf_counter) -> int:
     """Warm ``step`` up; how many calls make one timed sample last about ``min_time`` seconds."""
     for _ in range(3):
         step()
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     step()
     _sync(device)
-    return max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+    return max(1, int(min_time / max(clock() - t0, 1e-6)))
 
 
-def _sample_ms(step: Callable[[], Any], inner: int, device: str) -> float:
+def _sample_ms(step: Callable[[], Any], inner: int, device: str,
+               clock: Callable[[], float] = time.perf_counter) -> float:
     """Milliseconds per call, averaged over ``inner`` calls."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(inner):
         step()
     _sync(device)
-    return (time.perf_counter() - t0) / inner * 1e3
+    return (clock() - t0) / inner * 1e3
 
 
 def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float = 0.05) -> float:
@@ -121,26 +125,53 @@ def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: i
                  min_time: float = 0.05, settle: float = 0.3) -> tuple[float, float, float]:
     """Median milliseconds of ``step_a`` and of ``step_b``, and the median of their per-round ratios a/b.
 
-    The two are timed in alternation, a b b a, a b b a, ... (``repeat`` samples each), so that a machine whose
-    speed drifts during the run (other tenants, clocks) weighs on both alike: each round's ratio compares
-    samples taken within a second of each other. Before each sample the process sleeps ``settle`` seconds:
-    OpenBLAS's and torch's worker threads spin for a while after their last task, and on a 2-core machine the
-    other library's spinning threads would otherwise take cores from the one being timed (measured: torch's
-    DCGAN step 86 → 140 ms right after npgan's without the pause); then one untimed call wakes the threads of
-    the library about to be timed and warms the caches again.
+    The two are timed in alternation, a b b a, a b b a, ... (``repeat`` samples each; :func:`time_rounds`), so
+    that a machine whose speed drifts during the run (other tenants, clocks) weighs on both alike: each round's
+    ratio compares samples taken within a second of each other.
     """
-    inner = [_inner_calls(step_a, device, min_time), _inner_calls(step_b, device, min_time)]
-    steps = [step_a, step_b]
-    samples: list[list[float]] = [[], []]
+    a, b = time_rounds([step_a, step_b], repeat, device, min_time, settle)
+    ratios = [x / y for x, y in zip(a, b)]
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
+
+
+def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_time: float = 0.05,
+                settle: float = 0.3, clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
+    """``repeat`` rounds of one timed sample (milliseconds a call) of each step; the order is reversed every
+    other round (a b c, c b a, ...). Returns the samples, one list per step, round by round.
+
+    Before each sample the process sleeps ``settle`` seconds: OpenBLAS's and torch's worker threads spin for
+    a while after their last task, and on a 2-core machine the other library's spinning threads would otherwise
+    take cores from the one being timed (measured: torch's DCGAN step 86 → 140 ms right after npgan's without
+    the pause); then one untimed call wakes the threads of the library about to be timed and warms the caches
+    again. ``clock``: the wall clock by default; ``time.thread_time`` times one-thread work by the CPU time of the
+    calling thread, which other processes on a busy machine disturb far less (they still share caches and memory).
+    """
+    inner = [_inner_calls(s, device, min_time, clock) for s in steps]
+    samples: list[list[float]] = [[] for _ in steps]
+    order = list(range(len(steps)))
     for r in range(repeat):
-        for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for k in (order if r % 2 == 0 else order[::-1]):
             if device == "cpu":
                 time.sleep(settle)
             steps[k]()  # untimed: wakes this library's threads and warms the caches again
             _sync(device)
-            samples[k].append(_sample_ms(steps[k], inner[k], device))
-    ratios = [a / b for a, b in zip(*samples)]
-    return statistics.median(samples[0]), statistics.median(samples[1]), statistics.median(ratios)
+            samples[k].append(_sample_ms(steps[k], inner[k], device, clock))
+    return samples
+
+
+def use_threads(n: int, torch: Any = None) -> None:
+    """Run on ``n`` threads from now on: npgan's splits (``npgan.set_num_threads``), NumPy's BLAS (through
+    threadpoolctl) and torch's intra-op threads. With n = 1 everything runs on one thread; without the BLAS limit
+    npgan's unsplit products would still use the BLAS's own threads."""
+    import npgan
+    npgan.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(limits=n, user_api="blas")
+    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
+        pass
+    if torch is not None:
+        torch.set_num_threads(n)
 
 
 def load_cases() -> list[Case]:
@@ -184,13 +215,49 @@ def machine_line(torch: Any = None) -> str:
     return f"cpu {model} ({os.cpu_count()} logical) | flags {' '.join(flags) or '-'} | BLAS {blas or '?'}{cap}"
 
 
+def run_case(case: Case, args: Any, torch: Any) -> dict[str, Any]:
+    """Time one case (npgan against torch in alternation) under the current threads: its row of results."""
+    import npgan
+    npgan.manual_seed(0)
+    built = case.npgan(args.device)
+    step, notes = (built if isinstance(built, tuple) else (built, {}))
+    if args.device != "cpu":  # tracemalloc sees host memory only
+        notes = {k: v for k, v in notes.items() if not k.startswith("peak")}
+    t_ms = ratio = None
+    t_step = None
+    if torch is not None and case.torch is not None:
+        torch.manual_seed(0)
+        try:
+            t_step = case.torch(args.device)
+        except (RuntimeError, AssertionError) as exc:  # e.g. a torch built without CUDA
+            notes["torch"] = f"failed ({str(exc).splitlines()[0][:60]})"
+    if t_step is not None:
+        n_ms, t_ms, ratio = time_pair_ms(step, t_step, args.repeat, args.device)
+    else:
+        n_ms = time_ms(step, args.repeat, args.device)
+    del built, step, t_step
+    row: dict[str, Any] = {"npgan_ms": n_ms, "torch_ms": t_ms, "ratio": ratio, **notes}
+    if args.compare_cpu:
+        npgan.set_device("cpu")
+        try:
+            npgan.manual_seed(0)
+            built = case.npgan("cpu")
+            c_ms = time_ms(built[0] if isinstance(built, tuple) else built, args.cpu_repeat, "cpu")
+            del built
+        finally:
+            npgan.set_device(args.device)
+        row.update(npgan_cpu_ms=c_ms, cpu_to_gpu_speedup=c_ms / n_ms if c_ms else None)
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
     ap.add_argument("--repeat", type=int, default=15)
     ap.add_argument("--json", default=None, help="also write {case: {npgan_ms, torch_ms, ratio}} here")
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", default=str(os.cpu_count() or 1),
+                    help="thread count, or several separated by commas (each case runs at each)")
     ap.add_argument("--compare-cpu", action="store_true",
                     help="with --device gpu: also time npgan on the CPU and print the CPU -> GPU speed-up")
     ap.add_argument("--cpu-repeat", type=int, default=3, help="timed samples of the CPU runs of --compare-cpu")
@@ -198,11 +265,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_cpu and args.device != "gpu":
         ap.error("--compare-cpu needs --device gpu")
 
+    try:
+        thread_counts = [int(t) for t in args.threads.split(",")]
+        if min(thread_counts) < 1:
+            raise ValueError
+    except ValueError:
+        print(f"bench.py: error: --threads must be positive integers separated by commas, got {args.threads!r}",
+              file=sys.stderr)
+        return 2
+
     import npgan
-    npgan.set_num_threads(args.threads)
     try:
         import torch
-        torch.set_num_threads(args.threads)
     except ImportError:
         torch = None
         print("torch is not installed: only npgan's times are shown (pip install torch)")
@@ -218,48 +292,25 @@ def main(argv: list[str] | None = None) -> int:
           f"threads {args.threads} | median of {args.repeat}")
     print(machine_line(torch))
     cmp = args.compare_cpu
-    print(f"{'case':<52} {'npgan ms':>10} {'torch ms':>10} {'ratio':>7}"
+    print(f"{'case':<52} {'thr':>3} {'npgan ms':>10} {'torch ms':>10} {'ratio':>7}"
           + (f" {'cpu ms':>10} {'speed-up':>8}" if cmp else "") + "  notes")
-    for case in load_cases():
-        if args.only not in case.name or args.device not in case.devices:
-            continue
-        npgan.manual_seed(0)
-        built = case.npgan(args.device)
-        step, notes = (built if isinstance(built, tuple) else (built, {}))
-        if args.device != "cpu":  # tracemalloc sees host memory only
-            notes = {k: v for k, v in notes.items() if not k.startswith("peak")}
-        t_ms = ratio = None
-        t_step = None
-        if torch is not None and case.torch is not None:
-            torch.manual_seed(0)
-            try:
-                t_step = case.torch(args.device)
-            except (RuntimeError, AssertionError) as exc:  # e.g. a torch built without CUDA
-                notes["torch"] = f"failed ({str(exc).splitlines()[0][:60]})"
-        if t_step is not None:
-            n_ms, t_ms, ratio = time_pair_ms(step, t_step, args.repeat, args.device)
-        else:
-            n_ms = time_ms(step, args.repeat, args.device)
-        del built, step, t_step
-        c_ms = None
-        if cmp:
-            npgan.set_device("cpu")
-            try:
-                npgan.manual_seed(0)
-                built = case.npgan("cpu")
-                c_ms = time_ms(built[0] if isinstance(built, tuple) else built, args.cpu_repeat, "cpu")
-                del built
-            finally:
-                npgan.set_device(args.device)
-        speedup = c_ms / n_ms if c_ms else None
-        results[case.name] = {"npgan_ms": n_ms, "torch_ms": t_ms, "ratio": ratio, **notes}
-        if cmp:
-            results[case.name].update(npgan_cpu_ms=c_ms, cpu_to_gpu_speedup=speedup)
-        note = " ".join(f"{k}={v}" for k, v in notes.items())
-        nan = float("nan")
-        extra = f" {c_ms if c_ms is not None else nan:>10.3f} {speedup if speedup else nan:>7.1f}x" if cmp else ""
-        print(f"{case.name:<52} {n_ms:>10.3f} {t_ms if t_ms is not None else nan:>10.3f} "
-              f"{ratio if ratio is not None else nan:>7.2f}{extra}  {note}", flush=True)
+    for threads in thread_counts:
+        use_threads(threads, torch)
+        for case in load_cases():
+            if args.only not in case.name or args.device not in case.devices:
+                continue
+            row = run_case(case, args, torch)
+            key = case.name if len(thread_counts) == 1 else f"{case.name} | threads {threads}"
+            results[key] = {"threads": threads, **row}
+            notes = {k: v for k, v in row.items() if k not in ("npgan_ms", "torch_ms", "ratio", "npgan_cpu_ms",
+                                                               "cpu_to_gpu_speedup")}
+            note = " ".join(f"{k}={v}" for k, v in notes.items())
+            nan = float("nan")
+            c_ms, speedup = row.get("npgan_cpu_ms"), row.get("cpu_to_gpu_speedup")
+            extra = f" {c_ms if c_ms is not None else nan:>10.3f} {speedup if speedup else nan:>7.1f}x" if cmp else ""
+            t_ms, ratio = row["torch_ms"], row["ratio"]
+            print(f"{case.name:<52} {threads:>3} {row['npgan_ms']:>10.3f} {t_ms if t_ms is not None else nan:>10.3f} "
+                  f"{ratio if ratio is not None else nan:>7.2f}{extra}  {note}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import machine_line  # noqa: E402
+from bench import machine_line, use_threads  # noqa: E402
 
-from npgan import backend, parallel  # noqa: E402
+from npgan import backend  # noqa: E402
 from npgan.run import presets  # noqa: E402
 
 VARIANTS = {  # name: (RunConfig fields, TrainConfig fields) changed from the preset
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=32, help="steps timed per variant and round (a multiple of 16)")
     p.add_argument("--torch", action="store_true", help="also the preset's PyTorch twin (needs torch)")
     a = p.parse_args(argv)
-    parallel.set_num_threads(a.threads)
+    use_threads(a.threads)  # npgan's splits and its BLAS (the twin sets torch's own)
     print(machine_line())
     print(f"npgan threads: {a.threads}; {a.rounds} rounds of {a.steps} steps each, after 6 warm-up steps")
     trainers = {name: trainer(*fields) for name, fields in VARIANTS.items()}

@@ -17,7 +17,7 @@
 5. An elementwise pass (np.exp of float32) over 1 MB and over 16 MB: one thread, and split over --threads. Where a
    hand-off costs about 0.1 ms (a VM whose idle cores halt at once), the split gains little or loses at 1 MB and
    pays at 16 MB:
-   why batch norm and the activations are not split (``npgan/parallel.py``).
+   why batch norm and the activations split only from 2 MB (``npgan/parallel.py``).
 """
 
 from __future__ import annotations
@@ -121,11 +121,8 @@ def floor(torch, np, threads, rounds):
         gemms = (lambda: parallel.parallel_chunks(chunk, 64, 1 << 30, np)) if th > 1 else (lambda: chunk(0, 64))
         g, t = [], []
         for _ in range(rounds):
-            parallel._limit_blas(True)  # one BLAS thread per chunk (th > 1) or for the whole (th = 1)
-            try:
+            with parallel.fit_blas(0):  # one BLAS thread per chunk (th > 1) or for the whole (th = 1)
                 g.append(median_ms(gemms, 10))
-            finally:
-                parallel._limit_blas(False)
             time.sleep(0.3)
             t.append(median_ms(conv, 10))
         print(f"  {th} thread{'s' if th > 1 else ' '}: GEMMs {statistics.median(g):6.1f} ms   PyTorch "
@@ -138,13 +135,16 @@ def copies(np, threads, rounds):
     """im2col of the conv2d case, a pass over memory: on one chunk of the batch alone (its 6.4 MB of columns stay in
     the cache from one call to the next), on the whole batch in one thread (12.8 MB of columns, plus the padded
     input: more than the cache keeps), and on the whole batch split over ``threads`` as Conv2d runs it."""
-    from npgan import conv
+    from npgan import conv_fast
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((64, 64, 14, 14)).astype(np.float32)
+    x = conv_fast.new_images(np, (64, 64, 14, 14), np.float32)  # channels-last, as a layer hands it on
+    x[...] = rng.standard_normal(x.shape)
     col = np.empty((64 * 49, 1024), np.float32)
+    g = conv_fast.Geometry((4, 4), (2, 2), (1, 1), (1, 1))
+    pl = conv_fast.plan((128, 64, 4, 4), g, (14, 14), (7, 7))
 
     def chunk(lo, hi):
-        conv._im2col(x[lo:hi], (4, 4), (7, 7), (2, 2), (1, 1), (1, 1), dst=col[lo * 49:hi * 49])
+        conv_fast.columns(pl, x[lo:hi], dst=col[lo * 49:hi * 49])
 
     parallel.set_num_threads(threads)
     res: dict[str, list[float]] = {"one chunk alone": [], "whole, one thread": [], f"whole, {threads} threads": []}
@@ -198,7 +198,7 @@ def main() -> int:
         print("threads.py needs torch (pip install torch)", file=sys.stderr)
         return 2
     import numpy as np  # benchmarks may use numpy directly; the package may not
-    if not parallel._blas_controllers():
+    if not parallel.blas_libraries():
         print("no BLAS whose thread count threadpoolctl can set: npgan does not split here", file=sys.stderr)
         return 2
     if "steps" in parts:

@@ -1,4 +1,4 @@
-"""2-D convolution and transposed convolution on NCHW arrays, by im2col and one GEMM.
+"""2-D convolution and transposed convolution, by im2col and one GEMM.
 
 Notation (one spatial axis shown; the other is the same):
 
@@ -9,49 +9,67 @@ where x̃ is x zero-padded by p on each side, s the stride, d the dilation and
 
     OH = ⌊(H + 2p − d·(kh − 1) − 1) / s⌋ + 1.
 
-The column matrix lays the receptive fields side by side, one row per output pixel, channels last:
+The column matrix lays the receptive fields side by side, one row per output pixel:
 
-    col[(n, a, b), (i, j, c)] = x̃[n, c, a·s + i·d, b·s + j·d]      shape (N·OH·OW, kh·kw·C)
+    col[(n, a, b), (c, i, j)] = x̃[n, c, a·s + i·d, b·s + j·d]      shape (N·OH·OW, C·kh·kw)
 
-so that the convolution is one matrix product ``Y = col · W₂ᵀ`` with W₂ = w laid out as
-(O, kh·kw·C) and Y = y laid out as (N·OH·OW, O). Its gradients are two more products: gW₂ = gYᵀ · col, and
-g_col = gY · W₂, which :func:`_col2im` (the adjoint of :func:`_im2col`: a copy's adjoint is a scatter-add)
-sends back onto the input's pixels.
+so that the convolution is one matrix product ``Y = col · W₂ᵀ`` with W₂ = w laid out as (O, C·kh·kw) and
+Y = y laid out as (N·OH·OW, O). Its gradients are two more products: gW₂ = gYᵀ · col, and g_col = gY · W₂,
+which col2im (the adjoint of im2col: a copy's adjoint is a scatter-add) sends back onto the input's pixels.
 
 The transposed convolution is the adjoint of the convolution with respect to its input: with
 its weight read as the (O, C, kh, kw) weight of a convolution from the transposed conv's output
 (C channels) to its input (O channels), its forward is that convolution's input gradient and its
-input gradient is that convolution's forward. Both :class:`Conv2d` and :class:`ConvTranspose2d`
-therefore run on the same private routines:
+input gradient is that convolution's forward. So three computations serve all the Functions below:
 
-    _im2col + _conv_cols(col, W₂, dst)     y  = conv(x, w)     (im2col, then col · W₂ᵀ)
-    _conv_input_grad(gy₂, w, dst, ...)     gx = convᵀ(gy, w)   (col2im(gy₂ · W₂))
-    gy₂ᵀ · col, then _weight_layout        gw
+    y  = conv(x, w)      = im2col(x) · W₂ᵀ
+    gx = convᵀ(gy, w)    = col2im(gy₂ · W₂)           (gy₂ = gy laid out as (N·OH·OW, O))
+    gw = gy₂ᵀ · im2col(x)
 
-where gy₂ is gy laid out as (N·OH·OW, O). Each routine writes its result into ``dst``, a given slice of
-images of a new array, so that the Functions can run them per chunk of the batch, one chunk per thread
-(:func:`~npgan.parallel.parallel_chunks`), and add up the chunks' weight and bias gradients.
-
-Read top-down: the public functions, the Functions with their formulas, then the plain route. The fast
-routes (reused scratch arrays, one GEMM per image for narrow columns, the input gradient by phase blocks) are
-in :mod:`npgan.conv_fast`; they give the same numbers and are chosen by size, and ``scratch_array`` below
-reads as ``xp.empty``.
+Read top-down: the public functions, the Functions with their formulas, then :class:`Reference`, the plain
+route that computes exactly the formulas above on NCHW arrays. The Functions run them by the fast routes of
+:mod:`npgan.conv_fast` (channels-last images, per-image columns for few channels, no columns for a kernel
+that covers its input, phase blocks, scratch arrays, one chunk of the batch per thread), which give the same
+numbers up to the rounding of sums; ``use_reference(True)`` makes them take the plain route instead (the
+tests compare the two).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any
 
 from . import backend, conv_fast, ops
 from .backend import get_array_module
-from .conv_fast import scratch_array
-from .ops import as_float, needed, per_channel_operand
-from .parallel import parallel_chunks, sum_parts
+from .conv_fast import Geometry, gemm
+from .ops import as_float, needed
 from .tensor import Function, Tensor
 
-__all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size"]
+__all__ = ["conv2d", "conv_transpose2d", "conv_output_size", "conv_transpose_output_size", "use_reference",
+           "Reference"]
 
 Pair = tuple[int, int]
+
+_state = {"reference": False}
+
+
+def use_reference(on: bool = True) -> Any:
+    """Make the convolutions take :class:`Reference` (the plain route) instead of the fast routes while ``on``;
+    usable as a context manager (``with use_reference():``), which restores the previous choice on leaving."""
+    prev = _state["reference"]
+    _state["reference"] = bool(on)
+
+    @contextmanager
+    def restore():
+        try:
+            yield
+        finally:
+            _state["reference"] = prev
+    return restore()
+
+
+def _route() -> Any:
+    return Reference if _state["reference"] else conv_fast
 
 
 # ============================================================================ public functions
@@ -135,7 +153,7 @@ class Conv2d(Function):
     Shapes: x (N, C, H, W), w (O, C, kh, kw), b (O,) or absent, y (N, O, OH, OW) with
     OH = ⌊(H + 2p − d(kh − 1) − 1)/s⌋ + 1 (same for W).
 
-    Forward: with col = im2col(x) of shape (N·OH·OW, kh·kw·C) and W₂ = w as (O, kh·kw·C),
+    Forward: with col = im2col(x) of shape (N·OH·OW, C·kh·kw) and W₂ = w as (O, C·kh·kw),
         y₂ = col · W₂ᵀ  (+ b[o] on column o),   y = y₂ laid out as (N, O, OH, OW).
 
     Backward (gy₂ = gy laid out as (N·OH·OW, O)). Since y₂[r, o] = Σ_q col[r, q] W₂[o, q]:
@@ -145,11 +163,8 @@ class Conv2d(Function):
                                                    copy is a scatter-add); the padding's share is dropped
         ∂L/∂b[o] = Σ_{n,a,b} gy[n, o, a, b]
 
-    On the CPU both passes run per chunk of the batch, one chunk per thread (:mod:`npgan.parallel`): the
-    rows of col, y and gx of images lo..hi belong to one chunk, and gw, gb are the sums of the chunks' parts.
-
-    Keeps the column matrix (for gw) and the weight (for gx): col holds about kh·kw/(s_h·s_w) times
-    as many numbers as x, the price of computing each gradient with one GEMM.
+    Keeps the column matrix (for gw; x itself when the kernel covers the input) and the weight (for gx): col
+    holds about kh·kw/(s_h·s_w) times as many numbers as x, the price of computing each gradient with one GEMM.
 
     Double backward: the three gradients are bilinear, none in its own input,
         gx = convᵀ(gy, w)            (:class:`ConvTranspose2d` with output size (H, W): the output_padding
@@ -169,41 +184,22 @@ class Conv2d(Function):
         self.s, self.p, self.d, self.out = stride, padding, dilation, out
 
     def forward(self, x, w, b=None):
-        xp = get_array_module(x)
-        N, C = x.shape[:2]
-        P, O = self.out[0] * self.out[1], w.shape[0]
-        col = xp.empty((N * P, w.shape[2] * w.shape[3] * C), dtype=x.dtype)
-        y = xp.empty((N, O) + self.out, dtype=x.dtype)
-        w2 = _w2(w)
-
-        def chunk(lo, hi):
-            c = _im2col(x[lo:hi], w.shape[2:], self.out, self.s, self.p, self.d, dst=col[lo * P:hi * P])
-            _conv_cols(c, w2, y[lo:hi])
-            if b is not None:
-                _add_bias(y[lo:hi], b)
-
-        parallel_chunks(chunk, N, col.size, xp)
-        self.col, self.w, self.x_shape = col, w, x.shape
+        self.route = _route()
+        self.g = Geometry(tuple(w.shape[2:]), self.s, self.p, self.d)
+        y, self.saved = self.route.conv_forward(x, w, b, self.g, self.out)
+        self.w, self.x_shape = w, x.shape
         return y
 
     def backward(self, gy):
-        xp = get_array_module(gy)
         need = self.needs_grad
-        col, w, P = self.col, self.w, self.out[0] * self.out[1]
-        gx = xp.empty(self.x_shape, dtype=gy.dtype) if need[0] else None
-        plan = _input_grad_plan(w, self.x_shape[2:], self.out, self.s, self.p, self.d) if need[0] else None
-        want_b = len(need) > 2 and need[2]
+        return self.route.conv_backward(gy, self.w, self.saved, self.g, self.x_shape,
+                                        (need[0], need[1], len(need) > 2 and need[2]))
 
-        def chunk(lo, hi):
-            gy2 = _rows(gy[lo:hi])  # (n·OH·OW, O), shared by both GEMMs
-            if need[0]:
-                _conv_input_grad(gy2, w, plan, gx[lo:hi], self.out, self.p, self.d)
-            gw2 = gy2.T @ col[lo * P:hi * P] if need[1] else None
-            return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
-
-        parts = parallel_chunks(chunk, gy.shape[0], col.size, xp)
-        gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
-        return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
+    def release(self):
+        """After the backward: the saved columns go back to the fast route's pool for the next forward."""
+        if self.__dict__.get("route") is conv_fast:
+            conv_fast.release_saved(self.__dict__.get("saved"))
+        super().release()
 
     def backward_graph(self, gy):
         x, w = self.inputs[0], self.inputs[1]
@@ -222,19 +218,18 @@ class ConvTranspose2d(Function):
 
     Read w as the weight of the convolution conv_w: (N, Cout, OH, OW) → (N, Cin, H, W) with the same
     stride, padding and dilation (its "O" is Cin, its "C" is Cout). Then
-        y = conv_wᵀ(x) = col2im(x₂ · W₂) (+ b),          x₂ = x as (N·H·W, Cin), W₂ = w as (Cin, kh·kw·Cout)
+        y = conv_wᵀ(x) = col2im(x₂ · W₂) (+ b),          x₂ = x as (N·H·W, Cin), W₂ = w as (Cin, Cout·kh·kw)
     i.e. y[n, co, a·s + i·d − p, b·s + j·d − p] += Σ_ci x[n, ci, a, b] · w[ci, co, i, j].
 
     Backward. y is linear in x with adjoint conv_w, and in w through the same bilinear form
     ⟨gy, conv_wᵀ(x)⟩ = ⟨conv_w(gy), x⟩ = ⟨col · W₂ᵀ, x₂⟩:
-        gx = conv_w(gy) = col · W₂ᵀ,       col = im2col(gy) of shape (N·H·W, kh·kw·Cout)
+        gx = conv_w(gy) = col · W₂ᵀ,       col = im2col(gy) of shape (N·H·W, Cout·kh·kw)
         gw = x₂ᵀ · col  laid out as (Cin, Cout, kh, kw)
         gb[co] = Σ_{n,a,b} gy[n, co, a, b]
     The col of gy is built once and serves both gx and gw.  These are :class:`Conv2d`'s forward and
-    weight gradient: the same private routines, with the roles of input and output exchanged. Both passes
-    run per chunk of the batch on the CPU, as in :class:`Conv2d`.
+    weight gradient, with the roles of input and output exchanged.
 
-    Keeps x₂ (for gw; the size of x) and w (for gx).
+    Keeps x (for gw; a reference) and w (for gx).
 
     Double backward: the same structure as :class:`Conv2d`'s, with the roles exchanged,
         gx = conv_w(gy)                      (:class:`Conv2d` with output size (H, W))
@@ -252,45 +247,16 @@ class ConvTranspose2d(Function):
         self.s, self.p, self.d, self.out = stride, padding, dilation, out
 
     def forward(self, x, w, b=None):
-        xp = get_array_module(x)
-        N, Cin, H, W = x.shape
-        P = H * W
-        x2 = xp.empty((N * P, Cin), dtype=x.dtype)  # (N·H·W, Cin): the GEMM operand here and in gw
-        y = xp.empty((N, w.shape[1]) + self.out, dtype=x.dtype)
-        plan = _input_grad_plan(w, self.out, (H, W), self.s, self.p, self.d)
-
-        def chunk(lo, hi):
-            rows = _rows(x[lo:hi], dst=x2[lo * P:hi * P])
-            _conv_input_grad(rows, w, plan, y[lo:hi], (H, W), self.p, self.d)
-            if b is not None:
-                _add_bias(y[lo:hi], b)
-
-        parallel_chunks(chunk, N, N * P * w.shape[1] * w.shape[2] * w.shape[3], xp)  # the size of col2im's columns
-        self.x2, self.x_shape, self.w = x2, x.shape, w
+        self.route = _route()
+        self.g = Geometry(tuple(w.shape[2:]), self.s, self.p, self.d)
+        y, self.saved = self.route.transpose_forward(x, w, b, self.g, self.out)
+        self.w, self.x_shape = w, x.shape
         return y
 
     def backward(self, gy):
-        xp = get_array_module(gy)
         need = self.needs_grad
-        x_shape, w, x2 = self.x_shape, self.w, self.x2
-        P = x_shape[2] * x_shape[3]
-        gx = xp.empty(x_shape, dtype=gy.dtype) if need[0] else None
-        w2 = _w2(w) if need[0] else None
-        want_b = len(need) > 2 and need[2]
-
-        def chunk(lo, hi):
-            gw2 = None
-            if need[0] or need[1]:
-                col = _im2col(gy[lo:hi], w.shape[2:], x_shape[2:], self.s, self.p, self.d)  # scratch
-                if need[0]:
-                    _conv_cols(col, w2, gx[lo:hi])  # gx = conv_w(gy)
-                if need[1]:
-                    gw2 = x2[lo * P:hi * P].T @ col
-            return gw2, (_bias_grad(gy[lo:hi]) if want_b else None)
-
-        parts = parallel_chunks(chunk, gy.shape[0], x_shape[0] * P * w[0].size, xp)  # col's size
-        gw2, gb = (sum_parts([q[i] for q in parts]) for i in (0, 1))
-        return gx, (None if gw2 is None else _weight_layout(gw2, w.shape)), gb
+        return self.route.transpose_backward(gy, self.w, self.saved, self.g, self.x_shape,
+                                             (need[0], need[1], len(need) > 2 and need[2]))
 
     def backward_graph(self, gy):
         x, w = self.inputs[0], self.inputs[1]
@@ -329,17 +295,8 @@ class Conv2dWeightGrad(Function):
         self.s, self.p, self.d, self.k = stride, padding, dilation, kernel
 
     def forward(self, x, g):
-        xp = get_array_module(x)
-        out = tuple(g.shape[2:])
-        P = out[0] * out[1]
-
-        def chunk(lo, hi):
-            c = _im2col(x[lo:hi], self.k, out, self.s, self.p, self.d)  # scratch
-            return _rows(g[lo:hi]).T @ c
-
-        parts = parallel_chunks(chunk, x.shape[0], x.shape[0] * P * self.k[0] * self.k[1] * x.shape[1], xp)
         self.x, self.g = x, g
-        return _weight_layout(sum_parts(parts), (g.shape[1], x.shape[1]) + self.k)
+        return _route().weight_grad(x, g, Geometry(self.k, self.s, self.p, self.d), self.k)
 
     def backward(self, gw):
         need, x, g = self.needs_grad, self.x, self.g
@@ -354,160 +311,91 @@ class Conv2dWeightGrad(Function):
         return gx, gg
 
 
-# ============================================================================ the plain route: im2col, one GEMM, col2im
-def _padded_nhwc(x: Any, p: Pair, role: str) -> Any:
-    """x (N, C, H, W) → x̃ channels-last (N, H + 2p_h, W + 2p_w, C), zero border: a scratch array (one copy of x)."""
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    out = scratch_array(xp, role, (N, H + 2 * p[0], W + 2 * p[1], C), x.dtype)
-    if p[0] or p[1]:
-        out[:, :p[0]] = 0
-        out[:, H + p[0]:] = 0
-        out[:, :, :p[1]] = 0
-        out[:, :, W + p[1]:] = 0
-    out[:, p[0]:p[0] + H, p[1]:p[1] + W] = x.transpose(0, 2, 3, 1)
-    return out
+# ============================================================================ the plain route
+class Reference:
+    """The convolutions computed exactly as the module docstring writes them, on NCHW arrays: im2col with
+    columns in (c, i, j) order (so that W₂ is w itself, reshaped), one GEMM, and col2im as one strided
+    scatter-add per kernel offset. No thread splits, no reused buffers, no special cases: the readable
+    reference that the fast routes (:mod:`npgan.conv_fast`) are tested against. Same interface as those."""
 
+    @staticmethod
+    def im2col(x: Any, g: Geometry, out: Pair) -> Any:
+        """col[(n,a,b), (c,i,j)] = x̃[n, c, a·s + i·d, b·s + j·d], (N·OH·OW, C·kh·kw): a strided view of the
+        padded input (no copy), then one copy."""
+        xp = get_array_module(x)
+        N, C, H, W = x.shape
+        (kh, kw), s, p, d = g.k, g.s, g.p, g.d
+        xt = xp.zeros((N, C, H + 2 * p[0], W + 2 * p[1]), dtype=x.dtype)
+        xt[:, :, p[0]:p[0] + H, p[1]:p[1] + W] = x
+        sN, sC, sH, sW = xt.strides
+        view = xp.lib.stride_tricks.as_strided(xt, shape=(N, out[0], out[1], C, kh, kw),
+                                               strides=(sN, sH * s[0], sW * s[1], sC, sH * d[0], sW * d[1]))
+        return xp.ascontiguousarray(view).reshape(N * out[0] * out[1], C * kh * kw)
 
-def _im2col(x: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair, dst: Any = None) -> Any:
-    """Columns of x (N, C, H, W): col[(n,a,b), (i,j,c)] = x̃[n, c, a·s + i·d, b·s + j·d], (N·OH·OW, kh·kw·C).
+    @staticmethod
+    def col2im(col: Any, x_shape: tuple, g: Geometry, out: Pair) -> Any:
+        """The adjoint of :meth:`im2col`: gx[n, c, a·s + i·d − p, b·s + j·d − p] = Σ col[(n,a,b), (c,i,j)],
+        one strided update per kernel offset (i, j) into the padded input, whose padding is then cut off."""
+        xp = get_array_module(col)
+        N, C, H, W = x_shape
+        (kh, kw), s, p, d = g.k, g.s, g.p, g.d
+        xt = xp.zeros((N, C, H + 2 * p[0], W + 2 * p[1]), dtype=col.dtype)
+        c6 = col.reshape(N, out[0], out[1], C, kh, kw)
+        for i in range(kh):
+            for j in range(kw):
+                xt[:, :, i * d[0]:i * d[0] + s[0] * (out[0] - 1) + 1:s[0],
+                   j * d[1]:j * d[1] + s[1] * (out[1] - 1) + 1:s[1]] += c6[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+        return xp.ascontiguousarray(xt[:, :, p[0]:p[0] + H, p[1]:p[1] + W])
 
-    One strided view (N, OH, OW, kh, kw, C) of the padded channels-last input — no copy — then one
-    copy into the result (the only copy of col's size): into ``dst`` (C-contiguous rows, e.g. a slice of
-    a larger column matrix), or else a scratch array (for columns used only inside the caller).
-    """
-    xp = get_array_module(x)
-    N, C = x.shape[:2]
-    xt = _padded_nhwc(x, p, "pad" if dst is not None else "pad_gy")
-    sN, sH, sW, sC = xt.strides
-    shape = (N, out[0], out[1], k[0], k[1], C)
-    view = xp.lib.stride_tricks.as_strided(
-        xt, shape=shape, strides=(sN, sH * s[0], sW * s[1], sH * d[0], sW * d[1], sC))
-    col = scratch_array(xp, "col", shape, x.dtype) if dst is None else dst.reshape(shape)
-    col[...] = view
-    return col.reshape(N * out[0] * out[1], k[0] * k[1] * C)
+    @staticmethod
+    def _images(y2: Any, shape: tuple) -> Any:
+        """Rows (N·H·W, C) → a new NCHW array (N, C, H, W)."""
+        N, C, H, W = shape
+        return get_array_module(y2).ascontiguousarray(y2.reshape(N, H, W, C).transpose(0, 3, 1, 2))
 
+    @staticmethod
+    def _rows(a: Any) -> Any:
+        """(N, C, H, W) → (N·H·W, C)."""
+        return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
 
-def _col2im(col: Any, dst: Any, k: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> None:
-    """Adjoint of :func:`_im2col`: dst[n, c, a·s + i·d − p, b·s + j·d − p] = Σ col[(n,a,b), (i,j,c)].
+    @staticmethod
+    def conv_forward(x, w, b, g, out):
+        col = Reference.im2col(x, g, out)
+        y2 = gemm(col, w.reshape(w.shape[0], -1).T)
+        if b is not None:
+            y2 += b
+        return Reference._images(y2, (x.shape[0], w.shape[0]) + tuple(out)), col
 
-    Accumulates into a padded channels-last scratch buffer, one strided update (a C-long run per pixel) per
-    kernel offset, then cuts the padding off and copies into ``dst`` (N, C, H, W). Without
-    dilation and with s ≤ k, the offsets i < s_h, j < s_w are the first to reach their pixels (rows i + s·a
-    never meet) and together cover [0, s_h·OH) × [0, s_w·OW): they are copied, not added, and only the rest
-    of the buffer is zeroed. (When s divides k, :func:`_conv_input_grad` takes the fast route
-    :func:`~npgan.conv_fast.input_grad_by_phase` instead.)
-    """
-    xp = get_array_module(col)
-    N, C, H, W = dst.shape
-    Hp, Wp = H + 2 * p[0], W + 2 * p[1]
-    c6 = col.reshape(N, out[0], out[1], k[0], k[1], C)
-    copy_first = d == (1, 1) and s[0] <= k[0] and s[1] <= k[1]
-    acc = scratch_array(xp, "acc", (N, Hp, Wp, C), col.dtype)
-    if copy_first:
-        acc[:, s[0] * out[0]:] = 0
-        acc[:, :, s[1] * out[1]:] = 0
-    else:
-        acc[...] = 0
-    for i in range(k[0]):
-        r0 = i * d[0]
-        rows = slice(r0, r0 + s[0] * (out[0] - 1) + 1, s[0])
-        for j in range(k[1]):
-            c0 = j * d[1]
-            dst_ij = acc[:, rows, c0:c0 + s[1] * (out[1] - 1) + 1:s[1]]
-            if copy_first and i < s[0] and j < s[1]:
-                dst_ij[...] = c6[:, :, :, i, j]
-            else:
-                dst_ij += c6[:, :, :, i, j]
-    dst[...] = acc[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)
+    @staticmethod
+    def conv_backward(gy, w, col, g, x_shape, need):
+        gy2 = Reference._rows(gy)
+        w2 = w.reshape(w.shape[0], -1)
+        gx = Reference.col2im(gemm(gy2, w2), x_shape, g, tuple(gy.shape[2:])) if need[0] else None
+        gw = gemm(gy2.T, col).reshape(w.shape) if need[1] else None
+        gb = gy.sum(axis=(0, 2, 3)) if need[2] else None
+        return gx, gw, gb
 
+    @staticmethod
+    def transpose_forward(x, w, b, g, out):
+        x2 = Reference._rows(x)
+        y = Reference.col2im(gemm(x2, w.reshape(w.shape[0], -1)), (x.shape[0], w.shape[1]) + tuple(out), g,
+                             tuple(x.shape[2:]))
+        if b is not None:
+            y += b[:, None, None]
+        return y, x2
 
-def _w2(w: Any) -> Any:
-    """w (O, C, kh, kw) → W₂ (O, kh·kw·C), the column order of :func:`_im2col` (a copy of the weight)."""
-    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+    @staticmethod
+    def transpose_backward(gy, w, x2, g, x_shape, need):
+        col = Reference.im2col(gy, g, tuple(x_shape[2:]))
+        gx = Reference._images(gemm(col, w.reshape(w.shape[0], -1).T), x_shape) if need[0] else None
+        gw = gemm(x2.T, col).reshape(w.shape) if need[1] else None
+        gb = gy.sum(axis=(0, 2, 3)) if need[2] else None
+        return gx, gw, gb
 
-
-def _rows(g: Any, dst: Any = None) -> Any:
-    """(N, O, OH, OW) → (N·OH·OW, O), the layout of Y = col · W₂ᵀ: one copy, into ``dst`` (C-contiguous
-    rows) or else a scratch array."""
-    xp = get_array_module(g)
-    N, O, OH, OW = g.shape
-    r = scratch_array(xp, "rows", (N, OH, OW, O), g.dtype) if dst is None else dst.reshape(N, OH, OW, O)
-    r[...] = g.transpose(0, 2, 3, 1)
-    return r.reshape(-1, O)
-
-
-def _conv_cols(col: Any, w2: Any, dst: Any) -> None:
-    """dst = conv(x, w) from x's columns: Y = col · W₂ᵀ, (N·OH·OW, kh·kw·C) × (kh·kw·C, O), laid out as
-    dst (N, O, OH, OW); w2 = :func:`_w2` (w). One GEMM into a scratch array, then one transposing copy into
-    NCHW (narrow columns take :func:`~npgan.conv_fast.conv_cols_per_image`, the same numbers)."""
-    xp = get_array_module(col)
-    N, O, OH, OW = dst.shape
-    if col.shape[1] <= conv_fast.BATCHED_MAX_K:
-        conv_fast.conv_cols_per_image(col, w2, dst)
-        return
-    y2 = scratch_array(xp, "y2", (col.shape[0], O), col.dtype)
-    xp.matmul(col, w2.T, out=y2)
-    dst[...] = y2.reshape(N, OH, OW, O).transpose(0, 3, 1, 2)
-
-
-def _input_grad_plan(w: Any, x_hw: Pair, out: Pair, s: Pair, p: Pair, d: Pair) -> tuple[str, Pair, Any]:
-    """How :func:`_conv_input_grad` computes col2im(gy₂ · W₂) into (·, C, H, W) = x_hw, by geometry, and the
-    weight as that route multiplies it (one copy, made once per op rather than once per chunk):
-
-    "tile":   one output pixel whose kernel tiles the padded input exactly: the GEMM result is the (padded)
-              gradient itself;
-    "phase":  the stride divides the kernel and there is no dilation: :func:`~npgan.conv_fast.input_grad_by_phase`
-              (a fast route: the same numbers, block by block);
-    "col2im": otherwise, the GEMM into a scratch array, then :func:`_col2im`.
-    Returns (route, stride, weight); with one output pixel along an axis the stride plays no part there and
-    is taken as the kernel size."""
-    k = tuple(w.shape[2:])
-    s = tuple(k[a] if out[a] == 1 else s[a] for a in (0, 1))
-    if d == (1, 1) and out == (1, 1) and (x_hw[0] + 2 * p[0], x_hw[1] + 2 * p[1]) == k:
-        return "tile", s, _w2(w)
-    if d == (1, 1) and k[0] % s[0] == 0 and k[1] % s[1] == 0:
-        return "phase", s, conv_fast.phase_blocks(w, s)
-    return "col2im", s, _w2(w)
-
-
-def _conv_input_grad(gy2: Any, w: Any, plan: tuple[str, Pair, Any], dst: Any, out: Pair, p: Pair, d: Pair) -> None:
-    """dst = ∂⟨gy, conv(x, w)⟩/∂x = col2im(gy₂ · W₂), gy₂ = _rows(gy): (N·OH·OW, O) → dst (N, C, H, W), by
-    the route of ``plan`` = :func:`_input_grad_plan`."""
-    xp = get_array_module(gy2)
-    route, s, wop = plan
-    N, C, H, W = dst.shape
-    if route == "phase":
-        conv_fast.input_grad_by_phase(gy2, tuple(w.shape[2:]), dst, out, s, p, wop)
-        return
-    gcol = scratch_array(xp, "gcol", (gy2.shape[0], wop.shape[1]), gy2.dtype)
-    xp.matmul(gy2, wop, out=gcol)
-    if route == "tile":
-        k = tuple(w.shape[2:])
-        dst[...] = gcol.reshape(N, k[0], k[1], C)[:, p[0]:p[0] + H, p[1]:p[1] + W].transpose(0, 3, 1, 2)
-    else:
-        _col2im(gcol, dst, tuple(w.shape[2:]), out, s, p, d)
-
-
-def _weight_layout(g2: Any, w_shape: tuple[int, ...]) -> Any:
-    """∂L/∂W₂ (O, kh·kw·C) → gw laid out as w_shape = (O, C, kh, kw): a new array, or g2 itself reshaped when
-    that layout needs no copy (kh·kw = 1 or C = 1; g2 is the caller's own, a fresh GEMM result or sum)."""
-    xp = get_array_module(g2)
-    O, C, kh, kw = w_shape
-    return xp.ascontiguousarray(g2.reshape(O, kh, kw, C).transpose(0, 3, 1, 2))
-
-
-def _add_bias(y: Any, b: Any) -> None:
-    """y[n, o] += b[o] in place, y (N, O, OH, OW), through :func:`~npgan.ops.per_channel_operand`."""
-    y3 = y.reshape(y.shape[0], y.shape[1], -1)
-    y3 += per_channel_operand(y3)(b)
-
-
-def _bias_grad(gy: Any) -> Any:
-    """gb[o] = Σ_{n,a,b} gy[n, o, a, b], summed over n first (whole contiguous blocks), then over the pixels
-    (3x faster on NumPy than one sum over axes (0, 2, 3))."""
-    N, O = gy.shape[:2]
-    return gy.reshape(N, O, -1).sum(axis=0).sum(axis=1)
+    @staticmethod
+    def weight_grad(x, gy, g, k):
+        col = Reference.im2col(x, g, tuple(gy.shape[2:]))
+        return gemm(Reference._rows(gy).T, col).reshape((gy.shape[1], x.shape[1]) + tuple(k))
 
 
 # ============================================================================ argument checks

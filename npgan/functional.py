@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import backend, kernels, ops
+from . import backend, kernels, ops, parallel
 from .backend import get_array_module
 from .checks import real
 from .conv import conv2d, conv_transpose2d
+from .conv_fast import rows_view, scratch_array
 from .kde import kde_bandwidth, kde_entropy
 from .ops import as_float, constant, lift, needed, per_channel_operand
 from .tensor import Function, Tensor, sum_to
@@ -101,18 +102,30 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 class ReLU(Function):
     """y = max(x, 0).   gx = gy · [x > 0].
 
+    Both passes run per chunk of the batch on several threads when the array is large
+    (:func:`~npgan.parallel.elementwise_bounds`); y and gx keep x's memory layout (``empty_like``).
+
     Double backward: the mask is piecewise constant: ∂gx/∂x = 0, ∂gx/∂gy = [x > 0] (a constant Tensor).
     """
 
     def forward(self, x):
-        y = get_array_module(x).maximum(x, 0)
+        xp = get_array_module(x)
+        y = xp.empty_like(x)
+        _chunked(lambda c: xp.maximum(x[c], 0, out=y[c]), x)
         self.y = y
         return y
 
     def backward(self, gy):
-        f = (self.y > 0).astype(gy.dtype)  # a plain cast, then a same-type product (bool × float casts per block)
-        f *= gy
-        return f
+        y = self.y
+        gx = get_array_module(gy).empty_like(y, dtype=gy.dtype)
+
+        def chunk(c):
+            g = gx[c]
+            g[...] = y[c] > 0  # a cast copy, then a same-type product (bool × float casts per block)
+            g *= gy[c]
+
+        _chunked(chunk, y)
+        return gx
 
     def backward_graph(self, gy):
         return gy * constant(self.y > 0, gy)
@@ -125,6 +138,7 @@ class LeakyReLU(Function):
     case) both passes are products and maxima, exact and free of branches on the mask (``where`` on a random
     mask is several times slower on a CPU):
         y = max(x, a·x),    gx = gy · f,  f = [x > 0]·(1 − a) + a, which is exactly 1 or a in floating point.
+    Both run per chunk of the batch on several threads when the array is large, and keep x's memory layout.
     Other slopes take ``where`` both ways. With ``fused=True`` (CuPy, 0 ≤ a ≤ 1; :func:`leaky_relu` decides)
     one kernel runs each way and backward reads y instead of the mask: y > 0 ⇔ x > 0 when a ≥ 0.
 
@@ -146,27 +160,55 @@ class LeakyReLU(Function):
             return self.y
         xp = get_array_module(x)
         a = x.dtype.type(self.slope)
-        self.pos = x > 0
         if not self.unit_slope:
+            self.pos = x > 0
             return xp.where(self.pos, x, x * a)
-        y = xp.multiply(x, a, out=xp.empty_like(x))  # (out=: a 0-d input stays an array)
-        return xp.maximum(x, y, out=y)
+        pos = xp.empty_like(x, dtype=bool)
+        y = xp.empty_like(x)  # (empty_like and out=: a 0-d input stays an array)
+
+        def chunk(c):
+            xs, ys = x[c], y[c]
+            xp.greater(xs, 0, out=pos[c])
+            xp.multiply(xs, a, out=ys)
+            xp.maximum(xs, ys, out=ys)
+
+        _chunked(chunk, x)
+        self.pos = pos
+        return y
 
     def backward(self, gy):
         if self.fused:
             return kernels.leaky_relu_backward(self.y, gy, self.slope)
         a = gy.dtype.type(self.slope)
+        xp = get_array_module(gy)
         if not self.unit_slope:
-            return get_array_module(gy).where(self.pos, gy, gy * a)
-        f = self.pos.astype(gy.dtype)
-        f *= gy.dtype.type(1) - a
-        f += a
-        f *= gy
-        return f
+            return xp.where(self.pos, gy, gy * a)
+        pos = self.pos
+        gx = xp.empty_like(pos, dtype=gy.dtype)
+
+        def chunk(c):
+            f = gx[c]
+            f[...] = pos[c]
+            f *= gy.dtype.type(1) - a
+            f += a
+            f *= gy[c]
+
+        _chunked(chunk, pos)
+        return gx
 
     def backward_graph(self, gy):
         pos = self.y > 0 if self.fused else self.pos
         return gy * constant(get_array_module(pos).where(pos, 1.0, self.slope), gy)
+
+
+def _chunked(fn, a) -> None:
+    """fn(c) for c the index of each chunk of a's first axis (the batch; ``slice(lo, hi)``), on several threads
+    when a is large (:func:`~npgan.parallel.elementwise_bounds`); one call with c = ``...`` when it is not split."""
+    bounds = parallel.elementwise_bounds(a.shape[0], a.size, get_array_module(a)) if a.ndim else [(0, 0)]
+    if len(bounds) == 1:
+        fn(...)
+        return
+    parallel.run_bounds(lambda lo, hi: fn(slice(lo, hi)), bounds)
 
 
 class Sigmoid(Function):
@@ -547,17 +589,21 @@ def softmax_cross_entropy(logits: Tensor, labels: Any, reduction: str = "mean") 
 class BatchNorm(Function):
     """Batch normalisation over every axis but the channel axis 1, in one op.
 
-    x (N, C, *) is handled as (N, C, M), M = the product of the trailing sizes (1 for (N, C)); Σ is over
-    the N·M = m elements of a channel, computed as a sum over N then over M (the contiguous axis).
+    Σ is over the m = N·M elements of a channel (M = the product of the trailing sizes, 1 for (N, C)).
     Training (statistics of this batch):
-        μ = Σ x / m,  v = Σ (x − μ)² / m,  s = 1/√(v + ε),  x̂ = (x − μ)·s,  y = γ x̂ + β
-        gγ = Σ gy · x̂,   gβ = Σ gy
+        μ = Σ x / m,  x_c = x − μ,  v = Σ x_c² / m,  s = 1/√(v + ε),  x̂ = x_c·s,  y = γ x̂ + β = x_c·(γ s) + β
+        gγ = Σ gy · x̂ = s · Σ gy · x_c,   gβ = Σ gy
         gx = (s / m) · (m·gx̂ − Σ gx̂ − x̂ · Σ(gx̂ · x̂))  with gx̂ = gy · γ, i.e. per channel
-           = a·gy − (a/m)·gβ − x̂ · (a/m)·gγ,           a = γ s
-    Evaluation (running statistics μ_r, v_r held constant):
-        y = γ (x − μ_r)/√(v_r + ε) + β,  gx = gy · γ /√(v_r + ε)
-    Keeps x̂ and s for backward (x̂ has the input's size). Forward allocates two arrays of the input's
-    size (x̂, and y, which holds (x − μ)² first); backward two (gy · x̂, reused for x̂ · (a/m)·gγ, and gx).
+           = a·gy − (a/m)·gβ − x_c · (a s/m)·gγ,           a = γ s
+    Evaluation (running statistics μ_r, v_r held constant): the same with μ_r, v_r in place of μ, v and
+        gx = gy · a.
+    Keeps x_c and s for backward (x_c has the input's size; x̂ is x_c·s, never stored). The sums of products
+    (Σ x_c², Σ gy·x_c) are einsum contractions, which need no product array; so forward makes two arrays of the
+    input's size (x_c and y) in five passes over memory, and backward one (gx) and one temporary.
+
+    Layout. A channels-last x (memory (N, H, W, C), as :mod:`npgan.conv_fast` makes them) and a 2-D x (N, C)
+    are handled as their rows (R, C), per-channel vectors broadcast along the rows, and y and gx keep that
+    layout; any other x as (N, C, M), NCHW, with per-channel operands from :func:`~npgan.ops.per_channel_operand`.
 
     Double backward. backward_graph recomputes μ, v, s and x̂ from x in npgan ops (in training they depend on
     the whole channel) and forms gx, gγ, gβ by the formulas above, so the second pass differentiates them.
@@ -575,86 +621,190 @@ class BatchNorm(Function):
         self.rm, self.rv = running_mean, running_var
 
     @staticmethod
-    def _csum(a3):
-        """Σ over axes 0 and 2 of (N, C, M): a per-channel vector (C,)."""
-        return a3.sum(axis=0).sum(axis=1)
+    def _view(a, C):
+        """(how, a as the route works on it): "rows" with a (R, C) view for a 2-D or channels-last a; else
+        "nchw" with a as (N, C, M) (a copy only when a's memory is neither)."""
+        if a.ndim == 2:
+            return "rows", a
+        r = rows_view(a) if a.ndim == 4 else None
+        if r is not None:
+            return "rows", r
+        M = 1
+        for n in a.shape[2:]:
+            M *= n
+        return "nchw", a.reshape(a.shape[0], C, M)
+
+    @staticmethod
+    def _ops(how, a, run=1):
+        """(broadcast a per-channel vector, Σ per channel, Σ of a product per channel) for arrays viewed as a.
+
+        Each Σ is taken in two levels: in a's dtype along runs of ``run`` pixels (an image row; for the "rows"
+        view, ``run`` consecutive rows), then the runs' partial sums in float64, as PyTorch's CPU kernels
+        accumulate batch statistics: the result is within a few float64 roundings plus one float32 sum of a row
+        (at 64×16×16×64, 4e-9 relative against 3e-7 for one float32 sum per image), for the time of one float32
+        pass. The sums of products are einsum contractions, which form no product array. Sums come back in
+        float64."""
+        xp = get_array_module(a)
+        f64 = backend.float64
+        C = a.shape[1]
+        if how == "rows":
+            return ((lambda v: v),
+                    (lambda u: xp.einsum("rwc->rc", u.reshape(-1, run, C)).sum(axis=0, dtype=f64)),
+                    (lambda u, v: xp.einsum("rwc,rwc->rc", u.reshape(-1, run, C), v.reshape(-1, run, C))
+                     .sum(axis=0, dtype=f64)))
+        return (per_channel_operand(a),
+                (lambda u: xp.einsum("ncrw->ncr", u.reshape(u.shape[0], C, -1, run)).sum(axis=(0, 2), dtype=f64)),
+                (lambda u, v: xp.einsum("ncrw,ncrw->ncr", u.reshape(u.shape[0], C, -1, run),
+                                        v.reshape(v.shape[0], C, -1, run)).sum(axis=(0, 2), dtype=f64)))
+
+    @staticmethod
+    def _back(how, a, shape):
+        """An array viewed by :meth:`_view` back to ``shape`` (N, C, *), in its own layout."""
+        if how == "rows" and len(shape) == 4:
+            N, C, H, W = shape
+            return a.reshape(N, H, W, C).transpose(0, 3, 1, 2)
+        return a.reshape(shape)
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
-        M = 1
-        for n in x.shape[2:]:
-            M *= n
-        x3 = x.reshape(x.shape[0], x.shape[1], M)
-        full = per_channel_operand(x3)
-        same = xp.result_type(x, gamma, beta) == x.dtype  # the output can reuse a buffer of x's dtype
+        how, xv = self._view(x, x.shape[1])
+        per = xv.shape[0] // x.shape[0]  # rows of the view per image
+        run = x.shape[-1] if x.ndim > 2 else 1  # the first level of the statistics' sums: an image row
+        bounds = parallel.elementwise_bounds(x.shape[0], x.size, xp)
+        piece = (lambda a, lo, hi: a[lo * per:hi * per]) if how == "rows" else (lambda a, lo, hi: a[lo:hi])
+        xc = xp.empty_like(xv)
         if self.training:
-            m = x3.shape[0] * M
-            mu = self._csum(x3) / m
-            xhat = x3 - full(mu)
-            sq = xp.multiply(xhat, xhat)
-            var = self._csum(sq) / m
+            def stats(lo, hi):  # this chunk's count, mean and Σ(x − its mean)², x − its mean into xc
+                xs, xcs = piece(xv, lo, hi), piece(xc, lo, hi)
+                bc, csum, cdot = self._ops(how, xs, run)
+                mc = xs.size // xs.shape[1] if how == "nchw" else xs.shape[0]
+                mu_c = csum(xs) / mc
+                xp.subtract(xs, bc(mu_c.astype(xs.dtype, copy=False)), out=xcs)
+                return mc, mu_c, cdot(xcs, xcs)
+
+            parts = parallel.run_bounds(stats, bounds)
+            m = sum(q[0] for q in parts)
+            mu = sum(q[0] * q[1] for q in parts) / m if len(parts) > 1 else parts[0][1]
+            shifts = [q[1] - mu for q in parts]  # 0 with one chunk; Chan et al.'s pairwise update of Σ(x − μ)²:
+            var = sum(q[2] + q[0] * d * d for q, d in zip(parts, shifts)) / m if len(parts) > 1 else parts[0][2] / m
             self.batch_mean, self.batch_var = mu, var
         else:
-            xhat = x3 - full(self.rm.astype(x.dtype, copy=False))
-            var = self.rv.astype(x.dtype, copy=False)
-            sq = None
-        s = 1.0 / xp.sqrt(var + self.eps)
-        xhat *= full(s.astype(xhat.dtype, copy=False))
-        if same:
-            y = xp.multiply(xhat, full(gamma), out=sq if sq is not None else xp.empty_like(xhat))
-        else:
-            y = xhat * full(gamma)
-        y += full(beta)
-        self.xhat, self.s, self.gamma = xhat, s, gamma
-        return y.reshape(x.shape)
+            mu, var = self.rm.astype(x.dtype, copy=False), self.rv.astype(x.dtype, copy=False)
+            shifts = [None] * len(bounds)
+        s = (1.0 / xp.sqrt(var + self.eps)).astype(xc.dtype, copy=False)
+        a = gamma * s
+        same = xp.result_type(xc, a, beta) == xc.dtype  # the output is a new array of x's dtype and layout
+        y = xp.empty_like(xc) if same else None
+
+        def normalise(lo, hi, shift):  # y = (x − μ)·a + β, from this chunk's x − μ_c = (x − μ) − shift
+            xs, xcs = piece(xv, lo, hi), piece(xc, lo, hi)
+            bc = self._ops(how, xs)[0]
+            if shift is None:  # evaluation: x − μ_r
+                xp.subtract(xs, bc(mu), out=xcs)
+                b_c = beta
+            else:
+                b_c = beta + shift * a
+            if not same:
+                return xcs * bc(a) + bc(b_c)
+            ys = piece(y, lo, hi)
+            xp.multiply(xcs, bc(a.astype(xc.dtype, copy=False)), out=ys)
+            ys += bc(b_c.astype(xc.dtype, copy=False))
+
+        outs = parallel.run_bounds(lambda lo, hi: normalise(lo, hi, shifts[bounds.index((lo, hi))]), bounds)
+        if not same:
+            y = outs[0] if len(outs) == 1 else xp.concatenate(outs)
+        self.xc, self.s, self.gamma, self.how, self.bounds, self.shifts = xc, s, gamma, how, bounds, shifts
+        self.run = run
+        return self._back(how, y, x.shape)
 
     def backward(self, gy):
-        xhat, s, gamma = self.xhat, self.s, self.gamma
+        xp = get_array_module(gy)
+        xc, s, gamma, how, bounds, shifts = self.xc, self.s, self.gamma, self.how, self.bounds, self.shifts
         need = self.needs_grad
-        gy3 = gy.reshape(xhat.shape)
-        full = per_channel_operand(xhat)
-        gbeta = self._csum(gy3) if need[2] or (need[0] and self.training) else None
-        ggamma = tmp = None
-        if need[1] or (need[0] and self.training):
-            tmp = gy3 * xhat
-            ggamma = self._csum(tmp)
+        if how == "rows":
+            gv = gy if gy.ndim == 2 else rows_view(gy)
+            if gv is None:  # gy not channels-last: one copy into x's layout
+                gv = xp.empty_like(xc)
+                gv.reshape(gy.shape[0], gy.shape[2], gy.shape[3], gy.shape[1])[...] = gy.transpose(0, 2, 3, 1)
+        else:
+            gv = gy.reshape(xc.shape)
+        per = xc.shape[0] // gy.shape[0]
+        piece = (lambda a, lo, hi: a[lo * per:hi * per]) if how == "rows" else (lambda a, lo, hi: a[lo:hi])
+        want_sums = need[1] or need[2] or (need[0] and self.training)
+        gbeta = ggamma = None
+        if want_sums:
+            def sums(lo, hi):  # Σ gy and Σ gy·(x − μ_c) over this chunk
+                gs, xcs = piece(gv, lo, hi), piece(xc, lo, hi)
+                _, csum, cdot = self._ops(how, gs, self.run)
+                return csum(gs), cdot(gs, xcs)
+
+            parts = parallel.run_bounds(sums, bounds)
+            gbeta = parts[0][0] if len(parts) == 1 else sum(q[0] for q in parts)
+            dot = sum(q[1] + (0 if d is None else d * q[0]) for q, d in zip(parts, shifts))  # Σ gy·(x − μ)
+            ggamma = s * dot
         gx = None
         if need[0]:
             a = gamma * s
-            gx = gy3 * full(a)
-            if self.training:
-                m = xhat.shape[0] * xhat.shape[2]
-                if tmp.dtype == gx.dtype:
-                    gx -= get_array_module(gy).multiply(xhat, full(a * ggamma / m), out=tmp)
-                else:
-                    gx -= xhat * full(a * ggamma / m)
-                gx -= full(a * gbeta / m)
-            gx = gx.reshape(gy.shape)
-        return gx, (ggamma if need[1] else None), (gbeta if need[2] else None)
+            m = xc.size // xc.shape[1] if how == "nchw" else xc.shape[0]
+            same = xp.result_type(gv, a) == gv.dtype
+            gx = xp.empty_like(xc, dtype=gv.dtype) if same else None
+            k1 = a * s * ggamma / m if self.training else None
+            k0 = a * gbeta / m if self.training else None
+
+            def grad(lo, hi, shift):  # gx = a·gy − (x − μ)·k1 − k0, with x − μ = (x − μ_c) + shift
+                gs, xcs = piece(gv, lo, hi), piece(xc, lo, hi)
+                bc = self._ops(how, gs)[0]
+                if not same:
+                    out = gs * bc(a)
+                    if self.training:
+                        out = out - xcs * bc(k1) - bc(k0 + shift * k1)
+                    return out
+                g = piece(gx, lo, hi)
+                xp.multiply(gs, bc(a.astype(gv.dtype, copy=False)), out=g)
+                if self.training:
+                    tmp = scratch_array(xp, "bn_tmp", xcs.shape, gv.dtype)  # a reused work array (never escapes)
+                    g -= xp.multiply(xcs, bc(k1.astype(gv.dtype, copy=False)), out=tmp)
+                    g -= bc((k0 + shift * k1).astype(gv.dtype, copy=False))
+
+            outs = parallel.run_bounds(lambda lo, hi: grad(lo, hi, shifts[bounds.index((lo, hi))]), bounds)
+            if not same:
+                gx = outs[0] if len(outs) == 1 else xp.concatenate(outs)
+            gx = self._back(how, gx, gy.shape)
+        return (gx, (ggamma.astype(gv.dtype, copy=False) if need[1] else None),
+                (gbeta.astype(gv.dtype, copy=False) if need[2] else None))
 
     def backward_graph(self, gy):
         x, gamma, _ = self.inputs
         N, C = x.shape[0], x.shape[1]
-        M = 1
-        for k in x.shape[2:]:
-            M *= k
-        x3, gy3 = ops.reshape(x, (N, C, M)), ops.reshape(gy, (N, C, M))
+        if self.how == "rows" and x.ndim == 4:  # channels-last: the rows (R, C), as forward saw them
+            H, W = x.shape[2], x.shape[3]
+            view = lambda t: ops.reshape(ops.permute(t, (0, 2, 3, 1)), (N * H * W, C))  # noqa: E731
+            back = lambda t: ops.permute(ops.reshape(t, (N, H, W, C)), (0, 3, 1, 2))  # noqa: E731
+            axes, cshape = (0,), (1, C)
+        else:
+            M = 1
+            for k in x.shape[2:]:
+                M *= k
+            view = lambda t: ops.reshape(t, (N, C, M))  # noqa: E731
+            back = lambda t: ops.reshape(t, x.shape)  # noqa: E731
+            axes, cshape = (0, 2), (1, C, 1)
+        xv, gyv = view(x), view(gy)
         if self.training:
-            d = x3 - ops.mean(x3, axis=(0, 2), keepdims=True)
-            s = ops.pow(ops.mean(d * d, axis=(0, 2), keepdims=True) + self.eps, -0.5)
+            d = xv - ops.mean(xv, axis=axes, keepdims=True)
+            s = ops.pow(ops.mean(d * d, axis=axes, keepdims=True) + self.eps, -0.5)
             xhat = d * s
         else:  # the running statistics are constants: x̂ is affine in x
-            s = constant(self.s.reshape(1, C, 1), x)
-            xhat = (x3 - constant(self.rm.astype(x.dtype, copy=False).reshape(1, C, 1), x)) * s
-        gbeta = ops.sum(gy3, axis=(0, 2), keepdims=True)
-        ggamma = ops.sum(gy3 * xhat, axis=(0, 2), keepdims=True)
+            s = constant(self.s.reshape(cshape), x)
+            xhat = (xv - constant(self.rm.astype(x.dtype, copy=False).reshape(cshape), x)) * s
+        gbeta = ops.sum(gyv, axis=axes, keepdims=True)
+        ggamma = ops.sum(gyv * xhat, axis=axes, keepdims=True)
 
         def gx():
-            a = ops.reshape(gamma, (1, C, 1)) * s
+            a = ops.reshape(gamma, cshape) * s
             if not self.training:
-                return ops.reshape(gy3 * a, x.shape)
-            m = float(N * M)
-            return ops.reshape((a / m) * (m * gy3 - gbeta - xhat * ggamma), x.shape)
+                return back(gyv * a)
+            m = float(x.size // C)
+            return back((a / m) * (m * gyv - gbeta - xhat * ggamma))
 
         return (needed(self, 0, gx), needed(self, 1, lambda: ops.reshape(ggamma, (C,))),
                 needed(self, 2, lambda: ops.reshape(gbeta, (C,))))

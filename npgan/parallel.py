@@ -6,16 +6,22 @@ core while the others wait. PyTorch splits both over its threads. So does npgan 
 batch is cut into ``get_num_threads()`` contiguous chunks, and each thread runs the whole op — copies and
 GEMMs — on its chunk, with the BLAS held to one thread meanwhile (each GEMM then has a core to itself
 instead of two libraries' thread pools fighting over the same cores). NumPy releases the GIL in its copies,
-ufunc loops and BLAS calls, so the chunks really run at the same time. (Batch norm and the activations are
-not split: each is a pass over at most a few MB, too short for what a hand-off can cost. A worker waits for
-its chunk in the kernel, and on a VM whose idle cores halt at once (this project's 2-core machine) waking it
-takes about 0.1 ms: ``python benchmarks/threads.py --only handoff,exp`` measured a chunk handed over and back
-with nothing to do at 125–144 µs on the idle machine (43 µs while other work kept the cores awake), an
-np.exp over 1 MB at 0.36–0.58 ms on one thread and 0.40–0.45 ms split in two, and over 16 MB a split that
-pays 1.5–1.7×. Splitting batch norm and the activations of shapes-dcgan's step (a one-off A/B in one
-process, 8 rounds of 32 steps) made it slower, 122.5 against 102.8 ms a step. PyTorch's OpenMP threads
-spin between ops instead of sleeping; a worker spinning in Python (``time.sleep(0)`` in a loop for 2 ms
-after each chunk) made that step no faster, 115.6 against 109.6 ms.)
+ufunc loops and BLAS calls, so the chunks really run at the same time.
+
+Batch norm and the activations split too, but only from :data:`ELEMENTWISE_MIN_WORK` elements (2 MB of
+float32), through :func:`elementwise_bounds` and :func:`run_bounds` (batch norm: one hand-off for the
+statistics, one for the normalisation). A hand-off has a fixed cost: a worker waits for its chunk in the
+kernel, and on a VM whose idle cores halt at once (this project's 2-core machine) waking it takes about
+0.1 ms: ``python benchmarks/threads.py --only handoff,exp`` measured a chunk handed over and back with nothing
+to do at 125–144 µs on the idle machine (43 µs while other work kept the cores awake), an np.exp over 1 MB at
+0.36–0.58 ms on one thread and 0.40–0.45 ms split in two, and over 16 MB a split that pays 1.5–1.7×. A pass
+over memory without a product halves at best, so the split must save more than a hand-off costs: batch norm
+takes five passes forward (two hand-offs) and about six backward, an activation three or four (one), each
+pass over 2 MB taking 0.2–0.5 ms on one core; below 2 MB a split saves about what the hand-offs cost. (An
+earlier A/B that split batch norm and the activations of shapes-dcgan's step, whose arrays are all below
+that size, made it slower: 122.5 against 102.8 ms a step. PyTorch's OpenMP threads spin between ops instead
+of sleeping; a worker spinning in Python (``time.sleep(0)`` in a loop for 2 ms after each chunk) made that
+step no faster, 115.6 against 109.6 ms.)
 
     parallel_chunks(fn, n, work)  →  [fn(lo₀, hi₀), fn(lo₁, hi₁), …]     [lo_t, hi_t) cover range(n) in order
 
@@ -66,14 +72,16 @@ from typing import Any
 from . import backend
 
 __all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK",
-           "gemm_work", "fit_blas", "GEMM_MIN_WORK"]
+           "gemm_work", "fit_blas", "GEMM_MIN_WORK", "chunk_slot", "blas_threads_now", "elementwise_bounds",
+           "run_bounds", "ELEMENTWISE_MIN_WORK"]
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
+ELEMENTWISE_MIN_WORK = 1 << 19  # the same for a pass without a matrix product (batch norm, activations)
 GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
 HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS to one thread while splitting is on (False: to measure why)
 
 _lock = threading.Lock()
-_inside = threading.local()  # .active: this thread is running a chunk
+_inside = threading.local()  # .active: this thread is running a chunk; .slot: its index among the op's chunks
 _state: dict[str, Any] = {"threads": None, "pool": None, "blas": None, "depth": 0, "saved": []}
 
 
@@ -181,7 +189,7 @@ class _Pool:
                 return
             fn, lo, hi, results, slot, done = task
             try:
-                results[slot] = (True, _run_chunk(fn, lo, hi))
+                results[slot] = (True, _run_chunk(fn, lo, hi, slot))
             except BaseException as exc:  # handed to the caller, raised there
                 results[slot] = (False, exc)
             finally:
@@ -208,12 +216,26 @@ def _pool(workers: int) -> _Pool:
         return _state["pool"]
 
 
-def _run_chunk(fn: Callable[[int, int], Any], lo: int, hi: int) -> Any:
-    _inside.active = True
+def _run_chunk(fn: Callable[[int, int], Any], lo: int, hi: int, slot: int | None = None) -> Any:
+    _inside.active, _inside.slot = True, slot
     try:
         return fn(lo, hi)
     finally:
-        _inside.active = False
+        _inside.active, _inside.slot = False, None
+
+
+def chunk_slot() -> int | None:
+    """The index of the chunk this thread is running (0 for the first), None outside a split op: which thread
+    a piece of work ran on, for ``benchmarks/floor.py``'s list of the GEMMs."""
+    return getattr(_inside, "slot", None)
+
+
+def blas_threads_now() -> int:
+    """How many threads the BLAS may use for a product started now (1 while npgan holds it; 0: unknown)."""
+    if _state["depth"] > 0:
+        return 1
+    blas = _blas_controllers()
+    return max((lc.get_num_threads() or 1 for lc in blas), default=0)
 
 
 def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = None) -> list:
@@ -233,27 +255,50 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
     if small and not HOLD_BLAS_IN_SMALL_OPS:
         return [fn(0, n)]
     _limit_blas(True)
-    if small:  # one piece, but with the BLAS held too (see the module's docstring)
-        try:
-            return [fn(0, n)]
-        finally:
-            _limit_blas(False)
-    bounds = chunk_bounds(n, threads)
     try:
-        pool = _pool(threads - 1)
-        results: list = [None] * (len(bounds) - 1)
-        done = [pool.submit(fn, lo, hi, results, i) for i, (lo, hi) in enumerate(bounds[:-1])]
-        try:
-            last = _run_chunk(fn, *bounds[-1])
-        finally:
-            for lock in done:  # every chunk has finished before anything propagates
-                lock.acquire()
-        for ok, value in results:
-            if not ok:
-                raise value
-        return [value for _, value in results] + [last]
+        if small:  # one piece, but with the BLAS held too (see the module's docstring)
+            return [fn(0, n)]
+        return _run_bounds(fn, chunk_bounds(n, threads), threads)
     finally:
         _limit_blas(False)
+
+
+def elementwise_bounds(n: int, work: int, xp: Any = None) -> list[tuple[int, int]]:
+    """How a pass over memory without a matrix product (batch norm, an activation) is cut: into
+    ``get_num_threads()`` chunks of range(n) when it touches at least :data:`ELEMENTWISE_MIN_WORK` elements on
+    the CPU, else [(0, n)]. Such a pass halves a few memory passes per hand-off, so it needs more work than a
+    convolution to pay for one (see the module's docstring). Run the chunks with :func:`run_bounds`."""
+    threads = get_num_threads()
+    if (threads == 1 or n < 2 or work < ELEMENTWISE_MIN_WORK or getattr(_inside, "active", False)
+            or (xp is not None and xp is not backend.np)):
+        return [(0, n)]
+    return chunk_bounds(n, threads)
+
+
+def run_bounds(fn: Callable[[int, int], Any], bounds: list[tuple[int, int]]) -> list:
+    """[fn(lo, hi) for (lo, hi) in bounds], the chunks on threads at once (one hand-off) when there are several
+    and npgan may split; in order on the calling thread otherwise. The BLAS is left as it is: for passes that
+    take no matrix product (:func:`elementwise_bounds`). Exceptions propagate after every chunk finished."""
+    threads = get_num_threads()
+    if len(bounds) == 1 or threads == 1 or getattr(_inside, "active", False):
+        return [fn(lo, hi) for lo, hi in bounds]
+    return _run_bounds(fn, bounds, threads)
+
+
+def _run_bounds(fn: Callable[[int, int], Any], bounds: list[tuple[int, int]], threads: int) -> list:
+    """The chunks but the last to the pool, the last on the calling thread; results in order."""
+    pool = _pool(threads - 1)
+    results: list = [None] * (len(bounds) - 1)
+    done = [pool.submit(fn, lo, hi, results, i) for i, (lo, hi) in enumerate(bounds[:-1])]
+    try:
+        last = _run_chunk(fn, *bounds[-1], len(bounds) - 1)
+    finally:
+        for lock in done:  # every chunk has finished before anything propagates
+            lock.acquire()
+    for ok, value in results:
+        if not ok:
+            raise value
+    return [value for _, value in results] + [last]
 
 
 def sum_parts(parts: list) -> Any:

@@ -88,17 +88,17 @@ def busy_bn_stats(module, seed=0, var_high=1.5, tracked=5):
 
 @contextmanager
 def split_ops(threads):
-    """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK lifted); the
-    thread count and MIN_WORK are restored afterwards."""
+    """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK and
+    ELEMENTWISE_MIN_WORK lifted); the thread count and both thresholds are restored afterwards."""
     from npgan import parallel
-    saved = parallel.get_num_threads(), parallel.MIN_WORK
+    saved = parallel.get_num_threads(), parallel.MIN_WORK, parallel.ELEMENTWISE_MIN_WORK
     parallel.set_num_threads(threads)
-    parallel.MIN_WORK = 0
+    parallel.MIN_WORK = parallel.ELEMENTWISE_MIN_WORK = 0
     try:
         yield
     finally:
         parallel.set_num_threads(saved[0])
-        parallel.MIN_WORK = saved[1]
+        parallel.MIN_WORK, parallel.ELEMENTWISE_MIN_WORK = saved[1], saved[2]
 
 
 @contextmanager

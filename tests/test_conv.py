@@ -10,8 +10,16 @@ from hypothesis import strategies as st
 
 import npgan
 import npgan.functional as F
-from npgan import nn
+from npgan import conv_fast, nn
 from npgan.conv import conv_output_size, conv_transpose_output_size
+
+
+@pytest.fixture(params=["nchw", "channels-last"])
+def layout(request, monkeypatch):
+    """New image arrays NCHW, or channels-last however few their channels (conv_fast.CHANNELS_LAST_MIN lifted
+    to 1): the small test shapes take both sides of the layout choice."""
+    monkeypatch.setattr(conv_fast, "CHANNELS_LAST_MIN", 10**9 if request.param == "nchw" else 1)
+    return request.param
 
 
 # ----------------------------------------------------------------------------- random geometry
@@ -67,13 +75,13 @@ def _tensors(arrays):
 # ----------------------------------------------------------------------------- gradcheck
 @settings(max_examples=25)
 @given(g=geometry())
-def test_conv2d_gradcheck(device, threads, g):
+def test_conv2d_gradcheck(device, threads, layout, g):
     npgan.gradcheck(_np_call(g, False), _tensors(_arrays(g, False)))
 
 
 @settings(max_examples=25)
 @given(g=geometry(transposed=True))
-def test_conv_transpose2d_gradcheck(device, threads, g):
+def test_conv_transpose2d_gradcheck(device, threads, layout, g):
     npgan.gradcheck(_np_call(g, True), _tensors(_arrays(g, True)))
 
 
@@ -95,18 +103,18 @@ def _parity(g, transposed):
 
 @settings(max_examples=30)
 @given(g=geometry())
-def test_conv2d_matches_torch(device, threads, g):
+def test_conv2d_matches_torch(device, threads, layout, g):
     _parity(g, False)
 
 
 @settings(max_examples=30)
 @given(g=geometry(transposed=True))
-def test_conv_transpose2d_matches_torch(device, threads, g):
+def test_conv_transpose2d_matches_torch(device, threads, layout, g):
     _parity(g, True)
 
 
 @pytest.mark.parametrize("transposed", [False, True])
-def test_dcgan_shapes_match_torch(device, threads, transposed):
+def test_dcgan_shapes_match_torch(device, threads, layout, transposed):
     """The DCGAN geometries (k4 s2 p1, k4 s1 p0, k7 s1 p0) on larger channel counts, float64."""
     cases = [(4, 2, 1, (6, 5)), (4, 1, 0, (1, 1) if transposed else (4, 4)), (7, 1, 0, (7, 7))]
     for k, s, p, hw in cases:
@@ -123,36 +131,13 @@ def test_dcgan_shapes_match_torch(device, threads, transposed):
     ((3, 2), (1, 2), (2, 1), (2, 1), (5, 5)),  # dilation: GEMM, then col2im
     ((5, 5), (1, 1), (0, 0), (1, 1), None),    # one output pixel tiles the input exactly
 ])
-def test_every_input_gradient_path_matches_torch(device, threads, transposed, k, s, p, d, hw):
-    """_conv_input_grad picks one of three routes by geometry (it is also the transposed conv's forward)."""
+def test_every_input_gradient_path_matches_torch(device, threads, layout, transposed, k, s, p, d, hw):
+    """The input gradient's routes by geometry (it is also the transposed conv's forward): phase blocks, col2im,
+    and the dense kind (one output pixel from a kernel that covers the input)."""
     if hw is None:
         hw = (1, 1) if transposed else k
     g = dict(N=2, C=3, O=4, k=k, s=s, p=p, d=d, op=(0, 0), HW=hw, bias=True, seed=sum(k) + sum(s))
     _parity(g, transposed)
-
-
-@pytest.mark.parametrize("knob", ["BATCHED_MAX_K", "PER_BLOCK_MIN_WIDTH"])
-@settings(max_examples=15, deadline=None)
-@given(g=geometry())
-def test_both_gemm_layouts_agree(knob, g):
-    """Each size threshold in conv_fast.py picks between two ways to the same numbers; both ways, on any geometry:
-    BATCHED_MAX_K: one big GEMM + a transposing copy, or one GEMM per image straight into NCHW;
-    PER_BLOCK_MIN_WIDTH: the input gradient's GEMM whole, or per phase block."""
-    import npgan.conv_fast as fast
-    x, w, b = _arrays(g, False)
-    results = []
-    for limit in (0, 10**9):
-        saved = getattr(fast, knob)
-        setattr(fast, knob, limit)
-        try:
-            xs, ws = npgan.tensor(x, requires_grad=True), npgan.tensor(w, requires_grad=True)
-            y = F.conv2d(xs, ws, None, g["s"], g["p"], g["d"])
-            y.backward(np.ones(y.shape))
-            results.append((y.numpy(), np.asarray(xs.grad), np.asarray(ws.grad)))
-        finally:
-            setattr(fast, knob, saved)
-    for a, c in zip(*results):
-        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- properties

@@ -23,7 +23,7 @@ import standin
 
 import npgan
 import npgan.functional as F
-from npgan import backend, kernels, nn, optim
+from npgan import backend, conv_fast, kernels, nn, optim
 from npgan.data import ArrayLoader, EpochBatches, ring8
 from npgan.eval.metrics import mode_metrics
 from npgan.gan.losses import kde_entropy
@@ -219,12 +219,13 @@ def _small(preset, device, **train):
 
 
 @pytest.mark.parametrize("preset,extra_syncs", [("digits-mlp", 3), ("digits-dcgan", 0), ("ring8", 1)])
-def test_training_steps_stay_on_the_device_and_match_the_cpu(tmp_path, preset, extra_syncs):
+def test_training_steps_stay_on_the_device_and_match_the_cpu(tmp_path, preset, extra_syncs, monkeypatch):
     """Trainer.step + flush on the stand-in: no transfer before the flush, one at it, and the CPU's numbers.
 
     Bit for bit: the stand-in runs NumPy underneath, and the CPU run here does not split ops over threads
     (no GPU does): the same operations in the same order. (Split and whole ops agree to rounding:
-    tests/test_parallel.py.)
+    tests/test_parallel.py; so do channels-last and NCHW image arrays, tests/test_conv_routes.py: the CPU run
+    keeps NCHW here, as a GPU does.)
 
     Syncs per step: the divergence guard's one bool per optimizer step (1 + d_steps), plus, with the KDE
     entropy term, its finiteness check of the generated batch (ring8: fixed σ), and two more when σ comes from a
@@ -233,6 +234,7 @@ def test_training_steps_stay_on_the_device_and_match_the_cpu(tmp_path, preset, e
     """
     rows = {}
     npgan.set_num_threads(1)  # restored by conftest's _fresh_state
+    monkeypatch.setattr(conv_fast, "CHANNELS_LAST_MIN", 10**9)  # NCHW image arrays on the CPU too, as on a GPU
     for dev in ("cpu", "gpu"):
         with standin.installed(device=False):
             run = Run(_small(preset, dev), tmp_path / dev)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import assert_close, split_ops, torch_or_skip
 from hypothesis import given, settings
-from test_conv import _arrays, _np_call, _torch_call, geometry
+from test_conv import _arrays, _np_call, _torch_call, geometry, layout  # noqa: F401  (a fixture)
 
 import npgan
 import npgan.functional as F
@@ -28,12 +28,14 @@ def leaves(arrays):
 
 
 # ============================================================================ gradgradcheck
+@pytest.mark.usefixtures("layout")
 @settings(max_examples=15)
 @given(g=geometry())
 def test_conv2d_gradgradcheck(threads, g):
     assert npgan.gradgradcheck(_np_call(g, False), leaves(_arrays(g, False)), seed=g["seed"] % 1000)
 
 
+@pytest.mark.usefixtures("layout")
 @settings(max_examples=15)
 @given(g=geometry(transposed=True))
 def test_conv_transpose2d_gradgradcheck(threads, g):
@@ -48,6 +50,7 @@ def _weight_grad_problem(g):
     return [x, gy], lambda x, gy: Conv2dWeightGrad(g["s"], g["p"], g["d"], g["k"])(x, gy)
 
 
+@pytest.mark.usefixtures("layout")
 @settings(max_examples=15)
 @given(g=geometry())
 def test_weight_grad_op_gradcheck_and_gradgradcheck(threads, g):

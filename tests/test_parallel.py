@@ -151,6 +151,27 @@ def test_default_threads_follow_the_environment():  # timeout=900: hang guards, 
     assert r.returncode != 0 and "NPGAN_NUM_THREADS must be a positive integer, got 'many'" in r.stderr
 
 
+def test_elementwise_bounds_split_only_large_cpu_passes(threads, monkeypatch):
+    """A pass without a matrix product splits from ELEMENTWISE_MIN_WORK elements on the CPU, into the thread
+    count's chunks; run_bounds runs them (on threads when several) and returns their results in order."""
+    monkeypatch.setattr(parallel, "ELEMENTWISE_MIN_WORK", 100)
+    assert parallel.elementwise_bounds(8, 99) == [(0, 8)]
+    assert parallel.elementwise_bounds(8, 100, xp=object()) == [(0, 8)]  # not NumPy: the GPU path
+    assert parallel.elementwise_bounds(1, 10**9) == [(0, 1)]
+    bounds = parallel.elementwise_bounds(8, 100)
+    assert bounds == parallel.chunk_bounds(8, threads)
+    seen = []
+    out = parallel.run_bounds(lambda lo, hi: seen.append((lo, threading.get_ident())) or (lo, hi), bounds)
+    assert out == bounds
+    idents = {lo: ident for lo, ident in seen}
+    main = threading.get_ident()
+    assert idents[bounds[-1][0]] == main
+    if threads > 1 and parallel._blas_controllers():
+        assert all(idents[lo] != main for lo, _ in bounds[:-1])
+    inner = parallel.run_bounds(lambda lo, hi: parallel.elementwise_bounds(8, 10**9), bounds)
+    assert all(b == [(0, 8)] for b in inner)  # no nesting inside a chunk
+
+
 # ----------------------------------------------------------------------------- split ops = whole ops
 def _run(g, transposed, threads):
     with split_ops(threads):
@@ -175,7 +196,6 @@ def test_split_conv_equals_whole_conv(transposed, data, threads):
 
 def test_conv_layers_are_split_by_image(monkeypatch):
     """The conv Functions hand their batch to parallel_chunks (forward and backward), and the chunks differ."""
-    import npgan.conv as conv
     calls = []
 
     def recording(fn, n, work, xp=None):
@@ -184,7 +204,7 @@ def test_conv_layers_are_split_by_image(monkeypatch):
 
     for transposed in (False, True):
         g = dict(N=5, C=3, O=2, k=(4, 4), s=(2, 2), p=(1, 1), d=(1, 1), op=(0, 0), HW=(6, 6), bias=True, seed=1)
-        monkeypatch.setattr(conv, "parallel_chunks", recording)
+        monkeypatch.setattr(parallel, "parallel_chunks", recording)
         split = _run(g, transposed, 1)
         monkeypatch.undo()
         whole = _run(g, transposed, 1)
