@@ -10,7 +10,7 @@ after round every variant runs ``--steps`` ``Trainer.step()`` calls after a warm
 drifts treats them alike; the table gives the median ms a step over rounds and the ratio to the preset. With
 ``--torch`` the preset's PyTorch twin (``shapes_torch_twin.py``: the same networks and recipe in ``torch.nn``, on
 ``--threads`` torch threads) takes its turn in every round too. What a
-step buys is another matter: the README's shapes-dcgan section has the study runs. A benchmark, not a test:
+step buys is another matter: docs/results.md's shapes-dcgan section has the study runs. A benchmark, not a test:
 nothing here is asserted.
 """
 

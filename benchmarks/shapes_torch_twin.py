@@ -10,14 +10,14 @@ BatchNorm γ N(1, 0.02)) and its training, written with ``torch.nn`` and ``torch
 non-saturating loss, D first, lazy R1 (γ = 1 on every k-th D step with its weight times k, as ``gp_every``: a
 separate D pass over the real batch with ``create_graph=True``). The steps, the final lr, k and D's width
 default to the preset's, and so does ``reuse_fake`` (the G step on the D step's fake, as PyTorch's DCGAN
-example); the options set them (the README's run of an earlier preset: ``--steps 4500 --lr-final 1e-5
+example); the options set them (docs/results.md's run of an earlier preset: ``--steps 4500 --lr-final 1e-5
 --gp-every 4 --d-width 24 --no-reuse-fake``). The real batches are npgan's own (``presets.real_source``: the
 same images in the same order as ``npgan train --preset shapes-dcgan --seed S``); the noise is torch's. Every
 ``--eval-every`` steps G (BatchNorm in batch-statistics mode, as npgan samples) draws 2,000 images from a fixed
 noise and npgan's ``metrics.image_metrics`` scores them against 2,000 held-out shapes, as
 ``npgan.run.experiment.evaluate`` does; one JSON line goes to FILE.jsonl and stdout, with the CPU seconds of the
 training steps (scoring excluded).
-Its numbers are the README's PyTorch line for shapes-dcgan; nothing here is asserted by a test. Needs torch.
+Its numbers are docs/results.md's PyTorch line for shapes-dcgan; nothing here is asserted by a test. Needs torch.
 """
 
 from __future__ import annotations

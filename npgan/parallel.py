@@ -12,7 +12,7 @@ Batch norm and the activations split too, but only from :data:`ELEMENTWISE_MIN_W
 float32), through :func:`elementwise_bounds` and :func:`run_bounds` (batch norm: one hand-off for the
 statistics, one for the normalisation). A hand-off has a fixed cost: a worker waits for its chunk in the
 kernel, and on a VM whose idle cores halt at once (this project's 2-core machine) waking it takes about
-0.1 ms: ``python benchmarks/threads.py --only handoff,exp`` measured a chunk handed over and back with nothing
+0.1 ms: ``python benchmarks/studies/threads.py --only handoff,exp`` measured a chunk handed over and back with nothing
 to do at 125–144 µs on the idle machine (43 µs while other work kept the cores awake), an np.exp over 1 MB at
 0.36–0.58 ms on one thread and 0.40–0.45 ms split in two, and over 16 MB a split that pays 1.5–1.7×. A pass
 over memory without a product halves at best, so the split must save more than a hand-off costs: batch norm
@@ -32,7 +32,7 @@ piece, and so does any call made from inside a chunk (no nesting).
 Small ops also hold the BLAS to one thread while they run, whenever npgan splits (more than one thread).
 After a multi-threaded call, OpenBLAS's worker threads keep spinning for a while, and a split op that
 starts meanwhile finds its cores taken: letting a model's small convolutions use OpenBLAS's threads between its
-split ones slows every step (``python benchmarks/threads.py``: "small ops free" against "default"). The rule
+split ones slows every step (``python benchmarks/studies/threads.py``: "small ops free" against "default"). The rule
 depends on the op and the thread count only, never on the clock, so that a run and its resume compute every
 op the same way (an earlier rule, "within a second of a split", gave results that changed with the machine's
 load). The threshold is a trade: from 64k elements the 28×28 DCGAN splits all six of its convolutions, and the
@@ -46,7 +46,7 @@ nothing and burns a second core; beside any other busy process it slows the run 
 holds the BLAS to one thread around a piece of work whose largest product (:func:`gemm_work`) is below
 :data:`GEMM_MIN_WORK`; the training loop wraps each step in it. Large products (an MLP at batch 2,048, or on
 MNIST-sized hidden layers) keep the BLAS's own threads, and the split convolutions are unaffected (they hold
-the BLAS to one thread anyway, and split over npgan's threads). ``benchmarks/train_threads.py`` measures the
+the BLAS to one thread anyway, and split over npgan's threads). ``benchmarks/studies/train_threads.py`` measures the
 presets both ways.
 
 Threads. The default is the BLAS's own thread count (which follows ``OPENBLAS_NUM_THREADS``,
@@ -173,7 +173,7 @@ class _Pool:
     """``workers`` daemon threads taking chunks from one queue; each chunk signals its own lock when done.
 
     Leaner than ``concurrent.futures.ThreadPoolExecutor`` (no futures, no condition variables): a DCGAN step
-    splits 24 ops, and ``benchmarks/threads.py`` times the cost of one hand-off and its completion.
+    splits 24 ops, and ``benchmarks/studies/threads.py`` times the cost of one hand-off and its completion.
     """
 
     def __init__(self, workers: int):

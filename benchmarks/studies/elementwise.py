@@ -1,6 +1,6 @@
 """The small measurements behind choices in functional.py, kde.py and ops.py (see benchmarks/README.md).
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/elementwise.py [--rounds 15]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/studies/elementwise.py [--rounds 15]
 
 Each pair runs in alternating rounds (this machine's speed drifts); the line gives both medians and the
 median of the per-round ratios:
@@ -21,7 +21,8 @@ import os
 import statistics
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py, cases_*.py
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench import machine_line  # noqa: E402

@@ -1,6 +1,6 @@
 """Recipes for ``shapes-dcgan``, scored along the way: the shapes classifier's metrics every ``--eval-every`` steps.
 
-    python benchmarks/shapes_study.py --out FILE [--seed 0] [--width 24] [--steps 4500] [--batch 64]
+    python benchmarks/studies/shapes_study.py --out FILE [--seed 0] [--width 24] [--steps 4500] [--batch 64]
         [--lr 5e-4] [--lr-final 1e-5] [--lr-d LR] [--gp r1] [--gp-weight 1] [--gp-every 4]
         [--ema 0.99 0.999] [--background noisy|plain] [--d-no-bn] [--d-mbstd] [--g-upsample]
         [--beta1 0.5] [--beta2 0.999] [--d-width W] [--g-width W]
@@ -19,7 +19,7 @@ annealed to ``--entropy-final``, leave-one-out, ``--bandwidth`` a rule or a floa
 ``npgan.run.experiment.evaluate`` (the run's own end-of-run metrics: 2,000 samples, class KL, classes covered,
 classifier score, PRDC) scores G and each average; one JSON line per network goes to FILE.jsonl and stdout, with
 the CPU seconds spent in training steps so far (scoring excluded) and the wall seconds. A study tool: its numbers
-are the README's "what else was tried" for shapes-dcgan; nothing here is asserted by a test.
+are docs/results.md's "What else was tried" for shapes-dcgan; nothing here is asserted by a test.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
 
 
 import npgan.data.images  # noqa: E402 - after the path insert

@@ -1,7 +1,7 @@
 """Soak test: a long run keeps its memory flat (not a test; run it by hand, it takes minutes).
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/soak_memory.py [--steps 20000] [--batch-size 512]
-    python benchmarks/soak_memory.py --preset digits-dcgan --batch-size 64 --steps 5000   # convs split over threads
+    OPENBLAS_NUM_THREADS=1 python benchmarks/studies/soak_memory.py [--steps 20000] [--batch-size 512]
+    python benchmarks/studies/soak_memory.py --preset digits-dcgan --batch-size 64 --steps 5000  # convs split
 
 Trains the ring8 preset (or ``--preset``) through :meth:`npgan.run.experiment.Run.train` (history, checkpoints
 every 1000 steps, the divergence guard: everything a real run does) in a temporary directory and prints, at a
@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py, cases_*.py
 
 from npgan.run.experiment import Run  # noqa: E402
 from npgan.run.presets import make_config  # noqa: E402

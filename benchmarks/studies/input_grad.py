@@ -1,6 +1,6 @@
 """The routes of a convolution's input gradient (the transposed convolution's forward), timed side by side.
 
-    python benchmarks/input_grad.py [--rounds 8] [--threads 2]
+    python benchmarks/studies/input_grad.py [--rounds 8] [--threads 2]
 
 For the conv2d case of bench.py (64 images 64×14×14 → 128×7×7, k4 s2 p1, gy channels-last as a layer hands it
 on), gx = col2im(gy₂ · W₂) by:
@@ -20,7 +20,8 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py, cases_*.py
 
 from bench import machine_line  # noqa: E402
 from threads import median_ms  # noqa: E402

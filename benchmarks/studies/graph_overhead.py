@@ -1,6 +1,6 @@
 """The fixed cost of recording and back-propagating a graph, against a dense layer's real work.
 
-    PYTHONPATH=CHECKOUT python benchmarks/graph_overhead.py [--rounds 400]
+    PYTHONPATH=CHECKOUT python benchmarks/studies/graph_overhead.py [--rounds 400]
 
 Times two loops of ``y = Linear(x); y.sum().backward(); zero_grad()`` in one process: Linear 784→256 at batch
 256 (the GEMMs dominate) and Linear 4→4 at batch 4 (only the per-Function bookkeeping is left). Run it with
@@ -36,6 +36,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=400)
     a = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py
     from bench import machine_line
     from threads import median_ms
     print(machine_line())

@@ -1,6 +1,6 @@
 """Wall and CPU time of short ``npgan train`` runs under several thread settings, taken in alternation.
 
-    python benchmarks/train_threads.py [--presets ring8,grid25,digits-mlp,digits-dcgan] [--rounds 3] [--busy]
+    python benchmarks/studies/train_threads.py [--presets ring8,grid25,digits-mlp,digits-dcgan] [--rounds 3] [--busy]
         [--steps SCALE] [--setting NAME=ROOT[:VAR=VALUE,...]] ...
 
 Each setting is a checkout of npgan (ROOT, put first on PYTHONPATH) and extra environment variables; the default
@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py
 
 from bench import machine_line  # noqa: E402
 
@@ -61,7 +63,7 @@ def main() -> int:
     ap.add_argument("--setting", action="append", default=[], help="NAME=ROOT[:VAR=VALUE,...] (repeatable)")
     a = ap.parse_args()
     print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
-    root = os.path.dirname(HERE)
+    root = os.path.dirname(os.path.dirname(HERE))  # the checkout (benchmarks/studies/..)
     settings = [parse_setting(s) for s in a.setting] or [
         ("auto", root, {}), ("blas1", root, {"OPENBLAS_NUM_THREADS": "1", "NPGAN_NUM_THREADS": "2"})]
     presets = a.presets.split(",")

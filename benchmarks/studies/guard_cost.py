@@ -1,6 +1,6 @@
 """What the divergence guard costs (docs/reliability.md §1): one finiteness check against a ring8 training step.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/guard_cost.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/studies/guard_cost.py
 
 The guard adds, per optimizer update, one add of two 0-d arrays, one ``isfinite`` and one ``bool()`` (the host
 sync); this times that against a whole ring8 step at the preset's batch of 512.
@@ -13,7 +13,8 @@ import sys
 import time
 import timeit
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py, cases_*.py
 
 import numpy as np  # noqa: E402
 from bench import machine_line  # noqa: E402

@@ -1,6 +1,6 @@
 """The memory check's estimate against tracemalloc's peak over a real first training step (docs/reliability.md §6).
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/memory_estimate.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/studies/memory_estimate.py
 
 For each (preset, batch) it builds the run's parts as ``Run`` does (no directory is written), takes
 :func:`npgan.run.memory.estimate_step_bytes` and the peak of Python-visible allocations (NumPy's arrays included)
@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py, cases_*.py
 
 from npgan.run.experiment import Run  # noqa: E402
 from npgan.run.memory import estimate_step_bytes, traced_peak  # noqa: E402

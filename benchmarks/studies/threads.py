@@ -1,6 +1,6 @@
-"""How npgan's convolutions use threads, measured: the figures quoted in benchmarks/README.md and the README.
+"""How npgan's convolutions use threads, measured: the figures quoted in benchmarks/README.md and docs/speed.md.
 
-    python benchmarks/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp]
+    python benchmarks/studies/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp]
 
 1. DCGAN training steps (the 28×28 DCGAN of bench.py, and the 8×8 one of the digits-dcgan preset) under four
    settings, taken in turn round after round (this machine's speed drifts within a minute), medians over rounds:
@@ -29,7 +29,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))  # the checkout
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # bench.py, cases_*.py
 
 from bench import machine_line  # noqa: E402
 from cases_conv import _dcgan28_leaky, dcgan_step_npgan, dcgan_step_torch  # noqa: E402
