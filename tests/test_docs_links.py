@@ -8,6 +8,7 @@ from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "benchmarks" / "README.md",
+         ROOT / "benchmarks" / "studies" / "README.md",
          *sorted((ROOT / "docs").glob("*.md"))]
 
 FENCE = re.compile(r"^ {0,3}(```|~~~)")
