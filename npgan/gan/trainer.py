@@ -11,6 +11,24 @@ One generator step, with ``order="d_first"`` (the default):
 
 ``order="g_first"`` swaps the two phases.
 
+Simultaneous steps (``extragradient`` and/or ``consensus`` γ > 0 in :class:`TrainConfig`; docs/math.md §16). Both
+players move at once, from one batch: real x, noise z, fake = G(z) kept in the graph, and the step's game
+
+    L_G = generator_loss(D(fake), fake=fake, entropy_weight=λ),   L_D = discriminator_loss(D(x), D(fake)) [+ w·P],
+
+with the field v = (∇_θ L_G, ∇_φ L_D) (the penalty lazily as above, its D steps being the steps). The gradient
+each optimizer follows is g = v, or with consensus g = v + γ·Jᵀv, Jᵀv = ∇_x ½‖v‖², where v is recorded with
+``create_graph=True`` (fake not detached in L_D, so that Jᵀv has its θ-part ∂(½‖v_φ‖²)/∂θ) and ½‖v‖² is
+differentiated once more. With extragradient, the optimizers first take one step with g(x_k) to the look-ahead
+x_{k+½}; g is evaluated there on the same batch (the same x, z and, for WGAN-GP, the same interpolation weights);
+the parameters go back to x_k and the optimizers step again with g(x_{k+½}). With Adam that is Extra-Adam (Gidel et
+al. 2019, Algorithm 4): both steps are Adam steps and both update the moments and the step count. The look-ahead
+is never a checkpoint's weights: the step ends at x_{k+1}. Weight clipping (Wasserstein without WGAN-GP) follows
+each of the two steps (projected extragradient). The history records the losses, D(x), D(G(z)), the entropy and
+the penalty at x_k, the norms of the gradients the optimizers followed, and one more column, ``field_norm`` =
+‖v(x_k)‖ (:data:`SIMULTANEOUS_FIELDS`): a run without these options writes exactly the columns and bytes it
+wrote before.
+
 ``reuse_fake=True``: one G forward a step instead of two, as PyTorch's DCGAN example trains. With d_first the
 last D step keeps the graph of its fake = G(z) (D still sees it detached) and the G step computes
 L_G = generator_loss(D(fake)) from that same fake, through the just-updated D, instead of drawing z'; with
@@ -55,6 +73,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import backend, parallel
+from ..autograd import grad
 from ..errors import DivergenceError
 from ..functional import stable_sigmoid
 from ..optim import Optimizer
@@ -63,7 +82,7 @@ from .config import TrainConfig
 from .losses import discriminator_loss, generator_loss
 from .penalties import check_penalty, gradient_penalty
 
-__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS"]
+__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "SIMULTANEOUS_FIELDS"]
 
 #: the scalars a step records on the device (brought to the host by :meth:`Trainer.flush`)
 _DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "gp")
@@ -72,6 +91,9 @@ _DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", 
 #: files written before it are a prefix of today's (:func:`npgan.run.history.read_history` fills it with NaN)
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
                   "entropy_weight", "gp")
+#: the column a run with simultaneous steps (extragradient, consensus) appends to history.csv: ‖v(x_k)‖, the norm of
+#: the game's vector field at the step's point; other runs do not have it
+SIMULTANEOUS_FIELDS = ("field_norm",)
 
 
 def _grad_norm(params: list[Tensor]) -> Any:
@@ -128,6 +150,10 @@ class Trainer:
         self._g_params = list(G.parameters())
         self._d_params = list(D.parameters())
         self._gemm_work = parallel.gemm_work((G, D), config.batch_size)  # small: one BLAS thread (fit_blas)
+        extra = SIMULTANEOUS_FIELDS if config.simultaneous else ()
+        self._device_fields = _DEVICE_FIELDS + extra
+        #: the columns of this run's history.csv: HISTORY_FIELDS, then field_norm with simultaneous steps
+        self.history_fields = HISTORY_FIELDS + extra
 
     # ------------------------------------------------------------------ one step
     def _noise(self, n: int) -> Tensor:
@@ -213,6 +239,128 @@ class Trainer:
         self._guard("G", "loss_g", loss_g.data, gn_g, self._g_params)
         self.opt_g.step()
 
+    # ------------------------------------------------------------------ simultaneous steps
+    def _game_losses(self, real: Tensor, z: Tensor, lam: float, penalise: bool, rec: dict[str, Any]) -> tuple[
+            Tensor, Tensor]:
+        """(L_G, L_D + w·P) of the step's game at the current parameters on the batch (real, z); the step's
+        scalars go to ``rec``. fake = G(z) keeps its graph in both losses (see the module docstring)."""
+        cfg = self.cfg
+        fake = self.G(z)
+        d_real = self.D(real)
+        d_fake = self.D(fake)
+        loss_g, entropy = generator_loss(d_fake, cfg.loss, fake=fake, entropy_weight=lam, bandwidth=cfg.bandwidth,
+                                         leave_one_out=cfg.leave_one_out)
+        loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
+        if penalise:
+            penalty = gradient_penalty(self.D, real, fake, cfg.gp)
+            total = loss_d + cfg.gp_scale * penalty
+            rec["gp"] = penalty.data
+        rec.update(loss_d=loss_d.data, loss_g=loss_g.data, d_x=stable_sigmoid(d_real.data).mean(),
+                   d_g_z=stable_sigmoid(d_fake.data).mean(), entropy=(entropy.data if entropy is not None else None))
+        return loss_g, total
+
+    def _consensus_grad(self, vg: list[Any], vd: list[Any]) -> list[Any]:
+        """Jᵀv = ∇_x ½‖v‖² for the recorded field v = (vg, vd) (``create_graph=True``): one more backward pass
+        through v's graph (docs/math.md §16); one array per parameter, G's then D's."""
+        half = None
+        for g in (*vg, *vd):
+            if g is not None:
+                s = (g * g).sum()
+                half = s if half is None else half + s
+        params = self._g_params + self._d_params
+        if half is None or not half.requires_grad:
+            return [None] * len(params)
+        return [None if g is None else g.data for g in grad(half * 0.5, params, allow_unused=True)]
+
+    def _simultaneous_grads(self, real: Tensor, z: Tensor, lam: float, penalise: bool,
+                            rec: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """Set every parameter's ``.grad`` to the gradient its optimizer follows at the current point: v, or
+        v + γ·Jᵀv with consensus; returns (L_G, L_D + w·P, ‖v‖) as device scalars. This is the simultaneous
+        steps' backward: a hook on the gradients (e.g. a sum over processes) belongs after it, as after the
+        alternating phases' ``backward()``."""
+        cfg = self.cfg
+        gamma = float(cfg.consensus)
+        loss_g, loss_d = self._game_losses(real, z, lam, penalise, rec)
+        vg = list(grad(loss_g, self._g_params, retain_graph=True, create_graph=gamma > 0, allow_unused=True))
+        vd = list(grad(loss_d, self._d_params, retain_graph=gamma > 0, create_graph=gamma > 0, allow_unused=True))
+        xp = backend.get_array_module(loss_g.data)
+        sq = sum(((g.data * g.data).sum() for g in (*vg, *vd) if g is not None), xp.zeros((), loss_g.dtype))
+        jtv = self._consensus_grad(vg, vd) if gamma > 0 else [None] * len(vg + vd)
+        for p, g, c in zip(self._g_params + self._d_params, vg + vd, jtv):
+            if g is None and c is None:
+                p.grad = None
+                continue
+            g = xp.zeros_like(p.data) if g is None else g.data
+            p.grad = g if c is None else g + gamma * c
+        return loss_g.data, loss_d.data, xp.sqrt(sq)
+
+    def _guard_both(self, loss_g: Any, loss_d: Any, rec: dict[str, Any]) -> None:
+        """The divergence guard of a simultaneous step, D first then G (``rec`` gets the gradient norms)."""
+        gn_d, gn_g = _grad_norm(self._d_params), _grad_norm(self._g_params)
+        rec.update(grad_norm_d=gn_d, grad_norm_g=gn_g)
+        more = {"gp": rec["gp"]} if "gp" in rec else None
+        try:
+            self._guard("D", "loss_d", loss_d, gn_d, self._d_params, more)
+        except _NonFinite:
+            for p in self._g_params:
+                p.grad = None
+            raise
+        self._guard("G", "loss_g", loss_g, gn_g, self._g_params)
+
+    def _optimizer_steps(self) -> None:
+        """Both optimizers' steps with the gradients set, then D's weight clipping where the loss asks for it."""
+        cfg = self.cfg
+        self.opt_d.step()
+        self.opt_g.step()
+        if cfg.loss == "wasserstein" and cfg.gp != "wgan-gp":
+            c = cfg.clip_value
+            for p in self._d_params:
+                backend.get_array_module(p.data).clip(p.data, -c, c, out=p.data)
+
+    def _extrapolate(self) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The look-ahead of extragradient: from x_k, one step of each optimizer with the gradients set (those at
+        x_k) to x_{k+½} (moments updated: Extra-Adam). Returns x_k and the optimizers' states before the step,
+        which :meth:`_restore` puts back."""
+        params = self._g_params + self._d_params
+        saved = ([p.data.copy() for p in params], [self.opt_g.state_dict(), self.opt_d.state_dict()])
+        self._optimizer_steps()
+        return saved
+
+    def _restore(self, x: list[Any], states: list[dict[str, Any]] | None = None) -> None:
+        """The parameters back to ``x`` (in place), and the optimizers to ``states`` when given."""
+        for p, a in zip(self._g_params + self._d_params, x):
+            p.data[...] = a
+        if states is not None:
+            self.opt_g.load_state_dict(states[0])
+            self.opt_d.load_state_dict(states[1])
+
+    def _simultaneous_step(self, lam: float, rec: dict[str, Any]) -> None:
+        """One simultaneous step of both players: plain (consensus alone) or extragradient (module docstring)."""
+        cfg = self.cfg
+        real = self.real_batch(self.step_count)
+        z = self._noise(cfg.batch_size)
+        penalise = bool(cfg.gp) and self.step_count % cfg.gp_every == 0  # d_steps = 1: the D steps are the steps
+        rng = backend.get_rng_state() if penalise and cfg.gp == "wgan-gp" and cfg.extragradient else None
+        loss_g, loss_d, norm = self._simultaneous_grads(real, z, lam, penalise, rec)
+        rec["field_norm"] = norm
+        self._guard_both(loss_g, loss_d, rec)
+        if not cfg.extragradient:
+            self._optimizer_steps()
+            return
+        x_k, states = self._extrapolate()
+        try:
+            if rng is not None:
+                backend.set_rng_state(rng)  # the same interpolation weights at the look-ahead
+            ahead: dict[str, Any] = {}
+            loss_g, loss_d, _ = self._simultaneous_grads(real, z, lam, penalise, ahead)
+            self._guard_both(loss_g, loss_d, ahead)
+        except _NonFinite:
+            self._restore(x_k, states)  # nothing moved: x_k and the optimizers' states of before the step
+            raise
+        rec.update(grad_norm_d=ahead["grad_norm_d"], grad_norm_g=ahead["grad_norm_g"])
+        self._restore(x_k)
+        self._optimizer_steps()
+
     def step(self) -> bool:
         """One generator step and its ``d_steps`` discriminator steps; records the step's scalars.
 
@@ -229,7 +377,9 @@ class Trainer:
         try:  # overflow/invalid warnings are not printed: the guard reports a divergence in one line instead
             with backend.np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                     parallel.fit_blas(self._gemm_work):
-                if cfg.order == "d_first":
+                if cfg.simultaneous:
+                    self._simultaneous_step(lam, rec)
+                elif cfg.order == "d_first":
                     self._d_phase(rec)
                     self._g_phase(lam, rec)
                 else:
@@ -256,14 +406,14 @@ class Trainer:
         return True
 
     def _record(self, step: int, rec: dict[str, Any], lr: float, lam: float) -> None:
-        self._pending.append((step, [rec.get(k) for k in _DEVICE_FIELDS] + [lr, lam]))
+        self._pending.append((step, [rec.get(k) for k in self._device_fields] + [lr, lam]))
 
     # ------------------------------------------------------------------ host side
     def flush(self) -> list[dict[str, float]]:
         """Move the recorded scalars of the steps since the last flush to the host (one transfer) as rows."""
         if not self._pending:
             return []
-        n = len(_DEVICE_FIELDS)
+        n = len(self._device_fields)
         xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:n] if v is not None])
         nan = float("nan")
         cols = []
@@ -273,10 +423,10 @@ class Trainer:
         rows = []
         for (step, vals), h in zip(self._pending, host):
             row = {"step": step}
-            for name, v in zip(_DEVICE_FIELDS, h):
+            for name, v in zip(self._device_fields, h):
                 row[name] = float(v)
             row["lr"], row["entropy_weight"] = float(vals[n]), float(vals[n + 1])
-            rows.append({k: row[k] for k in HISTORY_FIELDS})
+            rows.append({k: row[k] for k in self.history_fields})
         self._pending = []
         return rows
 

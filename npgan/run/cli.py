@@ -1,4 +1,4 @@
-"""The ``npgan`` command line: train, resume, sample, info.
+"""The ``npgan`` command line: train, resume, sample, info, export, download, study.
 
     npgan train --preset ring8 --out runs/r8
     npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
@@ -11,6 +11,9 @@
     npgan export runs/r8 --net G --out g.safetensors   # weights for PyTorch (safetensors.torch.load_file)
     npgan train --preset ring8 --model my_gan.py:build --init-g g.safetensors --out runs/mine
     npgan download mnist|cifar10 DIR                        # SHA-256 checked; then --data-dir DIR
+    npgan train --preset ring8 --keep-checkpoints --out runs/r8k && npgan study runs/r8k --out study/r8k
+    npgan train --preset ring8 --optimizer extragradient --out runs/eg        # Extra-Adam (simultaneous steps)
+    npgan train --preset ring8 --consensus 0.1 --out runs/co                  # consensus optimisation
 
 Bad input prints one line on stderr naming the problem and exits with status 2; nothing in an existing run
 directory is overwritten. Ctrl-C saves a checkpoint and exits with status 130. One writer at a time: ``train`` and
@@ -87,7 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
     t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1), metavar="K",
                    help="lazy regularisation: the penalty on every K-th D step, its weight times K (default 1)")
-    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
+    t.add_argument("--optimizer", choices=[*OPTIMIZERS, "extragradient"],
+                   help="both networks' optimizer (default: the preset's); extragradient = Extra-Adam (Gidel et al. "
+                        "2019): adam with --extragradient")
+    t.add_argument("--extragradient", action=argparse.BooleanOptionalAction, default=None,
+                   help="simultaneous steps of both players with a look-ahead: one optimizer step to x', then the "
+                        "step from x with the gradients at x' (Korpelevich 1976; with adam, Extra-Adam)")
+    t.add_argument("--consensus", type=cli_type(real, "--consensus", 0), metavar="GAMMA",
+                   help="consensus optimisation (Mescheder et al. 2017): simultaneous steps along v + GAMMA * J^T v, "
+                        "v the game's vector field (a double backward a step); 0 = off")
+    t.add_argument("--keep-checkpoints", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep a copy of every checkpoint in DIR/checkpoints/ (for npgan study)")
     t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1),
                    help="discriminator updates per generator update (default: the preset's)")
     t.add_argument("--entropy-weight", type=cli_type(real, "--entropy-weight", 0),
@@ -165,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-changed-model", action="store_true",
                    help="export a --model run whose model file changed since the run was created")
 
+    _add_study_parser(sub)
+
     i = sub.add_parser("info", help="version, device, array backend, BLAS; with DIR, that run's state (read-only)")
     i.add_argument("dir", type=Path, nargs="?", help="a run directory")
     dl = sub.add_parser("download", help="fetch MNIST or CIFAR-10 (binary version) into DIR, SHA-256 checked")
@@ -173,6 +188,55 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("dir", type=Path, help="target folder (created); files already there and intact are kept")
 
     return p
+
+
+def _add_study_parser(sub: Any) -> None:
+    from ..game import BATCHNORM_MODES, WHICH
+    st = sub.add_parser("study", help="the spectrum of the game through a run's checkpoints: J's top eigenvalues, "
+                                      "each player's Hessian extremes, path angles (PNGs and a JSON)")
+    st.add_argument("dir", type=Path, help="run directory (keep its checkpoints with npgan train --keep-checkpoints)")
+    st.add_argument("--out", type=Path, required=True, help="output directory (not inside the run directory)")
+    st.add_argument("--k", type=cli_type(integer, "--k", 1), default=20, help="eigenvalues of J per checkpoint (20)")
+    st.add_argument("--which", choices=list(WHICH), default="LM",
+                    help="which eigenvalues: LM largest |λ| (default), SR smallest Re λ, LR largest Re λ, LI largest "
+                         "|Im λ|")
+    st.add_argument("--batch", type=cli_type(integer, "--batch", 1),
+                    help="size of the fixed batch (default: the run's batch size)")
+    st.add_argument("--seed", type=cli_type(integer, "--seed", 0), default=0,
+                    help="picks the fixed batch and the solvers' start vectors (0)")
+    st.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="the analysis's precision (default float64: the weights cast up)")
+    st.add_argument("--batchnorm", choices=list(BATCHNORM_MODES), default="batch",
+                    help="batch norm with the batch's statistics as in training (default) or running ones (eval)")
+    st.add_argument("--limit", type=cli_type(integer, "--limit", 2),
+                    help="at most N checkpoints, evenly spaced, the first and the last included")
+    st.add_argument("--no-hessians", action="store_true", help="skip each player's Hessian extremes")
+    st.add_argument("--max-restarts", type=cli_type(integer, "--max-restarts", 0), default=60,
+                    help="the eigen-solvers' restart budget (60); unconverged values are reported as such")
+    st.add_argument("--device", help="cpu | gpu | gpu:N (default: the run's)")
+    st.add_argument("--force", action="store_true", help="replace a study already in --out")
+    st.add_argument("--trust-model", action="store_true",
+                    help="study a run whose networks come from its own --model file: that file's code is run "
+                         "(never without this option; a run directory is data)")
+    st.add_argument("--allow-changed-model", action="store_true",
+                    help="with --trust-model: accept a model file that changed since the run was created")
+    st.add_argument("--no-progress", action="store_true", help="no progress bar")
+    st.add_argument("--threads", type=cli_type(integer, "--threads", 1), help="CPU threads per op")
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    """``npgan study DIR --out OUT``: :func:`npgan.run.study.study`; prints the claims (numbers) on stdout."""
+    from .study import STUDY_FILES, StudyOptions, study
+    _set_threads(a)
+    opts = StudyOptions(k=a.k, which=a.which, batch=a.batch or 0, seed=a.seed, dtype=a.dtype,
+                        batchnorm=a.batchnorm, limit=a.limit or 0, hessians=not a.no_hessians,
+                        max_restarts=a.max_restarts, device=a.device)
+    result = study(a.dir, a.out, opts, trust_model=a.trust_model, allow_changed_model=a.allow_changed_model,
+                   force=a.force, progress=not a.no_progress)
+    for line in result["claims"]:
+        print(line)
+    print(f"wrote {', '.join(STUDY_FILES)} to {a.out}", file=sys.stderr)
+    return 0
 
 
 # ============================================================================ weights in and out
@@ -265,9 +329,13 @@ def _config_from_args(a: argparse.Namespace) -> Any:
     if a.wgan_gp:
         use_wgan_gp(cfg)
     _set_given(tr, a, ("gp", "gp_weight", "gp_every", "loss", "steps", "batch_size", "d_steps", "bandwidth", "z_dim",
-                       "order", "on_nan", "reuse_fake"))
+                       "order", "on_nan", "reuse_fake", "extragradient", "consensus"))
     _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
-                        "beta2"))
+                        "beta2", "keep_checkpoints"))
+    if cfg.optimizer == "extragradient":  # Extra-Adam: Adam, and the loop's look-ahead
+        if a.extragradient is False:
+            raise UsageError("--optimizer extragradient and --no-extragradient contradict each other")
+        cfg.optimizer, tr.extragradient = "adam", True
     if a.width is not None and a.d_width is None:
         cfg.d_hidden = 0  # --width is ngf = ndf: D follows it unless --d-width says otherwise
     _set_given(cfg, a, (("d_width", "d_hidden"),))
@@ -326,7 +394,9 @@ def cmd_train(a: argparse.Namespace) -> int:
         tr = cfg.train
         print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
               f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step"
-              f"{f', penalty {tr.gp} weight {tr.gp_weight:g} every {tr.gp_every}' if tr.gp else ''}) "
+              f"{f', penalty {tr.gp} weight {tr.gp_weight:g} every {tr.gp_every}' if tr.gp else ''}"
+              f"{', extragradient' if tr.extragradient else ''}"
+              f"{f', consensus {tr.consensus:g}' if tr.consensus > 0 else ''}) "
               f"for {tr.steps} steps on {backend.get_device()} -> {a.out}", file=sys.stderr)
         _print_metrics(run.train(progress=not a.no_progress))
     return 0
@@ -428,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         a = build_parser().parse_args(argv)
         return {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info,
-                "export": cmd_export, "download": cmd_download}[a.cmd](a)
+                "export": cmd_export, "download": cmd_download, "study": cmd_study}[a.cmd](a)
     except Interrupted as exc:
         print(f"npgan: {exc}", file=sys.stderr)
         return 130
