@@ -138,3 +138,34 @@ def test_cli_optimizer_extragradient_is_adam_with_the_look_ahead_in_config_toml(
         ("adam", True, 0.25, True)
     assert "extragradient, consensus 0.25" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000000.npz", "step_000002.npz"]
+
+
+def test_simultaneous_steps_stay_on_the_stand_in_gpu_and_match_the_cpu(tmp_path):
+    """ring8 with Extra-Adam, consensus and R1 on the stand-in GPU (tests/standin.py): no transfer to the host during
+    the steps (only the divergence guard's bools: two per evaluation of the field, two evaluations a step), one at
+    the flush, and the CPU's numbers bit for bit (NumPy underneath, one thread on the CPU side: the same operations
+    in the same order)."""
+    import standin
+    from helpers import tiny_ring8_config
+
+    from npgan.run.experiment import Run
+    npgan.set_num_threads(1)  # restored by conftest's _fresh_state
+    rows = {}
+    for dev in ("cpu", "gpu"):
+        with standin.installed(device=False):
+            cfg = tiny_ring8_config(3)
+            cfg.device, cfg.hidden = dev, 16
+            cfg.train.extragradient, cfg.train.consensus, cfg.train.gp, cfg.train.gp_weight = True, 0.2, "r1", 1.0
+            run = Run(cfg, tmp_path / dev)
+            standin.reset_counts()
+            for _ in range(3):
+                run.trainer.step()
+            steps = dict(standin.counts)
+            rows[dev] = run.trainer.flush()
+            if dev == "gpu":
+                assert isinstance(run.G[0].weight.data, standin.DeviceArray)
+                assert steps["to_host"] == 0, steps
+                # the guard's 4 bools a step, and the KDE term's finiteness check of each evaluation's fakes
+                assert steps["sync"] <= 3 * (4 + 2), steps
+    assert [list(r) for r in rows["gpu"]] == [list(r) for r in rows["cpu"]] and len(rows["gpu"]) == 3
+    np.testing.assert_array_equal([list(r.values()) for r in rows["gpu"]], [list(r.values()) for r in rows["cpu"]])

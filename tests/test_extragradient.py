@@ -179,6 +179,7 @@ def test_the_look_ahead_is_never_what_a_checkpoint_holds_and_resume_is_exact(tmp
 
     from npgan.run.checkpoint import load_arrays
     from npgan.run.experiment import Run
+    from npgan.run.history import read_history
 
     def cfg():
         c = tiny_ring8_config(6)
@@ -211,6 +212,8 @@ def test_the_look_ahead_is_never_what_a_checkpoint_holds_and_resume_is_exact(tmp
     a = (tmp_path / "full" / "history.csv").read_bytes()
     assert a == (tmp_path / "part" / "history.csv").read_bytes()
     assert a.splitlines()[0].endswith(b",gp,field_norm") and len(a.splitlines()) == 7
+    rows = read_history(tmp_path / "part" / "history.csv")
+    assert len(rows) == 6 and all(math.isfinite(r["field_norm"]) and r["field_norm"] > 0 for r in rows)
     kept = sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir())
     assert kept == ["step_000000.npz", "step_000002.npz", "step_000004.npz", "step_000006.npz"]
     assert (tmp_path / "full" / "checkpoints" / "step_000006.npz").read_bytes() == \

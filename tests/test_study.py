@@ -183,3 +183,17 @@ def test_a_model_file_run_is_studied_only_with_trust_model(tmp_path, capsys):
 def test_bad_options_are_one_line(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         study(tmp_path, tmp_path / "out", StudyOptions(**bad), progress=False)
+
+
+def test_on_the_stand_in_gpu_the_study_gives_the_cpus_numbers(studied, tmp_path):
+    """--device gpu on the stand-in (NumPy underneath, the same operations): the same JSON numbers as on the CPU."""
+    import standin
+    run_dir = studied[0]
+    opts = dict(k=2, batch=16, limit=2, hessians=False, path_points=3)
+    cpu = study(run_dir, tmp_path / "cpu", StudyOptions(**opts), progress=False)
+    with standin.installed(device=False):
+        gpu = study(run_dir, tmp_path / "gpu", StudyOptions(**opts, device="gpu"), progress=False)
+        assert backend.get_device() == "cpu"  # restored
+    for a, b in zip(cpu["checkpoints"], gpu["checkpoints"]):
+        assert a["eigenvalues"]["values"] == b["eigenvalues"]["values"] and a["field_norm"] == b["field_norm"]
+    assert cpu["path_angles"][0]["cos"] == gpu["path_angles"][0]["cos"]
