@@ -120,11 +120,14 @@ def test_weight_clipping_follows_both_half_steps_projected_extragradient():
 def test_a_non_finite_look_ahead_restores_the_point_and_the_optimizers(on_nan):
     """G(z) = √θ with θ = 0.01 and ψ = −1: v_θ = −ψ/(2√θ) = 5, so the look-ahead θ − 0.1·5 < 0 makes √θ NaN."""
     tr, G, D = dirac(0.01, -1.0, 0.1, opt="adam", sqrt=True, on_nan=on_nan)
+    logged = []
+    tr.log = logged.append
     before = state(G, D)
     if on_nan == "skip":
         assert tr.step() is False and tr.skipped == 1
+        assert len(logged) == 1 and logged[0].endswith("skipped the step, both players' updates (on_nan = skip)")
     else:
-        with pytest.raises(DivergenceError, match="step 1: non-finite loss_"):
+        with pytest.raises(DivergenceError, match="non-finite loss_d .*; neither G nor D was updated by this step"):
             tr.step()
     np.testing.assert_array_equal(state(G, D), before)
     assert tr.opt_g.state == {} and tr.opt_d.state == {}  # Adam's moments and counts as before the step

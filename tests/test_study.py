@@ -18,7 +18,7 @@ from npgan.run.checkpoint import load_arrays
 from npgan.run.cli import main
 from npgan.run.experiment import Run
 from npgan.run.presets import build_models, real_source
-from npgan.run.study import STUDY_FILES, StudyOptions, study
+from npgan.run.study import STUDY_FILES, StudyOptions, plot, study
 
 K, BATCH, SEED = 6, 24, 1
 
@@ -73,6 +73,15 @@ def test_the_json_and_the_pictures(studied):
     for name in STUDY_FILES[1:]:
         data = (out / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+
+
+def test_a_study_json_read_back_is_plotted_again(studied, tmp_path):
+    """JSON has no inf or nan (None in their place: a ratio with Re λ = 0, a cos with v = 0); plot() takes them."""
+    data = json.loads((studied[1] / "study.json").read_text())
+    data["checkpoints"][0]["ratio"] = None
+    data["path_angles"][0]["cos"][3] = None
+    plot(data, tmp_path)
+    assert all((tmp_path / name).read_bytes()[:4] == b"\x89PNG" for name in STUDY_FILES[1:])
 
 
 def test_the_numbers_are_npgan_games_and_the_dense_matrices(studied):

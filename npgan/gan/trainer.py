@@ -389,10 +389,13 @@ class Trainer:
             vals = ", ".join(f"{k} = {v!r}" for k, v in bad.values.items())
             what = f"step {t + 1}: non-finite {bad.loss} or gradient of {bad.network} ({vals})"
             if cfg.on_nan != "skip":
-                raise DivergenceError(f"{what}; {bad.network} was not updated by this step", step=t + 1,
+                was = "neither G nor D was updated" if cfg.simultaneous else f"{bad.network} was not updated"
+                raise DivergenceError(f"{what}; {was} by this step", step=t + 1,
                                       network=bad.network, loss=bad.loss, values=bad.values) from None
             self.skipped += 1
-            if self.log is not None:
+            if self.log is not None and cfg.simultaneous:
+                self.log(f"{what}; skipped the step, both players' updates (on_nan = skip)")
+            elif self.log is not None:
                 self.log(f"{what}; skipped the update of {bad.network}"
                          f"{' and the rest of the step' if (cfg.order == 'd_first') == (bad.network == 'D') else ''}"
                          " (on_nan = skip)")

@@ -55,7 +55,7 @@ from .checkpoint import CHECKPOINT_FILE, KEPT_CHECKPOINTS, load_arrays, unpack_s
 from .config import CONFIG_FILE, RunConfig, read_config
 from .presets import arch_summary, build_models, file_sha256, model_file, real_source
 
-__all__ = ["StudyOptions", "study", "claims", "checkpoint_files", "STUDY_FILES"]
+__all__ = ["StudyOptions", "study", "claims", "plot", "checkpoint_files", "STUDY_FILES"]
 
 #: what a study writes into its output directory
 STUDY_FILES = ("study.json", "eigenvalues.png", "ratio.png", "hessians.png", "path_angle.png")
@@ -223,7 +223,7 @@ def study(run_dir: str | os.PathLike, out: str | os.PathLike, options: StudyOpti
     result["claims"] = claims(result)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.json", json.dumps(_finite(result), indent=1) + "\n")
-    _plots(result, out)
+    plot(result, out)
     return result
 
 
@@ -365,7 +365,15 @@ def _title(result: dict[str, Any]) -> str:
     return ", ".join(bits)
 
 
-def _plots(result: dict[str, Any], out: Path) -> None:
+def _num(v: Any) -> float:
+    """A JSON number (None for inf or nan) as a float for plotting: None -> nan."""
+    return float("nan") if v is None else float(v)
+
+
+def plot(result: dict[str, Any], out: str | os.PathLike) -> None:
+    """The study's pictures (:data:`STUDY_FILES` but the JSON) from its result, or from a study.json read back
+    (``plot(json.load(open("study.json")), out)``: a study is re-plotted without recomputing it)."""
+    out = Path(out)
     plt = _plt()
     rows = result["checkpoints"]
     steps = [r["step"] for r in rows]
@@ -374,29 +382,32 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     title = _title(result)
     which, k = result["options"]["which"], result["options"]["k"]
 
-    fig, ax = plt.subplots(figsize=(6.4, 5.2))
-    for r in rows:
-        vals = r["eigenvalues"]["values"]
-        re_ = [v[0] for v in vals]
-        im = [v[1] for v in vals]
-        ax.scatter(re_, im, s=14, color=cmap(norm(r["step"])), alpha=0.85)
-    ax.axvline(0, color="0.6", lw=0.8)
-    ax.axhline(0, color="0.6", lw=0.8)
-    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-    fig.colorbar(sm, ax=ax, label="step")
-    ax.set_xlabel("Re λ")
-    ax.set_ylabel("Im λ")
-    ax.set_title(f"top-{k} eigenvalues of J ({which})\n{title}", fontsize=9)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax in axes:
+        for r in rows:
+            vals = r["eigenvalues"]["values"]
+            ax.scatter([v[0] for v in vals], [v[1] for v in vals], s=14, color=cmap(norm(r["step"])), alpha=0.85)
+        ax.axvline(0, color="0.6", lw=0.8)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_xlabel("Re λ")
+        ax.set_ylabel("Im λ")
+    axes[0].set_title("linear axes", fontsize=9)
+    axes[1].set_xscale("symlog", linthresh=1.0)
+    axes[1].set_yscale("symlog", linthresh=1.0)
+    axes[1].set_title("symmetric log axes (linear within ±1)", fontsize=9)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes[1], label="step")
+    fig.suptitle(f"top-{k} eigenvalues of the game's Jacobian J ({which}); {title}", fontsize=9)
     _save(fig, out / "eigenvalues.png")
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ratios = [r["ratio"] if math.isfinite(r["ratio"]) else float("nan") for r in rows]
-    a1.semilogy(steps, ratios, "o-")
+    a1.plot(steps, [_num(r["ratio"]) for r in rows], "o-")
+    a1.set_yscale("symlog", linthresh=0.01)
     a1.set_xlabel("step")
-    a1.set_ylabel("max |Im λ| / |Re λ|")
+    a1.set_ylabel("max |Im λ| / |Re λ|  (0: all real)")
     a1.set_title("rotation", fontsize=9)
     a2.plot(steps, [r["max_abs"] for r in rows], "o-", label="max |λ|")
     a2.plot(steps, [r["min_real"] for r in rows], "s-", label="min Re λ")
+    a2.set_yscale("symlog", linthresh=1.0)
     a2.axhline(0, color="0.6", lw=0.8)
     a2.set_xlabel("step")
     a2.legend(fontsize=8)
@@ -425,7 +436,7 @@ def _plots(result: dict[str, Any], out: Path) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for pa in result["path_angles"]:
         c = cmap(norm(pa["from_step"]))
-        a1.plot(pa["t"], pa["cos"], color=c)
+        a1.plot(pa["t"], [_num(x) for x in pa["cos"]], color=c)
         a2.semilogy(pa["t"], pa["norm"], color=c)
     a1.axhline(0, color="0.6", lw=0.8)
     a1.set_xlabel("t")
@@ -436,4 +447,3 @@ def _plots(result: dict[str, Any], out: Path) -> None:
         fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=a2, label="start step")
     fig.suptitle(f"path angle to the last checkpoint; {title}", fontsize=9)
     _save(fig, out / "path_angle.png")
-
