@@ -14,6 +14,9 @@
 #               then the shapes classifier's metrics and colour PRDC                      (limit  50 s)
 #   7. preset   npgan train --preset shapes-dcgan --steps 200 --device gpu: the preset through the CLI (run
 #               directory, checkpoints, sample grids, metrics.json) in DIR/shapes_preset  (limit  40 s)
+#   8. mpi2     npgan train --preset shapes-dcgan --steps 100 --device gpu --nproc 2: one run on two ranks
+#               (gpu:(local rank mod GPUs) each; needs the mpi extra: mpi4py and an MPI); its first line says
+#               whether buffers go to a CUDA-aware MPI or through host memory  (limit  60 s)
 # Each stage runs under `timeout`; a stage that fails or times out does not stop the next ones.
 #
 #   bash benchmarks/gpu_check.sh DIR
@@ -21,7 +24,8 @@
 # writes DIR/gpu_check.log (everything printed), DIR/gpu_check.json (per stage: exit status, seconds, timed out;
 # the test counts; the benchmark table; the batch-draw figures; the shapes run), DIR/gpu_tests.xml (JUnit),
 # DIR/bench_dcgan64_gpu.json, DIR/bench_gpu.json, DIR/batch_draw_gpu.json, DIR/shapes_run.json,
-# DIR/shapes_samples.png and the run directory DIR/shapes_preset (replaced when the script runs again).
+# DIR/shapes_samples.png and the run directories DIR/shapes_preset and DIR/shapes_mpi2 (replaced when the script
+# runs again).
 # Exit status: 0 when every stage passed, 1 when one failed or timed out, 2 for a usage error.
 # Without a GPU (no nvidia-smi, nvidia-smi sees no device, or CuPy cannot use one) it prints one line saying so,
 # writes nothing and exits 0. PYTHON selects the interpreter (default: python).
@@ -88,8 +92,11 @@ stage bench 90 "$PY" benchmarks/bench.py --device gpu --repeat 5 --json "$DIR/be
 stage draw 35 "$PY" benchmarks/batch_draw.py --device gpu --repeat 5 --json "$DIR/batch_draw_gpu.json"
 stage shapes 50 "$PY" benchmarks/gpu_shapes_run.py "$DIR" --device gpu --steps 200
 rm -rf "$DIR/shapes_preset"
-stage preset 40 "$PY" -m npgan.cli train --preset shapes-dcgan --steps 200 --device gpu --no-progress \
+stage preset 40 "$PY" -m npgan.run.cli train --preset shapes-dcgan --steps 200 --device gpu --no-progress \
     --out "$DIR/shapes_preset"
+rm -rf "$DIR/shapes_mpi2"
+stage mpi2 60 "$PY" -m npgan.run.cli train --preset shapes-dcgan --steps 100 --device gpu --nproc 2 --no-progress \
+    --out "$DIR/shapes_mpi2"
 
 timeout 20 "$PY" - "$DIR" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, os, subprocess, sys
@@ -117,7 +124,8 @@ except (OSError, ET.ParseError, AttributeError) as exc:
     out["tests"] = f"no JUnit report ({type(exc).__name__}: {exc})"
 for key, name in (("dcgan64", "bench_dcgan64_gpu.json"), ("bench", "bench_gpu.json"),
                   ("batch_draw", "batch_draw_gpu.json"), ("shapes_run", "shapes_run.json"),
-                  ("shapes_preset", os.path.join("shapes_preset", "metrics.json"))):
+                  ("shapes_preset", os.path.join("shapes_preset", "metrics.json")),
+                  ("shapes_mpi2", os.path.join("shapes_mpi2", "metrics.json"))):
     try:
         with open(os.path.join(d, name)) as f:
             out[key] = json.load(f)

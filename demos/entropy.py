@@ -88,6 +88,7 @@ def part_kde_n(args: Any, rng: Any, ax: Any) -> dict[str, Any]:
         ax.semilogx(ns, means["plain"], "o-", color=f"C{d - 1}", label=f"d={d}, plain")
         ax.semilogx(ns, means["loo"], "s--", color=f"C{d - 1}", label=f"d={d}, leave-one-out")
         ax.axhline(exact, color=f"C{d - 1}", lw=0.8, ls=":")
+    _plain_log_ticks(ax, ns)
     ax.set_xlabel("n samples")
     ax.set_ylabel("entropy estimate (nats)")
     ax.set_title("KDE entropy (Silverman) vs exact (dotted)")
@@ -121,11 +122,32 @@ def part_kde_bandwidth(args: Any, rng: Any, ax: Any) -> dict[str, Any]:
     ax.axhline(exact, color="gray", lw=0.8)
     ax.axvline(silver, color="C2", lw=0.8, label="Silverman")
     ax.set_ylim(exact - 4, exact + 4)
+    _plain_log_ticks(ax)
     ax.set_xlabel("bandwidth sigma")
     ax.set_title(f"n = {n}, d = {d}: exact {exact:.3f} (gray)")
     ax.legend(fontsize=7)
     return {"sigma_grid": sig.tolist(), "plain_vs_sigma": plain.tolist(), "loo_vs_sigma": loo.tolist(),
             "silverman_sigma": silver, "exact_bw": exact}
+
+
+def _plain_log_ticks(ax: Any, at: Any = None) -> None:
+    """A log x-axis labelled only at ``at`` (the values plotted, as plain numbers) or at its decades: matplotlib
+    labels minor ticks too when the axis spans less than about two decades, and those labels run together."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+    if at is not None:
+        ax.xaxis.set_major_locator(FixedLocator(at))
+        ax.xaxis.set_major_formatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _square_box(ax: Any, pts: Any) -> None:
+    """Square limits around ``pts``, with a margin for the arrows: with ``set_aspect("equal")`` the panel keeps
+    its full size, where limits that hug a wide, flat cloud (the two clumps) squash it into a strip."""
+    lo, hi = pts.min(0), pts.max(0)
+    c, half = (lo + hi) / 2, (hi - lo).max() / 2 * 1.3
+    ax.set_xlim(c[0] - half, c[0] + half)
+    ax.set_ylim(c[1] - half, c[1] + half)
 
 
 def entropy_grad(x: Any, sigma: float) -> tuple[float, Any]:
@@ -186,6 +208,7 @@ def part_collapse(args: Any, rng: Any, axes: Any) -> dict[str, Any]:
                                (a2, two, g2, "two clumps: pushed apart")):
         ax.scatter(pts[:, 0], pts[:, 1], s=8, color="C0")
         ax.quiver(pts[:, 0], pts[:, 1], gg[:, 0], gg[:, 1], color="C3", angles="xy", width=0.004)
+        _square_box(ax, pts)
         ax.set_aspect("equal")
         ax.set_title(title, fontsize=10)
     from matplotlib.ticker import MaxNLocator
@@ -195,6 +218,7 @@ def part_collapse(args: Any, rng: Any, axes: Any) -> dict[str, Any]:
         ax.tick_params(labelsize=8)
     a3.scatter(x[:, 0], x[:, 1], s=6, color="C0", label="start")
     a3.scatter(y[:, 0], y[:, 1], s=6, color="C1", label=f"after {steps} ascent steps")
+    _square_box(a3, np.concatenate([x, y]))
     a3.set_aspect("equal")
     a3.legend(fontsize=7, loc="upper right")
     a3.set_title(f"H: {hs[0]:.2f} -> {hs[-1]:.2f} nats", fontsize=10)

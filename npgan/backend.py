@@ -59,7 +59,7 @@ __all__ = [
     "DeviceError", "np", "cupy", "get_array_module", "set_default_dtype", "get_default_dtype",
     "manual_seed", "rng", "set_device", "get_device", "to_numpy", "is_array", "asarray", "device_of",
     "check_same_device", "get_rng_state", "set_rng_state", "gpu_available", "current_xp", "synchronize",
-    "set_gpu_module", "tune_malloc", "malloc_tuned",
+    "set_gpu_module", "tune_malloc", "malloc_tuned", "gpu_count",
 ]
 
 
@@ -342,6 +342,15 @@ def gpu_available() -> bool:
         return True
     except DeviceError:
         return False
+
+
+def gpu_count() -> int:
+    """The number of GPUs the GPU module sees (0 without one or when none answers)."""
+    try:
+        _require_gpu()
+        return int(_gpu_xp.cuda.runtime.getDeviceCount())
+    except DeviceError:
+        return 0
 
 
 def set_device(device: str) -> None:

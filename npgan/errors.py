@@ -25,6 +25,9 @@ Runs, checkpoints and training (defined here; all derive from :class:`NpganError
 * :class:`WriteError` (OSError, with the errno) — another file (history.csv, a picture, samples, config.toml,
   metrics.json) could not be written; the message names the file;
 * :class:`RunError` (ValueError) — a run directory cannot be created or resumed;
+* :class:`FileKindError` (ValueError) — a path names something npgan will not write or read: an output that is a
+  symlink or exists and is not a regular file (a device, FIFO, socket, directory), an input that is not a regular
+  file (:mod:`npgan.files`); nothing was written;
 * :class:`DivergenceError` (FloatingPointError) — a loss or gradient became nan/inf; the message names the network,
   the loss and the step; no parameter was changed by that step;
 * :class:`InsufficientMemoryError` (MemoryError) — a configuration needs more memory than the machine has,
@@ -36,8 +39,8 @@ float64).
 
 from __future__ import annotations
 
-__all__ = ["NpganError", "CheckpointError", "CheckpointWriteError", "WriteError", "RunError", "DivergenceError",
-           "InsufficientMemoryError", "PrecisionWarning"]
+__all__ = ["NpganError", "CheckpointError", "CheckpointWriteError", "WriteError", "RunError", "FileKindError",
+           "DivergenceError", "InsufficientMemoryError", "PrecisionWarning"]
 
 
 class NpganError(Exception):
@@ -58,6 +61,11 @@ class WriteError(NpganError, OSError):
 
 class RunError(NpganError, ValueError):
     """A run cannot be created or resumed; the message names the directory or file and the reason."""
+
+
+class FileKindError(NpganError, ValueError):
+    """A path is not what npgan may write or read there: an output that is a symlink or exists and is not a
+    regular file, or an input that is not a regular file; names the path and what it is. Nothing was written."""
 
 
 class DivergenceError(NpganError, FloatingPointError):

@@ -86,6 +86,11 @@ class Optimizer:
     def _update(self, p: Any, g: Any, state: dict[str, Any], group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The keys a parameter's state holds once it has been updated under ``group``'s settings (what
+        ``_update`` creates; a loaded state that lacks one would fail at the next step). Empty: no state."""
+        return ()
+
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
         groups = []
@@ -166,6 +171,9 @@ class SGD(Optimizer):
             g = g + mu * buf if group["nesterov"] else buf
         p -= group["lr"] * g
 
+    def state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] else ()
+
 
 class Adam(Optimizer):
     """Adam with bias correction (Kingma & Ba), the same arithmetic as torch.optim.Adam.
@@ -215,6 +223,9 @@ class Adam(Optimizer):
         upd *= group["lr"] / bc1
         p -= upd
 
+    def state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("step", "exp_avg", "exp_avg_sq")
+
 
 class RMSprop(Optimizer):
     """RMSprop (torch.optim.RMSprop without centering/momentum): v ← α·v + (1 − α)·g²;  p ← p − lr·g/(√v + ε)."""
@@ -246,3 +257,6 @@ class RMSprop(Optimizer):
             buf += d
             d = buf
         p -= group["lr"] * d
+
+    def state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("step", "square_avg", "momentum_buffer") if group["momentum"] else ("step", "square_avg")

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, backend
-from .errors import CheckpointError, CheckpointWriteError, PrecisionWarning
-from .files import atomic_write_bytes
+from .errors import CheckpointError, CheckpointWriteError, FileKindError, PrecisionWarning
+from .files import atomic_write_bytes, open_regular
 from .nn.module import load_problems
 from .tensor import Tensor
 
@@ -126,7 +126,7 @@ def save(state: Any, path: str | os.PathLike, metadata: dict[str, str] | None = 
 def _read(path: Path) -> bytes:
     """The whole file, after checking from its first 8 bytes that the header length fits it."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "weights file") as f:  # a FIFO or device: one line, never a blocking read
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
@@ -146,6 +146,8 @@ def _read(path: Path) -> bytes:
         raise WeightsError(f"weights file {path} is a directory") from None
     except PermissionError as exc:
         raise WeightsError(f"weights file {path} cannot be read: {exc.strerror}") from None
+    except FileKindError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def _header(path: Path, raw: bytes) -> dict[str, Any]:
@@ -169,6 +171,9 @@ def _header(path: Path, raw: bytes) -> dict[str, Any]:
             raise
         raise WeightsError(f"weights file {path} is not a safetensors file: its header is not JSON "
                            f"({type(exc).__name__})") from None
+    except RecursionError:
+        raise WeightsError(f"weights file {path} is not a safetensors file: its JSON header nests too deeply "
+                           "(a safetensors header is one flat table of tensors)") from None
     if not isinstance(header, dict):
         raise WeightsError(f"weights file {path} is not a safetensors file: its header is not a JSON object")
     return header
@@ -253,5 +258,24 @@ def load_into(module: Any, path: str | os.PathLike, strict: bool = True) -> dict
                              (_names, _names, _names))
     if problems:
         raise WeightsError(f"weights file {path} does not fit the {type(module).__name__}: " + "; ".join(problems))
+    _check_finite(path, state, own)
     module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
     return metadata
+
+
+def _check_finite(path: Path, state: dict[str, Any], own: dict[str, Any]) -> None:
+    """Every float tensor of the file is finite, and stays finite in the module's dtype (a float64 1e300 would
+    become inf in float32); :class:`WeightsError` naming the file and the tensor otherwise."""
+    np = backend.np
+    for k, a in own.items():
+        v = state.get(k)
+        if v is None or v.dtype.kind != "f" or a.dtype.kind != "f":
+            continue
+        if not np.isfinite(v).all():
+            raise WeightsError(f"weights file {path}: tensor {k!r} holds nan or inf; weights must be finite")
+        with np.errstate(over="ignore"):
+            cast = v.astype(a.dtype)
+        if not np.isfinite(cast).all():
+            big = float(np.abs(v).max())
+            raise WeightsError(f"weights file {path}: tensor {k!r} holds values up to {big:.3g}, beyond {a.dtype}'s "
+                               f"range (±{float(np.finfo(a.dtype).max):.3g}): they would become inf")

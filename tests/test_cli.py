@@ -68,6 +68,32 @@ def test_resume_and_sample(tmp_path, capsys):
     x = np.load(tmp_path / "s.npy", allow_pickle=False)
     assert x.shape == (100, 2) and np.isfinite(x).all()
     assert (tmp_path / "s.png").stat().st_size > 1000
+    # a picture alone is enough; nothing at all is one line, exit 2
+    only = tmp_path / "only"
+    only.mkdir()
+    rc, _, err = _cli(["sample", out, "--png", only / "p.png"], capsys)
+    assert rc == 0, err
+    assert os.listdir(only) == ["p.png"] and (only / "p.png").stat().st_size > 1000
+    assert err.strip() == f"wrote 64 samples of shape (2,) to {only / 'p.png'}"
+    rc, _, err = _cli(["sample", out], capsys)
+    assert rc == 2 and err.strip() == "npgan: error: sample needs --out FILE.npy, --png FILE.png or both"
+
+
+def test_resume_of_a_directory_without_a_run_suggests_only_what_exists(tmp_path, capsys):
+    d = tmp_path / "not_a_run"
+    d.mkdir()
+    (d / "notes.txt").write_text("x")
+    rc, _, err = _cli(["resume", d], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1
+    assert lines[0] == (f"npgan: error: {d} holds no run (neither checkpoint.npz nor config.toml); start one with "
+                        f"'npgan train --preset NAME --out {d}'")
+    assert os.listdir(d) == ["notes.txt"]
+    # a run that lost only its checkpoint: its config.toml can start it again
+    assert _cli(["train", "--preset", "ring8", *FAST, "--out", tmp_path / "r"], capsys)[0] == 0
+    (tmp_path / "r" / "checkpoint.npz").unlink()
+    rc, _, err = _cli(["resume", tmp_path / "r"], capsys)
+    assert rc == 2 and f"'npgan train --config {tmp_path / 'r' / 'config.toml'} --out NEW_DIR'" in err
 
 
 def test_info(capsys):

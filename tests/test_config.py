@@ -63,8 +63,13 @@ def test_deeply_nested_toml_and_endless_files_give_one_line(tmp_path):
     p.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(RunError, match="too deeply"):
         read_config(p)
-    with pytest.raises(RunError, match="/dev/zero is larger than"):
-        read_config("/dev/zero")
+    endless = tmp_path / "endless.toml"  # a sparse file of 64 MiB: read 1 MiB and refused by its size
+    with open(endless, "wb") as f:
+        f.truncate(64 << 20)
+    with pytest.raises(RunError, match="endless.toml is larger than"):
+        read_config(endless)
+    with pytest.raises(RunError, match="config file .* is a directory"):  # anything but a regular file: one line
+        read_config(tmp_path)
 
 
 # ============================================================================ checked up front

@@ -125,6 +125,35 @@ def test_entropy(tmp_path):
     assert_png(tmp_path / "entropy.png")
 
 
+def test_entropy_figure_keeps_its_panels_full_size_and_its_labels_apart(tmp_path, monkeypatch):
+    """The figure as drawn: the three lower panels (equal aspect) are about as tall as each other, so the two
+    clumps are not squashed into a strip; no two tick labels of any panel overlap (a log axis over less than two
+    decades labels its minor ticks unless told not to)."""
+    mod = importlib.import_module("entropy")
+    seen = {}
+    real_save = mod.save
+
+    def measuring_save(fig, path, *a, **k):
+        renderer = fig.canvas.get_renderer()
+        fig.canvas.draw()
+        for ax in fig.axes:
+            labels = [t for t in (*ax.get_xticklabels(), *ax.xaxis.get_minorticklabels(), *ax.get_yticklabels())
+                      if t.get_visible() and t.get_text()]
+            boxes = [t.get_window_extent(renderer) for t in labels]
+            clash = [(labels[i].get_text(), labels[j].get_text()) for i in range(len(boxes))
+                     for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+            seen[ax.get_title()] = (ax.get_window_extent(renderer).height, clash)
+        return real_save(fig, path, *a, **k)
+
+    monkeypatch.setattr(mod, "save", measuring_save)
+    mod.main(["--quick", "--out", str(tmp_path)])
+    assert len(seen) == 5
+    for title, (_, clash) in seen.items():
+        assert clash == [], (title, clash)
+    lower = {t: h for t, (h, _) in seen.items() if t.startswith(("near collapse", "two clumps", "H: "))}
+    assert len(lower) == 3 and min(lower.values()) > 0.9 * max(lower.values()), lower
+
+
 # ============================================================================ 4. mode collapse
 def test_mode_collapse(tmp_path, capsys):
     r = run_demo("mode_collapse", tmp_path)

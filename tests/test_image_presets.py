@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -147,6 +148,22 @@ def test_dcgan64_true_shapes_on_a_folder(tmp_path, photos):
     assert (cfg.hidden, cfg.image_size, cfg.channels, cfg.train.z_dim, cfg.train.lr, cfg.beta1, cfg.beta2) == (
         64, 64, 3, 100, 2e-4, 0.5, 0.999)
     assert presets.PRESETS["dcgan64"].train.batch_size == 128
+
+
+def test_a_damaged_file_is_one_warning_line_said_once(tmp_path, capsys):
+    """The folder is read twice (training, then evaluation against its own images): the warning is one line
+    ``npgan: warning: ...``, printed once, without Python's file, line and source line."""
+    root = _folder(tmp_path / "imgs", n=12)
+    (root / "broken.png").write_bytes(b"\x89PNG but not really" + bytes(50))
+    conf = _small_config(tmp_path, "dcgan64")
+    rc = _train("--config", conf, "--preset", "dcgan64", "--data-dir", root, "--image-size", "8", "--width", "4",
+                "--batch-size", "4", "--steps", "1", "--out", tmp_path / "r")
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    lines = [ln for ln in re.split(r"[\r\n]", err) if "warning" in ln.lower() or "skipped" in ln]
+    assert len(lines) == 1 and lines[0].startswith("npgan: warning: ImageFolder: skipped 1 of 13 files under "), err
+    assert "broken.png" in lines[0]
+    assert "catalog.py" not in err and "ImageDataWarning" not in err and "return ImageFolder(" not in err
 
 
 def test_folder_errors_exit_2_in_one_line_and_write_nothing(tmp_path, capsys):

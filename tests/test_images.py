@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 import npgan
+import npgan.eval.metrics  # noqa: F401 - npgan.eval.metrics below (import npgan loads no wing)
 from npgan.data import images, shapes
 from npgan.data.images import ImageDataError, ImageDataWarning
 

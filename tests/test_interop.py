@@ -306,11 +306,11 @@ def test_import_npgan_does_not_import_torch():
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_readme_weights_example_runs(tmp_path, monkeypatch):
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+def test_weights_doc_example_runs(tmp_path, monkeypatch):
+    text = (Path(__file__).resolve().parent.parent / "docs" / "weights.md").read_text(encoding="utf-8")
     m = re.search(r"## Weights in and out\n.*?```python\n(.*?)```", text, re.S)
-    assert m, "the README lost its 'Weights in and out' example"
+    assert m, "docs/weights.md lost its 'Weights in and out' example"
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
-    exec(compile(m.group(1), "README.md", "exec"), ns)
+    exec(compile(m.group(1), "docs/weights.md", "exec"), ns)
     assert ns["same"] and ns["back"]

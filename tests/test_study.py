@@ -186,7 +186,7 @@ def test_a_model_file_run_is_studied_only_with_trust_model(tmp_path, capsys):
     assert "has changed since the run was created" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad,match", [(dict(k=0), "k must be a positive integer"),
+@pytest.mark.parametrize("bad,match", [(dict(k=0), r"k must be an integer in \[1, 500\], got 0"),
                                        (dict(which="XX"), "unknown which"), (dict(limit=1), "limit must be 0"),
                                        (dict(dtype="float16"), "unknown dtype")])
 def test_bad_options_are_one_line(tmp_path, bad, match):

@@ -163,6 +163,26 @@ def test_init_g_from_an_exported_file_is_g_at_step_0_and_resume_keeps_training(r
     assert not (tmp_path / "again").exists()
 
 
+def test_one_network_from_a_file_and_the_other_fresh_is_warned_about(runs, tmp_path, capsys):
+    """--init-g without --init-d (or the reverse) trains, with one warning line that says what it did to ring8;
+    both together, or neither, print none."""
+    from npgan.run.cli import ONE_SIDED_INIT
+    files = {}
+    for net in ("G", "D"):
+        files[net] = tmp_path / f"{net}.safetensors"
+        assert _cli(["export", runs["ring8"], "--net", net, "--out", files[net]], capsys)[0] == 0
+    common = ["train", "--preset", "ring8", "--steps", "1", "--batch-size", "32", *FAST]
+    for given, other in (("g", "d"), ("d", "g")):
+        rc, _, err = _cli([*common, f"--init-{given}", files[given.upper()], "--out", tmp_path / given], capsys)
+        assert rc == 0, err
+        warned = [ln for ln in err.splitlines() if ln.startswith("npgan: warning:")]
+        assert warned == [f"npgan: warning: --init-{given} without --init-{other}: {ONE_SIDED_INIT[given]}; give "
+                          f"--init-{other} the {other.upper()} trained with it to keep both"], err
+    for extra in (["--init-g", files["G"], "--init-d", files["D"]], []):
+        rc, _, err = _cli([*common, *extra, "--out", tmp_path / f"x{len(extra)}"], capsys)
+        assert rc == 0 and "warning" not in err, err
+
+
 def test_init_file_that_does_not_fit_is_refused_in_one_line_and_nothing_is_written(runs, tmp_path, capsys):
     G, _ = build_models(make_config("ring8"))
     state = G.state_dict()
@@ -238,11 +258,11 @@ def test_model_file_end_to_end(tmp_path, capsys):
     assert not (tmp_path / "__pycache__").exists()  # the user's folder is left as it was
     assert _cli(["resume", out, "--steps", "5", *FAST], capsys)[0] == 0
     assert load_arrays(out / "checkpoint.npz")[1]["step"] == 5
-    rc, _, err = _cli(["sample", out, "--n", "7", "--out", tmp_path / "s.npy"], capsys)
+    rc, _, err = _cli(["sample", out, "--n", "7", "--out", tmp_path / "s.npy", "--trust-model"], capsys)
     assert rc == 0, err
     assert np.load(tmp_path / "s.npy").shape == (7, 2)
     g = tmp_path / "g.safetensors"
-    assert _cli(["export", out, "--out", g], capsys)[0] == 0
+    assert _cli(["export", out, "--out", g, "--trust-model"], capsys)[0] == 0
     _, md = npgan.load(g)
     assert md["model_sha256"] == _sha(f) and md["model"] == "custom"
     torch = torch_or_skip()
@@ -252,7 +272,7 @@ def test_model_file_end_to_end(tmp_path, capsys):
     G_fresh, _ = build_models(cfg)
     twin = to_torch(G_fresh)
     twin.load_state_dict(load_file(str(g)), strict=True)
-    _, G, _, _ = read_models(out)
+    _, G, _, _ = read_models(out, trust_model=True)
     z = np.random.default_rng(3).standard_normal((10, 16)).astype(np.float32)
     np.testing.assert_allclose(twin(torch.from_numpy(z)).detach().numpy(), G(npgan.tensor(z)).numpy(),
                                rtol=0, atol=1e-6)
@@ -262,12 +282,15 @@ def test_model_file_end_to_end(tmp_path, capsys):
     before = _snapshot(out)
     rc, _, err = _cli(["resume", out, "--steps", "6", *FAST], capsys)
     assert rc == 2 and "has changed since the run was created" in _one_error_line(err)
-    rc, _, err = _cli(["export", out, "--out", tmp_path / "g2.safetensors"], capsys)
+    rc, _, err = _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model"], capsys)
     assert rc == 2 and "--allow-changed-model" in _one_error_line(err)
-    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s2.npy"], capsys)
+    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model"], capsys)
     assert rc == 2 and "has changed" in _one_error_line(err) and not (tmp_path / "s2.npy").exists()
     assert _snapshot(out) == before
-    assert _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--allow-changed-model"], capsys)[0] == 0
+    assert _cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model", "--allow-changed-model"],
+                capsys)[0] == 0  # the option the message names is accepted by every command that gives it
+    assert _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model", "--allow-changed-model"],
+                capsys)[0] == 0
     assert _cli(["resume", out, "--steps", "6", *FAST, "--allow-changed-model"], capsys)[0] == 0
     assert read_config(out / "config.toml").model_sha256 == _sha(f)
     # a changed architecture does not fit the checkpoint, allowed or not

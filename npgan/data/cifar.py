@@ -190,9 +190,10 @@ def download_cifar10(data_dir: str | os.PathLike, base_url: str | None = None,
     """Download ``cifar-10-binary.tar.gz`` (170 MB) into ``data_dir``, verify its SHA-256, return its path.
 
     As :func:`npgan.data.digits.download_mnist`: streamed to a temporary file beside the target, checked, then renamed
-    into place (an interrupted or wrong download leaves nothing); a file already there with the right checksum
-    is kept and not fetched again. ``base_url`` defaults to :data:`CIFAR10_URL`; any other server needs
-    ``checksums={CIFAR10_ARCHIVE: sha256}``. :func:`read_cifar10` reads the archive as it is.
+    into place (a wrong or interrupted download leaves nothing under its name; a SIGKILLed one's temporary file is
+    removed by the next download); a file already there with the right checksum is kept and not fetched again.
+    ``base_url`` defaults to :data:`CIFAR10_URL`; any other server needs ``checksums={CIFAR10_ARCHIVE: sha256}``.
+    :func:`read_cifar10` reads the archive as it is.
     """
     url_base = CIFAR10_URL if base_url is None else base_url
     if not isinstance(url_base, str) or not url_base.startswith(("http://", "https://")):

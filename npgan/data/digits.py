@@ -12,10 +12,13 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
 from .. import backend
+from ..errors import FileKindError
+from ..files import open_regular
 from ..tensor import Tensor
 from .download import download_file
 from .loader import images_to_tensor, labels_to_tensor
@@ -100,15 +103,30 @@ def _find_idx(data_dir: str, name: str) -> str | None:
     return None
 
 
+#: an IDX file (or what a .gz decompresses to) larger than this is not MNIST's (47 MB for its training images): a
+#: gzip bomb or the wrong file is refused by its size instead of exhausting memory
+MAX_IDX_BYTES = 1 << 30
+
+
 def _read_idx_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
-        raw = f.read()
-    if path.endswith(".gz"):
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"MNIST file {path}: not a complete gzip file ({type(exc).__name__}: {exc}); "
-                             "delete it and download it again") from None
+    """The IDX bytes of ``path`` (decompressed when it ends in .gz), at most :data:`MAX_IDX_BYTES`; a regular file
+    only (:func:`npgan.files.open_regular`: a FIFO never blocks)."""
+    try:
+        with open_regular(path, "MNIST file") as f:
+            if not path.endswith(".gz"):
+                raw = f.read(MAX_IDX_BYTES + 1)
+            else:
+                try:
+                    with gzip.GzipFile(fileobj=f) as g:
+                        raw = g.read(MAX_IDX_BYTES + 1)
+                except (OSError, EOFError, zlib.error) as exc:
+                    raise ValueError(f"MNIST file {path}: not a complete gzip file ({type(exc).__name__}: {exc}); "
+                                     "delete it and download it again") from None
+    except FileKindError as exc:
+        raise ValueError(str(exc)) from None
+    if len(raw) > MAX_IDX_BYTES:
+        raise ValueError(f"MNIST file {path}: {'decompresses to' if path.endswith('.gz') else 'is'} more than "
+                         f"{MAX_IDX_BYTES >> 20} MiB; MNIST's largest file is 47 MB (is it the right file?)")
     return raw
 
 
@@ -188,8 +206,10 @@ def download_mnist(data_dir: str | os.PathLike, base_url: str | Sequence[str] | 
         timeout: seconds per connection attempt.
 
     Each file is streamed to a temporary file in ``data_dir``, checked, and only
-    then renamed into place, so an interrupted or wrong download leaves nothing
-    behind. A file already present with the right checksum is kept untouched
+    then renamed into place, so a wrong download, an error, Ctrl-C or SIGTERM
+    (``npgan download``) leaves nothing behind; the temporary file of a process
+    that was killed outright (SIGKILL) is removed by the next download into
+    ``data_dir``. A file already present with the right checksum is kept untouched
     (not downloaded again); one with a wrong checksum is replaced by a verified
     download. Returns the four paths. Raises ValueError on a checksum mismatch
     (from every mirror) and OSError when no mirror answers.

@@ -3,7 +3,10 @@ npgan's cache directory.
 
 Nothing here runs at import or load time: only ``npgan download`` (or a call of a data set's ``download_*``)
 fetches. A file already present with the right checksum is kept and not fetched again; a wrong or interrupted
-download leaves nothing under the target's name.
+download leaves nothing under the target's name. The temporary file (``.NAME.PID.XXXXXXXXXXXX.part``) is removed
+on any error and on Ctrl-C; one left by a process that was killed (SIGKILL, a power cut) is removed by the next
+download into that folder (:func:`npgan.files.remove_stale_temps`: only when no process holds its lock and the
+process named in it has ended).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 
-from ..files import publish, sha256_file, temp_file
+from ..files import check_target, publish, remove_stale_temps, sha256_file, temp_file
 
 __all__ = ["fetch_verified", "download_file", "cache_dir", "PART_SUFFIX"]
 
@@ -39,15 +42,18 @@ def fetch_verified(url: str, target: str, sha256: str, timeout: float, caller: s
     fd, tmp = temp_file(target, PART_SUFFIX)
     try:
         h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            for chunk in iter(lambda: resp.read(1 << 20), b""):
-                h.update(chunk)
-                out.write(chunk)
-        got = h.hexdigest()
-        if got != sha256.lower():
-            raise ValueError(f"{caller}: checksum mismatch for {url}: SHA-256 {got}, expected {sha256}; "
-                             "the file was not kept")
-        publish(tmp, target)
+        with os.fdopen(fd, "wb") as out:  # open (and locked) until the file has its final name
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    h.update(chunk)
+                    out.write(chunk)
+            got = h.hexdigest()
+            if got != sha256.lower():
+                raise ValueError(f"{caller}: checksum mismatch for {url}: SHA-256 {got}, expected {sha256}; "
+                                 "the file was not kept")
+            out.flush()
+            os.fsync(out.fileno())
+            publish(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -59,11 +65,15 @@ def download_file(caller: str, data_dir: str, name: str, mirrors: Sequence[str],
 
     A file already there with the right checksum is kept untouched; one with a wrong checksum is replaced by a
     verified download. Raises ValueError (prefixed ``caller:``) when every mirror served a wrong file, OSError
-    naming each URL when none could be read. Returns the path.
+    naming each URL when none could be read, :class:`~npgan.errors.FileKindError` when ``name`` is taken by a
+    symlink to a wrong file or by anything but a regular file (never replaced). Returns the path.
     """
     target = os.path.join(data_dir, name)
+    if os.path.isdir(data_dir):
+        remove_stale_temps(data_dir, PART_SUFFIX, require_gone_writer=True)  # parts killed downloads left
     if os.path.isfile(target) and sha256_file(target) == sha256.lower():
-        return target  # a valid file is never overwritten (nor fetched again)
+        return target  # a valid file (or a symlink to one) is never overwritten (nor fetched again)
+    check_target(target)  # a symlink, FIFO, device or directory in its place: refused, never replaced
     errors = []
     for m in mirrors:
         url = m.rstrip("/") + "/" + name

@@ -17,27 +17,31 @@ Bad input raises :class:`ImageDataError` (a ValueError: the CLI exits 2) with on
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import stat
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from .. import backend
-from ..files import publish
+from ..errors import FileKindError
+from ..files import file_kind, open_regular, publish, remove_stale_temps, temp_file
 from ..tensor import Tensor
 from .download import cache_dir
 
 __all__ = [
     "ImageDataError", "ImageDataWarning", "UInt8Images", "ImageFolder", "ImageStream", "IMAGE_EXTENSIONS",
-    "resize_crop_box", "area_downsample",
+    "resize_crop_box", "area_downsample", "MAX_IMAGE_PIXELS", "MAX_IMAGE_ASPECT",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 _CACHE_SUBDIR = ".npgan-cache"
+_PART = ".part"  # the ending of a cache build's temporary files (``.NAME.PID.XXXXXXXXXXXX.part``)
 
 
 class ImageDataError(ValueError):
@@ -217,14 +221,77 @@ def _to_mode(im: Any, channels: int, background: int) -> Any:
     return im.convert("RGB" if channels == 3 else "L")
 
 
-_DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, EOFError)
+#: Decoding limits (docs/images.md): an image of more pixels than this (width × height, as its header says) is
+#: skipped with the undecodable files, before its pixels are decoded (a 389 KB PNG can claim 20000 × 20000, 1.2
+#: GB decoded); a JPEG above it is decoded at a reduced scale (Pillow's ``draft``: 1/2, 1/4 or 1/8, done by the
+#: decoder) when that brings it under the limit. 2^26 = 8192 × 8192. Raise it with ``ImageFolder(max_pixels=...)``
+#: or the environment variable ``NPGAN_MAX_IMAGE_PIXELS``.
+MAX_IMAGE_PIXELS = 1 << 26
+#: An image whose longer side is more than this many times its shorter side is skipped (a 1,000,000 × 1 PNG would
+#: be resized to 64,000,000 × 64 before its centre crop). ``ImageFolder(max_aspect=...)`` or
+#: ``NPGAN_MAX_IMAGE_ASPECT`` raise it.
+MAX_IMAGE_ASPECT = 64
 
 
-def _decode(path: str, size: int, channels: int, upscale: bool, background: int) -> Any:
-    """One file → uint8 (C, size, size): decode, EXIF transpose, mode, Resize + CenterCrop (torchvision's)."""
+class _Undecodable(Exception):
+    """An image file skipped for a reason npgan states (not a regular file, beyond a decoding limit)."""
+
+
+def _limit(name: str, given: int | None, env: str, default: int) -> int:
+    if given is None:
+        raw = os.environ.get(env, "")
+        if not raw:
+            return default
+        try:
+            given = int(raw)
+        except ValueError:
+            raise ImageDataError(f"ImageFolder: ${env} must be a positive integer, got {raw!r}") from None
+    if isinstance(given, bool) or not isinstance(given, int) or given < 1:
+        raise ImageDataError(f"ImageFolder: {name} must be a positive integer, got {given!r}")
+    return given
+
+
+@contextlib.contextmanager
+def _pillow_limit() -> Iterator[None]:
+    """While an ImageFolder decodes, npgan's limits (checked on the header's size, before any pixel is decoded)
+    stand in for Pillow's own decompression-bomb check (``Image.MAX_IMAGE_PIXELS``: a warning, then an error at
+    twice it), so that a file beyond them is skipped with npgan's message and ``max_pixels`` can be raised past
+    Pillow's figure. Pillow's setting is put back after each file."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def _decode(path: str, size: int, channels: int, upscale: bool, background: int,
+            max_pixels: int = MAX_IMAGE_PIXELS, max_aspect: int = MAX_IMAGE_ASPECT) -> Any:
+    """One file → uint8 (C, size, size): decode, EXIF transpose, mode, Resize + CenterCrop (torchvision's).
+
+    Only a regular file is opened (:func:`npgan.files.open_regular`: a FIFO never blocks); its header's size is
+    checked against ``max_pixels`` and ``max_aspect`` before any pixel is decoded (:class:`_Undecodable`).
+    """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    try:
+        f = open_regular(path, "image")
+    except FileKindError as exc:
+        raise _Undecodable(str(exc).replace(f"image {path} is ", "")) from None
+    with f, _pillow_limit(), Image.open(f) as im:
+        w, h = im.size
+        if min(w, h) < 1:
+            raise _Undecodable(f"its header says {w}x{h} pixels")
+        if max(w, h) > max_aspect * min(w, h):
+            raise _Undecodable(f"{w}x{h} pixels, an aspect ratio beyond {max_aspect}:1 (max_aspect, "
+                               "$NPGAN_MAX_IMAGE_ASPECT)")
+        if w * h > max_pixels and im.format == "JPEG":
+            im.draft("L" if channels == 1 else "RGB", (size, size))  # the decoder scales by 1/2, 1/4 or 1/8
+        if im.size[0] * im.size[1] > max_pixels:
+            raise _Undecodable(f"{w}x{h} = {w * h:,} pixels, more than the limit of {max_pixels:,} (max_pixels, "
+                               "$NPGAN_MAX_IMAGE_PIXELS)")
         im.load()  # the whole image now: a truncated or corrupt file fails here
         im = ImageOps.exif_transpose(im)
     w, h = im.size
@@ -239,25 +306,140 @@ def _decode(path: str, size: int, channels: int, upscale: bool, background: int)
     return a[None] if channels == 1 else a.transpose(2, 0, 1)
 
 
-def _scan(root: str) -> list[tuple[str, int, int]]:
-    """(relative path with '/', size, mtime_ns) of every image file under root, sorted by path."""
+def _scan(root: str) -> list[tuple[str, int, int, int, int, str]]:
+    """(relative path with '/', size, mtime_ns, ctime_ns, inode, kind) of every image file name under root, sorted
+    by path; kind is "" for a regular file (or a symlink to one), else what it is ("a FIFO (named pipe)", "a
+    dangling symlink", ...), and such an entry is skipped when the cache is built. ctime and inode are in the cache's
+    key so that a file replaced with its old size and mtime kept (``cp -p``, ``rsync -a``) is still seen."""
     out = []
     for d, dirs, files in os.walk(root):
-        dirs[:] = [x for x in dirs if x != _CACHE_SUBDIR]
+        dirs[:] = sorted(x for x in dirs if x != _CACHE_SUBDIR)
         for f in files:
             if f.lower().endswith(IMAGE_EXTENSIONS):
                 p = os.path.join(d, f)
-                st = os.stat(p)
-                out.append((os.path.relpath(p, root).replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+                rel = os.path.relpath(p, root).replace(os.sep, "/")
+                try:
+                    st = os.stat(p)
+                except FileNotFoundError:
+                    out.append((rel, -1, 0, 0, 0, "a dangling symlink" if os.path.islink(p) else "gone"))
+                    continue
+                except OSError as exc:
+                    out.append((rel, -1, 0, 0, 0, f"unreadable ({exc.strerror or exc})"))
+                    continue
+                kind = "" if stat.S_ISREG(st.st_mode) else file_kind(st.st_mode)
+                out.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, kind))
     return sorted(out)
 
 
 def _default_cache_dir(root: str) -> str:
-    """``root/.npgan-cache`` when root is writable, else ``cache_dir()/images``."""
+    """``root/.npgan-cache`` when root is writable (and that name is not a symlink or a file), else
+    ``cache_dir()/images``."""
     inside = os.path.join(root, _CACHE_SUBDIR)
+    if os.path.islink(inside) or (os.path.lexists(inside) and not os.path.isdir(inside)):
+        return os.path.join(cache_dir(), "images")
     if os.access(inside, os.W_OK) if os.path.isdir(inside) else os.access(root, os.W_OK):
         return inside
     return os.path.join(cache_dir(), "images")
+
+
+# ---------------------------------------------------------------------------- the cache's integrity
+#: the pixel block of a cache is checksummed in blocks of this many bytes (SHA-256 of each, recorded at build)
+CACHE_BLOCK = 1 << 20
+#: a cache of at most this many blocks (64 MiB) is checked whole each time it is opened; a larger one in
+#: :data:`CACHE_SAMPLED_BLOCKS` blocks (its first, its last and others drawn at random), and whole on demand
+#: (:meth:`ImageFolder.verify`, ``ImageFolder(verify="full")``)
+CACHE_FULL_CHECK_BLOCKS = 64
+CACHE_SAMPLED_BLOCKS = 32
+#: the cache's .json is a file list: larger than this, it is not an npgan cache's
+_MAX_META_BYTES = 256 << 20
+
+
+class _CacheDefect(Exception):
+    """Why a cache cannot be used (it is then rebuilt, and one warning says why)."""
+
+
+def _npy_layout(f: Any, path: str) -> tuple[tuple[int, ...], Any, bool, int]:
+    """(shape, dtype, fortran_order, data offset) from a .npy file's header (NumPy's own parser)."""
+    np = backend.np
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    except (ValueError, OSError, SyntaxError, TypeError) as exc:
+        raise _CacheDefect(f"its .npy header cannot be read ({type(exc).__name__}: {exc})") from None
+    return tuple(shape), dtype, bool(fortran), f.tell()
+
+
+def _block_digests(f: Any, offset: int, nbytes: int, block: int, blocks: Any = None) -> dict[int, str]:
+    """SHA-256 (32 hex digits) of the ``block``-byte pixel blocks ``blocks`` (all when None) of the data at
+    ``offset``."""
+    n = -(-nbytes // block)
+    out = {}
+    for b in range(n) if blocks is None else blocks:
+        f.seek(offset + b * block)
+        chunk = f.read(min(block, nbytes - b * block))
+        out[b] = hashlib.sha256(chunk).hexdigest()[:32]
+    return out
+
+
+def _check_cache(path: str, meta: dict[str, Any], shape: tuple[int, ...], full: bool) -> None:
+    """The cache at ``path`` has exactly the layout its key asks for (``shape``, uint8, C order, the recorded header
+    length and file size) and its pixel blocks the recorded SHA-256s (all of them when ``full`` or when the cache
+    is small, else a sample); :class:`_CacheDefect` naming what differs."""
+    np = backend.np
+    try:
+        f = open_regular(path, "image cache")
+    except (OSError, FileKindError) as exc:
+        raise _CacheDefect(str(exc)) from None
+    with f:
+        got, dtype, fortran, offset = _npy_layout(f, path)
+        if got != shape or dtype != np.dtype(np.uint8) or fortran:
+            raise _CacheDefect(f"it holds {dtype} {got}{' in Fortran order' if fortran else ''}, its key asks for "
+                               f"uint8 {shape} in C order")
+        nbytes = int(np.prod(shape))
+        size = os.fstat(f.fileno()).st_size
+        if offset != meta.get("offset") or size != offset + nbytes:
+            raise _CacheDefect(f"its size ({size} bytes, data at {offset}) is not the {offset + nbytes} bytes "
+                               f"(data at {meta.get('offset')}) it was built with")
+        want, block = meta.get("sha256"), meta.get("block")
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise _CacheDefect(f"its checksum block size {block!r} is not a positive integer")
+        n = -(-nbytes // block)
+        if not isinstance(want, list) or len(want) != n:
+            raise _CacheDefect("its checksums are missing")
+        if full or n <= CACHE_FULL_CHECK_BLOCKS:
+            blocks = range(n)
+        else:
+            rng = np.random.default_rng()
+            blocks = sorted({0, n - 1, *rng.choice(n, CACHE_SAMPLED_BLOCKS - 2, replace=False).tolist()})
+        for b, digest in _block_digests(f, offset, nbytes, block, blocks).items():
+            if digest != want[b]:
+                raise _CacheDefect(f"its pixel block {b} (bytes {offset + b * block}..) fails its SHA-256 "
+                                   "(the cache was altered or damaged)")
+
+
+def _read_meta(meta_path: str) -> dict[str, Any]:
+    """A cache's .json, read safely: a regular file, at most :data:`_MAX_META_BYTES`, JSON of sane depth."""
+    try:
+        with open_regular(meta_path, "image cache metadata") as f:
+            raw = f.read(_MAX_META_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except (OSError, FileKindError) as exc:
+        raise _CacheDefect(str(exc)) from None
+    if len(raw) > _MAX_META_BYTES:
+        raise _CacheDefect(f"its metadata {meta_path} is larger than {_MAX_META_BYTES >> 20} MiB")
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _CacheDefect(f"its metadata {meta_path} is not JSON ({type(exc).__name__})") from None
+    except RecursionError:
+        raise _CacheDefect(f"its metadata {meta_path} nests too deeply (an npgan cache's is a flat table)") from None
+    if not isinstance(meta, dict):
+        raise _CacheDefect(f"its metadata {meta_path} is not a JSON table")
+    return meta
 
 
 class ImageFolder(UInt8Images):
@@ -269,19 +451,26 @@ class ImageFolder(UInt8Images):
             then centre-cropped — torchvision's ``Resize(image_size)`` + ``CenterCrop(image_size)`` on a PIL image.
         channels: 3 (RGB) or 1 (L, ITU-R 601-2 luma).
         cache_dir: where the cache lives; default ``root/.npgan-cache`` when root is writable, else
-            ``npgan.cache_dir()/images``.
+            ``npgan.cache_dir()/images`` (``$NPGAN_CACHE/images``).
         upscale: enlarge images smaller than the crop (True) or refuse them with :class:`ImageDataError`.
         background: grey level 0..255 under transparent pixels (RGBA, LA, palette with transparency).
         seed: seed of the epoch order (:meth:`epoch_order`).
         progress: show a tqdm bar while the cache is built.
+        max_pixels, max_aspect: decoding limits (:data:`MAX_IMAGE_PIXELS`, :data:`MAX_IMAGE_ASPECT`; default from
+            ``$NPGAN_MAX_IMAGE_PIXELS`` / ``$NPGAN_MAX_IMAGE_ASPECT``, else those): a file beyond them is skipped.
+        verify: "auto" (a cache of up to 64 MiB is checked whole when opened, a larger one in 32 sampled blocks) or
+            "full" (every block).
 
     The cache ``images-<root hash>-<S>px-<C>ch-<key>.npy`` (uint8 (N, C, S, S), opened read-only with
-    ``mmap_mode="r"``) and its ``.json`` (file list, skipped files) are keyed by SHA-256 of the relative names,
-    sizes and mtimes of the files, S, C, upscale, background and the cache format. A key that matches reuses it
-    without opening an image; any change of a file builds a new one (and removes the older caches of this root,
-    size and channels). The build writes temporary files and renames them into place, so an interrupted build
-    leaves no cache behind. Undecodable files (corrupt, truncated, not an image) are skipped with one
-    :class:`ImageDataWarning` giving their count and the first path, each time the folder is opened.
+    ``mmap_mode="r"``) and its ``.json`` (file list, skipped files, the layout and a SHA-256 of every 1 MiB block
+    of pixels) are keyed by SHA-256 of the relative names, sizes, mtimes, ctimes and inodes of the files, S, C,
+    upscale, background, the limits and the cache format. A key that matches reuses it without opening an image,
+    once its layout (shape, dtype, order, size) matches the key and its blocks their checksums; a cache that fails
+    is rebuilt, with one :class:`ImageDataWarning` saying why. Any change of a file builds a new one (and removes
+    the older caches of this root, size and channels). The build writes temporary files and renames them into
+    place, so an interrupted build leaves no cache behind; the temporary files a killed build left are removed by
+    the next build. Undecodable files (corrupt, truncated, not an image, not a regular file, beyond the limits) are
+    skipped with one :class:`ImageDataWarning` giving their count and the first path, each time the folder is opened.
 
     Attributes: ``files`` (relative paths of the N images kept), ``skipped`` (relative paths skipped),
     ``cache_path``, ``images`` (the memory map), ``built`` (True when this call decoded the files).
@@ -289,7 +478,8 @@ class ImageFolder(UInt8Images):
 
     def __init__(self, root: str | os.PathLike, image_size: int, channels: int = 3,
                  cache_dir: str | os.PathLike | None = None, upscale: bool = True, background: int = 0,
-                 seed: int = 0, progress: bool = True) -> None:
+                 seed: int = 0, progress: bool = True, max_pixels: int | None = None,
+                 max_aspect: int | None = None, verify: str = "auto") -> None:
         root = os.fspath(root)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ImageDataError(f"ImageFolder: image_size must be a positive integer, got {image_size!r}")
@@ -297,6 +487,10 @@ class ImageFolder(UInt8Images):
             raise ImageDataError(f"ImageFolder: channels must be 1 or 3, got {channels!r}")
         if isinstance(background, bool) or not isinstance(background, int) or not 0 <= background <= 255:
             raise ImageDataError(f"ImageFolder: background must be a grey level in 0..255, got {background!r}")
+        if verify not in ("auto", "full"):
+            raise ImageDataError(f"ImageFolder: verify must be 'auto' or 'full', got {verify!r}")
+        self.max_pixels = _limit("max_pixels", max_pixels, "NPGAN_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+        self.max_aspect = _limit("max_aspect", max_aspect, "NPGAN_MAX_IMAGE_ASPECT", MAX_IMAGE_ASPECT)
         if not os.path.isdir(root):
             what = "is not a directory" if os.path.exists(root) else "does not exist"
             raise ImageDataError(f"ImageFolder: image directory {root!r} {what}")
@@ -305,17 +499,19 @@ class ImageFolder(UInt8Images):
             raise ImageDataError(f"ImageFolder: no image files ({'/'.join(IMAGE_EXTENSIONS)}) under {root!r}")
         self.root, self.upscale, self.background = root, bool(upscale), background
         key_src = json.dumps({"format": _CACHE_FORMAT, "files": entries, "size": image_size, "channels": channels,
-                              "upscale": self.upscale, "background": background}, sort_keys=True)
+                              "upscale": self.upscale, "background": background, "max_pixels": self.max_pixels,
+                              "max_aspect": self.max_aspect}, sort_keys=True)
         key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
         root_tag = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:8]
         prefix = f"images-{root_tag}-{image_size}px-{channels}ch-"
         cdir = os.fspath(cache_dir) if cache_dir is not None else _default_cache_dir(root)
         self.cache_path = os.path.join(cdir, prefix + key + ".npy")
-        meta = self._load_meta(key, len(entries))
+        meta = self._load_meta(key, len(entries), (channels, image_size, image_size), verify == "full")
         self.built = meta is None
         if meta is None:
             meta = self._build(entries, key, prefix, image_size, channels, progress)
         self.files, self.skipped = meta["files"], meta["skipped"]
+        self._meta = meta
         if self.skipped:
             first = meta["first_error"]
             warnings.warn(f"ImageFolder: skipped {len(self.skipped)} of {len(entries)} files under {root!r} that "
@@ -324,22 +520,40 @@ class ImageFolder(UInt8Images):
         mm = backend.np.load(self.cache_path, mmap_mode="r")
         super().__init__(mm, None, None, seed)
 
-    def _load_meta(self, key: str, n_files: int) -> dict[str, Any] | None:
-        """The cache's metadata when both files are there and agree with ``key``; else None (rebuild)."""
-        meta_path = self.cache_path[:-4] + ".json"
+    def verify(self) -> None:
+        """Check every pixel block of the cache against the SHA-256s recorded when it was built (the sampled
+        check on opening reads only some); :class:`ImageDataError` naming the cache and the block that differs."""
         try:
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-            mm = backend.np.load(self.cache_path, mmap_mode="r")
-            ok = (meta.get("key") == key and mm.dtype == backend.np.uint8 and mm.ndim == 4
-                  and mm.shape[0] == len(meta["files"]) and len(meta["files"]) + len(meta["skipped"]) == n_files)
-            del mm
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return meta if ok else None
+            _check_cache(self.cache_path, self._meta, tuple(self.images.shape), full=True)
+        except _CacheDefect as exc:
+            raise ImageDataError(f"ImageFolder: cache {self.cache_path}: {exc}; delete it to rebuild it") from None
 
-    def _build(self, entries: list[tuple[str, int, int]], key: str, prefix: str, size: int, channels: int,
-               progress: bool) -> dict[str, Any]:
+    def _load_meta(self, key: str, n_files: int, image_shape: tuple[int, int, int],
+                   full: bool) -> dict[str, Any] | None:
+        """The cache's metadata when both files are there, agree with ``key`` and pass the integrity check
+        (:func:`_check_cache`); else None (rebuild; a cache that is there but fails is named in one warning)."""
+        meta_path = self.cache_path[:-4] + ".json"
+        if not os.path.lexists(meta_path) and not os.path.lexists(self.cache_path):
+            return None
+        try:
+            meta = _read_meta(meta_path)
+            files, skipped = meta.get("files"), meta.get("skipped")
+            if (meta.get("key") != key or meta.get("format") != _CACHE_FORMAT or not isinstance(files, list)
+                    or not isinstance(skipped, list) or len(files) + len(skipped) != n_files
+                    or not all(isinstance(x, str) for x in files + skipped)
+                    or not isinstance(meta.get("first_error", ""), str)):
+                raise _CacheDefect(f"its metadata {meta_path} does not match its name (key, format or file list)")
+            _check_cache(self.cache_path, meta, (len(files), *image_shape), full)
+        except FileNotFoundError:
+            return None
+        except _CacheDefect as exc:
+            warnings.warn(f"ImageFolder: cache {self.cache_path} is not used: {exc}; rebuilding it", ImageDataWarning,
+                          stacklevel=3)
+            return None
+        return meta
+
+    def _build(self, entries: list[tuple[str, int, int, int, int, str]], key: str, prefix: str, size: int,
+               channels: int, progress: bool) -> dict[str, Any]:
         from tqdm import tqdm
 
         np = backend.np
@@ -348,31 +562,37 @@ class ImageFolder(UInt8Images):
         try:
             os.makedirs(cdir, exist_ok=True)
         except OSError as exc:
-            raise ImageDataError(f"ImageFolder: cannot create the cache directory {cdir!r} ({exc.strerror}); "
-                                 "pass cache_dir= a writable directory") from None
-        temps: list[str] = []
+            raise ImageDataError(f"ImageFolder: cannot create the cache directory {cdir!r} ({exc.strerror}); set "
+                                 "NPGAN_CACHE to a writable directory (ImageFolder: cache_dir=)") from None
+        remove_stale_temps(cdir, _PART, require_gone_writer=True)  # what builds killed before us left
+        temps: list[tuple[int, Path]] = []
 
-        def temp(suffix: str) -> str:
-            fd, p = tempfile.mkstemp(prefix=".images.", suffix=suffix, dir=cdir)
-            os.close(fd)
-            temps.append(p)
-            return p
+        def temp(target: str) -> str:
+            fd, p = temp_file(target, _PART)  # locked until published or removed
+            temps.append((fd, p))
+            return os.fspath(p)
 
         n = len(entries)
         try:
-            tmp = temp(".npy.part")
+            tmp = temp(self.cache_path)
             mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, channels, size, size))
             ok = np.zeros(n, dtype=bool)
             skipped, first_error = [], ""
             bar = tqdm(entries, desc=f"decoding images into {os.path.basename(self.cache_path)}", unit="img",
                        disable=not progress, dynamic_ncols=True)
-            for i, (rel, _, _) in enumerate(bar):
+            for i, (rel, *_, kind) in enumerate(bar):
                 try:
-                    mm[i] = _decode(os.path.join(self.root, rel), size, channels, self.upscale, self.background)
+                    if kind:
+                        raise _Undecodable(f"{kind}, not a regular file")
+                    mm[i] = _decode(os.path.join(self.root, rel), size, channels, self.upscale, self.background,
+                                    self.max_pixels, self.max_aspect)
                     ok[i] = True
                 except ImageDataError:
                     raise
-                except _DECODE_ERRORS as exc:
+                except _Undecodable as exc:
+                    first_error = first_error or str(exc)
+                    skipped.append(rel)
+                except Exception as exc:  # noqa: BLE001 - a decoder fed foreign bytes may raise anything
                     first_error = first_error or f"{type(exc).__name__}: {exc}"
                     skipped.append(rel)
             bar.close()
@@ -381,7 +601,7 @@ class ImageFolder(UInt8Images):
                 raise ImageDataError(f"ImageFolder: none of the {n} image files under {self.root!r} could be "
                                      f"decoded; first: {skipped[0]} ({first_error})")
             if skipped:  # compact the good rows into a second file, a chunk at a time
-                tmp2 = temp(".npy.part")
+                tmp2 = temp(self.cache_path)
                 out = np.lib.format.open_memmap(tmp2, mode="w+", dtype=np.uint8,
                                                 shape=(kept.size, channels, size, size))
                 for s in range(0, kept.size, 256):
@@ -391,16 +611,22 @@ class ImageFolder(UInt8Images):
                 tmp = tmp2
             mm.flush()
             del mm
+            with open(tmp, "rb") as f:  # the layout and the checksums of what is published
+                _, _, _, offset = _npy_layout(f, tmp)
+                nbytes = kept.size * channels * size * size
+                digests = _block_digests(f, offset, nbytes, CACHE_BLOCK)
             meta = {"key": key, "format": _CACHE_FORMAT, "root": os.path.realpath(self.root),
-                    "files": [entries[i][0] for i in kept], "skipped": skipped, "first_error": first_error}
-            tmp_meta = temp(".json.part")
+                    "files": [entries[i][0] for i in kept], "skipped": skipped, "first_error": first_error,
+                    "offset": offset, "block": CACHE_BLOCK, "sha256": [digests[b] for b in range(len(digests))]}
+            meta_path = self.cache_path[:-4] + ".json"
+            tmp_meta = temp(meta_path)
             with open(tmp_meta, "w", encoding="utf-8") as f:
                 json.dump(meta, f)
             publish(tmp, self.cache_path)  # the array first: without its .json a cache is never used
-            publish(tmp_meta, self.cache_path[:-4] + ".json")
+            publish(tmp_meta, meta_path)
         except BaseException:
             if made_dir:
-                for p in temps:
+                for _, p in temps:
                     if os.path.exists(p):
                         os.remove(p)
                 try:
@@ -409,7 +635,8 @@ class ImageFolder(UInt8Images):
                     pass
             raise
         finally:
-            for p in temps:
+            for fd, p in temps:
+                os.close(fd)
                 if os.path.exists(p):
                     os.remove(p)
         for f in os.listdir(cdir):  # older caches of this root, size and channels

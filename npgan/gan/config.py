@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from ..checks import integer, one_of, real
 from ..kde import check_bandwidth
 
-__all__ = ["TrainConfig", "LOSS_KINDS", "PENALTY_KINDS", "ON_NAN_ACTIONS", "ORDERS"]
+__all__ = ["TrainConfig", "LOSS_KINDS", "PENALTY_KINDS", "ON_NAN_ACTIONS", "ORDERS", "MAX_STEPS", "MAX_D_STEPS",
+           "MAX_SIZE"]
 
 #: the GAN objectives of :mod:`npgan.gan.losses`
 LOSS_KINDS = ("minimax", "non_saturating", "lsgan", "hinge", "wasserstein")
@@ -19,6 +20,14 @@ PENALTY_KINDS = ("r1", "r2", "wgan-gp")
 ON_NAN_ACTIONS = ("stop", "skip", "rollback")
 #: which player steps first in a generator step
 ORDERS = ("d_first", "g_first")
+
+#: Bounds of the loop's counts, so that every count fits a run: ``steps`` (a billion steps is years at the
+#: fastest step npgan takes), ``d_steps`` (D updates per G update: the WGAN papers use 5, and 100 for a while at
+#: the start; a bound keeps one step, which Ctrl-C lets finish, short), ``gp_every`` (at most the D steps of a
+#: run), and the sizes ``batch_size`` and ``z_dim`` (a 32-bit count; the memory checks then say what fits).
+MAX_STEPS = 10**9
+MAX_D_STEPS = 1000
+MAX_SIZE = 2**31 - 1
 
 
 @dataclass
@@ -70,8 +79,10 @@ class TrainConfig:
     def validate(self) -> None:
         one_of("loss", self.loss, LOSS_KINDS)
         one_of("order", self.order, ORDERS)
-        for name in ("steps", "batch_size", "z_dim", "d_steps"):
-            integer(name, getattr(self, name), 1)
+        integer("steps", self.steps, 1, MAX_STEPS)
+        integer("d_steps", self.d_steps, 1, MAX_D_STEPS)
+        for name in ("batch_size", "z_dim"):
+            integer(name, getattr(self, name), 1, MAX_SIZE)
         for name, low_open in (("lr", True), ("lr_final", True), ("clip_value", True), ("entropy_weight", False),
                                ("entropy_weight_final", False)):
             v = getattr(self, name)
@@ -85,7 +96,7 @@ class TrainConfig:
         if self.gp != "":
             one_of("gp", self.gp, PENALTY_KINDS)
         real("gp_weight", self.gp_weight, 0)
-        integer("gp_every", self.gp_every, 1)
+        integer("gp_every", self.gp_every, 1, MAX_STEPS)
         real("consensus", self.consensus, 0)
         if self.simultaneous:
             what = " and ".join(n for n, on in (("extragradient", self.extragradient),

@@ -103,7 +103,7 @@ def per_sample_grad_norm2(D: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 
 def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any = None, kind: str = "r1",
-                     center: float = 1.0) -> Tensor:
+                     center: float = 1.0, part: tuple[int, int, int] | None = None) -> Tensor:
     """The gradient penalty ``kind`` of D, a scalar Tensor to add (weighted) to D's loss.
 
     Args:
@@ -114,6 +114,10 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
             (1/N) Σ(‖∇ₓD(x̂ᵢ)‖ − center)² at random interpolates x̂ᵢ = εᵢxᵢ + (1 − εᵢ)x̃ᵢ, εᵢ ~ U(0, 1) drawn
             per sample from npgan's seeded generator (``npgan.manual_seed``).
         center: the target gradient norm of WGAN-GP (Gulrajani's 1).
+        part: (lo, hi, n) when the batch is rows lo:hi of a batch of n split over the ranks of a data-parallel
+            run (:class:`npgan.gan.Trainer`): WGAN-GP's ε is then drawn for all n rows, as one process draws it,
+            and rows lo:hi are used, so that every rank's random stream stays the one-process stream. The mean
+            is over the rows given (the trainer weights it by (hi − lo)/n).
 
     Returns the unweighted mean; multiply by γ/2 (R1, R2: Mescheder's convention) or λ (WGAN-GP).
     """
@@ -137,7 +141,10 @@ def gradient_penalty(D: Callable[[Tensor], Tensor], real: Any = None, fake: Any 
         raise ValueError(f"gradient_penalty: real and fake batches differ in shape, {xr.shape} vs {xf.shape}")
     if backend.device_of(xr) != backend.device_of(xf):
         raise ValueError(f"gradient_penalty: real is on {backend.device_of(xr)}, fake on {backend.device_of(xf)}")
-    eps = backend.rng().random((xr.shape[0],) + (1,) * (xr.ndim - 1), dtype=xr.dtype)
+    n = xr.shape[0] if part is None else part[2]
+    eps = backend.rng().random((n,) + (1,) * (xr.ndim - 1), dtype=xr.dtype)
+    if part is not None:
+        eps = eps[part[0]:part[1]]
     eps = backend.asarray(eps, device=backend.device_of(xr))  # the generator of the current device; the data's
     x_hat = Tensor(eps * xr + (1 - eps) * xf, requires_grad=True)
     s = per_sample_grad_norm2(D, x_hat)

@@ -53,6 +53,20 @@ Every step records loss_d, loss_g, D(x) and D(G(z)) (mean sigmoid of D's output)
 (when λ > 0) and the gradient norms of G and D as device scalars; they reach the host only in
 :meth:`Trainer.flush`, which the caller runs at its logging interval.
 
+Data-parallel training (:mod:`npgan.distributed`: the process was started by an MPI launcher, N ranks). The step is
+the one-process step: every rank draws the whole batch's noise and data indices from the same seeded stream (so the
+random stream stays the one-process stream) and keeps its rows [lo, hi) of the batch (``World.rows``: sizes differ
+by at most one). Each rank backpropagates its share s_r = (n_r/B)·L_r of a loss that is a mean over the batch (the
+losses, the penalties, D(x)), so that Σ_r s_r is the one-process loss; the entropy term is computed from the
+generated batch gathered on every rank and enters each share once (its gradient flows to this rank's rows only,
+:class:`npgan.collective.GatherRows`); batch norm in training mode uses the whole batch's statistics
+(:class:`npgan.collective.SyncBatchNorm`). The gradients of a network, with the shares of the step's scalars
+(loss, penalty, D(x), D(G(z))) appended, are then summed over the ranks by one Allreduce of one flat bucket per
+optimizer update. Every rank then holds the same gradient and the same scalars, so the divergence guard takes the
+same decision on every rank without another message, and the optimizers keep the replicas equal. WGAN-GP's ε is
+drawn for the whole batch and sliced (``gradient_penalty(..., part=...)``). docs/math.md ("Data-parallel
+training") shows that the summed gradient is the one-process gradient in exact arithmetic.
+
 Divergence guard. Before every optimizer step the loss and the gradient norm of the network about to be updated
 are checked together: ``isfinite(loss) & isfinite(‖g‖)`` is one device reduction over two scalars and one bool
 brought to the host (the gradient norm is computed for the history anyway; a nan or inf anywhere in a gradient
@@ -72,10 +86,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import backend, parallel
+from .. import backend, distributed, parallel
 from ..autograd import grad
+from ..collective import gather_rows
 from ..errors import DivergenceError
 from ..functional import stable_sigmoid
+from ..kde import kde_entropy
 from ..optim import Optimizer
 from ..tensor import Tensor, no_grad
 from .config import TrainConfig
@@ -149,7 +165,17 @@ class Trainer:
         self._pending: list[tuple[int, list[Any]]] = []
         self._g_params = list(G.parameters())
         self._d_params = list(D.parameters())
-        self._gemm_work = parallel.gemm_work((G, D), config.batch_size)  # small: one BLAS thread (fit_blas)
+        self.world = distributed.world()
+        self._part: tuple[int, int] | None = None  # this rank's rows of each batch (several processes)
+        self._share = 1.0                           # n_r / B, the weight of this rank's share of a mean
+        rows = config.batch_size
+        if self.world.size > 1:
+            lo, hi = self.world.rows(config.batch_size)
+            if hi <= lo:
+                raise ValueError(f"batch_size {config.batch_size} is smaller than the number of processes "
+                                 f"({self.world.size}): every process needs at least one sample of the batch")
+            self._part, self._share, rows = (lo, hi), (hi - lo) / config.batch_size, hi - lo
+        self._gemm_work = parallel.gemm_work((G, D), rows)  # small: one BLAS thread (fit_blas)
         extra = SIMULTANEOUS_FIELDS if config.simultaneous else ()
         self._device_fields = _DEVICE_FIELDS + extra
         #: the columns of this run's history.csv: HISTORY_FIELDS, then field_norm with simultaneous steps
@@ -159,6 +185,27 @@ class Trainer:
     def _noise(self, n: int) -> Tensor:
         d = backend.get_default_dtype()
         return Tensor(backend.rng().standard_normal((n, self.cfg.z_dim), dtype=d))
+
+    def _rows(self, t: Tensor) -> Tensor:
+        """This rank's rows of a whole batch (the batch itself in one process)."""
+        return t if self._part is None else Tensor(t.data[self._part[0]:self._part[1]])
+
+    def _batch_noise(self) -> Tensor:
+        """The step's noise: the whole batch drawn (every rank draws the same), this rank's rows kept."""
+        return self._rows(self._noise(self.cfg.batch_size))
+
+    def _sum_over_ranks(self, params: list[Tensor], values: list[Any]) -> list[Any]:
+        """Several processes: Σ over ranks of the parameters' gradients (replaced by the sums) and of the shares
+        n_r/B · v of the scalars ``values``, all in one Allreduce of one flat bucket; returns the summed scalars."""
+        with_grad = [p for p in params if p.grad is not None]
+        grads = [p.grad for p in with_grad]
+        xp = backend.get_array_module(*grads, *values)
+        dt = grads[0].dtype if grads else backend.get_default_dtype()
+        shares = [xp.asarray(v * self._share, dtype=dt).reshape(1) for v in values]
+        summed = self.world.sum_arrays(grads + shares)
+        for p, g in zip(with_grad, summed):
+            p.grad = g
+        return [v.reshape(()) for v in summed[len(grads):]]
 
     def _set_lr(self, lr: float) -> None:
         for opt in (self.opt_g, self.opt_d):
@@ -185,30 +232,38 @@ class Trainer:
     def _d_phase(self, rec: dict[str, Any]) -> None:
         cfg = self.cfg
         for i in range(cfg.d_steps):
-            real = self.real_batch(self.step_count)
+            real = self._rows(self.real_batch(self.step_count))
             if self._fake is not None and cfg.order == "g_first" and i == 0:  # the G step's, made before it
                 fake, self._fake = self._fake.detach(), None
             elif cfg.reuse_fake and cfg.order == "d_first" and i == cfg.d_steps - 1:
-                self._fake = self.G(self._noise(cfg.batch_size))  # its graph is kept for the G step
+                self._fake = self.G(self._batch_noise())  # its graph is kept for the G step
                 fake = self._fake.detach()
             else:
                 with no_grad():
-                    fake = self.G(self._noise(cfg.batch_size))
+                    fake = self.G(self._batch_noise())
             d_real = self.D(real)
             d_fake = self.D(fake)
             loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
-            more = None
+            penalty = None
             if cfg.gp and (self.step_count * cfg.d_steps + i) % cfg.gp_every == 0:  # lazy: every k-th D step
-                penalty = gradient_penalty(self.D, real, fake, cfg.gp)
+                part = None if self._part is None else (*self._part, cfg.batch_size)
+                penalty = gradient_penalty(self.D, real, fake, cfg.gp, part=part)
                 total = loss_d + cfg.gp_scale * penalty
-                rec["gp"] = penalty.data
-                more = {"gp": penalty.data}  # the guard's loss_d is then L_D + w·P
             self.opt_d.zero_grad()
-            total.backward()
+            values = [loss_d.data, total.data, stable_sigmoid(d_real.data).mean(), stable_sigmoid(d_fake.data).mean()]
+            values += [penalty.data] if penalty is not None else []
+            if self._part is None:
+                total.backward()
+            else:  # this rank's share; the gradients and the scalars summed over the ranks
+                (total * self._share).backward()
+                values = self._sum_over_ranks(self._d_params, values)
+            more = None
+            if penalty is not None:
+                rec["gp"] = values[4]
+                more = {"gp": values[4]}  # the guard's loss_d is then L_D + w·P
             gn_d = _grad_norm(self._d_params)
-            rec.update(loss_d=loss_d.data, grad_norm_d=gn_d, d_x=stable_sigmoid(d_real.data).mean(),
-                       d_g_z=stable_sigmoid(d_fake.data).mean())
-            self._guard("D", "loss_d", total.data, gn_d, self._d_params, more)
+            rec.update(loss_d=values[0], grad_norm_d=gn_d, d_x=values[2], d_g_z=values[3])
+            self._guard("D", "loss_d", values[1], gn_d, self._d_params, more)
             self.opt_d.step()
             if cfg.loss == "wasserstein" and cfg.gp != "wgan-gp":
                 c = cfg.clip_value
@@ -224,75 +279,146 @@ class Trainer:
             if self._fake is not None:  # d_first with reuse_fake: the last D step's fake
                 fake, self._fake = self._fake, None
             else:
-                fake = self.G(self._noise(cfg.batch_size))
+                fake = self.G(self._batch_noise())
                 if cfg.reuse_fake and cfg.order == "g_first":
                     self._fake = fake  # for the first D step (detached there)
-            loss_g, entropy = generator_loss(self.D(fake), cfg.loss, fake=fake, entropy_weight=lam,
-                                             bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
-            self.opt_g.zero_grad()
-            loss_g.backward()
+            if self._part is None:
+                loss_g, entropy = generator_loss(self.D(fake), cfg.loss, fake=fake, entropy_weight=lam,
+                                                 bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
+                self.opt_g.zero_grad()
+                loss_g.backward()
+                loss_value = loss_g.data
+            else:
+                loss_value, entropy = self._g_share_backward(fake, lam)
         finally:
             for p in self._d_params:
                 p.requires_grad = True
         gn_g = _grad_norm(self._g_params)
-        rec.update(loss_g=loss_g.data, grad_norm_g=gn_g, entropy=(entropy.data if entropy is not None else None))
-        self._guard("G", "loss_g", loss_g.data, gn_g, self._g_params)
+        rec.update(loss_g=loss_value, grad_norm_g=gn_g, entropy=(entropy.data if entropy is not None else None))
+        self._guard("G", "loss_g", loss_value, gn_g, self._g_params)
         self.opt_g.step()
 
+    def _g_share_backward(self, fake: Tensor, lam: float) -> tuple[Any, Tensor | None]:
+        """Several processes: G's gradient from this rank's share (n_r/B)·L_adv − λ·H, H the KDE entropy of the
+        generated batch gathered from every rank (the same on each; its gradient reaches this rank's rows), summed
+        over the ranks; returns (the whole batch's L_G, H or None)."""
+        cfg = self.cfg
+        adv, _ = generator_loss(self.D(fake), cfg.loss)
+        share = adv * self._share
+        entropy = None
+        if lam > 0:
+            entropy = kde_entropy(gather_rows(fake, self.world), bandwidth=cfg.bandwidth,
+                                  leave_one_out=cfg.leave_one_out)
+            share = share - entropy * lam
+        self.opt_g.zero_grad()
+        share.backward()
+        adv_all, = self._sum_over_ranks(self._g_params, [adv.data])
+        return (adv_all - entropy.data * lam if entropy is not None else adv_all), entropy
+
     # ------------------------------------------------------------------ simultaneous steps
-    def _game_losses(self, real: Tensor, z: Tensor, lam: float, penalise: bool, rec: dict[str, Any]) -> tuple[
-            Tensor, Tensor]:
-        """(L_G, L_D + w·P) of the step's game at the current parameters on the batch (real, z); the step's
-        scalars go to ``rec``. fake = G(z) keeps its graph in both losses (see the module docstring)."""
+    def _game_losses(self, real: Tensor, z: Tensor, lam: float, penalise: bool,
+                     rec: dict[str, Any]) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """(L_G, L_D + w·P) of the step's game at the current parameters on the batch (real, z), and the means over
+        this process's rows of the step's scalars (loss_d, L_D + w·P as ``total``, d_x, d_g_z, gp, and as ``adv``
+        L_G in one process, its adversarial part with several); the entropy goes to ``rec``. fake = G(z) keeps its
+        graph in both losses (module docstring). With several processes the two losses are this rank's shares, as
+        in the alternating phases: (n_r/B)·L_adv − λ·H with H the KDE entropy of the batch gathered from every
+        rank, and (n_r/B)·(L_D + w·P) with WGAN-GP's ε drawn for the whole batch and sliced; :meth:`_sum_field`
+        sums their gradients and the scalars over the ranks."""
         cfg = self.cfg
         fake = self.G(z)
         d_real = self.D(real)
         d_fake = self.D(fake)
-        loss_g, entropy = generator_loss(d_fake, cfg.loss, fake=fake, entropy_weight=lam, bandwidth=cfg.bandwidth,
-                                         leave_one_out=cfg.leave_one_out)
+        if self._part is None:
+            loss_g, entropy = generator_loss(d_fake, cfg.loss, fake=fake, entropy_weight=lam,
+                                             bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
+            adv = loss_g
+        else:
+            adv, _ = generator_loss(d_fake, cfg.loss)
+            loss_g, entropy = adv * self._share, None
+            if lam > 0:
+                entropy = kde_entropy(gather_rows(fake, self.world), bandwidth=cfg.bandwidth,
+                                      leave_one_out=cfg.leave_one_out)
+                loss_g = loss_g - entropy * lam
         loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
+        means = {"loss_d": loss_d.data, "d_x": stable_sigmoid(d_real.data).mean(),
+                 "d_g_z": stable_sigmoid(d_fake.data).mean(), "adv": adv.data}
         if penalise:
-            penalty = gradient_penalty(self.D, real, fake, cfg.gp)
+            part = None if self._part is None else (*self._part, cfg.batch_size)
+            penalty = gradient_penalty(self.D, real, fake, cfg.gp, part=part)
             total = loss_d + cfg.gp_scale * penalty
-            rec["gp"] = penalty.data
-        rec.update(loss_d=loss_d.data, loss_g=loss_g.data, d_x=stable_sigmoid(d_real.data).mean(),
-                   d_g_z=stable_sigmoid(d_fake.data).mean(), entropy=(entropy.data if entropy is not None else None))
-        return loss_g, total
+            means["gp"] = penalty.data
+        means["total"] = total.data
+        rec["entropy"] = entropy.data if entropy is not None else None
+        return loss_g, (total if self._part is None else total * self._share), means
 
-    def _consensus_grad(self, vg: list[Any], vd: list[Any]) -> list[Any]:
-        """Jᵀv = ∇_x ½‖v‖² for the recorded field v = (vg, vd) (``create_graph=True``): one more backward pass
-        through v's graph (docs/math.md §16); one array per parameter, G's then D's."""
-        half = None
-        for g in (*vg, *vd):
-            if g is not None:
-                s = (g * g).sum()
-                half = s if half is None else half + s
+    def _sum_field(self, lam: float, means: dict[str, Any], rec: dict[str, Any]) -> tuple[Any, Any]:
+        """The gradient-averaging hook of a simultaneous step, the one the alternating phases use
+        (:meth:`_sum_over_ranks`): with several processes the parameters' ``.grad`` (each rank's share of the
+        field) and the shares of the step's scalars are summed over the ranks in one Allreduce. Records the
+        whole batch's scalars in ``rec``; returns (L_G, L_D + w·P) for the guard."""
+        if self._part is not None:
+            keys = list(means)
+            means = dict(zip(keys, self._sum_over_ranks(self._g_params + self._d_params, [means[k] for k in keys])))
+        loss_g = means["adv"]  # one process: L_G itself, the entropy term included
+        if self._part is not None and rec.get("entropy") is not None:
+            loss_g = loss_g - rec["entropy"] * lam
+        rec.update(loss_d=means["loss_d"], loss_g=loss_g, d_x=means["d_x"], d_g_z=means["d_g_z"])
+        if "gp" in means:
+            rec["gp"] = means["gp"]
+        return loss_g, means["total"]
+
+    def _consensus_grad(self, v: list[Tensor | None], field: list[Any]) -> list[Any]:
+        """Jᵀv = ∇_x ½‖v‖² for the recorded field (``create_graph=True``): one more backward pass through v's graph
+        (docs/math.md §16), as the gradient of Σ_i ⟨v_i(x), c_i⟩ at the constant c = v. With several processes v is
+        the sum of the ranks' shares v_r, so Σ_r ⟨v_r(x), c⟩ is ⟨v(x), c⟩ and the ranks' gradients are summed by
+        the same hook as every other gradient (:meth:`_sum_over_ranks`). One array per parameter, G's then D's."""
         params = self._g_params + self._d_params
-        if half is None or not half.requires_grad:
-            return [None] * len(params)
-        return [None if g is None else g.data for g in grad(half * 0.5, params, allow_unused=True)]
+        inner = None
+        for g, c in zip(v, field):
+            if g is not None and g.requires_grad:
+                s = (g * Tensor(c)).sum()
+                inner = s if inner is None else inner + s
+        if inner is None:
+            jtv: list[Any] = [None] * len(params)
+        else:
+            jtv = [None if g is None else g.data for g in grad(inner, params, allow_unused=True)]
+        if self._part is not None:
+            for p, c in zip(params, jtv):
+                p.grad = c
+            self._sum_over_ranks(params, [])
+            jtv = [p.grad for p in params]
+        return jtv
 
     def _simultaneous_grads(self, real: Tensor, z: Tensor, lam: float, penalise: bool,
                             rec: dict[str, Any]) -> tuple[Any, Any, Any]:
         """Set every parameter's ``.grad`` to the gradient its optimizer follows at the current point: v, or
-        v + γ·Jᵀv with consensus; returns (L_G, L_D + w·P, ‖v‖) as device scalars. This is the simultaneous
-        steps' backward: a hook on the gradients (e.g. a sum over processes) belongs after it, as after the
-        alternating phases' ``backward()``."""
+        v + γ·Jᵀv with consensus; returns (L_G, L_D + w·P, ‖v‖) as device scalars. With several processes both v
+        and Jᵀv are summed over the ranks by the hook of the alternating phases (:meth:`_sum_field`,
+        :meth:`_consensus_grad`), so the extrapolation and the update of extragradient, and consensus's term, are
+        the one-process gradients."""
         cfg = self.cfg
         gamma = float(cfg.consensus)
-        loss_g, loss_d = self._game_losses(real, z, lam, penalise, rec)
+        params = self._g_params + self._d_params
+        loss_g, loss_d, means = self._game_losses(real, z, lam, penalise, rec)
         vg = list(grad(loss_g, self._g_params, retain_graph=True, create_graph=gamma > 0, allow_unused=True))
         vd = list(grad(loss_d, self._d_params, retain_graph=gamma > 0, create_graph=gamma > 0, allow_unused=True))
+        v = vg + vd
+        for p, g in zip(params, v):
+            p.grad = None if g is None else g.data
+        value_g, value_d = self._sum_field(lam, means, rec)
+        field = [p.grad for p in params]
         xp = backend.get_array_module(loss_g.data)
-        sq = sum(((g.data * g.data).sum() for g in (*vg, *vd) if g is not None), xp.zeros((), loss_g.dtype))
-        jtv = self._consensus_grad(vg, vd) if gamma > 0 else [None] * len(vg + vd)
-        for p, g, c in zip(self._g_params + self._d_params, vg + vd, jtv):
-            if g is None and c is None:
-                p.grad = None
-                continue
-            g = xp.zeros_like(p.data) if g is None else g.data
-            p.grad = g if c is None else g + gamma * c
-        return loss_g.data, loss_d.data, xp.sqrt(sq)
+        sq = sum(((g * g).sum() for g in field if g is not None), xp.zeros((), loss_g.dtype))
+        if gamma > 0:
+            jtv = self._consensus_grad(v, field)
+            for p, g, c in zip(params, field, jtv):
+                if g is None and c is None:
+                    p.grad = None
+                    continue
+                g = xp.zeros_like(p.data) if g is None else g
+                p.grad = g if c is None else g + gamma * c
+        return value_g, value_d, xp.sqrt(sq)
 
     def _guard_both(self, loss_g: Any, loss_d: Any, rec: dict[str, Any]) -> None:
         """The divergence guard of a simultaneous step, D first then G (``rec`` gets the gradient norms)."""
@@ -337,8 +463,8 @@ class Trainer:
     def _simultaneous_step(self, lam: float, rec: dict[str, Any]) -> None:
         """One simultaneous step of both players: plain (consensus alone) or extragradient (module docstring)."""
         cfg = self.cfg
-        real = self.real_batch(self.step_count)
-        z = self._noise(cfg.batch_size)
+        real = self._rows(self.real_batch(self.step_count))
+        z = self._batch_noise()
         penalise = bool(cfg.gp) and self.step_count % cfg.gp_every == 0  # d_steps = 1: the D steps are the steps
         rng = backend.get_rng_state() if penalise and cfg.gp == "wgan-gp" and cfg.extragradient else None
         loss_g, loss_d, norm = self._simultaneous_grads(real, z, lam, penalise, rec)
@@ -437,7 +563,8 @@ class Trainer:
         """G's samples for noise ``z`` (or ``n`` fresh draws), without a graph and without changing any state.
 
         With ``batch_stats`` batch norm uses the statistics of this batch (as during training); the running
-        statistics and ``num_batches_tracked`` are restored afterwards. Otherwise G runs in eval mode.
+        statistics and ``num_batches_tracked`` are restored afterwards. Otherwise G runs in eval mode. With several
+        processes it is still this process's computation alone (the one-process result for ``z``; no collective).
         """
         if z is None:
             z = self._noise(n)
@@ -445,7 +572,7 @@ class Trainer:
         was = self.G.training
         self.G.train(batch_stats)
         try:
-            with no_grad():
+            with no_grad(), distributed.local():  # one rank's computation: batch norm on this batch alone
                 out = self.G(z)
         finally:
             self.G.train(was)

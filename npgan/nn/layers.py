@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import backend
+from .. import backend, distributed
 from .. import functional as F
 from ..checks import integer, real
+from ..collective import sync_batch_norm
 from ..ops import flatten, reshape
 from ..tensor import Tensor
 from . import init
@@ -167,12 +168,28 @@ class _BatchNorm(Module):
             raise ValueError(f"{type(self).__name__}({self.num_features}): expected a {dims} input with "
                              f"{self.num_features} channels on axis 1, got shape {tuple(x.shape)}")
         tracking = self.track_running_stats
+        if (self.training or not tracking) and distributed.world().size > 1:
+            return self._synchronised(x, tracking)
         return F.batch_norm(
             x, self._buffers.get("running_mean") if tracking else None,
             self._buffers.get("running_var") if tracking else None,
             self.weight, self.bias, training=self.training or not tracking,
             momentum=self.momentum, eps=self.eps,
             num_batches_tracked=self._buffers.get("num_batches_tracked") if self.training and tracking else None)
+
+    def _synchronised(self, x: Tensor, tracking: bool) -> Tensor:
+        """Batch statistics over every rank of a data-parallel run (:func:`npgan.collective.sync_batch_norm`,
+        PyTorch's SyncBatchNorm): N ranks normalise with the statistics of the whole batch, as one process would.
+        Used in training mode whenever :func:`npgan.distributed.world` has more than one process (inside
+        :func:`npgan.distributed.local` it has one)."""
+        C = self.num_features
+        xp = backend.get_array_module(x.data)
+        weight = self.weight if self.weight is not None else Tensor(xp.ones(C, dtype=x.dtype))
+        bias = self.bias if self.bias is not None else Tensor(xp.zeros(C, dtype=x.dtype))
+        return sync_batch_norm(
+            x, self._buffers.get("running_mean") if tracking else None,
+            self._buffers.get("running_var") if tracking else None, weight, bias, momentum=self.momentum,
+            eps=self.eps, num_batches_tracked=self._buffers.get("num_batches_tracked") if tracking else None)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}"

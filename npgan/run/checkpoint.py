@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .. import __version__, backend
-from ..errors import CheckpointError, CheckpointWriteError
-from ..files import atomic_write_bytes
+from ..errors import CheckpointError, CheckpointWriteError, FileKindError
+from ..files import atomic_write_bytes, open_regular
 from .machine import available_memory, format_bytes, run_environment
 
 __all__ = ["FORMAT_VERSION", "CHECKPOINT_FILE", "KEPT_CHECKPOINTS", "kept_checkpoint",
@@ -177,7 +177,10 @@ def load_arrays(path: str | os.PathLike, header: bool = False) -> tuple[dict[str
         raise CheckpointError(f"checkpoint {path} does not exist")
     _check_size(path)
     try:
-        raw = path.read_bytes()
+        with open_regular(path, "checkpoint") as f:  # never a blocking read (a FIFO swapped in meanwhile)
+            raw = f.read()
+    except FileKindError as exc:
+        raise CheckpointError(str(exc)) from None
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
     except MemoryError:
@@ -433,8 +436,15 @@ def _check_arrays(path: Any, state: TrainingState, nets: dict[str, Any], opts: d
             if k in own:  # a missing or unexpected key is load_state_dict's error
                 check(f"{n}/{k}", v, own[k].dtype)
     for n, o in opts.items():
-        params = [p for _, _, p in o._indexed()]
+        indexed = list(o._indexed())
+        params = [p for _, _, p in indexed]
         for i, st in state.opts.get(n, {}).get("state", {}).items():
+            if st and 0 <= i < len(indexed):  # a parameter updated at least once: its state is complete
+                lacking = [k for k in o.state_keys(indexed[i][1]) if k not in st]
+                if lacking:
+                    raise CheckpointError(f"checkpoint {path}: the state of {n}'s parameter {i} lacks "
+                                          f"{', '.join(lacking)} (it holds {', '.join(sorted(st))}); the next step "
+                                          "would fail")
             for k, v in st.items():
                 if backend.is_array(v) and 0 <= i < len(params):
                     if getattr(v, "ndim", 0) == 0 and v.dtype.kind in "iu":

@@ -20,9 +20,9 @@ from typing import Any
 from .. import __version__
 from ..checks import integer, one_of
 from ..data.mixtures import MIXTURES
-from ..errors import RunError
-from ..files import atomic_write_text
-from ..gan.config import TrainConfig
+from ..errors import FileKindError, RunError
+from ..files import atomic_write_text, open_regular
+from ..gan.config import MAX_SIZE, MAX_STEPS, TrainConfig
 from ..kde import BANDWIDTH_RULES
 
 __all__ = ["CONFIG_FILE", "RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS", "DTYPES", "read_config",
@@ -39,6 +39,10 @@ DTYPES = ("float32", "float64")
 #: the size of the values G must produce for each data set (max |x|): ring8's centres lie on the unit circle,
 #: grid25's at −4..4; images are in [−1, 1]. The bandwidth check uses it (tests compare with npgan.data).
 DATA_SCALE = {"ring8": 1.0, "grid25": 4.0, "digits": 1.0, "mnist": 1.0}
+
+#: the largest seed (TOML integers are 64-bit: a larger one could not be written to config.toml) and image side
+MAX_SEED = 2**63 - 1
+MAX_IMAGE_SIZE = 1 << 16
 
 #: read_config refuses larger files (a config.toml is a few hundred bytes; /dev/zero would never end)
 MAX_CONFIG_BYTES = 1 << 20
@@ -121,10 +125,13 @@ class RunConfig:
         if not isinstance(self.keep_checkpoints, bool):
             raise ValueError(f"keep_checkpoints must be true or false, got {self.keep_checkpoints!r}")
         one_of("dtype", self.dtype, DTYPES)
-        for name in ("hidden", "log_every", "checkpoint_every", "sample_every", "eval_samples"):
-            integer(name, getattr(self, name), 1)
-        integer("d_hidden", self.d_hidden, 0)
-        integer("seed", self.seed, 0)
+        for name in ("log_every", "checkpoint_every", "sample_every"):
+            integer(name, getattr(self, name), 1, MAX_STEPS)
+        integer("hidden", self.hidden, 1, MAX_SIZE)
+        integer("eval_samples", self.eval_samples, 1, MAX_SIZE)
+        integer("d_hidden", self.d_hidden, 0, MAX_SIZE)
+        integer("image_size", self.image_size, 0, MAX_IMAGE_SIZE)
+        integer("seed", self.seed, 0, MAX_SEED)
         for name in ("preset", "data_dir", "device"):
             if isinstance(getattr(self, name), str):
                 toml_string(getattr(self, name))  # a lone surrogate cannot be written to config.toml
@@ -214,10 +221,12 @@ def read_config(path: Path) -> RunConfig:
     except ImportError:  # pragma: no cover - Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "config file") as f:  # a FIFO or device: one line, never a blocking read
             raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise RunError(f"config file {path} does not exist") from None
+    except FileKindError as exc:
+        raise RunError(str(exc)) from None
     except OSError as exc:
         raise RunError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     if len(raw) > MAX_CONFIG_BYTES:

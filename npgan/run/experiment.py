@@ -28,6 +28,19 @@ the learning rate (up to :data:`MAX_ROLLBACKS` times).
 A Run is an entry point: it sets the process's default dtype, device and seed from its configuration, then
 makes its parts with :func:`npgan.run.presets.build` (which sets nothing). A script that drives a Trainer itself
 calls ``build`` and :func:`evaluate` directly.
+
+Several processes (``mpiexec -n N npgan train ...``, ``npgan train --nproc N``; :mod:`npgan.distributed`). Every
+rank builds the same run (same seed: same initial weights) and trains its share of each batch; rank 0 alone
+touches the run directory: it takes the writer lock and writes config.toml, history.csv, the checkpoints, the
+samples and the metrics, and the others write nothing (so a run directory on rank 0's disk is enough). What only
+rank 0 does runs through :meth:`npgan.distributed.World.run`, which raises its failure (a full disk, a locked
+directory) on every rank, so all ranks stop at the same step. A resume or a rollback loads the checkpoint on rank 0
+and sends its state to the others (:func:`_share_state`); the checkpoint is the one a one-process run writes, so a
+run continues on any number of processes. A stop request (Ctrl-C, SIGTERM) on any rank stops every rank after the
+same step (one small Allreduce a step, :meth:`~npgan.distributed.World.any`), and every ``check_every`` steps and
+before each checkpoint the ranks compare a digest of every parameter and buffer
+(:meth:`~npgan.distributed.World.check_agreement`): a mismatch stops the run naming the first tensor, before a
+checkpoint is written.
 """
 
 from __future__ import annotations
@@ -45,15 +58,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import backend
+from .. import backend, distributed
 from ..data.catalog import load_images
 from ..data.digits import load_digits, load_mnist
 from ..data.mixtures import MIXTURES
-from ..errors import DivergenceError, RunError, WriteError
+from ..errors import DivergenceError, FileKindError, RunError, WriteError
 from ..eval import plots
 from ..eval.classifiers import digits_classifier, mnist_classifier, shapes_classifier
 from ..eval.metrics import colour_image_metrics, image_metrics, mode_metrics
-from ..files import atomic_write_bytes, atomic_write_text, remove_stale_temps
+from ..files import atomic_write_bytes, atomic_write_text, check_target, remove_stale_temps
 from ..gan.trainer import Trainer
 from ..tensor import Tensor
 from ..weights import WeightsError, load_into
@@ -76,18 +89,21 @@ from .config import CONFIG_FILE, MIXTURE_DATASETS, RunConfig, read_config, write
 from .history import read_history
 from .machine import available_memory
 from .memory import check_memory, check_model_size, estimate_step_bytes
-from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_file
+from .presets import arch_summary, build, check_models, count_parameters, file_sha256, model_error, model_file
 from .runlock import LOCK_NAME, RunLock, check_unlocked
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
            "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory", "load_run_readonly",
-           "LoadedRun", "check_checkpoint_file", "writing", "read_models", "KEPT_CHECKPOINTS", "kept_checkpoint"]
+           "LoadedRun", "check_checkpoint_file", "writing", "read_models", "read_run_summary", "KEPT_CHECKPOINTS",
+           "kept_checkpoint"]
 
 CONFIG, HISTORY, CHECKPOINT, METRICS = CONFIG_FILE, "history.csv", CHECKPOINT_FILE, "metrics.json"
 
 #: on_nan = "rollback" gives up (DivergenceError) after this many rollbacks in one ``train`` call
 #: (the learning rate is then 2**-MAX_ROLLBACKS of its schedule).
 MAX_ROLLBACKS = 20
+#: several processes: the ranks compare their parameters every this many steps (and before each checkpoint)
+CHECK_EVERY = 100
 
 
 def side_noise(cfg: RunConfig, n: int, tag: int) -> Tensor:
@@ -156,6 +172,9 @@ def check_checkpoint_file(path: str | os.PathLike) -> None:
         if os.path.islink(path):
             raise CheckpointError(f"checkpoint {path} is a dangling symlink (to {os.readlink(path)}, which does not "
                                   "exist)") from None
+        if not (path.parent / CONFIG).is_file():
+            raise CheckpointError(f"{path.parent} holds no run (neither {CHECKPOINT} nor {CONFIG}); start one with "
+                                  f"'npgan train --preset NAME --out {path.parent}'") from None
         raise CheckpointError(f"checkpoint {path} does not exist: the run directory has lost its checkpoint "
                               f"(start again with 'npgan train --config {path.parent / CONFIG} --out NEW_DIR')"
                               ) from None
@@ -177,13 +196,22 @@ def _file_identity(path: Path) -> tuple[int, int, int] | None:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, opt_g: Any, opt_d: Any,
-                         trainer: Trainer) -> int | None:
-    """Restore G, D, the optimizers, the RNG and the trainer's counters from ``path`` (all or nothing); returns
-    the run's recorded total (``total_steps``, written when a resume extended the run) or None.
+class _ReadCheckpoint(NamedTuple):
+    """A checkpoint read and validated against a run's config, before any model exists (:func:`_read_checkpoint`)."""
 
-    The file is opened and read once (a writer replaces it by a rename, so one read sees one complete version);
-    if it fails to load and was replaced meanwhile, it is read once more.
+    state: Any  # checkpoint.TrainingState
+    meta: dict[str, Any]
+    total: int | None  # the run's recorded total (``total_steps``), when a resume extended it
+
+
+def _read_checkpoint(cfg: RunConfig, out: Path, path: Path) -> _ReadCheckpoint:
+    """Read ``path`` and check everything that needs no model: the file (a regular file, a zip of .npy arrays, its
+    sha256, its format), the architecture's hash, ``total_steps`` and every header field
+    (:func:`npgan.run.checkpoint.unpack_state`: step, optimizers, RNG, the run's configuration).
+
+    Nothing of the run's code runs before this has passed (a ``--model`` file is imported only after it). The file
+    is opened and read once (a writer replaces it by a rename, so one read sees one complete version); if it fails
+    to load and was replaced meanwhile, it is read once more.
     """
     for attempt in (0, 1):
         before = _file_identity(path)
@@ -194,16 +222,31 @@ def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, 
         except CheckpointError:
             if attempt or _file_identity(path) == before:
                 raise
-    if meta.get("arch_hash") != cfg.arch_hash() or meta.get("arch") != arch_summary(G, D):
+    if meta.get("arch_hash") != cfg.arch_hash():
         raise CheckpointError(f"checkpoint {path} was written for another architecture "
                               f"(data/model/widths differ from {out / CONFIG})")
     total = meta.get("total_steps")
     if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total <= 0):
         raise CheckpointError(f"checkpoint {path}: total_steps must be a positive integer, got {total!r}")
     st = unpack_state(path, arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"), config=cfg.to_dict())
+    return _ReadCheckpoint(st, meta, total)
+
+
+def _load_training_state(cfg: RunConfig, out: Path, path: Path, G: Any, D: Any, opt_g: Any, opt_d: Any,
+                         trainer: Trainer, read: _ReadCheckpoint | None = None) -> int | None:
+    """Restore G, D, the optimizers, the RNG and the trainer's counters from ``path`` (all or nothing); returns
+    the run's recorded total (``total_steps``, written when a resume extended the run) or None.
+
+    ``read``: the checkpoint as :func:`_read_checkpoint` already read it (else it is read now).
+    """
+    read = read if read is not None else _read_checkpoint(cfg, out, path)
+    if read.meta.get("arch") != arch_summary(G, D):
+        raise CheckpointError(f"checkpoint {path} was written for another architecture "
+                              f"(data/model/widths differ from {out / CONFIG})")
+    st = read.state
     apply_state(path, st, {"G": G, "D": D}, {"opt_g": opt_g, "opt_d": opt_d})
     trainer.step_count, trainer.lr_scale, trainer.skipped = st.step, st.lr_scale, st.skipped
-    return total
+    return read.total
 
 
 class LoadedRun(NamedTuple):
@@ -219,27 +262,61 @@ class LoadedRun(NamedTuple):
     total_steps: int
 
 
-def load_run_readonly(out: str | os.PathLike, allow_changed_model: bool = False) -> LoadedRun:
+def load_run_readonly(out: str | os.PathLike, allow_changed_model: bool = False,
+                      trust_model: bool = False) -> LoadedRun:
     """Read a run (config.toml and checkpoint.npz) without writing, truncating or deleting anything in ``out``.
 
     Takes no lock: it works on a read-only directory and while another process trains the run (the checkpoint
-    is replaced atomically; see :func:`_load_training_state`). ``npgan sample`` and ``npgan info DIR`` use it.
-    Like :class:`Run`, it sets the process's default dtype, device and seed from the config first. It reads no
-    data set (the trainer it returns can sample, not train). A ``--model`` file that changed since the run was
-    created is refused unless ``allow_changed_model``.
+    is replaced atomically; see :func:`_read_checkpoint`). ``npgan sample``, ``npgan info DIR`` and ``npgan export``
+    use it. Like :class:`Run`, it sets the process's default dtype, device and seed from the config first. It reads
+    no data set (the trainer it returns can sample, not train).
+
+    A run directory is data, never code: a run whose networks come from a ``--model`` file (config.toml's
+    ``model_build``) is refused with one :class:`RunError` line unless ``trust_model`` (``--trust-model``), and even
+    then the file is imported only after the checkpoint has passed every check that needs no model
+    (:func:`_read_checkpoint`). A model file that changed since the run was created is refused unless
+    ``allow_changed_model``.
     """
     out = Path(out)
-    if not out.is_dir():
-        raise RunError(f"run directory {out} does not exist")
-    check_checkpoint_file(out / CHECKPOINT)
-    cfg = read_config(out / CONFIG)
-    _check_model_file(cfg, allow_changed_model, out)
+    cfg, read = _read_run(out)
+    _trust_model_file(cfg, out, trust_model, allow_changed_model)
     backend.set_default_dtype(cfg.dtype)
     backend.set_device(cfg.device)
     backend.manual_seed(cfg.seed)
     G, D, opt_g, opt_d, trainer = build(cfg, data=False)
-    total = _load_training_state(cfg, out, out / CHECKPOINT, G, D, opt_g, opt_d, trainer)
+    total = _load_training_state(cfg, out, out / CHECKPOINT, G, D, opt_g, opt_d, trainer, read)
     return LoadedRun(cfg, G, D, trainer.step_count, trainer, max(cfg.train.steps, total or 0))
+
+
+def _read_run(out: Path) -> tuple[RunConfig, _ReadCheckpoint]:
+    """config.toml and the checkpoint of the run in ``out``, read and checked; no model is built, nothing runs."""
+    if not out.is_dir():
+        raise RunError(f"run directory {out} does not exist")
+    check_checkpoint_file(out / CHECKPOINT)
+    cfg = read_config(out / CONFIG)
+    return cfg, _read_checkpoint(cfg, out, out / CHECKPOINT)
+
+
+def _trust_model_file(cfg: RunConfig, out: Path, trust_model: bool, allow_changed_model: bool) -> None:
+    """For a reader of a ``--model`` run: refuse unless ``trust_model``; then the file's SHA-256 must still be the
+    recorded one (:func:`_check_model_file`). A run of npgan's own models passes (no code of the run is run)."""
+    if cfg.model != "custom":
+        return
+    if not trust_model:
+        raise RunError(f"{out}: this run's networks are built by the model file {cfg.model_build!r}, whose code "
+                       "npgan runs only when told: pass --trust-model if you trust that file")
+    _check_model_file(cfg, allow_changed_model, out)
+
+
+def read_run_summary(out: str | os.PathLike) -> dict[str, Any]:
+    """What ``npgan info DIR`` shows of a run without building its networks (so without running a ``--model``
+    file): preset, data, model, the checkpoint's step, the run's total and schedule steps, whether it finished.
+    config.toml and the checkpoint are read and checked as :func:`load_run_readonly` checks them, less the
+    comparison of the arrays with the built networks."""
+    out = Path(out)
+    cfg, read = _read_run(out)
+    total = max(cfg.train.steps, read.total or 0)
+    return {"cfg": cfg, "step": read.state.step, "total_steps": total}
 
 
 # ============================================================================ the run
@@ -256,7 +333,7 @@ class Run:
     def __init__(self, cfg: RunConfig, out: Path) -> None:
         self.cfg, self.out = cfg, Path(out)
         backend.set_default_dtype(cfg.dtype)  # the entry point's job (see the module docstring)
-        backend.set_device(cfg.device)
+        backend.set_device(distributed.rank_device(cfg.device))  # several processes: gpu:(local rank mod GPUs)
         backend.manual_seed(cfg.seed)
         check_model_size(cfg, count_parameters(cfg))  # by arithmetic, before a huge model is built
         self.G, self.D, self.opt_g, self.opt_d, self.trainer = build(cfg)
@@ -268,6 +345,8 @@ class Run:
         self.total_steps = cfg.train.steps  # the run's length (a resume may extend it; see resume)
         self.stop_at: int | None = None  # where this session stops, when before total_steps
         self.lock: RunLock | None = None
+        self.made: _Made | None = None  # set by create: what this run may remove if your model fails early
+        self.check_every = CHECK_EVERY  # several processes: steps between two agreement checks
 
     def close(self) -> None:
         """Release the directory's writer lock (idempotent)."""
@@ -282,6 +361,8 @@ class Run:
         self.close()
 
     def _acquire(self, command: str) -> None:
+        if not distributed.world().is_root:
+            return  # several processes: rank 0 alone writes, and holds the lock
         if self.lock is None or not self.lock.held:
             try:
                 self.lock = RunLock(self.out, command)
@@ -292,23 +373,39 @@ class Run:
     # ------------------------------------------------------------------ construction
     @classmethod
     def create(cls, cfg: RunConfig, out: str | os.PathLike) -> Run:
-        """A new run in ``out`` (created; refused when it already holds a run, so nothing is overwritten)."""
-        out = _check_new_run(cfg, Path(out))
+        """A new run in ``out`` (created; refused when it already holds a run, so nothing is overwritten).
+
+        Several processes: every rank checks and builds (a failure on any rank is raised on all, before anything
+        is written), then rank 0 alone makes the directory and its files."""
+        w = distributed.world()
+        run = w.run(cls._build_new, cfg, Path(out))
+        w.run(run._start_files, root_only=True)
+        return run
+
+    @classmethod
+    def _build_new(cls, cfg: RunConfig, out: Path) -> Run:
+        """For :meth:`create`: the checks and the run's parts, nothing written."""
+        out = _check_new_run(cfg, out)
         run = cls(cfg, out)  # may raise (bad data dir, device) before anything is written
         _load_initial_weights(cfg, run.G, run.D)  # checked and loaded before anything is written
+        return run
+
+    def _start_files(self) -> None:
+        """For :meth:`create`: the directory, its writer lock, config.toml and an empty history.csv."""
+        out, cfg = self.out, self.cfg
+        self.made = _Made.survey(out)  # what this command may take back if your model fails early
         with writing(out):
             out.mkdir(parents=True, exist_ok=True)
-        run._acquire("train")  # another writer here: RunLockedError, nothing written
+        self._acquire("train")  # another writer here: RunLockedError, nothing written
         try:
             _refuse_existing_run(out, os.path.lexists)  # made while we built
             with writing(out / CONFIG):
                 write_config(out / CONFIG, cfg)
             with writing(out / HISTORY):
-                history.create(out / HISTORY, run.trainer.history_fields)
+                history.create(out / HISTORY, self.trainer.history_fields)
         except BaseException:
-            run.close()
+            self.close()
             raise
-        return run
 
     @classmethod
     def resume(cls, out: str | os.PathLike, steps: int | None = None, on_nan: str | None = None,
@@ -323,16 +420,36 @@ class Run:
         temporary files killed writers left. A missing checkpoint is a :class:`CheckpointError` (never a silent
         restart from step 0). A changed ``--model`` file is refused unless ``allow_changed_model`` (its new
         SHA-256 is then written to config.toml; the checkpoint must still fit the architecture).
+
+        Several processes: rank 0 resumes as one process would (lock, config, checkpoint, history), then the
+        others build the run from its configuration and take its state (:func:`_resume_other_ranks`).
         """
-        out = Path(out)
-        _resume_config(out, steps, None, device, False, allow_changed_model)  # checks, before the lock file is made
+        w = distributed.world()
+        if w.size > 1:
+            run = w.run(cls._resume_here, Path(out), steps, on_nan, device, restretch, allow_changed_model,
+                        root_only=True)
+            return _resume_other_ranks(cls, w, run, Path(out))
+        return cls._resume_here(Path(out), steps, on_nan, device, restretch, allow_changed_model)
+
+    @classmethod
+    def _resume_here(cls, out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
+                     allow_changed_model: bool) -> Run:
+        """:meth:`resume` in this process (the one process, or rank 0)."""
+        cfg, _ = _resume_config(out, steps, None, device, restretch)  # checks, before the lock file is made
+        _check_run_files(out)
+        if cfg.model == "custom":  # its model file is code: checked (never run) only for a valid checkpoint
+            _read_checkpoint(cfg, out, out / CHECKPOINT)
+            _check_model_file(cfg, allow_changed_model, out)
         lock = RunLock(out, "resume")
         try:
-            cfg, file_cfg, changed = _resume_config(out, steps, on_nan, device, restretch, allow_changed_model)
+            cfg, file_cfg = _resume_config(out, steps, on_nan, device, restretch)
+            read = _read_checkpoint(cfg, out, out / CHECKPOINT)  # all of it that needs no model, before any is built
+            changed = _check_model_file(cfg, allow_changed_model, out)
+            file_cfg.model_sha256 = cfg.model_sha256
             run = cls(cfg, out)
             run.lock = lock
             remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
-            run.load_checkpoint(out / CHECKPOINT)
+            run.load_checkpoint(out / CHECKPOINT, read)
             if cfg.keep_checkpoints and not kept_checkpoint(out, run.trainer.step_count).is_file():
                 run._keep_checkpoint()  # killed between the checkpoint and its copy
             run.total_steps, run.stop_at = _session_length(run.total_steps, run.trainer.step_count, steps, restretch)
@@ -385,15 +502,15 @@ class Run:
             target.parent.mkdir(exist_ok=True)
             atomic_write_bytes(target, (self.out / CHECKPOINT).read_bytes())
 
-    def load_checkpoint(self, path: Path) -> None:
+    def load_checkpoint(self, path: Path, read: _ReadCheckpoint | None = None) -> None:
         """Restore everything from ``path``; :class:`CheckpointError` when it does not fit, and then nothing changed.
 
         The file is read and checked completely first (format, checksum, architecture, every array's shape
         against the models and optimizers); the state is then applied as a whole and put back as it was if any
-        part fails.
+        part fails. ``read``: the file as :func:`_read_checkpoint` already read it.
         """
         total = _load_training_state(self.cfg, self.out, Path(path), self.G, self.D, self.opt_g, self.opt_d,
-                                     self.trainer)
+                                     self.trainer, read)
         self.total_steps = max(self.cfg.train.steps, total or 0)
         self.checkpoint_step = self.trainer.step_count
 
@@ -403,9 +520,15 @@ class Run:
         """The run's history rows so far (read from history.csv)."""
         return read_history(self.out / HISTORY)
 
-    def _restore_history(self) -> None:
-        with writing(self.out / HISTORY):
-            history.cut(self.out / HISTORY, self.trainer.step_count)
+    def _restore_history(self, log: Callable[[str], None] | None = None) -> None:
+        """Cut history.csv back to the checkpoint's step; a damaged file is first kept aside, and ``log`` (default:
+        stderr) gets the one line that says so (:func:`npgan.run.history.cut`)."""
+        path, step = self.out / HISTORY, self.trainer.step_count
+        with writing(path):
+            report = history.cut(path, step)
+        if report is not None:
+            msg = history.describe_cut(path, report, step)
+            (log or (lambda m: print(f"npgan: {m}", file=sys.stderr, flush=True)))(msg)
 
     def _append_history(self, rows: list[dict[str, float]]) -> None:
         with writing(self.out / HISTORY):
@@ -434,44 +557,84 @@ class Run:
         self._acquire("train")
         try:
             return self._train(progress, log)
+        except (DivergenceError, Interrupted) as exc:  # several processes: decided alike on every rank (the
+            distributed.mark_everywhere(exc)           # guard sees the summed gradients, the stop is agreed)
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            what = model_error(exc, self.cfg)
+            if what is None:
+                raise  # npgan's own code alone: a bug in npgan, whose traceback the command line shows
+            done = self.trainer.step_count
+            self.close()
+            raise RunError(f"{what}, after {done} step{'' if done == 1 else 's'}; {self._after_model_error()}"
+                           ) from exc
         finally:
             self.close()  # this run's writing is done (train() again takes the lock again)
 
+    def _after_model_error(self) -> str:
+        """What becomes of the run directory when your model raised during training (the end of the message).
+
+        A run made by :meth:`create` whose checkpoint has not passed step 0 is taken back: the files it wrote are
+        removed, and the directory too when this command created it (anything else in it is kept); otherwise the
+        directory stays as it is, with its last checkpoint."""
+        step = self.checkpoint_step or 0
+        if self.made is not None and step == 0:
+            if self.made.take_back(self.out):
+                return f"{self.out} was removed (it held no checkpoint past step 0)"
+            return f"the files this run wrote in {self.out} were removed (no checkpoint past step 0); the rest is kept"
+        if self.checkpoint_step is None:
+            return f"{self.out} is left as it was"
+        return (f"the checkpoint of step {step} in {self.out} is intact: fix the model, then "
+                f"'npgan resume {self.out} --allow-changed-model'")
+
     def _train(self, progress: bool, log: Callable[[str], None] | None) -> dict[str, Any]:
         cfg, tr, total = self.cfg, self.trainer, self.target_step
+        w = distributed.world()  # several processes: rank 0 writes (root), every rank trains its share
+        root = w.run if w.size > 1 else None
+
+        def on_root(fn: Callable[..., Any], *args: Any) -> Any:
+            return fn(*args) if root is None else root(fn, *args, root_only=True)
+
+        if not w.is_root:
+            log = lambda msg: None  # noqa: E731 - rank 0 reports
         tr.log = log = log or (lambda msg: print(f"npgan: {msg}", file=sys.stderr, flush=True))
-        bar = None
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=total, initial=tr.step_count, unit="step", dynamic_ncols=True, file=sys.stderr)
 
         def checkpoint() -> None:
-            self._append_history(tr.flush())  # the history always reaches the checkpoint's step
-            self.save_checkpoint()
+            rows = tr.flush()
+            self._check_agreement(f"step {tr.step_count}")  # before the checkpoint: never one of disagreeing ranks
+            on_root(self._append_history, rows)  # the history always reaches the checkpoint's step
+            on_root(self.save_checkpoint)
 
-        with _stop_on_signals() as stop, (bar if bar is not None else contextlib.nullcontext()):
+        with _stop_on_signals() as stop, contextlib.ExitStack() as stack:
             if tr.step_count == 0:
-                self.save_samples(0)
+                on_root(self.save_samples, 0)
                 checkpoint()  # step 0: a run always has a checkpoint to resume or roll back to
+            bar = (stack.enter_context(_progress_bar(total, tr.step_count)) if progress and w.is_root
+                   else None)
             while tr.step_count < total:
                 try:
                     tr.step()
                     s = tr.step_count
-                    if s % cfg.log_every == 0 or s == total or stop:
+                    stopping = w.any(stop)  # a stop request on any rank stops all after this step
+                    if s % cfg.log_every == 0 or s == total or stopping:
                         rows = tr.flush()
-                        self._append_history(rows)
+                        on_root(self._append_history, rows)
                         if bar is not None and rows:
-                            bar.n = s
-                            bar.set_postfix_str(_postfix(rows[-1]), refresh=False)
-                            bar.refresh()
-                    if stop:
+                            bar.set_postfix_str(_postfix(rows[-1]), refresh=False)  # shown by the next update
+                    if bar is not None:
+                        _advance(bar, s)
+                    if stopping:
                         checkpoint()
                         raise Interrupted(f"interrupted at step {s}: checkpoint saved in {self.out}; "
                                           f"continue with 'npgan resume {self.out}'")
                     if s % cfg.checkpoint_every == 0 and s != total:
                         checkpoint()
+                    elif w.size > 1 and s % self.check_every == 0:
+                        self._check_agreement(f"step {s}")
                 except DivergenceError as exc:
-                    self._append_history(tr.flush())
+                    on_root(self._append_history, tr.flush())
                     if cfg.train.on_nan != "rollback":
                         raise DivergenceError(f"{exc}; training stopped (on_nan = {cfg.train.on_nan}), "
                                               f"{_last_good(self.out, self.checkpoint_step)}", step=exc.step,
@@ -479,27 +642,103 @@ class Run:
                     self._rollback(exc, log)
                     continue
                 if s % cfg.sample_every == 0 or s == total:
-                    self.save_samples(s)
-        self.save_checkpoint()
-        return _write_results(self.out, cfg, tr)
+                    on_root(self.save_samples, s)
+        self._check_agreement(f"step {tr.step_count}")
+        on_root(self.save_checkpoint)
+        if root is None:
+            return _write_results(self.out, cfg, tr)
+        # rank 0 evaluates alone (however long that takes: no watchdog limit); the others get its metrics
+        return w.bcast(root(_write_results, self.out, cfg, tr, root_only=True, limit=None))
+
+    def _check_agreement(self, where: str) -> None:
+        """Several processes: the ranks compare every parameter and buffer of G and D (one digest each);
+        :class:`~npgan.distributed.ReplicaMismatchError` names the first that differs. One process: nothing."""
+        w = distributed.world()
+        if w.size > 1:
+            w.check_agreement([(f"{n}/{k}", v) for n, m in (("G", self.G), ("D", self.D))
+                               for k, v in m.state_dict().items()], where)
 
     def _rollback(self, exc: DivergenceError, log: Callable[[str], None]) -> None:
-        """Reload the last checkpoint and halve the learning rate (on_nan = "rollback")."""
+        """Reload the last checkpoint and halve the learning rate (on_nan = "rollback"). Several processes: rank 0
+        decides and reloads, the others take its state (:func:`_share_state`)."""
         tr = self.trainer
         path = self.out / CHECKPOINT
-        if self.rollbacks >= MAX_ROLLBACKS or not path.is_file():
-            why = (f"gave up after {self.rollbacks} rollbacks" if path.is_file()
-                   else f"there is no checkpoint in {self.out} to roll back to")
-            raise DivergenceError(f"{exc}; {why}", step=exc.step, network=exc.network, loss=exc.loss,
-                                  values=exc.values) from None
         scale = tr.lr_scale * 0.5
-        self.load_checkpoint(path)
+
+        def reload() -> None:
+            if self.rollbacks >= MAX_ROLLBACKS or not path.is_file():
+                why = (f"gave up after {self.rollbacks} rollbacks" if path.is_file()
+                       else f"there is no checkpoint in {self.out} to roll back to")
+                raise DivergenceError(f"{exc}; {why}", step=exc.step, network=exc.network, loss=exc.loss,
+                                      values=exc.values) from None
+            self.load_checkpoint(path)
+
+        w = distributed.world()
+        if w.size > 1:
+            w.run(reload, root_only=True)
+            _share_state(w, self)
+        else:
+            reload()
         tr.lr_scale = scale
         self.rollbacks += 1
-        self._restore_history()
+        if w.is_root:
+            self._restore_history(log)
         lr = self.cfg.train.schedule(self.cfg.train.lr, self.cfg.train.lr_final, tr.step_count) * scale
         log(f"{exc}; rolled back to the checkpoint of step {tr.step_count} and halved the learning rate "
             f"(now {scale:g} x the schedule: lr = {lr:.3g}; rollback {self.rollbacks} of at most {MAX_ROLLBACKS})")
+
+
+def _share_state(w: distributed.World, run: Run) -> None:
+    """Several processes: every rank takes rank 0's training state (weights, buffers, optimizers, the random
+    stream, the step and the trainer's counters, the run's length) by one broadcast, after rank 0 loaded a
+    checkpoint; the arrays travel as host arrays (the checkpoint's own packing, :func:`_run_state`)."""
+    tr = run.trainer
+    state = None
+    if w.is_root:
+        arrays, meta = _run_state(run.cfg, run.G, run.D, run.opt_g, run.opt_d, tr, run.total_steps)
+        state = ({k: backend.to_numpy(v) for k, v in arrays.items()}, meta,
+                 (run.total_steps, run.stop_at, run.checkpoint_step))
+    arrays, meta, (total, stop_at, at) = w.bcast(state)
+    if not w.is_root:
+        def apply() -> None:
+            st = unpack_state("rank 0's state", arrays, meta, nets=("G", "D"), opts=("opt_g", "opt_d"))
+            apply_state("rank 0's state", st, {"G": run.G, "D": run.D}, {"opt_g": run.opt_g, "opt_d": run.opt_d})
+            tr.step_count, tr.lr_scale, tr.skipped = st.step, st.lr_scale, st.skipped
+            run.total_steps, run.stop_at, run.checkpoint_step = total, stop_at, at
+        w.run(apply)
+    else:
+        w.run(lambda: None)
+
+
+def _resume_other_ranks(cls: type[Run], w: distributed.World, run: Run | None, out: Path) -> Run:
+    """:meth:`Run.resume` with several processes, after rank 0 resumed (``run``; None on the others): the others
+    build the run from rank 0's configuration (a broadcast: no rank but 0 reads the directory), then every rank
+    takes rank 0's state. A failure on any rank is raised on every rank, and rank 0 then releases the lock."""
+    cfg_dict = w.bcast(run.cfg.to_dict() if w.is_root else None)
+    try:
+        run = w.run(lambda: run if w.is_root else cls(RunConfig.from_dict(cfg_dict), out))
+        _share_state(w, run)
+    except BaseException:
+        if run is not None:
+            run.close()
+        raise
+    return run
+
+
+#: the files a writer (train, resume) replaces or appends to in a run directory
+_WRITTEN = (CONFIG, HISTORY, CHECKPOINT, METRICS, "losses.png")
+
+
+def _check_run_files(out: Path) -> None:
+    """Before a writer writes anything in ``out``: each file it replaces or appends to is absent or a regular file
+    (never a symlink, whose target or link would be replaced; never a device or FIFO), and ``samples`` is absent
+    or a directory (not a symlink to one); else one :class:`~npgan.errors.FileKindError` line naming it."""
+    for name in _WRITTEN:
+        check_target(out / name)
+    samples = out / "samples"
+    if samples.is_symlink() or (samples.exists() and not samples.is_dir()):
+        what = f"a symlink (to {os.readlink(samples)})" if samples.is_symlink() else "not a directory"
+        raise FileKindError(f"{samples} is {what}; a run writes its pictures into a directory of its own")
 
 
 def _refuse_existing_run(out: Path, exists: Callable[[Path], bool]) -> None:
@@ -512,11 +751,16 @@ def _check_new_run(cfg: RunConfig, out: Path) -> Path:
     """For :meth:`Run.create`: the config validated and ``out`` checked, before anything is built or written;
     a ``--model`` file's SHA-256 is recorded in ``cfg``."""
     cfg.validate()
+    if os.path.islink(out) and not out.is_dir():
+        raise RunError(f"--out {out} is a symlink to {os.readlink(out)}, which is not a directory (a dangling or "
+                       "looping link)")
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} exists and is not a directory")
     if out.is_dir() and any((out / f).exists() for f in (CONFIG, CHECKPOINT, HISTORY)):
         check_unlocked(out)  # a writer at work there: name it (writes nothing)
         _refuse_existing_run(out, Path.exists)
+    if out.is_dir():
+        _check_run_files(out)
     if cfg.data == "mnist" and not cfg.data_dir:
         raise RunError("the MNIST presets need --data-dir DIR (a folder with the four MNIST IDX files)")
     if cfg.model == "custom":
@@ -550,6 +794,8 @@ def _save_samples(out: Path, cfg: RunConfig, x: Tensor, step: int) -> None:
     path = out / "samples" / f"step_{step:06d}.png"
     with writing(path.parent):
         path.parent.mkdir(exist_ok=True)
+    if path.parent.is_symlink():  # made one meanwhile: never write through it
+        _check_run_files(out)
     with writing(path):
         plots.samples(backend.to_numpy(x.data), cfg.data, path, title=f"{cfg.data}, step {step}")
 
@@ -582,10 +828,11 @@ def _session_length(total: int, at: int, steps: int | None, restretch: bool) -> 
     return total, (steps if steps < total else None)
 
 
-def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str | None, restretch: bool,
-                   allow_changed_model: bool) -> tuple[RunConfig, RunConfig, bool]:
-    """For :meth:`Run.resume`: the arguments checked, and (the session's config, the config to write back, whether
-    the model file's hash changed); :class:`RunError` / :class:`CheckpointError` before anything is written."""
+def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str | None,
+                   restretch: bool) -> tuple[RunConfig, RunConfig]:
+    """For :meth:`Run.resume`: the arguments checked, and (the session's config, the config to write back);
+    :class:`RunError` / :class:`CheckpointError` before anything is written. The model file is not looked at
+    here (see :meth:`Run.resume`)."""
     if not out.is_dir():
         raise RunError(f"run directory {out} does not exist")
     if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or steps <= 0):
@@ -599,13 +846,12 @@ def _resume_config(out: Path, steps: int | None, on_nan: str | None, device: str
     if on_nan is not None:
         cfg.train.on_nan = on_nan
         cfg.validate()
-    changed = _check_model_file(cfg, allow_changed_model, out)
     if restretch:
         cfg.train.steps = steps
     file_cfg = dataclasses.replace(cfg, device=cfg.device)
     if device is not None:
         cfg.device = device
-    return cfg, file_cfg, changed
+    return cfg, file_cfg
 
 
 def _load_initial_weights(cfg: RunConfig, G: Any, D: Any) -> None:
@@ -646,12 +892,14 @@ def _check_model_file(cfg: RunConfig, allow_changed: bool, out: Path) -> bool:
     return True
 
 
-def read_models(run_dir: str | os.PathLike, allow_changed_model: bool = False) -> tuple[RunConfig, Any, Any, int]:
+def read_models(run_dir: str | os.PathLike, allow_changed_model: bool = False,
+                trust_model: bool = False) -> tuple[RunConfig, Any, Any, int]:
     """``(cfg, G, D, step)`` of a run, read as :func:`load_run_readonly` reads it (nothing written, no data set
-    read), leaving npgan's default dtype, device and random stream as they were (``npgan export``)."""
+    read, a ``--model`` file run only with ``trust_model``), leaving npgan's default dtype, device and random
+    stream as they were (``npgan export``)."""
     dtype, device, rng = backend.get_default_dtype(), backend.get_device(), backend.get_rng_state()
     try:
-        run = load_run_readonly(run_dir, allow_changed_model)
+        run = load_run_readonly(run_dir, allow_changed_model, trust_model)
     finally:
         backend.set_default_dtype(dtype)
         backend.set_device(device)
@@ -697,6 +945,76 @@ def _jsonable(v: Any) -> Any:
     if hasattr(v, "item"):
         return v.item()
     return v
+
+
+def _progress_bar(total: int, initial: int) -> Any:
+    """The training progress bar on stderr: moved every step (:func:`_advance`), so that its rate — seconds per
+    step while a step takes longer than a second (tqdm's ``s/step``), else steps per second — shows from the
+    first step on; its postfix (losses, D(x), D(G(z))) changes at each log interval. Made after step 0's
+    checkpoint, so that its clock starts with the first step."""
+    from tqdm import tqdm
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def _advance(bar: Any, step: int) -> None:
+    """Show ``step`` on the bar: an update (rate and time left recomputed) forward; a rollback sets it back."""
+    if step >= bar.n:
+        bar.update(step - bar.n)
+    else:
+        bar.n = step
+        bar.refresh()
+
+
+class _Made:
+    """What :meth:`Run.create` found before it made the run directory, so that :meth:`take_back` removes only
+    what this run wrote: ``top``, the outermost directory it created (None: ``out`` existed), and ``before``,
+    the paths (relative to ``out``) that were already there."""
+
+    #: the files a run writes, relative to its directory (fnmatch patterns); nothing else is ever removed
+    RUN_FILES = (CONFIG, HISTORY, CHECKPOINT, METRICS, "losses.png", LOCK_NAME, "*.npgan.tmp", "samples/step_*.png",
+                 "samples/*.npgan.tmp")
+
+    def __init__(self, top: Path | None, before: frozenset[str]) -> None:
+        self.top, self.before = top, before
+
+    @classmethod
+    def survey(cls, out: Path) -> _Made:
+        """What is in ``out`` now (its own entries and those of ``out/samples``: where a run writes)."""
+        if out.is_dir():
+            found = [p for d in (out, out / "samples") if d.is_dir() for p in d.iterdir()]
+            return cls(None, frozenset(str(p.relative_to(out)) for p in found))
+        top = out
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        return cls(top, frozenset())
+
+    def take_back(self, out: Path) -> bool:
+        """Remove the run files this run wrote in ``out``, then the directories it created if they are empty;
+        returns whether ``out`` is gone. Never touches a path that was there before."""
+        import fnmatch
+        for sub in (out / "samples", out):
+            if not sub.is_dir():
+                continue
+            for p in sub.iterdir():
+                rel = str(p.relative_to(out))
+                if rel not in self.before and not p.is_dir() and \
+                        any(fnmatch.fnmatchcase(rel, pat) for pat in self.RUN_FILES):
+                    with contextlib.suppress(FileNotFoundError):
+                        p.unlink()
+        with contextlib.suppress(OSError):
+            if "samples" not in self.before:
+                (out / "samples").rmdir()
+        if self.top is None:
+            return False
+        d = out
+        while True:
+            try:
+                d.rmdir()  # only when empty: something else in it keeps it
+            except OSError:
+                return not out.exists()
+            if d == self.top:
+                return True
+            d = d.parent
 
 
 def _postfix(r: dict[str, float]) -> str:

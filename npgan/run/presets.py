@@ -25,16 +25,18 @@ it. :data:`WGAN` is the Wasserstein GAN recipe (``npgan train --wgan``), :data:`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .. import backend, nn, ops, optim
+from .. import backend, distributed, nn, ops, optim
 from .. import functional as F
 from ..checks import one_of
 from ..data.catalog import image_format, load_images
@@ -43,12 +45,12 @@ from ..data.mixtures import MIXTURES
 from ..errors import RunError
 from ..gan.config import TrainConfig
 from ..gan.trainer import Trainer
-from ..tensor import Tensor
+from ..tensor import Function, Tensor, graph_functions
 from .config import DATASETS, MIXTURE_DATASETS, MODELS, RunConfig
 
 __all__ = ["RunConfig", "PRESETS", "make_config", "build_models", "build", "Built", "real_source", "WGAN",
            "use_wgan", "WGAN_GP", "use_wgan_gp", "DATASETS", "MODELS",
-           "model_file", "file_sha256", "load_model_build", "check_models"]
+           "model_file", "file_sha256", "load_model_build", "check_models", "model_error", "model_folder"]
 
 def _mixture(data: str, **train: Any) -> RunConfig:
     return RunConfig(data=data, model="mlp2d", hidden=128, log_every=100, checkpoint_every=1000,
@@ -283,11 +285,31 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@contextlib.contextmanager
+def _folder_on_path(path: Path | None) -> Iterator[None]:
+    """``path``'s folder first on ``sys.path`` while inside (so that a model file imports the helper modules
+    beside it, as ``python FILE.py`` would), taken off again after; nothing for None (a module spec)."""
+    if path is None:
+        yield
+        return
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(folder)  # the first equal entry: ours, or an equal one the import added after it
+        except ValueError:
+            pass
+
+
 def load_model_build(spec: str) -> Callable[[RunConfig], Any]:
     """The function named by a ``--model`` spec ("FILE.py:function" or "module:function"), imported.
 
-    A file is run as a fresh module each time (no ``__pycache__`` is written next to it); any exception raised
-    while importing it becomes one :class:`~npgan.errors.RunError` line naming the spec.
+    A file is run as a fresh module each time (no ``__pycache__`` is written next to it), with its folder first
+    on ``sys.path`` while it is imported (a helper module beside it imports as it would under ``python FILE.py``);
+    any exception raised while importing it, SystemExit included, becomes one :class:`~npgan.errors.RunError`
+    line naming the spec and the line of the file that raised.
     """
     where, fn, is_file = split_spec(spec)
     path = model_file(spec)
@@ -301,7 +323,8 @@ def load_model_build(spec: str) -> Callable[[RunConfig], Any]:
                 raise RunError(f"--model {spec}: {path} cannot be imported as Python")
             module = importlib.util.module_from_spec(mspec)
             sys.modules[name] = module  # dataclasses and pickling look their module up here
-            mspec.loader.exec_module(module)
+            with _folder_on_path(path):
+                mspec.loader.exec_module(module)
         else:
             module = importlib.import_module(where)
     except RunError:
@@ -309,8 +332,8 @@ def load_model_build(spec: str) -> Callable[[RunConfig], Any]:
     except BaseException as exc:  # noqa: BLE001 - user code: any failure is one line (Ctrl-C stays Ctrl-C)
         if isinstance(exc, KeyboardInterrupt):
             raise
-        raise RunError(f"--model {spec}: importing {where} raised {type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise RunError(f"--model {spec}: importing {where} raised {_exc_line(exc)}"
+                       f"{_at(_user_frame(exc, _user_folder_of(path)))}") from None
     finally:
         sys.dont_write_bytecode = dont_write
     f = getattr(module, fn, None)
@@ -324,11 +347,15 @@ def load_model_build(spec: str) -> Callable[[RunConfig], Any]:
 def _custom_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     spec = cfg.model_build
     f = load_model_build(spec)
+    path = model_file(spec) if split_spec(spec)[2] else None
     try:
-        out = f(cfg)
-    except Exception as exc:  # noqa: BLE001 - user code: one line
-        raise RunError(f"--model {spec}: build(config) raised {type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        with _folder_on_path(path):
+            out = f(cfg)
+    except BaseException as exc:  # noqa: BLE001 - user code: one line, even SystemExit (npgan chooses the exit code)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise RunError(f"--model {spec}: build(config) raised {_exc_line(exc)}"
+                       f"{_at(_user_frame(exc, model_folder(cfg)))}") from None
     if not isinstance(out, (tuple, list)) or len(out) != 2:
         raise RunError(f"--model {spec}: build(config) must return (G, D), got {type(out).__name__}"
                        + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""))
@@ -341,6 +368,96 @@ def _custom_models(cfg: RunConfig) -> tuple[nn.Module, nn.Module]:
     if out[0] is out[1]:
         raise RunError(f"--model {spec}: build(config) returned the same module as G and D")
     return out[0], out[1]
+
+
+# ============================================================================ errors in your code
+_NPGAN_DIR = Path(__file__).resolve().parents[1]
+
+
+def _user_folder_of(path: Path | None) -> Path | None:
+    return path.resolve().parent if path is not None else None
+
+
+def model_folder(cfg: RunConfig) -> Path | None:
+    """The folder of a ``--model`` run's source file (None for a preset's model or a module without a file)."""
+    if cfg.model != "custom":
+        return None
+    try:
+        return _user_folder_of(model_file(cfg.model_build))
+    except RunError:
+        return None
+
+
+def _is_user_file(filename: str, folder: Path | None) -> bool:
+    """Whether ``filename`` (a code object's) is the user's: under the model file's folder, and neither part
+    of npgan nor of an installed package (a virtual environment inside that folder)."""
+    if folder is None or filename.startswith("<"):
+        return False
+    p = Path(filename).resolve()
+    if p.is_relative_to(_NPGAN_DIR) or "site-packages" in p.parts or "dist-packages" in p.parts:
+        return False
+    return p.is_relative_to(folder)
+
+
+def _frames(exc: BaseException) -> list[Any]:
+    """The frames of ``exc``'s traceback, outermost first."""
+    out, tb = [], exc.__traceback__
+    while tb is not None:
+        out.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    return out
+
+
+def _user_frame(exc: BaseException, folder: Path | None) -> tuple[str, int, str] | None:
+    """(file, line, function) of the innermost frame of ``exc``'s traceback in the user's code, or None."""
+    for frame, line in reversed(_frames(exc)):
+        code = frame.f_code
+        if _is_user_file(code.co_filename, folder):
+            return code.co_filename, line, getattr(code, "co_qualname", code.co_name)
+    return None
+
+
+def _user_function(exc: BaseException, folder: Path | None) -> Function | None:
+    """The innermost npgan Function of the user's whose method (forward, backward, backward_graph) the traceback
+    passes through, also when npgan's code raised on its behalf (a missing ``backward``)."""
+    for frame, _ in reversed(_frames(exc)):
+        f = frame.f_locals.get("self")
+        if isinstance(f, Function) and _is_user_file(_defined_at(type(f))[0], folder):
+            return f
+    return None
+
+
+def _defined_at(cls: type) -> tuple[str, int]:
+    """(source file, line) where a class is defined; ("<module name>", 0) when the source cannot be found."""
+    try:
+        return inspect.getsourcefile(cls) or f"<{cls.__module__}>", inspect.getsourcelines(cls)[1]
+    except (OSError, TypeError):
+        return f"<{cls.__module__}>", 0
+
+
+def _at(where: tuple[str, int, str] | None) -> str:
+    return f" at {where[0]}:{where[1]} (in {where[2]})" if where is not None else ""
+
+
+def _exc_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def model_error(exc: BaseException, cfg: RunConfig) -> str | None:
+    """One line, "your model raised ExcType: message at FILE:LINE (in function)", when ``exc``'s traceback
+    passes through the code of the run's ``--model`` (its file, or a helper module beside it) or a Function
+    defined there; None otherwise (a preset's model, or npgan's own code alone: a bug in npgan, whose
+    traceback the command line shows). The line is the innermost one of the user's code."""
+    folder = model_folder(cfg)
+    where = _user_frame(exc, folder)
+    if where is None:
+        f = _user_function(exc, folder)
+        if f is None:
+            return None
+        file, line = _defined_at(type(f))
+        return f"your model raised {_exc_line(exc)} in {type(f).__name__} (defined at {file}:{line})"
+    return f"your model raised {_exc_line(exc)}{_at(where)}"
 
 
 def data_shape(cfg: RunConfig) -> tuple[int, ...]:
@@ -359,10 +476,12 @@ def _ends_in_sigmoid(t: Tensor) -> bool:
 def check_models(cfg: RunConfig, G: nn.Module, D: nn.Module) -> None:
     """Refuse (one :class:`~npgan.errors.RunError` line) a G or D that cannot train on ``cfg``'s data.
 
-    One forward pass of a batch of 2 in eval mode (nothing changes: no running statistics, no draws from npgan's
-    generator) checks that G maps (N, z_dim) to the data's (N, *shape), that D maps that to (N, 1), and that D's
-    output is not made by a Sigmoid: every loss in :mod:`npgan.gan.losses` takes logits
-    (``binary_cross_entropy_with_logits`` applies the sigmoid itself).
+    One forward pass of a batch of 2 in eval mode checks that G maps (N, z_dim) to the data's (N, *shape), that D
+    maps that to (N, 1), and that D's output is not made by a Sigmoid: every loss in :mod:`npgan.gan.losses` takes
+    logits (``binary_cross_entropy_with_logits`` applies the sigmoid itself). Then :func:`_probe_training` runs
+    one training step's computation on 2 samples in training mode, without the update. Nothing changes: no
+    weight, no running statistic, no ``.grad``, no draw from npgan's generator (the state a probe touches is
+    put back; a custom module's own Python attributes are its business).
     """
     what = f"--model {cfg.model_build}" if cfg.model == "custom" else f"model {cfg.model!r}"
     z_dim, shape = cfg.train.z_dim, data_shape(cfg)
@@ -383,9 +502,11 @@ def check_models(cfg: RunConfig, G: nn.Module, D: nn.Module) -> None:
             y = D(x)
         except RunError:
             raise
-        except Exception as exc:  # noqa: BLE001 - user code: one line
-            raise RunError(f"{what}: {step} failed on a batch of 2 ({type(exc).__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        except BaseException as exc:  # noqa: BLE001 - user code: one line (SystemExit too; Ctrl-C stays Ctrl-C)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise RunError(f"{what}: {step} failed on a batch of 2 ({_exc_line(exc)})"
+                           f"{_at(_user_frame(exc, model_folder(cfg)))}{_gpu_hint()}") from None
         if not isinstance(y, Tensor) or tuple(y.shape) != (2, 1):
             got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
             raise RunError(f"{what}: D maps a batch of 2 samples to {got}; it must give one logit per sample, "
@@ -393,9 +514,91 @@ def check_models(cfg: RunConfig, G: nn.Module, D: nn.Module) -> None:
         if _ends_in_sigmoid(y):
             raise RunError(f"{what}: D ends in a Sigmoid; remove the final Sigmoid: npgan's losses take logits "
                            "(binary_cross_entropy_with_logits applies the sigmoid itself)")
+        with distributed.local():  # this process alone (a resume builds on rank 0 first): no collective to wait on
+            _probe_training(cfg, G, D, what)
     finally:
         for m, mode in modes:
             object.__setattr__(m, "training", mode)
+
+
+def _probe_training(cfg: RunConfig, G: nn.Module, D: nn.Module, what: str) -> None:
+    """One training step's computation on 2 samples, in training mode, without the update: G(z), D on real and
+    fake, both losses, the gradient penalty (``cfg.train.gp``) and every parameter's gradient (``npgan.grad``:
+    no ``.grad`` is written). A Function the run cannot use is refused in one :class:`~npgan.errors.RunError`
+    line naming its class and where it is defined: one without ``backward_graph`` on the path from D's input to
+    its output when a penalty needs ``create_graph=True`` (:func:`_missing_double_backward`), one whose
+    forward or backward fails (on the GPU: a NumPy call on a CuPy array). npgan's running statistics and random
+    stream are put back afterwards. A failure inside npgan's code alone propagates as it is (a bug in npgan).
+    """
+    from ..autograd import grad
+    from ..gan.losses import discriminator_loss, generator_loss
+    from ..gan.penalties import gradient_penalty
+
+    tr, dtype = cfg.train, backend.get_default_dtype()
+    draw = backend.np.random.default_rng(1)  # npgan's own stream is not touched
+    z = Tensor(backend.asarray(draw.standard_normal((2, tr.z_dim)), dtype=dtype))
+    real = Tensor(backend.asarray(draw.uniform(-1, 1, (2, *data_shape(cfg))), dtype=dtype))
+    buffers = [(m, k, b.copy()) for net in (G, D) for m in net.modules() for k, b in m._buffers.items()
+               if b is not None]
+    rng = backend.get_rng_state()
+    stage = "the forward pass"
+    try:
+        G.train()
+        D.train()
+        fake = G(z)
+        loss_d = discriminator_loss(D(real), D(fake.detach()), tr.loss)
+        if tr.gp:
+            stage = f"the gradient penalty --gp {tr.gp}"
+            missing = _missing_double_backward(D, real if tr.gp != "r2" else fake.detach())
+            if missing is not None:
+                file, line = _defined_at(type(missing))
+                raise RunError(f"{what}: {type(missing).__name__} (defined at {file}:{line}) has no backward_graph "
+                               f"(its double backward), which --gp {tr.gp} needs: the penalty differentiates D's "
+                               "input gradient (create_graph=True); add backward_graph (docs/extending.md, "
+                               "'Double backward') or train without --gp")
+            loss_d = loss_d + gradient_penalty(D, real, fake, tr.gp)
+        stage = "the backward pass"
+        grad(loss_d, list(D.parameters()), allow_unused=True)
+        loss_g, _ = generator_loss(D(fake), tr.loss)
+        grad(loss_g, list(G.parameters()), allow_unused=True)
+    except RunError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - user code: one line (SystemExit too; Ctrl-C stays Ctrl-C)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        where = model_error(exc, cfg)
+        if where is None:
+            raise
+        raise RunError(f"{what}: {stage} of a training step on 2 samples ({backend.get_device()}) failed: "
+                       f"{where}{_gpu_hint()}") from None
+    finally:
+        for m, k, b in buffers:
+            m._buffers[k][...] = b
+        backend.set_rng_state(rng)
+
+
+def _gpu_hint() -> str:
+    """The end of a probe's message on the GPU, where the usual cause is NumPy meeting a device array."""
+    if backend.get_device() == "cpu":
+        return ""
+    return ("; on the GPU an op must use get_array_module(x), never numpy directly (docs/extending.md, "
+            "'On the GPU')")
+
+
+def _missing_double_backward(D: nn.Module, x: Tensor) -> Function | None:
+    """The first Function (in the order they ran) on a path from D's input to its output that has no
+    ``backward_graph``: the one ``npgan.grad(D(x).sum(), x, create_graph=True)`` would stop at."""
+    leaf = Tensor(x.data, requires_grad=True)
+    out = D(leaf)
+    if not isinstance(out, Tensor) or out.creator is None:
+        return None
+    on_path: set[int] = set()
+    for f in graph_functions(out):
+        if any(t is leaf or (t.creator is not None and id(t.creator) in on_path) for t in f.inputs):
+            on_path.add(id(f))
+            if getattr(f, "backward_graph", None) is None:
+                return f
+    return None
 
 
 class Built(NamedTuple):

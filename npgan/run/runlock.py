@@ -15,6 +15,10 @@ while a second still holds the old one). Limits: flock is advisory (it stops npg
 emulated with POSIX locks by Linux ≥ 2.6.12 and works across clients there, on older or other network file
 systems it may not; two Run objects in one process conflict as two processes do (flock locks belong to open
 file descriptions). Where ``fcntl`` is missing (Windows) the lock is not taken.
+
+The lock file is opened with ``O_NOFOLLOW`` and must be a regular file: a ``.npgan.lock`` that is a symlink (whose
+target a writer would truncate), a FIFO, device or directory is refused with one :class:`~npgan.errors.RunError`
+line naming it, before anything is written. Its text is read at most :data:`MAX_LOCK_BYTES` and never blocks.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import datetime
 import json
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
 from ..errors import RunError
+from ..files import file_kind, open_regular
 
 try:
     import fcntl
@@ -36,6 +42,9 @@ except ImportError:  # pragma: no cover - Windows: no advisory locks; one writer
 __all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "holder"]
 
 LOCK_NAME = ".npgan.lock"
+
+#: the lock file's text is a short JSON line; reading stops there (a huge or endless file is not read)
+MAX_LOCK_BYTES = 64 * 1024
 
 
 class RunLockedError(RunError):
@@ -49,11 +58,17 @@ class RunLockedError(RunError):
 def holder(directory: str | os.PathLike) -> dict[str, Any]:
     """What the lock file says about its (last) holder: ``pid``, ``host``, ``started``, ``command``; {} if unknown.
 
-    The text is only informative: whether the lock is held is the kernel's business (:class:`RunLock`).
+    The text is only informative: whether the lock is held is the kernel's business (:class:`RunLock`). A lock
+    file that is not a regular file (a FIFO is never opened for a blocking read), larger than
+    :data:`MAX_LOCK_BYTES`, not JSON or nested too deeply reads as {}.
     """
     try:
-        info = json.loads((Path(directory) / LOCK_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        with open_regular(Path(directory) / LOCK_NAME, "lock file") as f:
+            raw = f.read(MAX_LOCK_BYTES + 1)
+        if len(raw) > MAX_LOCK_BYTES:
+            return {}
+        info = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return info if isinstance(info, dict) else {}
 
@@ -71,10 +86,10 @@ def check_unlocked(directory: str | os.PathLike) -> None:
     """Raise :class:`RunLockedError` naming the holder when a writer holds ``directory``'s lock; writes nothing
     (the lock file is opened read-only, and only when it exists)."""
     path = Path(directory) / LOCK_NAME
-    if fcntl is None or not path.is_file():
+    if fcntl is None or path.is_symlink() or not path.is_file():
         return
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return
     try:
@@ -83,6 +98,27 @@ def check_unlocked(directory: str | os.PathLike) -> None:
         raise _locked(Path(directory)) from None
     finally:
         os.close(fd)  # closing drops a lock taken here
+
+
+def _open_lock_file(path: Path) -> int:
+    """The lock file opened for reading and writing (created if absent), never through a symlink and only when it
+    is a regular file: :class:`~npgan.errors.RunError` naming it otherwise (a symlinked lock file would make the
+    writer truncate the link's target; a FIFO would block)."""
+    flags = (os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if os.path.islink(path):
+            raise RunError(f"lock file {path} is a symlink (to {os.readlink(path)}); npgan never opens a lock file "
+                           "through a symlink: remove it") from None
+        if os.path.isdir(path):
+            raise RunError(f"lock file {path} is a directory; remove it") from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise RunError(f"lock file {path} is {file_kind(mode)}, not a regular file; remove it")
+    return fd
 
 
 class RunLock:
@@ -98,7 +134,7 @@ class RunLock:
         self._fd: int | None = None
         if fcntl is None:  # pragma: no cover
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = _open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

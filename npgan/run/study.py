@@ -55,10 +55,15 @@ from .checkpoint import CHECKPOINT_FILE, KEPT_CHECKPOINTS, load_arrays, unpack_s
 from .config import CONFIG_FILE, RunConfig, read_config
 from .presets import arch_summary, build_models, file_sha256, model_file, real_source
 
-__all__ = ["StudyOptions", "study", "claims", "plot", "checkpoint_files", "STUDY_FILES"]
+__all__ = ["StudyOptions", "study", "claims", "plot", "checkpoint_files", "STUDY_FILES", "MAX_EIGENVALUES",
+           "MAX_RESTARTS"]
 
 #: what a study writes into its output directory
 STUDY_FILES = ("study.json", "eigenvalues.png", "ratio.png", "hessians.png", "path_angle.png")
+#: bounds of the study's counts: k eigenvalues of J keep a Krylov basis of about 2k + 1 vectors of the game's size
+#: (500 of ring8's 35k parameters: 280 MB in float64), and each restart of a solver costs up to 2k products J u
+MAX_EIGENVALUES = 500
+MAX_RESTARTS = 10_000
 _KEPT = re.compile(r"step_(\d{6,})\.npz")
 _NOISE_TAG = 11  # the study's noise generator: default_rng([run seed, 11, study seed]) (runs use tags 7 and 8)
 
@@ -89,7 +94,7 @@ class StudyOptions:
     device: str | None = None
 
     def validate(self) -> None:
-        integer("k", self.k, 1)
+        integer("k", self.k, 1, MAX_EIGENVALUES)
         one_of("which", self.which, WHICH)
         integer("batch", self.batch, 0)
         integer("seed", self.seed, 0)
@@ -99,7 +104,7 @@ class StudyOptions:
         if self.limit == 1:
             raise ValueError("limit must be 0 (all checkpoints) or at least 2 (the first and the last)")
         integer("path_points", self.path_points, 2)
-        integer("max_restarts", self.max_restarts, 0)
+        integer("max_restarts", self.max_restarts, 0, MAX_RESTARTS)
         if self.tol is not None and not (isinstance(self.tol, float) and 0 < self.tol < 1):
             raise ValueError(f"tol must be a number in (0, 1) or None, got {self.tol!r}")
 
