@@ -88,10 +88,11 @@ from typing import Any
 
 from .. import backend, distributed, parallel
 from ..autograd import grad
-from ..collective import gather_rows
+from ..collective import all_reduce_sum, gather_rows
 from ..errors import DivergenceError
 from ..functional import stable_sigmoid
 from ..kde import kde_entropy
+from ..ops import concatenate
 from ..optim import Optimizer
 from ..tensor import Tensor, no_grad
 from .config import TrainConfig
@@ -336,7 +337,11 @@ class Trainer:
         else:
             adv, _ = generator_loss(d_fake, cfg.loss)
             loss_g, entropy = adv * self._share, None
-            if lam > 0:
+            if lam > 0 and cfg.consensus > 0:  # Jᵀv differentiates the entropy's gradient once more: exact adjoint
+                entropy = kde_entropy(self._gather_summed(fake), bandwidth=cfg.bandwidth,
+                                      leave_one_out=cfg.leave_one_out)
+                loss_g = loss_g - entropy * (lam / self.world.size)
+            elif lam > 0:
                 entropy = kde_entropy(gather_rows(fake, self.world), bandwidth=cfg.bandwidth,
                                       leave_one_out=cfg.leave_one_out)
                 loss_g = loss_g - entropy * lam
@@ -351,6 +356,23 @@ class Trainer:
         means["total"] = total.data
         rec["entropy"] = entropy.data if entropy is not None else None
         return loss_g, (total if self._part is None else total * self._share), means
+
+    def _gather_summed(self, fake: Tensor) -> Tensor:
+        """Several processes, consensus: the whole generated batch X on every rank as Σ_r P_r x_r (P_r puts rank
+        r's rows in place, zeros elsewhere; :func:`npgan.collective.all_reduce_sum`), so X is the gathered batch
+        exactly and its backward is the gather's exact adjoint: gx_r = (Σ_r' gy_r')[lo_r:hi_r]. The entropy then
+        enters each share as (λ/N)·H. :class:`npgan.collective.GatherRows` takes this rank's rows of gy instead,
+        which is right only for a consumer computed identically on every rank (λH in every share) — not for
+        consensus's second backward, whose consumer ⟨v_r, v⟩ holds this rank's rows of ∂H/∂X and differs between
+        ranks: there the rows' gradients from the other ranks' consumers would be lost (docs/math.md §16)."""
+        lo, hi = self._part
+        xp = backend.get_array_module(fake.data)
+        parts = [fake]
+        if lo > 0:
+            parts.insert(0, Tensor(xp.zeros((lo, *fake.shape[1:]), dtype=fake.data.dtype)))
+        if hi < self.cfg.batch_size:
+            parts.append(Tensor(xp.zeros((self.cfg.batch_size - hi, *fake.shape[1:]), dtype=fake.data.dtype)))
+        return all_reduce_sum(concatenate(parts) if len(parts) > 1 else fake, self.world)
 
     def _sum_field(self, lam: float, means: dict[str, Any], rec: dict[str, Any]) -> tuple[Any, Any]:
         """The gradient-averaging hook of a simultaneous step, the one the alternating phases use

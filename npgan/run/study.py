@@ -139,12 +139,13 @@ def _read_states(files: list[Path], cfg: RunConfig) -> list[tuple[int, dict[str,
 
 def _check_model(cfg: RunConfig, run_dir: Path, trust_model: bool, allow_changed_model: bool) -> None:
     """A ``--model`` run's networks are built by its file's code: only with ``trust_model``, and only if the file
-    is the one the run recorded (or ``allow_changed_model``)."""
+    is the one the run recorded (or ``allow_changed_model``). The rule and the words of the other readers
+    (``npgan.run.experiment.load_run_readonly``), kept here because the study sits below the run's module."""
     if cfg.model != "custom":
         return
     if not trust_model:
-        raise RunError(f"{run_dir}: its networks come from the model file {cfg.model_build!r}, whose code npgan runs "
-                       "only when told: pass --trust-model if you trust that file")
+        raise RunError(f"{run_dir}: this run's networks are built by the model file {cfg.model_build!r}, whose "
+                       "code npgan runs only when told: pass --trust-model if you trust that file")
     path = model_file(cfg.model_build)
     sha = file_sha256(path) if path is not None else ""
     if sha != cfg.model_sha256 and not allow_changed_model:
