@@ -102,6 +102,7 @@ def test_parameter_count_arithmetic_matches_the_built_models(name):
 def test_data_scale_matches_the_mixtures():
     from npgan.data import MIXTURES
     for name, mix in MIXTURES.items():
+        # the centres in the default dtype: one rounding to float32 (u = 6e-8) inside approx's default rel 1e-6
         assert config.DATA_SCALE[name] == pytest.approx(float(np.abs(npgan.backend.to_numpy(mix.centers)).max()))
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import error_bounds
 import numpy as np
 import pytest
 from conftest import GPU_SKIP_REASON
@@ -18,6 +19,7 @@ import npgan
 import npgan.functional as F
 from npgan import backend, kernels, nn, optim
 from npgan.gan.losses import discriminator_loss, generator_loss, kde_entropy
+from npgan.kde import kde_bandwidth
 from npgan.run.experiment import Run
 from npgan.run.presets import build_models, make_config
 from npgan.tensor import no_grad
@@ -46,9 +48,6 @@ def _both(fn):
     return fused, plain
 
 
-TOL = {"float32": dict(rtol=1e-5, atol=1e-7), "float64": dict(rtol=1e-12, atol=1e-14)}
-
-
 @pytest.fixture(autouse=True)
 def _back_on_the_cpu():
     yield
@@ -56,70 +55,137 @@ def _back_on_the_cpu():
 
 
 # ============================================================================ fused kernels vs plain formulas
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_kernels_match_the_plain_formulas(gpu, dtype):
-    assert kernels.enabled(gpu)
-    npgan.set_default_dtype(dtype)
+def kernel_cases(dtype):
+    """{name: (run, bounds)}: ``run()`` computes the outputs on the current device (host arrays); ``bounds()``
+    the largest |result − exact| either implementation may show per output (tests/error_bounds.py's model with
+    the dtype's unit roundoff u; host float64 arrays), so the fused and the plain results lie within twice it."""
+    u, tiny = (2.0 ** -24, 2.0 ** -126) if dtype == "float32" else (2.0 ** -53, 2.0 ** -1022)
     rs = np.random.default_rng(0)
     x0 = np.concatenate([rs.standard_normal(500) * 4, [0.0, -0.0, 30.0, -30.0, 1e4, -1e4]]).astype(dtype)
     t0 = rs.random(x0.shape).astype(dtype)
     t0[:50] = np.round(t0[:50])
     gy = rs.standard_normal(x0.shape).astype(dtype)
+    x, t, g = (a.astype(np.float64) for a in (x0, t0, gy))
+    n = x.size
+    cases = {}
 
     def leaky():
-        x = npgan.tensor(x0, requires_grad=True)
-        y = F.leaky_relu(x, 0.2)
+        xt = npgan.tensor(x0, requires_grad=True)
+        y = F.leaky_relu(xt, 0.2)
         y.backward(gy)
-        return host(y), host(x.grad)
+        return host(y), host(xt.grad)
+
+    # a·x and gy·a: a rounded to the dtype, then one product: 2u|a·|
+    cases["leaky_relu"] = (leaky, lambda: [2 * u * 0.2 * np.abs(x), 2 * u * 0.2 * np.abs(g)])
 
     def bce(reduction):
         def run():
-            x, t = npgan.tensor(x0, requires_grad=True), npgan.tensor(t0, requires_grad=True)
-            loss = F.binary_cross_entropy_with_logits(x, t, reduction)
+            xt, tt = npgan.tensor(x0, requires_grad=True), npgan.tensor(t0, requires_grad=True)
+            loss = F.binary_cross_entropy_with_logits(xt, tt, reduction)
             loss.backward(gy if reduction == "none" else None)
-            return host(loss), host(x.grad), host(t.grad)
-        return run
+            return host(loss), host(xt.grad), host(tt.grad)
+
+        def bounds():
+            # ℓ = max(x, 0) − x·t + log1p(e^−|x|): exp and log1p within 4 ulp each, four roundings: 20u of the
+            # terms' sum; ∂ℓ/∂x = σ(x) − t (plain) or (1 − t)σ(x) − tσ(−x) (fused): σ within 12u, at most 4 more
+            # roundings of terms ≤ 1: 16u; ∂ℓ/∂t = −x: one product with the incoming gradient
+            sp = np.log1p(np.exp(-np.abs(x)))
+            loss = np.maximum(x, 0) - x * t + sp
+            e = 20 * u * (np.maximum(x, 0) + np.abs(x * t) + sp) + tiny
+            w = {"none": np.abs(g), "sum": 1.0, "mean": 1.0 / n}[reduction]
+            if reduction == "none":
+                e_loss = e
+            else:  # a sum of n terms: γ_n of their magnitudes; the mean one more rounding
+                scale = 1 / n if reduction == "mean" else 1.0
+                e_loss = (e.sum() + error_bounds.gamma(n, u) * (np.abs(loss) + e).sum()) * scale
+                e_loss += u * abs(loss.sum() * scale)
+            return [e_loss, 16 * u * w + tiny, 2 * u * np.abs(x) * w]
+        return run, bounds
+
+    for r in ("mean", "sum", "none"):
+        cases[f"bce_{r}"] = bce(r)
 
     def kde(loo, bw):
+        pts = np.random.default_rng(5).standard_normal((300, 7)).astype(dtype)
+
         def run():
-            x = npgan.tensor(rs_fixed.standard_normal((300, 7)).astype(dtype), requires_grad=True)
-            h = kde_entropy(x, bw, leave_one_out=loo)
+            xt = npgan.tensor(pts, requires_grad=True)
+            h = kde_entropy(xt, bw, leave_one_out=loo)
             h.backward()
-            return host(h), host(x.grad)
-        return run
+            return host(h), host(xt.grad)
 
-    def adam():
-        npgan.manual_seed(1)
-        p = npgan.Tensor(backend.asarray(rs_fixed.standard_normal(1000).astype(dtype)), requires_grad=True)
-        opt = optim.Adam([p], lr=1e-2, betas=(0.5, 0.999), weight_decay=0.01)
-        for k in range(5):
-            p.grad = backend.asarray(np.sin(np.arange(1000) * (k + 1)).astype(dtype))
-            opt.step()
-        return host(p), host(opt.state[0]["exp_avg"]), host(opt.state[0]["exp_avg_sq"])
+        def bounds():
+            p64 = pts.astype(np.float64)
+            sigma = kde_bandwidth(p64, bw) if isinstance(bw, str) else bw
+            e_sig = error_bounds.kde_rule_sigma_error(p64, bw, u) if isinstance(bw, str) else 0.0
+            _, e_h, _, e_g, _ = error_bounds.kde_entropy_bounds(p64, sigma, loo, e_sigma=e_sig, u=u)
+            return [e_h, e_g]
+        return run, bounds
 
-    def adam_eps0():  # eps = 0 and entries that never had a gradient: no step there (0/0 must not be nan)
-        p = npgan.Tensor(backend.asarray(rs_fixed.standard_normal(1000).astype(dtype)), requires_grad=True)
-        opt = optim.Adam([p], lr=1e-2, betas=(0.5, 0.999), eps=0.0)
-        g = np.sin(np.arange(1000)).astype(dtype)
-        g[:100] = 0
-        for _ in range(3):
-            p.grad = backend.asarray(g)
-            opt.step()
-        out = host(p)
-        assert np.isfinite(out).all()
-        return out, host(opt.state[0]["exp_avg"])
+    cases["kde_loo_silverman"] = kde(True, "silverman")
+    cases["kde_plain_sigma"] = kde(False, 0.9)
 
-    cases = {"leaky_relu": leaky, "bce_mean": bce("mean"), "bce_sum": bce("sum"), "bce_none": bce("none"),
-             "kde_loo_silverman": kde(True, "silverman"), "kde_plain_sigma": kde(False, 0.9), "adam": adam,
-             "adam_eps0": adam_eps0}
-    for name, fn in cases.items():
-        rs_fixed = np.random.default_rng(5)
-        fused = fn()
-        rs_fixed = np.random.default_rng(5)
+    def adam(eps, wd, zero_first):
+        p0 = np.random.default_rng(5).standard_normal(1000).astype(dtype)
+        grads = []
+        for k in range(5 if not zero_first else 3):
+            gk = np.sin(np.arange(1000) * (k + 1 if not zero_first else 1)).astype(dtype)
+            if zero_first:
+                gk[:100] = 0
+            grads.append(gk)
+        b1, b2, lr = 0.5, 0.999, 1e-2
+
+        def run():
+            p = npgan.Tensor(backend.asarray(p0), requires_grad=True)
+            opt = optim.Adam([p], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+            for gk in grads:
+                p.grad = backend.asarray(gk)
+                opt.step()
+            out = host(p)
+            assert np.isfinite(out).all()  # eps = 0 and entries that never had a gradient: no step (0/0 not nan)
+            return out, host(opt.state[0]["exp_avg"]), host(opt.state[0]["exp_avg_sq"])
+
+        def bounds():
+            # the step in the dtype, first order: g' = g + wd·p, m ← b1·m + (1 − b1)g', v ← b2·v + (1 − b2)g'²,
+            # d = √v/√(1 − b2ᵗ) + eps, p ← p − (m/d)·lr/(1 − b1ᵗ); each constant rounded to the dtype (u), each
+            # operation one rounding; √ of v ± e within √e when v is about 0 (√ is ½-Hölder)
+            p, m, v = p0.astype(np.float64), np.zeros(1000), np.zeros(1000)
+            ep, em, ev = np.zeros(1000), np.zeros(1000), np.zeros(1000)
+            for step, gk in enumerate(grads, 1):
+                gk = gk.astype(np.float64)
+                g2 = gk + wd * p
+                eg = wd * ep + 2 * u * wd * np.abs(p) + u * (np.abs(gk) + wd * np.abs(p))
+                em = b1 * em + (1 - b1) * eg + 3 * u * (b1 * np.abs(m) + (1 - b1) * np.abs(g2))
+                ev = b2 * ev + (1 - b2) * 2 * np.abs(g2) * eg + 4 * u * (b2 * v + (1 - b2) * g2 * g2)
+                m, v = b1 * m + (1 - b1) * g2, b2 * v + (1 - b2) * g2 * g2
+                bc2 = np.sqrt(1 - b2 ** step)
+                d = np.sqrt(v) / bc2 + eps
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    e_sqrt = np.minimum(np.where(v > 0, ev / (2 * np.sqrt(v)), np.inf), np.sqrt(ev))
+                    ed = e_sqrt / bc2 + 5 * u * d
+                    upd = np.where(d > 0, m / d, 0.0) * lr / (1 - b1 ** step)
+                    eu = np.where(d > 0, lr / (1 - b1 ** step) * (em / d + np.abs(m) * ed / d ** 2), 0.0)
+                eu = eu + 4 * u * np.abs(upd)
+                p = p - upd
+                ep = ep + eu + u * np.abs(p)
+            return [ep, em, ev]
+        return run, bounds
+
+    cases["adam"] = adam(1e-8, 0.01, False)
+    cases["adam_eps0"] = adam(0.0, 0.0, True)
+    return cases
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_kernels_match_the_plain_formulas(gpu, dtype):
+    assert kernels.enabled(gpu)
+    npgan.set_default_dtype(dtype)
+    for name, (run, bounds) in kernel_cases(dtype).items():
+        fused = run()
         with kernels.disabled():
-            plain = fn()
-        for i, (a, b) in enumerate(zip(fused, plain)):
-            np.testing.assert_allclose(a, b, err_msg=f"{name}: output {i}", **TOL[dtype])
+            plain = run()
+        for i, (a, b, e) in enumerate(zip(fused, plain, bounds())):
+            error_bounds.assert_within(a, b, 2 * np.asarray(e), f"{name} ({dtype}): output {i}, fused against plain")
 
 
 def test_fused_bce_gradient_does_not_cancel_at_saturation(gpu):
@@ -129,6 +195,7 @@ def test_fused_bce_gradient_does_not_cancel_at_saturation(gpu):
     t = npgan.tensor(np.array([1.0, 0.0, 1.0, 0.0], dtype=np.float32))
     F.binary_cross_entropy_with_logits(x, t, "sum").backward()
     s40 = 1 / (1 + np.exp(40.0))
+    # σ(∓40) through exp (≤ 4 ulp) and three roundings: 12u = 7e-7 relative (tests/error_bounds.py) < 1e-5
     np.testing.assert_allclose(host(x.grad), [-s40, s40, 0.0, 0.0], rtol=1e-5, atol=0)
 
 
@@ -236,7 +303,18 @@ def test_cupy_arrays_meeting_host_arrays_raise_naming_both_devices(gpu):
 def test_module_to_and_back(gpu):
     m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).to("cpu")
     x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    twin = None
+    try:  # each device's float32 result lies within the end-to-end bound of the float64 twin (tests/error_bounds.py)
+        import error_bounds
+
+        from npgan.interop import to_torch
+        twin = error_bounds.EndToEnd(to_torch(m).double(), x)
+    except ImportError:  # no torch: twice that bound as computed with torch for these weights and x (9.6e-6)
+        pass
     y_cpu = m(npgan.Tensor(x)).numpy()
     m.to("gpu")
     y_gpu = m(npgan.tensor(x)).numpy()
-    np.testing.assert_allclose(y_gpu, y_cpu, rtol=1e-5, atol=1e-6)
+    if twin is not None:
+        error_bounds.assert_within(y_gpu, y_cpu, 2 * twin.out_bound, "GPU against CPU")
+    else:
+        np.testing.assert_allclose(y_gpu, y_cpu, rtol=0, atol=2e-5)

@@ -1,19 +1,26 @@
 """npgan ⇄ PyTorch: every preset's G and D through safetensors files and through npgan.interop, outputs, buffers
 and gradients compared in train and eval mode (skipped without torch).
 
-Tolerance. Outputs must agree to 1e-6 (gradients to 1e-5 of their largest entry) in float32 — or, where PyTorch's
-own float32 result is further than that from the exact one, to twice PyTorch's own float32 error. The exact
-result is the same twin run in float64. This matters in train-mode BatchNorm only: dividing by a batch standard
-deviation of ~0.03 amplifies the convolution's 1e-7 rounding to ~5e-6 in both engines (npgan's error is the
-smaller one). The float64 comparison (to 1e-10) shows that the two compute the same function.
+Tolerance: from the error analysis of tests/error_bounds.py, never from one machine's result. Each float32
+engine (npgan, and PyTorch) is compared with the exact result — the same twin run in float64 on the same
+weights — within the rounding bound of the operations:
+  * layer by layer: each layer's output, input gradient, parameter gradients and running statistics against
+    the float64 layer run on that engine's own float32 input (the layer's own rounding; at a ReLU/LeakyReLU the
+    reference then takes the engine's branch);
+  * end to end: every layer's output against the float64 twin on the exact input, and the gradients against
+    the float64 twin that takes the engine's branch at every ReLU/LeakyReLU, within the bound carried through
+    every layer (informative for the MLPs, uninformative but still valid for the deep DCGANs: the module
+    docstring of tests/error_bounds.py says why).
+npgan and PyTorch then agree within the sum of their two bounds, which is checked as such for the outputs.
+The float64 comparison (to 1e-10) shows that the two compute the same function.
 """
 
-import copy
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import error_bounds as eb
 import numpy as np
 import pytest
 from helpers import busy_bn_stats, torch_or_skip
@@ -86,44 +93,20 @@ def busy_stats_torch(m, seed=0):
     return m
 
 
-def _max(a):
-    return float(np.abs(a).max()) if a.size else 0.0
-
-
 def assert_twins_agree(np_m, t_m, x, train, grads=False, w=None):
-    """Outputs (and buffers after the pass; with ``grads`` every parameter's gradient of Σ w·y) of an npgan module
-    and its torch twin on ``x``, in float32, within the tolerance of the module docstring."""
+    """Outputs (and buffers after the pass; with ``grads`` the input's and every parameter's gradient of Σ w·y)
+    of an npgan module and its torch twin on ``x``, in float32, each within its rounding bound of the float64
+    twin (tests/error_bounds.py), layer by layer and end to end; npgan against torch within the two bounds."""
     np_m.train(train)
     t_m.train(train)
-    exact = copy.deepcopy(t_m).double()  # the float32 twin's exact result (float64 has 2^29 times less rounding)
-    xt = torch.from_numpy(x).requires_grad_(grads)
-    xn = npgan.tensor(x, requires_grad=grads)
-    y, yt, y64 = np_m(xn), t_m(xt), exact(torch.from_numpy(x.astype(np.float64)).requires_grad_(grads))
-    a, b, c = y.numpy(), yt.detach().numpy(), y64.detach().numpy()
-    assert a.shape == b.shape and a.dtype == b.dtype == np.float32
-    tol = max(1e-6, 2 * _max(b - c))
-    assert _max(a - b) <= tol, f"outputs differ by {_max(a - b):.3g} > {tol:.3g} (train={train})"
-    tstate = t_m.state_dict()
-    for k, v in np_m.state_dict().items():  # running statistics updated alike in train mode
-        ref = tstate[k].numpy()
-        assert v.dtype == ref.dtype, k
-        np.testing.assert_allclose(v, ref, rtol=1e-6, atol=1e-6, err_msg=k)
-    if not grads:
-        return
-    w = np.random.default_rng(1).standard_normal(a.shape).astype(np.float32) if w is None else w
-    (y * npgan.tensor(w)).sum().backward()
-    (yt * torch.from_numpy(w)).sum().backward()
-    (y64 * torch.from_numpy(w.astype(np.float64))).sum().backward()
-    tparams, eparams = dict(t_m.named_parameters()), dict(exact.named_parameters())
-    pairs = [(k, p.grad, tparams[k].grad, eparams[k].grad) for k, p in np_m.named_parameters()]
-    pairs.append(("input", xn.grad, xt.grad, None))
-    for k, g, gt, g64 in pairs:
-        g, gt = npgan.backend.to_numpy(g), gt.numpy()
-        assert g.shape == gt.shape, k
-        tol = 1e-5 * _max(gt)
-        if g64 is not None:
-            tol = max(tol, 2 * _max(gt - g64.numpy()))
-        assert _max(g - gt) <= tol, f"gradient of {k} differs by {_max(g - gt):.3g} > {tol:.3g} (train={train})"
+    runs = eb.check_twins(np_m, t_m, x, f"(train={train})", grads=grads, w=w)
+    assert runs["npgan"].out.dtype == runs["torch"].out.dtype == np.float32
+    nstate, tstate = runs["npgan"].state, runs["torch"].state
+    assert list(nstate) == list(tstate)
+    for k, v in nstate.items():  # the same dtypes; counters exactly; statistics within bounds (check_layers)
+        assert v.dtype == tstate[k].dtype, k
+        if v.dtype.kind in "iu":
+            np.testing.assert_array_equal(v, tstate[k], err_msg=k)
 
 
 def _pair(preset, net):
@@ -313,4 +296,7 @@ def test_weights_doc_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ns: dict = {}
     exec(compile(m.group(1), "docs/weights.md", "exec"), ns)
-    assert ns["same"] and ns["back"]
+    assert ns["back"]  # npgan on the same weights both times: the same ops, equal exactly
+    # its "same" (np.allclose at atol 1e-6) holds here with a factor 4 to spare, but no bound promises it on every
+    # BLAS kernel; what the example shows is checked with the bounds of tests/error_bounds.py instead
+    eb.check_twins(ns["run"].G, ns["G_torch"], ns["z"], "(the docs' weights example)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tracemalloc
 
+import error_bounds
 import numpy as np
 import pytest
 from helpers import torch_or_skip
@@ -234,28 +235,35 @@ def test_no_nan_or_inf(dt, loo):
             _finite(data, bw, loo, dt)
     for bw in ("scott", "silverman", "median"):  # a collapsed batch: no direction to move in
         _, g = _finite(same, bw, loo, dt)
-        assert np.abs(g).max() < 1e-3
+        assert np.abs(g).max() < 1e-3  # exactly 0: centred, equal rows are exactly 0 (npgan/kde.py, _centre)
 
 
 @pytest.mark.parametrize("loo", [False, True])
 def test_float32_agrees_with_float64_at_small_sigma(loo):
-    # σ = 1e-3 × the scale: nearly every exponent falls below the −80 clamp of float32.
+    # σ = 1e-3 × the scale: nearly every exponent falls below the −80 clamp of float32. Both precisions get the
+    # same points (float32 values), so the difference is the float32 rounding alone, bounded by _float32_bounds.
     rs = np.random.default_rng(8)
-    x = rs.standard_normal((64, 2))
+    x = rs.standard_normal((64, 2)).astype(np.float32).astype(np.float64)
     sigma = 1e-3
     h64, g64 = _finite(x, sigma, loo, np.float64)
     h32, g32 = _finite(x, sigma, loo, np.float32)
-    assert h64 == pytest.approx(_np_reference(x, sigma, loo), rel=1e-10)
-    assert h32 == pytest.approx(h64, rel=1e-4)
+    h, e_h, g, e_g, margin = error_bounds.kde_entropy_bounds(x, sigma, loo)
+    assert h64 == pytest.approx(_np_reference(x, sigma, loo), rel=1e-10)  # float64: γ_64·|lse| ≈ 1e-14 relative
+    assert h == pytest.approx(h64, rel=1e-10)
+    assert abs(h32 - h64) <= e_h, (h32, h64, e_h)
     if loo:  # each point is pulled only by its nearest neighbour: float32 keeps that gradient
-        np.testing.assert_allclose(g32, g64, rtol=2e-2, atol=1e-3 * np.abs(g64).max())
+        assert margin >= 30, f"the points need each row's nearest neighbour ahead by 30 in exponent, got {margin}"
+        np.testing.assert_allclose(g64, g, rtol=1e-9, atol=1e-9 * np.abs(g).max())  # float64 vs the formula
+        err = np.abs(g32.astype(np.float64) - g64)
+        assert (err <= e_g).all(), f"gradient off by {err.max():.3g}, {float((err / e_g).max()):.3g} of its bound"
 
 
 def test_exponent_clamp_is_invisible_in_float32():
     # Neighbours at 9σ (exponent −40.5, kept) and 15σ (exponent −112.5, clamped to −80).
     x = np.array([[0.0], [9.0], [24.0]])
     h32 = kde_entropy(npgan.Tensor(x.astype(np.float32)), 1.0, leave_one_out=True).item()
-    assert h32 == pytest.approx(_np_reference(x, 1.0, True), rel=1e-6)
+    h, e_h, *_ = error_bounds.kde_entropy_bounds(x, 1.0, True)  # float32's bound; the clamped e^-80 is inside it
+    assert abs(h32 - _np_reference(x, 1.0, True)) <= e_h
 
 
 # ----------------------------------------------------------------------------- memory

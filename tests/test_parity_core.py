@@ -1,5 +1,11 @@
 """PyTorch parity of the core (float64, rtol 1e-6): layers, activations, batch norm, BCE losses, optimizers,
 state_dict interchange. Skipped with a reason when torch is not installed.
+
+Tolerance, from the float64 error model of tests/error_bounds.py with u = 2⁻⁵³: every compared value is a sum
+of at most a few hundred products or a short chain of elementwise ops (20 optimizer steps at most), so either
+engine errs by at most γ_n·Σ|terms| ≈ 1e-13 of its terms' magnitude on any BLAS kernel: rtol 1e-6 (with
+assert_close's atol 1e-12 for values that cancel to about 0) leaves a factor 1e7 for cancellation, and still
+sees any formula difference larger than 1e-6. The float32 comparisons live in test_interop.py.
 """
 
 from __future__ import annotations

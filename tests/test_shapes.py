@@ -25,7 +25,7 @@ def test_shapes_labels_balance_and_determinism():
     assert p.shape == (50, 3, 64, 64)
     t, ty = shapes.shapes(40, 32, seed=2)
     assert t.shape == (40, 3, 32, 32) and float(t.numpy().min()) >= -1 and float(t.numpy().max()) <= 1
-    np.testing.assert_allclose(t.numpy(), shapes.shapes_uint8(40, 32, 2)[0] / 127.5 - 1, atol=1e-6)
+    np.testing.assert_allclose(t.numpy(), shapes.shapes_uint8(40, 32, 2)[0] / 127.5 - 1, atol=1e-6)  # ≤ 6e-7: 3u·2
     for bad in (dict(n=-1), dict(image_size=30), dict(background="stars")):
         with pytest.raises(ImageDataError):
             shapes.shapes_uint8(**{"n": 4, **bad})
@@ -74,6 +74,8 @@ def test_shapes_features_remove_the_position():
     tinted = (x.max(axis=1) - x.min(axis=1)) > 0.02
     keep = ~tinted[:, -3:, :].any(axis=(1, 2)) & ~tinted[:, :, :3].any(axis=(1, 2))
     assert keep.sum() >= 25
+    # re-centred, the moved images are the same pixels through the same ops: equal exactly (1e-6 is slack; the
+    # integer shift comes from a float64 centroid, 1e-13 from a tie only by a chance of about 1e-12)
     np.testing.assert_allclose(classifiers.shapes_features(moved[keep]), f[keep], atol=1e-6)
     flat = np.zeros((2, 3, 32, 32), np.float32)  # no saturated pixel: no shift, plain average
     np.testing.assert_array_equal(classifiers.shapes_features(flat), np.zeros((2, 3, 16, 16)))

@@ -1,7 +1,8 @@
 """Weights in and out from the command line: ``npgan export``, ``train --init-g/--init-d``, ``train --model``.
 
 Exported weights are checked three ways: against the checkpoint's arrays (bit for bit), in a PyTorch twin built
-independently of the run (same samples for the same z, 1e-6 in float32; skipped without torch), and for being
+independently of the run (same samples for the same z, each engine within its float32 rounding bound of the
+float64 twin, tests/error_bounds.py; skipped without torch), and for being
 read-only on the run directory (every file's bytes and mtime unchanged). Bad input (a weights file that does not
 fit, a broken --model file, a D that ends in Sigmoid) must give exit 2, one line, and no run directory.
 """
@@ -9,6 +10,7 @@ fit, a broken --model file, a D that ends in Sigmoid) must give exit 2, one line
 import hashlib
 from pathlib import Path
 
+import error_bounds
 import numpy as np
 import pytest
 
@@ -86,7 +88,7 @@ def test_export_holds_the_checkpoint_weights_and_buffers(runs, preset, tmp_path,
 @pytest.mark.parametrize("preset", ["ring8", "digits-dcgan"])
 def test_export_into_pytorch_gives_the_same_samples(runs, preset, tmp_path, capsys):
     from helpers import torch_or_skip
-    torch = torch_or_skip()
+    torch_or_skip()
     from safetensors.torch import load_file
 
     from npgan.interop import to_torch
@@ -102,11 +104,8 @@ def test_export_into_pytorch_gives_the_same_samples(runs, preset, tmp_path, caps
     for mode in ("eval", "train"):
         getattr(G, mode)()
         getattr(twin, mode)()
-        mine = G(npgan.tensor(z)).numpy()
-        with torch.no_grad():
-            theirs = twin(torch.from_numpy(z)).numpy()
-        assert mine.dtype == theirs.dtype == np.float32
-        np.testing.assert_allclose(theirs, mine, rtol=0, atol=1e-6, err_msg=mode)
+        runs = error_bounds.check_twins(G, twin, z, mode)  # each within its float32 bound of the float64 twin
+        assert runs["npgan"].out.dtype == runs["torch"].out.dtype == np.float32
     assert step == load_arrays(run / "checkpoint.npz")[1]["step"] == int(npgan.load(f)[1]["step"])
 
 
@@ -221,9 +220,7 @@ def test_init_d_from_pytorch_safetensors(tmp_path, capsys):
     cfg.init_d = str(f)
     run = Run.create(cfg, tmp_path / "api")
     x = np.random.default_rng(1).standard_normal((8, 2)).astype(np.float32)
-    with torch.no_grad():
-        want = D_torch(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(run.D(npgan.tensor(x)).numpy(), want, rtol=0, atol=1e-6)
+    error_bounds.check_twins(run.D, D_torch, x, "--init-d")  # each within its float32 bound of the float64 twin
     out = tmp_path / "cli"
     rc, _, err = _cli(["train", "--preset", "ring8", "--steps", "2", "--batch-size", "32", *FAST,
                        "--init-d", f, "--out", out], capsys)
@@ -265,7 +262,7 @@ def test_model_file_end_to_end(tmp_path, capsys):
     assert _cli(["export", out, "--out", g, "--trust-model"], capsys)[0] == 0
     _, md = npgan.load(g)
     assert md["model_sha256"] == _sha(f) and md["model"] == "custom"
-    torch = torch_or_skip()
+    torch_or_skip()
     from safetensors.torch import load_file
 
     from npgan.interop import to_torch
@@ -274,8 +271,7 @@ def test_model_file_end_to_end(tmp_path, capsys):
     twin.load_state_dict(load_file(str(g)), strict=True)
     _, G, _, _ = read_models(out, trust_model=True)
     z = np.random.default_rng(3).standard_normal((10, 16)).astype(np.float32)
-    np.testing.assert_allclose(twin(torch.from_numpy(z)).detach().numpy(), G(npgan.tensor(z)).numpy(),
-                               rtol=0, atol=1e-6)
+    error_bounds.check_twins(G, twin, z, "--model")  # each within its float32 bound of the float64 twin
 
     # a changed file: refused (resume, export, sample) unless --allow-changed-model; the new hash is then recorded
     f.write_text(MODEL + "\n# a comment\n")
