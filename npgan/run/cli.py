@@ -87,7 +87,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from ..gan.config import LOSS_KINDS, MAX_D_STEPS, MAX_SIZE, MAX_STEPS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
     from ..kde import BANDWIDTH_RULES, check_bandwidth
-    from .config import DATASETS, MAX_IMAGE_SIZE, MAX_SEED, OPTIMIZERS
+    from .config import DATASETS, MAX_IMAGE_SIZE, MAX_SEED, OPTIMIZER_CHOICES
     from .presets import PRESETS, WGAN, WGAN_GP
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
     t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1, MAX_STEPS), metavar="K",
                    help="lazy regularisation: the penalty on every K-th D step, its weight times K (default 1)")
-    t.add_argument("--optimizer", choices=[*OPTIMIZERS, "extragradient"],
+    t.add_argument("--optimizer", choices=OPTIMIZER_CHOICES,
                    help="both networks' optimizer (default: the preset's); extragradient = Extra-Adam (Gidel et al. "
                         "2019): adam with --extragradient")
     t.add_argument("--extragradient", action=argparse.BooleanOptionalAction, default=None,
@@ -526,7 +526,7 @@ def _set_given(target: Any, a: argparse.Namespace, fields: tuple) -> None:
 
 
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from .config import read_config
+    from .config import EXTRA_ADAM, read_config
     from .presets import make_config, use_wgan, use_wgan_gp
 
     if a.config is not None:
@@ -548,7 +548,7 @@ def _config_from_args(a: argparse.Namespace) -> Any:
                        "order", "on_nan", "reuse_fake", "extragradient", "consensus"))
     _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
                         "beta2", "keep_checkpoints"))
-    if cfg.optimizer == "extragradient":  # Extra-Adam: Adam, and the loop's look-ahead
+    if cfg.optimizer == EXTRA_ADAM:  # Extra-Adam: Adam, and the loop's look-ahead
         if a.extragradient is False:
             raise UsageError("--optimizer extragradient and --no-extragradient contradict each other")
         cfg.optimizer, tr.extragradient = "adam", True

@@ -25,8 +25,8 @@ from ..files import atomic_write_text, open_regular
 from ..gan.config import MAX_SIZE, MAX_STEPS, TrainConfig
 from ..kde import BANDWIDTH_RULES
 
-__all__ = ["CONFIG_FILE", "RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS", "DTYPES", "read_config",
-           "write_config"]
+__all__ = ["CONFIG_FILE", "RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS",
+           "EXTRA_ADAM", "OPTIMIZER_CHOICES", "DTYPES", "read_config", "write_config"]
 
 #: a run directory's configuration file
 CONFIG_FILE = "config.toml"
@@ -34,6 +34,10 @@ MIXTURE_DATASETS = tuple(MIXTURES)  # ("ring8", "grid25"): the 2-D Gaussian mixt
 DATASETS = (*MIXTURE_DATASETS, "digits", "mnist", "folder", "cifar10", "shapes")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
+#: ``npgan train --optimizer``'s name for Extra-Adam; a config file spells it optimizer = "adam" with
+#: [train] extragradient = true, so it is a choice of the command line, not of RunConfig.optimizer
+EXTRA_ADAM = "extragradient"
+OPTIMIZER_CHOICES = (*OPTIMIZERS, EXTRA_ADAM)  # what npgan train --optimizer accepts
 DTYPES = ("float32", "float64")
 
 #: the size of the values G must produce for each data set (max |x|): ring8's centres lie on the unit circle,
@@ -118,8 +122,8 @@ class RunConfig:
             raise ValueError(f"model 'mlp2d' is for the 2-D mixtures, not {self.data!r}")
         elif self.model != "mlp2d" and self.data in MIXTURE_DATASETS:
             raise ValueError(f"model {self.model!r} is for images; use 'mlp2d' for {self.data!r}")
-        if self.optimizer == "extragradient":
-            raise ValueError('optimizer "extragradient" is Adam with the look-ahead: write optimizer = "adam" and, '
+        if self.optimizer == EXTRA_ADAM:
+            raise ValueError(f'optimizer "{EXTRA_ADAM}" is Adam with the look-ahead: write optimizer = "adam" and, '
                              'under [train], extragradient = true (npgan train --optimizer extragradient does)')
         one_of("optimizer", self.optimizer, OPTIMIZERS)
         if not isinstance(self.keep_checkpoints, bool):
