@@ -15,7 +15,9 @@ Hessian-vector products, one per loss) and by the same double-vjp trick as the t
   extra host memory (tracemalloc), as the train step does (memory: O(parameters + one step's graph));
 * "J u kept graphs": one more product through kept graphs (``Linearization.jvp``), what the eigen-solver pays;
 * "Jᵀ u, graph kept": one backward pass through v's graph (``Linearization.vjp``);
-* "train step": one training step (D, then G, Adam; bench.gan_step) for scale: "one J u costs ≤ ~4 steps".
+* "train step": one training step (D, then G, Adam; bench.gan_step) for scale: "one J u costs ≤ ~4 steps";
+* "trainer: extragradient step" / "consensus step": the loop's simultaneous steps (npgan.gan.trainer, Extra-Adam;
+  consensus with γ = 0.1) against the same algorithms written on PyTorch's autograd and torch.optim.Adam.
 
 Run as a script for the eigenvalues: ``python benchmarks/cases_game.py [--k 20] [--which LM SR] [--threads 2]
 [--hessians]`` prints the machine, the time and number of products of the top-k eigenvalues of J (and with
@@ -146,6 +148,69 @@ def torch_step(device):
                     torch.zeros(BATCH, 1, device=dev))
 
 
+def npgan_simultaneous(method: str):
+    """A Trainer step of ``method`` ("extragradient": Extra-Adam; "consensus": γ = 0.1, Adam) on ring8's networks:
+    the loop's own code (npgan.gan.trainer, simultaneous steps), fresh noise each step, the fixed real batch."""
+    def build(device):
+        from npgan import optim
+        from npgan.gan import TrainConfig, Trainer
+        G, D, z, real, _ = ring8_parts()
+        og, od = _optimizers(G, D, optim)
+        cfg = TrainConfig(steps=10 ** 6, batch_size=BATCH, z_dim=16, lr=1e-3, extragradient=method == "extragradient",
+                          consensus=0.1 if method == "consensus" else 0.0)
+        tr = Trainer(G, D, og, od, lambda step: real, cfg)
+        return tr.step, {"peak_extra_MB": f"{peak_extra_bytes(tr.step) / 2 ** 20:.1f}"}
+    return build
+
+
+def torch_simultaneous(method: str):
+    """The same step written on PyTorch: v = (∇_θ L_G, ∇_φ L_D) on one batch (fake not detached in L_D); consensus
+    adds 0.1·∇½‖v‖² (v recorded with create_graph); extragradient: Adam step, field at the look-ahead, parameters
+    back, Adam step (torch.optim.Adam's moments updated twice, as npgan's Extra-Adam)."""
+    def build(device):
+        import torch
+
+        from npgan.interop import to_torch
+        dev = "cuda" if device == "gpu" else "cpu"
+        G, D, z, real, _ = ring8_parts()
+        tG, tD = to_torch(G).to(dev), to_torch(D).to(dev)
+        og, od = _optimizers(tG, tD, torch.optim)
+        treal = torch.from_numpy(real.numpy()).to(dev)
+        pg, pd = list(tG.parameters()), list(tD.parameters())
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        gamma = 0.1 if method == "consensus" else 0.0
+
+        def grads(tz):
+            fake = tG(tz)
+            dr, df = tD(treal), tD(fake)
+            lg = bce(df, torch.ones_like(df))
+            ld = bce(dr, torch.ones_like(dr)) + bce(df, torch.zeros_like(df))
+            vg = torch.autograd.grad(lg, pg, retain_graph=True, create_graph=gamma > 0)
+            vd = torch.autograd.grad(ld, pd, create_graph=gamma > 0)
+            g = list(vg) + list(vd)
+            if gamma > 0:
+                jtv = torch.autograd.grad(0.5 * sum((x * x).sum() for x in g), pg + pd)
+                g = [a.detach() + gamma * b for a, b in zip(g, jtv)]
+            for p, a in zip(pg + pd, g):
+                p.grad = a.detach()
+
+        def step():
+            tz = torch.randn(BATCH, 16, device=dev)
+            grads(tz)
+            if method == "extragradient":
+                saved = [p.detach().clone() for p in pg + pd]
+                od.step()
+                og.step()
+                grads(tz)
+                with torch.no_grad():
+                    for p, a in zip(pg + pd, saved):
+                        p.copy_(a)
+            od.step()
+            og.step()
+        return step
+    return build
+
+
 CASES = [
     Case("ring8 game: J u afresh, Hessian rows / torch dvjp", npgan_case("fresh"), torch_case("fresh")),
     Case("ring8 game: J u afresh, double vjp / torch dvjp", npgan_case("fresh", "double_vjp"), torch_case("fresh")),
@@ -154,6 +219,10 @@ CASES = [
          torch_case("kept")),
     Case("ring8 game: J^T u, graph kept, batch 512", npgan_case("vjp"), torch_case("vjp")),
     Case("ring8 game: train step (D+G, Adam), batch 512", npgan_step, torch_step),
+    Case("ring8 trainer: extragradient step (Extra-Adam), batch 512", npgan_simultaneous("extragradient"),
+         torch_simultaneous("extragradient")),
+    Case("ring8 trainer: consensus step (gamma 0.1, Adam), batch 512", npgan_simultaneous("consensus"),
+         torch_simultaneous("consensus")),
 ]
 
 

@@ -74,9 +74,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import backend, nn
+from . import backend
 from .autograd import grad
 from .gradcheck import GradcheckError
+from .nn.module import Module
 from .tensor import Tensor
 
 __all__ = ["Game", "Linearization", "Spectrum", "PathAngle", "CheckReport", "from_models", "eigs", "eigsh",
@@ -414,7 +415,7 @@ class Game:
     """
 
     def __init__(self, params_g: Sequence[Tensor], params_d: Sequence[Tensor],
-                 losses: Callable[[], tuple[Tensor, Tensor]], modules: Sequence[nn.Module] = (),
+                 losses: Callable[[], tuple[Tensor, Tensor]], modules: Sequence[Module] = (),
                  batchnorm: str = "batch", fixed_rng: bool = True, names_g: Sequence[str] | None = None,
                  names_d: Sequence[str] | None = None) -> None:
         pg, pd = self._check_params("params_g", params_g), self._check_params("params_d", params_d)
@@ -431,7 +432,7 @@ class Game:
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"Game: unknown batchnorm mode {batchnorm!r}; choose one of {', '.join(BATCHNORM_MODES)}")
         for i, m in enumerate(modules):
-            if not isinstance(m, nn.Module):
+            if not isinstance(m, Module):
                 raise TypeError(f"Game: modules[{i}] is a {type(m).__name__}, not an npgan.nn.Module")
         self.params_g, self.params_d, self.params = pg, pd, every
         self.losses, self.modules, self.batchnorm = losses, list(modules), batchnorm
@@ -533,9 +534,8 @@ class Game:
         try:
             for p, a in zip(self.params, src):  # copies: a graph recorded here never sees a later in-place change
                 p.data = a.reshape(p.shape).copy()
-            for m in mods:
-                object.__setattr__(m, "training", self.batchnorm == "batch" and isinstance(
-                    m, (nn.BatchNorm1d, nn.BatchNorm2d)))
+            for m in mods:  # a batch norm (a module that mixes the batch) in training mode for "batch"
+                object.__setattr__(m, "training", self.batchnorm == "batch" and getattr(m, "mixes_batch", False))
             if rng is not None:
                 backend.set_rng_state(self._rng_state)
             yield
@@ -849,7 +849,7 @@ class Linearization:
                               dtype=np.dtype(self.game.dtype))
 
 
-def from_models(G: nn.Module, D: nn.Module, z: Any, real: Any, g_loss: Callable[[Tensor, Tensor], Tensor],
+def from_models(G: Module, D: Module, z: Any, real: Any, g_loss: Callable[[Tensor, Tensor], Tensor],
                 d_loss: Callable[[Tensor, Tensor], Tensor], batchnorm: str = "batch", fixed_rng: bool = True) -> Game:
     """The GAN game of G and D on a fixed batch: fake = G(z), L_G = g_loss(D(fake), fake),
     L_D = d_loss(D(real), D(fake)) — fake not detached, so that ∂v_φ/∂θ (how D's gradient moves with G) is in J.
@@ -858,7 +858,7 @@ def from_models(G: nn.Module, D: nn.Module, z: Any, real: Any, g_loss: Callable[
     (a gradient penalty on D), build a :class:`Game` from a ``losses`` callable directly.
     """
     for name, m in (("G", G), ("D", D)):
-        if not isinstance(m, nn.Module):
+        if not isinstance(m, Module):
             raise TypeError(f"from_models: {name} must be an npgan.nn.Module, got {type(m).__name__}")
     z = z if isinstance(z, Tensor) else Tensor(z)
     real = real if isinstance(real, Tensor) else Tensor(real)

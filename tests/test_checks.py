@@ -93,5 +93,6 @@ def test_one_source_for_the_names():
     choices = {a.dest: tuple(a.choices) for a in train._actions if a.choices is not None}
     assert choices["preset"] == tuple(presets.PRESETS) and choices["data"] == config.DATASETS
     assert choices["loss"] == gan.LOSS_KINDS and choices["order"] == gan.ORDERS
-    assert choices["optimizer"] == config.OPTIMIZERS and choices["on_nan"] == gan.ON_NAN_ACTIONS
+    assert choices["optimizer"] == config.OPTIMIZER_CHOICES and choices["on_nan"] == gan.ON_NAN_ACTIONS
+    assert config.OPTIMIZER_CHOICES == (*config.OPTIMIZERS, config.EXTRA_ADAM)  # the config's names and Extra-Adam
     assert config.MIXTURE_DATASETS == tuple(data.MIXTURES) == config.DATASETS[:2]

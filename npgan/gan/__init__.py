@@ -11,7 +11,7 @@ It imports the engine only.
 
 from .losses import LOSS_KINDS, discriminator_loss, generator_loss
 from .penalties import PENALTY_KINDS, gradient_penalty
-from .trainer import HISTORY_FIELDS, TrainConfig, Trainer
+from .trainer import HISTORY_FIELDS, SIMULTANEOUS_FIELDS, TrainConfig, Trainer
 
 __all__ = ["LOSS_KINDS", "discriminator_loss", "generator_loss", "PENALTY_KINDS", "gradient_penalty",
-           "HISTORY_FIELDS", "TrainConfig", "Trainer"]
+           "HISTORY_FIELDS", "SIMULTANEOUS_FIELDS", "TrainConfig", "Trainer"]

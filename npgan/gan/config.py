@@ -42,6 +42,12 @@ class TrainConfig:
     (γ/2)·R1, λ of λ·WGAN-GP) and k, the penalty applied every k-th D step with its weight scaled by k (module
     docstring). Weight clipping of the Wasserstein loss is not applied under "wgan-gp".
     reuse_fake: the G step and a D step share one fake batch (one G forward a step; module docstring).
+    extragradient / consensus: the methods that converge where simultaneous gradient steps rotate
+    (:mod:`npgan.gan.trainer`, "Simultaneous steps"): extragradient (Korpelevich 1976; with Adam, Extra-Adam,
+    Gidel et al. 2019) looks ahead with one step of the optimizer and updates from the old point with the field
+    at the look-ahead; consensus = γ ≥ 0 adds γ·Jᵀv = γ·∇½‖v‖² to the field v (Mescheder et al. 2017). Either
+    one makes each step a simultaneous step of both players on one batch: d_steps must be 1, reuse_fake false
+    and order "d_first" (no order applies). Both off (the defaults): the alternating loop, unchanged.
     """
 
     steps: int = 1000
@@ -62,6 +68,13 @@ class TrainConfig:
     gp_weight: float = 10.0
     gp_every: int = 1
     reuse_fake: bool = False
+    extragradient: bool = False
+    consensus: float = 0.0
+
+    @property
+    def simultaneous(self) -> bool:
+        """Whether the loop takes simultaneous steps of both players (extragradient or consensus)."""
+        return self.extragradient is True or self.consensus > 0  # (after validate: a bool and a number)
 
     def validate(self) -> None:
         one_of("loss", self.loss, LOSS_KINDS)
@@ -77,13 +90,24 @@ class TrainConfig:
                 real(name, v, 0, low_open=low_open)
         check_bandwidth("bandwidth", self.bandwidth)
         one_of("on_nan", self.on_nan, ON_NAN_ACTIONS)
-        for name in ("leave_one_out", "reuse_fake"):
+        for name in ("leave_one_out", "reuse_fake", "extragradient"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.gp != "":
             one_of("gp", self.gp, PENALTY_KINDS)
         real("gp_weight", self.gp_weight, 0)
         integer("gp_every", self.gp_every, 1, MAX_STEPS)
+        real("consensus", self.consensus, 0)
+        if self.simultaneous:
+            what = " and ".join(n for n, on in (("extragradient", self.extragradient),
+                                                (f"consensus {self.consensus:g}", self.consensus > 0)) if on)
+            if self.d_steps != 1:
+                raise ValueError(f"{what} steps both players at once: d_steps must be 1, got {self.d_steps}")
+            if self.reuse_fake:
+                raise ValueError(f"{what} steps both players at once on one fake batch: reuse_fake does not apply")
+            if self.order != "d_first":
+                raise ValueError(f"{what} steps both players at once: order {self.order!r} does not apply "
+                                 "(leave the default, d_first)")
 
     @property
     def gp_scale(self) -> float:

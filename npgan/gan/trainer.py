@@ -11,6 +11,24 @@ One generator step, with ``order="d_first"`` (the default):
 
 ``order="g_first"`` swaps the two phases.
 
+Simultaneous steps (``extragradient`` and/or ``consensus`` γ > 0 in :class:`TrainConfig`; docs/math.md §16). Both
+players move at once, from one batch: real x, noise z, fake = G(z) kept in the graph, and the step's game
+
+    L_G = generator_loss(D(fake), fake=fake, entropy_weight=λ),   L_D = discriminator_loss(D(x), D(fake)) [+ w·P],
+
+with the field v = (∇_θ L_G, ∇_φ L_D) (the penalty lazily as above, its D steps being the steps). The gradient
+each optimizer follows is g = v, or with consensus g = v + γ·Jᵀv, Jᵀv = ∇_x ½‖v‖², where v is recorded with
+``create_graph=True`` (fake not detached in L_D, so that Jᵀv has its θ-part ∂(½‖v_φ‖²)/∂θ) and ½‖v‖² is
+differentiated once more. With extragradient, the optimizers first take one step with g(x_k) to the look-ahead
+x_{k+½}; g is evaluated there on the same batch (the same x, z and, for WGAN-GP, the same interpolation weights);
+the parameters go back to x_k and the optimizers step again with g(x_{k+½}). With Adam that is Extra-Adam (Gidel et
+al. 2019, Algorithm 4): both steps are Adam steps and both update the moments and the step count. The look-ahead
+is never a checkpoint's weights: the step ends at x_{k+1}. Weight clipping (Wasserstein without WGAN-GP) follows
+each of the two steps (projected extragradient). The history records the losses, D(x), D(G(z)), the entropy and
+the penalty at x_k, the norms of the gradients the optimizers followed, and one more column, ``field_norm`` =
+‖v(x_k)‖ (:data:`SIMULTANEOUS_FIELDS`): a run without these options writes exactly the columns and bytes it
+wrote before.
+
 ``reuse_fake=True``: one G forward a step instead of two, as PyTorch's DCGAN example trains. With d_first the
 last D step keeps the graph of its fake = G(z) (D still sees it detached) and the G step computes
 L_G = generator_loss(D(fake)) from that same fake, through the just-updated D, instead of drawing z'; with
@@ -69,17 +87,19 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import backend, distributed, parallel
-from ..collective import gather_rows
+from ..autograd import grad
+from ..collective import all_reduce_sum, gather_rows
 from ..errors import DivergenceError
 from ..functional import stable_sigmoid
 from ..kde import kde_entropy
+from ..ops import concatenate
 from ..optim import Optimizer
 from ..tensor import Tensor, no_grad
 from .config import TrainConfig
 from .losses import discriminator_loss, generator_loss
 from .penalties import check_penalty, gradient_penalty
 
-__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS"]
+__all__ = ["TrainConfig", "Trainer", "HISTORY_FIELDS", "SIMULTANEOUS_FIELDS"]
 
 #: the scalars a step records on the device (brought to the host by :meth:`Trainer.flush`)
 _DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "gp")
@@ -88,6 +108,9 @@ _DEVICE_FIELDS = ("loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", 
 #: files written before it are a prefix of today's (:func:`npgan.run.history.read_history` fills it with NaN)
 HISTORY_FIELDS = ("step", "loss_d", "loss_g", "d_x", "d_g_z", "entropy", "grad_norm_g", "grad_norm_d", "lr",
                   "entropy_weight", "gp")
+#: the column a run with simultaneous steps (extragradient, consensus) appends to history.csv: ‖v(x_k)‖, the norm of
+#: the game's vector field at the step's point; other runs do not have it
+SIMULTANEOUS_FIELDS = ("field_norm",)
 
 
 def _grad_norm(params: list[Tensor]) -> Any:
@@ -154,6 +177,10 @@ class Trainer:
                                  f"({self.world.size}): every process needs at least one sample of the batch")
             self._part, self._share, rows = (lo, hi), (hi - lo) / config.batch_size, hi - lo
         self._gemm_work = parallel.gemm_work((G, D), rows)  # small: one BLAS thread (fit_blas)
+        extra = SIMULTANEOUS_FIELDS if config.simultaneous else ()
+        self._device_fields = _DEVICE_FIELDS + extra
+        #: the columns of this run's history.csv: HISTORY_FIELDS, then field_norm with simultaneous steps
+        self.history_fields = HISTORY_FIELDS + extra
 
     # ------------------------------------------------------------------ one step
     def _noise(self, n: int) -> Tensor:
@@ -289,6 +316,199 @@ class Trainer:
         adv_all, = self._sum_over_ranks(self._g_params, [adv.data])
         return (adv_all - entropy.data * lam if entropy is not None else adv_all), entropy
 
+    # ------------------------------------------------------------------ simultaneous steps
+    def _game_losses(self, real: Tensor, z: Tensor, lam: float, penalise: bool,
+                     rec: dict[str, Any]) -> tuple[Tensor, Tensor, dict[str, Any]]:
+        """(L_G, L_D + w·P) of the step's game at the current parameters on the batch (real, z), and the means over
+        this process's rows of the step's scalars (loss_d, L_D + w·P as ``total``, d_x, d_g_z, gp, and as ``adv``
+        L_G in one process, its adversarial part with several); the entropy goes to ``rec``. fake = G(z) keeps its
+        graph in both losses (module docstring). With several processes the two losses are this rank's shares, as
+        in the alternating phases: (n_r/B)·L_adv − λ·H with H the KDE entropy of the batch gathered from every
+        rank, and (n_r/B)·(L_D + w·P) with WGAN-GP's ε drawn for the whole batch and sliced; :meth:`_sum_field`
+        sums their gradients and the scalars over the ranks."""
+        cfg = self.cfg
+        fake = self.G(z)
+        d_real = self.D(real)
+        d_fake = self.D(fake)
+        if self._part is None:
+            loss_g, entropy = generator_loss(d_fake, cfg.loss, fake=fake, entropy_weight=lam,
+                                             bandwidth=cfg.bandwidth, leave_one_out=cfg.leave_one_out)
+            adv = loss_g
+        else:
+            adv, _ = generator_loss(d_fake, cfg.loss)
+            loss_g, entropy = adv * self._share, None
+            if lam > 0 and cfg.consensus > 0:  # Jᵀv differentiates the entropy's gradient once more: exact adjoint
+                entropy = kde_entropy(self._gather_summed(fake), bandwidth=cfg.bandwidth,
+                                      leave_one_out=cfg.leave_one_out)
+                loss_g = loss_g - entropy * (lam / self.world.size)
+            elif lam > 0:
+                entropy = kde_entropy(gather_rows(fake, self.world), bandwidth=cfg.bandwidth,
+                                      leave_one_out=cfg.leave_one_out)
+                loss_g = loss_g - entropy * lam
+        loss_d = total = discriminator_loss(d_real, d_fake, cfg.loss)
+        means = {"loss_d": loss_d.data, "d_x": stable_sigmoid(d_real.data).mean(),
+                 "d_g_z": stable_sigmoid(d_fake.data).mean(), "adv": adv.data}
+        if penalise:
+            part = None if self._part is None else (*self._part, cfg.batch_size)
+            penalty = gradient_penalty(self.D, real, fake, cfg.gp, part=part)
+            total = loss_d + cfg.gp_scale * penalty
+            means["gp"] = penalty.data
+        means["total"] = total.data
+        rec["entropy"] = entropy.data if entropy is not None else None
+        return loss_g, (total if self._part is None else total * self._share), means
+
+    def _gather_summed(self, fake: Tensor) -> Tensor:
+        """Several processes, consensus: the whole generated batch X on every rank as Σ_r P_r x_r (P_r puts rank
+        r's rows in place, zeros elsewhere; :func:`npgan.collective.all_reduce_sum`), so X is the gathered batch
+        exactly and its backward is the gather's exact adjoint: gx_r = (Σ_r' gy_r')[lo_r:hi_r]. The entropy then
+        enters each share as (λ/N)·H. :class:`npgan.collective.GatherRows` takes this rank's rows of gy instead,
+        which is right only for a consumer computed identically on every rank (λH in every share) — not for
+        consensus's second backward, whose consumer ⟨v_r, v⟩ holds this rank's rows of ∂H/∂X and differs between
+        ranks: there the rows' gradients from the other ranks' consumers would be lost (docs/math.md §16)."""
+        lo, hi = self._part
+        xp = backend.get_array_module(fake.data)
+        parts = [fake]
+        if lo > 0:
+            parts.insert(0, Tensor(xp.zeros((lo, *fake.shape[1:]), dtype=fake.data.dtype)))
+        if hi < self.cfg.batch_size:
+            parts.append(Tensor(xp.zeros((self.cfg.batch_size - hi, *fake.shape[1:]), dtype=fake.data.dtype)))
+        return all_reduce_sum(concatenate(parts) if len(parts) > 1 else fake, self.world)
+
+    def _sum_field(self, lam: float, means: dict[str, Any], rec: dict[str, Any]) -> tuple[Any, Any]:
+        """The gradient-averaging hook of a simultaneous step, the one the alternating phases use
+        (:meth:`_sum_over_ranks`): with several processes the parameters' ``.grad`` (each rank's share of the
+        field) and the shares of the step's scalars are summed over the ranks in one Allreduce. Records the
+        whole batch's scalars in ``rec``; returns (L_G, L_D + w·P) for the guard."""
+        if self._part is not None:
+            keys = list(means)
+            means = dict(zip(keys, self._sum_over_ranks(self._g_params + self._d_params, [means[k] for k in keys])))
+        loss_g = means["adv"]  # one process: L_G itself, the entropy term included
+        if self._part is not None and rec.get("entropy") is not None:
+            loss_g = loss_g - rec["entropy"] * lam
+        rec.update(loss_d=means["loss_d"], loss_g=loss_g, d_x=means["d_x"], d_g_z=means["d_g_z"])
+        if "gp" in means:
+            rec["gp"] = means["gp"]
+        return loss_g, means["total"]
+
+    def _consensus_grad(self, v: list[Tensor | None], field: list[Any]) -> list[Any]:
+        """Jᵀv = ∇_x ½‖v‖² for the recorded field (``create_graph=True``): one more backward pass through v's graph
+        (docs/math.md §16), as the gradient of Σ_i ⟨v_i(x), c_i⟩ at the constant c = v. With several processes v is
+        the sum of the ranks' shares v_r, so Σ_r ⟨v_r(x), c⟩ is ⟨v(x), c⟩ and the ranks' gradients are summed by
+        the same hook as every other gradient (:meth:`_sum_over_ranks`). One array per parameter, G's then D's."""
+        params = self._g_params + self._d_params
+        inner = None
+        for g, c in zip(v, field):
+            if g is not None and g.requires_grad:
+                s = (g * Tensor(c)).sum()
+                inner = s if inner is None else inner + s
+        if inner is None:
+            jtv: list[Any] = [None] * len(params)
+        else:
+            jtv = [None if g is None else g.data for g in grad(inner, params, allow_unused=True)]
+        if self._part is not None:
+            for p, c in zip(params, jtv):
+                p.grad = c
+            self._sum_over_ranks(params, [])
+            jtv = [p.grad for p in params]
+        return jtv
+
+    def _simultaneous_grads(self, real: Tensor, z: Tensor, lam: float, penalise: bool,
+                            rec: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """Set every parameter's ``.grad`` to the gradient its optimizer follows at the current point: v, or
+        v + γ·Jᵀv with consensus; returns (L_G, L_D + w·P, ‖v‖) as device scalars. With several processes both v
+        and Jᵀv are summed over the ranks by the hook of the alternating phases (:meth:`_sum_field`,
+        :meth:`_consensus_grad`), so the extrapolation and the update of extragradient, and consensus's term, are
+        the one-process gradients."""
+        cfg = self.cfg
+        gamma = float(cfg.consensus)
+        params = self._g_params + self._d_params
+        loss_g, loss_d, means = self._game_losses(real, z, lam, penalise, rec)
+        vg = list(grad(loss_g, self._g_params, retain_graph=True, create_graph=gamma > 0, allow_unused=True))
+        vd = list(grad(loss_d, self._d_params, retain_graph=gamma > 0, create_graph=gamma > 0, allow_unused=True))
+        v = vg + vd
+        for p, g in zip(params, v):
+            p.grad = None if g is None else g.data
+        value_g, value_d = self._sum_field(lam, means, rec)
+        field = [p.grad for p in params]
+        xp = backend.get_array_module(loss_g.data)
+        sq = sum(((g * g).sum() for g in field if g is not None), xp.zeros((), loss_g.dtype))
+        if gamma > 0:
+            jtv = self._consensus_grad(v, field)
+            for p, g, c in zip(params, field, jtv):
+                if g is None and c is None:
+                    p.grad = None
+                    continue
+                g = xp.zeros_like(p.data) if g is None else g
+                p.grad = g if c is None else g + gamma * c
+        return value_g, value_d, xp.sqrt(sq)
+
+    def _guard_both(self, loss_g: Any, loss_d: Any, rec: dict[str, Any]) -> None:
+        """The divergence guard of a simultaneous step, D first then G (``rec`` gets the gradient norms)."""
+        gn_d, gn_g = _grad_norm(self._d_params), _grad_norm(self._g_params)
+        rec.update(grad_norm_d=gn_d, grad_norm_g=gn_g)
+        more = {"gp": rec["gp"]} if "gp" in rec else None
+        try:
+            self._guard("D", "loss_d", loss_d, gn_d, self._d_params, more)
+        except _NonFinite:
+            for p in self._g_params:
+                p.grad = None
+            raise
+        self._guard("G", "loss_g", loss_g, gn_g, self._g_params)
+
+    def _optimizer_steps(self) -> None:
+        """Both optimizers' steps with the gradients set, then D's weight clipping where the loss asks for it."""
+        cfg = self.cfg
+        self.opt_d.step()
+        self.opt_g.step()
+        if cfg.loss == "wasserstein" and cfg.gp != "wgan-gp":
+            c = cfg.clip_value
+            for p in self._d_params:
+                backend.get_array_module(p.data).clip(p.data, -c, c, out=p.data)
+
+    def _extrapolate(self) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The look-ahead of extragradient: from x_k, one step of each optimizer with the gradients set (those at
+        x_k) to x_{k+½} (moments updated: Extra-Adam). Returns x_k and the optimizers' states before the step,
+        which :meth:`_restore` puts back."""
+        params = self._g_params + self._d_params
+        saved = ([p.data.copy() for p in params], [self.opt_g.state_dict(), self.opt_d.state_dict()])
+        self._optimizer_steps()
+        return saved
+
+    def _restore(self, x: list[Any], states: list[dict[str, Any]] | None = None) -> None:
+        """The parameters back to ``x`` (in place), and the optimizers to ``states`` when given."""
+        for p, a in zip(self._g_params + self._d_params, x):
+            p.data[...] = a
+        if states is not None:
+            self.opt_g.load_state_dict(states[0])
+            self.opt_d.load_state_dict(states[1])
+
+    def _simultaneous_step(self, lam: float, rec: dict[str, Any]) -> None:
+        """One simultaneous step of both players: plain (consensus alone) or extragradient (module docstring)."""
+        cfg = self.cfg
+        real = self._rows(self.real_batch(self.step_count))
+        z = self._batch_noise()
+        penalise = bool(cfg.gp) and self.step_count % cfg.gp_every == 0  # d_steps = 1: the D steps are the steps
+        rng = backend.get_rng_state() if penalise and cfg.gp == "wgan-gp" and cfg.extragradient else None
+        loss_g, loss_d, norm = self._simultaneous_grads(real, z, lam, penalise, rec)
+        rec["field_norm"] = norm
+        self._guard_both(loss_g, loss_d, rec)
+        if not cfg.extragradient:
+            self._optimizer_steps()
+            return
+        x_k, states = self._extrapolate()
+        try:
+            if rng is not None:
+                backend.set_rng_state(rng)  # the same interpolation weights at the look-ahead
+            ahead: dict[str, Any] = {}
+            loss_g, loss_d, _ = self._simultaneous_grads(real, z, lam, penalise, ahead)
+            self._guard_both(loss_g, loss_d, ahead)
+        except _NonFinite:
+            self._restore(x_k, states)  # nothing moved: x_k and the optimizers' states of before the step
+            raise
+        rec.update(grad_norm_d=ahead["grad_norm_d"], grad_norm_g=ahead["grad_norm_g"])
+        self._restore(x_k)
+        self._optimizer_steps()
+
     def step(self) -> bool:
         """One generator step and its ``d_steps`` discriminator steps; records the step's scalars.
 
@@ -305,7 +525,9 @@ class Trainer:
         try:  # overflow/invalid warnings are not printed: the guard reports a divergence in one line instead
             with backend.np.errstate(over="ignore", invalid="ignore", divide="ignore"), \
                     parallel.fit_blas(self._gemm_work):
-                if cfg.order == "d_first":
+                if cfg.simultaneous:
+                    self._simultaneous_step(lam, rec)
+                elif cfg.order == "d_first":
                     self._d_phase(rec)
                     self._g_phase(lam, rec)
                 else:
@@ -315,10 +537,13 @@ class Trainer:
             vals = ", ".join(f"{k} = {v!r}" for k, v in bad.values.items())
             what = f"step {t + 1}: non-finite {bad.loss} or gradient of {bad.network} ({vals})"
             if cfg.on_nan != "skip":
-                raise DivergenceError(f"{what}; {bad.network} was not updated by this step", step=t + 1,
+                was = "neither G nor D was updated" if cfg.simultaneous else f"{bad.network} was not updated"
+                raise DivergenceError(f"{what}; {was} by this step", step=t + 1,
                                       network=bad.network, loss=bad.loss, values=bad.values) from None
             self.skipped += 1
-            if self.log is not None:
+            if self.log is not None and cfg.simultaneous:
+                self.log(f"{what}; skipped the step, both players' updates (on_nan = skip)")
+            elif self.log is not None:
                 self.log(f"{what}; skipped the update of {bad.network}"
                          f"{' and the rest of the step' if (cfg.order == 'd_first') == (bad.network == 'D') else ''}"
                          " (on_nan = skip)")
@@ -332,14 +557,14 @@ class Trainer:
         return True
 
     def _record(self, step: int, rec: dict[str, Any], lr: float, lam: float) -> None:
-        self._pending.append((step, [rec.get(k) for k in _DEVICE_FIELDS] + [lr, lam]))
+        self._pending.append((step, [rec.get(k) for k in self._device_fields] + [lr, lam]))
 
     # ------------------------------------------------------------------ host side
     def flush(self) -> list[dict[str, float]]:
         """Move the recorded scalars of the steps since the last flush to the host (one transfer) as rows."""
         if not self._pending:
             return []
-        n = len(_DEVICE_FIELDS)
+        n = len(self._device_fields)
         xp = backend.get_array_module(*[v for _, vals in self._pending for v in vals[:n] if v is not None])
         nan = float("nan")
         cols = []
@@ -349,10 +574,10 @@ class Trainer:
         rows = []
         for (step, vals), h in zip(self._pending, host):
             row = {"step": step}
-            for name, v in zip(_DEVICE_FIELDS, h):
+            for name, v in zip(self._device_fields, h):
                 row[name] = float(v)
             row["lr"], row["entropy_weight"] = float(vals[n]), float(vals[n + 1])
-            rows.append({k: row[k] for k in HISTORY_FIELDS})
+            rows.append({k: row[k] for k in self.history_fields})
         self._pending = []
         return rows
 

@@ -48,12 +48,21 @@ from ..errors import CheckpointError, CheckpointWriteError, FileKindError
 from ..files import atomic_write_bytes, open_regular
 from .machine import available_memory, format_bytes, run_environment
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointWriteError", "save_arrays", "load_arrays",
+__all__ = ["FORMAT_VERSION", "CHECKPOINT_FILE", "KEPT_CHECKPOINTS", "kept_checkpoint",
+           "CheckpointError", "CheckpointWriteError", "save_arrays", "load_arrays",
            "config_hash", "TrainingState", "pack_state", "unpack_state", "apply_state"]
 
 FORMAT_VERSION = 2
+#: a run directory's checkpoint, and the folder of the copies kept with ``keep_checkpoints`` (step_NNNNNN.npz)
+CHECKPOINT_FILE = "checkpoint.npz"
+KEPT_CHECKPOINTS = "checkpoints"
 _READABLE_FORMATS = (1, 2)
 _ZIP_MAGIC = b"PK\x03\x04"
+
+
+def kept_checkpoint(out: str | os.PathLike, step: int) -> Path:
+    """The path of the kept copy of a run's checkpoint at ``step`` (``keep_checkpoints``)."""
+    return Path(out) / KEPT_CHECKPOINTS / f"step_{step:06d}.npz"
 
 
 def nonfinite(arrays: dict[str, Any]) -> list[str]:

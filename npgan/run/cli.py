@@ -1,4 +1,4 @@
-"""The ``npgan`` command line: train, resume, sample, info.
+"""The ``npgan`` command line: train, resume, sample, info, export, download, study.
 
     npgan train --preset ring8 --out runs/r8
     npgan train --preset digits-dcgan --steps 500 --seed 3 --out runs/d
@@ -11,6 +11,9 @@
     npgan export runs/r8 --net G --out g.safetensors   # weights for PyTorch (safetensors.torch.load_file)
     npgan train --preset ring8 --model my_gan.py:build --init-g g.safetensors --out runs/mine
     npgan download mnist|cifar10 DIR                        # SHA-256 checked; then --data-dir DIR
+    npgan train --preset ring8 --keep-checkpoints --out runs/r8k && npgan study runs/r8k --out study/r8k
+    npgan train --preset ring8 --optimizer extragradient --out runs/eg        # Extra-Adam (simultaneous steps)
+    npgan train --preset ring8 --consensus 0.1 --out runs/co                  # consensus optimisation
     npgan train --preset shapes-dcgan --nproc 2 --out runs/s2  # one run on 2 processes (pip install "npgan[mpi]")
     mpiexec -n 8 npgan train --preset dcgan64 ...           # or srun -n 8 npgan train ...: one run on 8 ranks
 
@@ -84,7 +87,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from ..gan.config import LOSS_KINDS, MAX_D_STEPS, MAX_SIZE, MAX_STEPS, ON_NAN_ACTIONS, ORDERS, PENALTY_KINDS
     from ..kde import BANDWIDTH_RULES, check_bandwidth
-    from .config import DATASETS, MAX_IMAGE_SIZE, MAX_SEED, OPTIMIZERS
+    from .config import DATASETS, MAX_IMAGE_SIZE, MAX_SEED, OPTIMIZER_CHOICES
     from .presets import PRESETS, WGAN, WGAN_GP
 
     p = _Parser(prog="npgan", description="Train and study GANs with npgan.")
@@ -120,7 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the penalty's weight: γ of (γ/2)·R1, λ of WGAN-GP (default 10)")
     t.add_argument("--gp-every", type=cli_type(integer, "--gp-every", 1, MAX_STEPS), metavar="K",
                    help="lazy regularisation: the penalty on every K-th D step, its weight times K (default 1)")
-    t.add_argument("--optimizer", choices=list(OPTIMIZERS), help="both networks' optimizer (default: the preset's)")
+    t.add_argument("--optimizer", choices=OPTIMIZER_CHOICES,
+                   help="both networks' optimizer (default: the preset's); extragradient = Extra-Adam (Gidel et al. "
+                        "2019): adam with --extragradient")
+    t.add_argument("--extragradient", action=argparse.BooleanOptionalAction, default=None,
+                   help="simultaneous steps of both players with a look-ahead: one optimizer step to x', then the "
+                        "step from x with the gradients at x' (Korpelevich 1976; with adam, Extra-Adam)")
+    t.add_argument("--consensus", type=cli_type(real, "--consensus", 0), metavar="GAMMA",
+                   help="consensus optimisation (Mescheder et al. 2017): simultaneous steps along v + GAMMA * J^T v, "
+                        "v the game's vector field (a double backward a step); 0 = off")
+    t.add_argument("--keep-checkpoints", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep a copy of every checkpoint in DIR/checkpoints/ (for npgan study)")
     t.add_argument("--d-steps", type=cli_type(integer, "--d-steps", 1, MAX_D_STEPS),
                    help="discriminator updates per generator update (default: the preset's)")
     t.add_argument("--entropy-weight", type=cli_type(real, "--entropy-weight", 0),
@@ -203,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--force", action="store_true", help="replace an existing --out file")
     _add_reader_options(e, "export")
 
+    _add_study_parser(sub)
+
     i = sub.add_parser("info", help="version, device, array backend, BLAS; with DIR, that run's state (read-only)")
     i.add_argument("dir", type=_path("DIR"), nargs="?", help="a run directory")
     _add_reader_options(i, "check the weights of")
@@ -227,6 +242,57 @@ def _add_reader_options(p: argparse.ArgumentParser, verb: str) -> None:
                         "(never without this option; a run directory is data)")
     p.add_argument("--allow-changed-model", action="store_true",
                    help="with --trust-model: accept a model file that changed since the run was created")
+
+
+def _add_study_parser(sub: Any) -> None:
+    from ..game import BATCHNORM_MODES, WHICH
+    from ..gan.config import MAX_SIZE, MAX_STEPS
+    st = sub.add_parser("study", help="the spectrum of the game through a run's checkpoints: J's top eigenvalues, "
+                                      "each player's Hessian extremes, path angles (PNGs and a JSON)")
+    from .config import MAX_SEED
+    from .study import MAX_EIGENVALUES, MAX_RESTARTS
+    st.add_argument("dir", type=_path("DIR"),
+                    help="run directory (keep its checkpoints with npgan train --keep-checkpoints)")
+    st.add_argument("--out", type=_path("--out"), required=True,
+                    help="output directory (not inside the run directory)")
+    st.add_argument("--k", type=cli_type(integer, "--k", 1, MAX_EIGENVALUES), default=20,
+                    help="eigenvalues of J per checkpoint (20)")
+    st.add_argument("--which", choices=list(WHICH), default="LM",
+                    help="which eigenvalues: LM largest |λ| (default), SR smallest Re λ, LR largest Re λ, LI largest "
+                         "|Im λ|")
+    st.add_argument("--batch", type=cli_type(integer, "--batch", 1, MAX_SIZE),
+                    help="size of the fixed batch (default: the run's batch size)")
+    st.add_argument("--seed", type=cli_type(integer, "--seed", 0, MAX_SEED), default=0,
+                    help="picks the fixed batch and the solvers' start vectors (0)")
+    st.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                    help="the analysis's precision (default float64: the weights cast up)")
+    st.add_argument("--batchnorm", choices=list(BATCHNORM_MODES), default="batch",
+                    help="batch norm with the batch's statistics as in training (default) or running ones (eval)")
+    st.add_argument("--limit", type=cli_type(integer, "--limit", 2, MAX_STEPS),
+                    help="at most N checkpoints, evenly spaced, the first and the last included")
+    st.add_argument("--no-hessians", action="store_true", help="skip each player's Hessian extremes")
+    st.add_argument("--max-restarts", type=cli_type(integer, "--max-restarts", 0, MAX_RESTARTS), default=60,
+                    help="the eigen-solvers' restart budget (60); unconverged values are reported as such")
+    st.add_argument("--device", help="cpu | gpu | gpu:N (default: the run's)")
+    st.add_argument("--force", action="store_true", help="replace a study already in --out")
+    _add_reader_options(st, "study")
+    st.add_argument("--no-progress", action="store_true", help="no progress bar")
+    st.add_argument("--threads", type=cli_type(integer, "--threads", 1, MAX_THREADS), help="CPU threads per op")
+
+
+def cmd_study(a: argparse.Namespace) -> int:
+    """``npgan study DIR --out OUT``: :func:`npgan.run.study.study`; prints the claims (numbers) on stdout."""
+    from .study import STUDY_FILES, StudyOptions, study
+    _set_threads(a)
+    opts = StudyOptions(k=a.k, which=a.which, batch=a.batch or 0, seed=a.seed, dtype=a.dtype,
+                        batchnorm=a.batchnorm, limit=a.limit or 0, hessians=not a.no_hessians,
+                        max_restarts=a.max_restarts, device=a.device)
+    result = study(a.dir, a.out, opts, trust_model=a.trust_model, allow_changed_model=a.allow_changed_model,
+                   force=a.force, progress=not a.no_progress)
+    for line in result["claims"]:
+        print(line)
+    print(f"wrote {', '.join(STUDY_FILES)} to {a.out}", file=sys.stderr)
+    return 0
 
 
 # ============================================================================ weights in and out
@@ -397,7 +463,7 @@ def _run_command(a: argparse.Namespace) -> int:
     :func:`npgan.distributed.raised_everywhere`) is printed with the rank and ends every rank (MPI_Abort): the
     others may be waiting in a collective that will never complete."""
     cmd = {"train": cmd_train, "resume": cmd_resume, "sample": cmd_sample, "info": cmd_info,
-           "export": cmd_export, "download": cmd_download}[a.cmd]
+           "export": cmd_export, "download": cmd_download, "study": cmd_study}[a.cmd]
     try:
         return cmd(a)
     except BaseException as exc:
@@ -460,7 +526,7 @@ def _set_given(target: Any, a: argparse.Namespace, fields: tuple) -> None:
 
 
 def _config_from_args(a: argparse.Namespace) -> Any:
-    from .config import read_config
+    from .config import EXTRA_ADAM, read_config
     from .presets import make_config, use_wgan, use_wgan_gp
 
     if a.config is not None:
@@ -479,9 +545,13 @@ def _config_from_args(a: argparse.Namespace) -> Any:
     if a.wgan_gp:
         use_wgan_gp(cfg)
     _set_given(tr, a, ("gp", "gp_weight", "gp_every", "loss", "steps", "batch_size", "d_steps", "bandwidth", "z_dim",
-                       "order", "on_nan", "reuse_fake"))
+                       "order", "on_nan", "reuse_fake", "extragradient", "consensus"))
     _set_given(cfg, a, ("optimizer", "data", "data_dir", "image_size", "channels", ("width", "hidden"), "beta1",
-                        "beta2"))
+                        "beta2", "keep_checkpoints"))
+    if cfg.optimizer == EXTRA_ADAM:  # Extra-Adam: Adam, and the loop's look-ahead
+        if a.extragradient is False:
+            raise UsageError("--optimizer extragradient and --no-extragradient contradict each other")
+        cfg.optimizer, tr.extragradient = "adam", True
     if a.width is not None and a.d_width is None:
         cfg.d_hidden = 0  # --width is ngf = ndf: D follows it unless --d-width says otherwise
     _set_given(cfg, a, (("d_width", "d_hidden"),))
@@ -572,7 +642,9 @@ def cmd_train(a: argparse.Namespace) -> int:
             run.check_every = a.check_every
         print(f"npgan {__version__}: training preset {cfg.preset} ({cfg.data}, {cfg.model}, loss {tr.loss}, "
               f"{cfg.optimizer} lr {tr.lr:g}, {tr.d_steps} D step{'s' if tr.d_steps > 1 else ''} per G step"
-              f"{f', penalty {tr.gp} weight {tr.gp_weight:g} every {tr.gp_every}' if tr.gp else ''}) "
+              f"{f', penalty {tr.gp} weight {tr.gp_weight:g} every {tr.gp_every}' if tr.gp else ''}"
+              f"{', extragradient' if tr.extragradient else ''}"
+              f"{f', consensus {tr.consensus:g}' if tr.consensus > 0 else ''}) "
               f"for {tr.steps} steps on {backend.get_device()}{_distributed_note()} -> {a.out}", file=sys.stderr)
         _print_metrics(run.train(progress=not a.no_progress))
     return 0

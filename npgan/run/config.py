@@ -25,13 +25,19 @@ from ..files import atomic_write_text, open_regular
 from ..gan.config import MAX_SIZE, MAX_STEPS, TrainConfig
 from ..kde import BANDWIDTH_RULES
 
-__all__ = ["RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS", "DTYPES", "read_config",
-           "write_config"]
+__all__ = ["CONFIG_FILE", "RunConfig", "DATASETS", "MIXTURE_DATASETS", "MODELS", "OPTIMIZERS",
+           "EXTRA_ADAM", "OPTIMIZER_CHOICES", "DTYPES", "read_config", "write_config"]
 
+#: a run directory's configuration file
+CONFIG_FILE = "config.toml"
 MIXTURE_DATASETS = tuple(MIXTURES)  # ("ring8", "grid25"): the 2-D Gaussian mixtures; the rest are images
 DATASETS = (*MIXTURE_DATASETS, "digits", "mnist", "folder", "cifar10", "shapes")
 MODELS = ("mlp2d", "mlp", "mlp_bn", "dcgan")
 OPTIMIZERS = ("adam", "rmsprop")
+#: ``npgan train --optimizer``'s name for Extra-Adam; a config file spells it optimizer = "adam" with
+#: [train] extragradient = true, so it is a choice of the command line, not of RunConfig.optimizer
+EXTRA_ADAM = "extragradient"
+OPTIMIZER_CHOICES = (*OPTIMIZERS, EXTRA_ADAM)  # what npgan train --optimizer accepts
 DTYPES = ("float32", "float64")
 
 #: the size of the values G must produce for each data set (max |x|): ring8's centres lie on the unit circle,
@@ -71,6 +77,9 @@ class RunConfig:
     checkpoint_every: int = 1000
     sample_every: int = 1000
     eval_samples: int = 2500
+    #: keep a copy of every checkpoint in checkpoints/step_NNNNNN.npz (``npgan train --keep-checkpoints``), for
+    #: ``npgan study``
+    keep_checkpoints: bool = False
     # Your own networks and initial weights (npgan train --model / --init-g / --init-d): ``model = "custom"``
     # with ``model_build`` = "FILE.py:function" or "module:function", and the SHA-256 of each file used.
     model_build: str = ""
@@ -113,7 +122,12 @@ class RunConfig:
             raise ValueError(f"model 'mlp2d' is for the 2-D mixtures, not {self.data!r}")
         elif self.model != "mlp2d" and self.data in MIXTURE_DATASETS:
             raise ValueError(f"model {self.model!r} is for images; use 'mlp2d' for {self.data!r}")
+        if self.optimizer == EXTRA_ADAM:
+            raise ValueError(f'optimizer "{EXTRA_ADAM}" is Adam with the look-ahead: write optimizer = "adam" and, '
+                             'under [train], extragradient = true (npgan train --optimizer extragradient does)')
         one_of("optimizer", self.optimizer, OPTIMIZERS)
+        if not isinstance(self.keep_checkpoints, bool):
+            raise ValueError(f"keep_checkpoints must be true or false, got {self.keep_checkpoints!r}")
         one_of("dtype", self.dtype, DTYPES)
         for name in ("log_every", "checkpoint_every", "sample_every"):
             integer(name, getattr(self, name), 1, MAX_STEPS)

@@ -7,6 +7,8 @@ A run directory holds:
 * ``checkpoint.npz`` — G, D, both optimizers, the RNG state and the step (see :mod:`npgan.run.checkpoint`), written
   atomically at step 0, every ``checkpoint_every`` steps, at the end and on Ctrl-C (the history is flushed
   first, so it always reaches the checkpoint's step);
+* ``checkpoints/step_NNNNNN.npz`` — with ``keep_checkpoints`` (``npgan train --keep-checkpoints``), a copy of every
+  checkpoint as it was written, for ``npgan study`` (the spectrum of the game through training);
 * ``samples/step_NNNNNN.png`` — a fixed-noise grid of images, or a scatter of 2-D samples over the mode centres;
 * ``losses.png`` and ``metrics.json`` at the end;
 * ``.npgan.lock`` — the writer lock (:mod:`npgan.run.runlock`): one ``train``/``resume`` at a time; readers
@@ -64,23 +66,26 @@ from ..errors import DivergenceError, FileKindError, RunError, WriteError
 from ..eval import plots
 from ..eval.classifiers import digits_classifier, mnist_classifier, shapes_classifier
 from ..eval.metrics import colour_image_metrics, image_metrics, mode_metrics
-from ..files import atomic_write_text, check_target, remove_stale_temps
+from ..files import atomic_write_bytes, atomic_write_text, check_target, remove_stale_temps
 from ..gan.trainer import Trainer
 from ..tensor import Tensor
 from ..weights import WeightsError, load_into
 from . import history
 from .checkpoint import (
+    CHECKPOINT_FILE,
+    KEPT_CHECKPOINTS,
     CheckpointError,
     CheckpointWriteError,
     apply_state,
     config_hash,
+    kept_checkpoint,
     load_arrays,
     nonfinite,
     pack_state,
     save_arrays,
     unpack_state,
 )
-from .config import MIXTURE_DATASETS, RunConfig, read_config, write_config
+from .config import CONFIG_FILE, MIXTURE_DATASETS, RunConfig, read_config, write_config
 from .history import read_history
 from .machine import available_memory
 from .memory import check_memory, check_model_size, estimate_step_bytes
@@ -89,9 +94,10 @@ from .runlock import LOCK_NAME, RunLock, check_unlocked
 
 __all__ = ["Run", "RunError", "Interrupted", "evaluate", "side_noise", "read_config", "write_config",
            "estimate_step_bytes", "available_memory", "MAX_ROLLBACKS", "check_memory", "load_run_readonly",
-           "LoadedRun", "check_checkpoint_file", "writing", "read_models", "read_run_summary"]
+           "LoadedRun", "check_checkpoint_file", "writing", "read_models", "read_run_summary", "KEPT_CHECKPOINTS",
+           "kept_checkpoint"]
 
-CONFIG, HISTORY, CHECKPOINT, METRICS = "config.toml", "history.csv", "checkpoint.npz", "metrics.json"
+CONFIG, HISTORY, CHECKPOINT, METRICS = CONFIG_FILE, "history.csv", CHECKPOINT_FILE, "metrics.json"
 
 #: on_nan = "rollback" gives up (DivergenceError) after this many rollbacks in one ``train`` call
 #: (the learning rate is then 2**-MAX_ROLLBACKS of its schedule).
@@ -396,7 +402,7 @@ class Run:
             with writing(out / CONFIG):
                 write_config(out / CONFIG, cfg)
             with writing(out / HISTORY):
-                history.create(out / HISTORY)
+                history.create(out / HISTORY, self.trainer.history_fields)
         except BaseException:
             self.close()
             raise
@@ -444,6 +450,8 @@ class Run:
             run.lock = lock
             remove_stale_temps(out)  # a writer killed mid-save leaves its temporary file behind
             run.load_checkpoint(out / CHECKPOINT, read)
+            if cfg.keep_checkpoints and not kept_checkpoint(out, run.trainer.step_count).is_file():
+                run._keep_checkpoint()  # killed between the checkpoint and its copy
             run.total_steps, run.stop_at = _session_length(run.total_steps, run.trainer.step_count, steps, restretch)
             run._restore_history()
             if restretch or on_nan is not None or changed:
@@ -483,7 +491,16 @@ class Run:
                 msg = msg.replace(" is intact", f" (step {self.checkpoint_step}) is intact")
             raise CheckpointWriteError(exc.errno, msg) from None
         self.checkpoint_step = step
+        if self.cfg.keep_checkpoints:
+            self._keep_checkpoint()
         return path
+
+    def _keep_checkpoint(self) -> None:
+        """checkpoints/step_NNNNNN.npz: a copy of checkpoint.npz as it is now (written atomically)."""
+        target = kept_checkpoint(self.out, self.trainer.step_count)
+        with writing(target):
+            target.parent.mkdir(exist_ok=True)
+            atomic_write_bytes(target, (self.out / CHECKPOINT).read_bytes())
 
     def load_checkpoint(self, path: Path, read: _ReadCheckpoint | None = None) -> None:
         """Restore everything from ``path``; :class:`CheckpointError` when it does not fit, and then nothing changed.

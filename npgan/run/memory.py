@@ -48,7 +48,11 @@ def estimate_step_bytes(G: nn.Module, D: nn.Module, train: TrainConfig) -> int:
     arrays of the same sizes again; the weights' gradients add the weights' bytes W (the optimizer's temporaries
     exist for one parameter at a time):
 
-        bytes ≈ 2 · B · (a_G + 2 a_D)  +  [λ > 0]  3 · B² · itemsize (the KDE's n×n matrices)  +  W
+        bytes ≈ c · 2 · B · (a_G + 2 a_D)  +  [λ > 0]  3 · B² · itemsize (the KDE's n×n matrices)  +  W
+
+c = 1, or 4 for consensus optimisation, whose step records both players' gradients as graphs and differentiates
+them once more (tracemalloc's peak over a ring8 step at batch 512: 12.4 MB against 3.5 MB for the alternating
+step, benchmarks/cases_game.py; an extragradient step, 4.5 MB, keeps one evaluation's graph at a time: c = 1).
 
     Measured against tracemalloc's peak over a real first step it is within a factor 3 (tests/test_reliability.py).
     """
@@ -73,7 +77,8 @@ def _uses_kde(train: TrainConfig) -> bool:
 
 def _scale_estimate(per_sample: float, train: TrainConfig, batch: int) -> int:
     quad = 3 * backend.get_default_dtype().itemsize if _uses_kde(train) else 0
-    return int(2 * batch * per_sample + quad * batch * batch)
+    graphs = 4 if train.consensus > 0 else 1  # consensus: the gradients' graphs (estimate_step_bytes)
+    return int(graphs * 2 * batch * per_sample + quad * batch * batch)
 
 
 #: bytes per parameter a run holds: the weight, its gradient, two Adam moments (RMSprop: one) and the copy that
