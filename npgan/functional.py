@@ -667,6 +667,11 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma, beta):
         xp = get_array_module(x)
+        self.empty = x.size == 0  # an empty batch or image, only in evaluation (training needs m > 1)
+        if self.empty:
+            self.how = "nchw"
+            self.s = (1.0 / xp.sqrt(self.rv.astype(x.dtype, copy=False) + self.eps)).astype(x.dtype, copy=False)
+            return xp.empty(x.shape, dtype=xp.result_type(x, gamma, beta))
         how, xv = self._view(x, x.shape[1])
         per = xv.shape[0] // x.shape[0]  # rows of the view per image
         run = x.shape[-1] if x.ndim > 2 else 1  # the first level of the statistics' sums: an image row
@@ -719,8 +724,12 @@ class BatchNorm(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        xc, s, gamma, how, bounds, shifts = self.xc, self.s, self.gamma, self.how, self.bounds, self.shifts
         need = self.needs_grad
+        if self.empty:  # no element: every sum is 0, gx is empty
+            C = gy.shape[1]
+            return (xp.empty(gy.shape, dtype=gy.dtype) if need[0] else None,
+                    xp.zeros(C, dtype=gy.dtype) if need[1] else None, xp.zeros(C, dtype=gy.dtype) if need[2] else None)
+        xc, s, gamma, how, bounds, shifts = self.xc, self.s, self.gamma, self.how, self.bounds, self.shifts
         if how == "rows":
             gv = gy if gy.ndim == 2 else rows_view(gy)
             if gv is None:  # gy not channels-last: one copy into x's layout

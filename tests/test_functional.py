@@ -363,6 +363,29 @@ def test_batch_norm_without_affine_parameters_matches_the_formula():
           ref=lambda a: bn_ref(a, np.ones(3), np.zeros(3), 1e-5), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(0, 2, 3, 3), (1, 2, 0, 0), (2, 2, 3, 0), (0, 2, 0, 0), (0, 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_norm_of_an_empty_input_in_evaluation(shape, channels_last):
+    """No element: y and gx are empty, gγ = gβ = 0, twice differentiable; training refuses it (m ≤ 1)."""
+    c = shape[1]
+    x = np.zeros(shape)
+    if channels_last and x.ndim == 4:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    xt, g, b = npgan.Tensor(x, requires_grad=True), npgan.Tensor(np.ones(c), True), npgan.Tensor(np.ones(c), True)
+    y = F.batch_norm(xt, np.zeros(c), np.ones(c), g, b, training=False)
+    assert y.shape == shape
+    y.backward(np.ones(shape))
+    assert xt.grad.shape == shape
+    np.testing.assert_array_equal(g.grad, np.zeros(c))
+    np.testing.assert_array_equal(b.grad, np.zeros(c))
+    xt2, g2 = npgan.Tensor(x, requires_grad=True), npgan.Tensor(np.ones(c), True)
+    gx, = npgan.grad(F.batch_norm(xt2, np.zeros(c), np.ones(c), g2, None, training=False).sum(), [xt2],
+                     create_graph=True)
+    assert gx.shape == shape
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(npgan.Tensor(x), np.zeros(c), np.ones(c), training=True)
+
+
 def test_functional_sits_below_the_gan_objectives():
     """functional (and kde) never import losses: the objectives are built on the ops, not the other way."""
     import subprocess
