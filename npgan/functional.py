@@ -834,6 +834,10 @@ def batch_norm(x: Tensor, running_mean: Any, running_var: Any, weight: Tensor | 
     if x.ndim < 2:
         raise ValueError(f"batch_norm: input must be (N, C) or (N, C, ...), got shape {x.shape}")
     eps = real("batch_norm: eps", eps, 0, low_open=True)
+    tiny = float(backend.finfo(x.dtype).tiny)
+    if eps < tiny:  # a constant channel has s = 1/√eps, and backward takes γ·s²: finite only for eps ≥ 1/max
+        raise ValueError(f"batch_norm: eps must be at least the smallest normal {x.dtype} number ({tiny:.3g}), "
+                         f"got {eps!r}: 1/√eps would overflow for a constant channel")
     if momentum is not None:
         momentum = real("batch_norm: momentum (or None)", momentum, 0, 1)
     C = x.shape[1]

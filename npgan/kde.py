@@ -233,6 +233,10 @@ class KDEEntropy(Function):
         L = _sq_dists(xc)                      # the one (n, n) buffer, reused in place to the end
         self.scale = s
         self.sigma = sigma = _rule_bandwidth(xs, bw, L, top) * s if isinstance(bw, str) else float(bw)
+        if sigma * float(backend.finfo(x2.dtype).max) < 1.0:  # the gradient is of order 1/σ (subnormal points)
+            raise ValueError(f"kde_entropy: bandwidth {sigma:.3g} is below 1/max of {x2.dtype} "
+                             f"({1 / float(backend.finfo(x2.dtype).max):.3g}): the points' gradient, of order 1/σ, "
+                             f"would overflow; scale the points up or use float64")
         r = s / sigma                          # 1/σ' with σ' = σ/s, the bandwidth of the scaled points
         inv2s2 = 0.5 * r * r                   # 1/(2σ'²): 0 when σ ≫ the data, inf when σ ≪ it
         if isinstance(inv2s2, float):          # on a GPU with a fixed σ this check would cost a sync: there an
@@ -280,6 +284,11 @@ class KDEEntropy(Function):
         # xc is (x − x_c)/s: 1/(nσ²) · (… s·xc) = (s/σ)² / (n s) · (… xc), each factor finite
         rs = s / self.sigma
         c = rs / n * rs / s                    # a Python float, or on a GPU a float64 0-d array
+        if isinstance(c, float) and c > float(backend.finfo(g.dtype).max):  # data near the underflow (σ ~ 1e-48
+            # in float32): the scale alone overflows g's dtype; in float64 a zero of g (coinciding points) stays 0
+            # and only a gradient that does overflow becomes inf
+            f64 = backend.float64
+            return (g.astype(f64) * (gy.astype(f64) * c)).astype(g.dtype).reshape(self.shape)
         g *= gy * (c if isinstance(c, float) else c.astype(g.dtype))  # scaled in g's dtype either way
         return g.reshape(self.shape)
 

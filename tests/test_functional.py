@@ -386,6 +386,18 @@ def test_batch_norm_of_an_empty_input_in_evaluation(shape, channels_last):
         F.batch_norm(npgan.Tensor(x), np.zeros(c), np.ones(c), training=True)
 
 
+@pytest.mark.parametrize("dtype, eps", [(np.float32, 1e-39), (np.float32, 1.9e-84), (np.float64, 5e-324)])
+def test_batch_norm_refuses_an_eps_whose_root_overflows(dtype, eps):
+    """A constant channel normalises by 1/√eps: below the dtype's smallest normal number, y or gx is 0·inf."""
+    x = npgan.Tensor(np.zeros((2, 1), dtype), requires_grad=True)
+    with pytest.raises(ValueError, match="eps must be at least the smallest normal"):
+        F.batch_norm(x, None, None, training=True, eps=eps)
+    tiny = float(np.finfo(dtype).tiny)  # the smallest eps taken: y and gx stay finite
+    y = F.batch_norm(x, None, None, training=True, eps=tiny)
+    y.backward(np.ones((2, 1), dtype))
+    assert np.isfinite(y.data).all() and np.isfinite(x.grad).all()
+
+
 def test_functional_sits_below_the_gan_objectives():
     """functional (and kde) never import losses: the objectives are built on the ops, not the other way."""
     import subprocess

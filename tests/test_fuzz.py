@@ -543,7 +543,10 @@ def test_prdc(real, fake, k):
     if failed(r):
         return
     if finite(real) and finite(fake):
-        assert all(0 <= v <= max(1, k) for v in r.values()), r
+        # density = (1/(kM)) Σ_j Σ_i [f_j ∈ B(r_i)] counts each fake once per real ball it falls in: at most N/k
+        # (every fake in all N balls); the other three are fractions
+        assert 0 <= r["density"] <= real.shape[0] / k, r
+        assert all(0 <= v <= 1 for name, v in r.items() if name != "density"), r
 
 
 @fuzz

@@ -238,6 +238,18 @@ def test_no_nan_or_inf(dt, loo):
         assert np.abs(g).max() < 1e-3  # exactly 0: centred, equal rows are exactly 0 (npgan/kde.py, _centre)
 
 
+@pytest.mark.parametrize("rule", ["scott", "median"])
+def test_subnormal_points_are_refused_and_tiny_ones_stay_finite(rule):
+    """The gradient is of order 1/σ: subnormal float32 points (σ ~ 1e-41) would give inf·0 or inf, so they are
+    one ValueError; at 1e-30 σ is small but 1/σ fits float32, and the gradient is finite."""
+    with pytest.raises(ValueError, match="below 1/max of float32"):
+        kde_entropy(npgan.Tensor(np.array([[3.19e-41], [0.0], [1e-41]], np.float32), requires_grad=True), rule)
+    t = npgan.Tensor(np.array([[1e-30], [0.0], [2.5e-30]], np.float32), requires_grad=True)
+    h = kde_entropy(t, rule)
+    h.backward()
+    assert np.isfinite(h.item()) and np.isfinite(t.grad).all() and np.abs(t.grad).max() > 0
+
+
 @pytest.mark.parametrize("loo", [False, True])
 def test_float32_agrees_with_float64_at_small_sigma(loo):
     # σ = 1e-3 × the scale: nearly every exponent falls below the −80 clamp of float32. Both precisions get the
