@@ -109,6 +109,16 @@ def test_save_and_load_classifier(tmp_path, shipped, digits):
         shipped.log_proba(np.zeros((2, 1, 28, 28), np.float32))
 
 
+@pytest.mark.parametrize("meta", ["[" * 100_000 + "]" * 100_000, "[1, 2]", "\"text\""])
+def test_a_classifier_file_with_hostile_meta_is_one_line(tmp_path, meta):
+    """Deeply nested JSON (a RecursionError in the parser) or JSON that is not an object: one ValueError naming
+    the file, never a traceback from inside the loader."""
+    path = tmp_path / "c.npz"
+    np.savez(path, meta=np.array(meta), **{"param/0.weight": np.zeros((2, 2), np.float32)})
+    with pytest.raises(ValueError, match="c.npz is not a classifier file"):
+        classifiers.load_classifier(path)
+
+
 def _write_digits_as_mnist(d):
     """The 8×8 digits blown up to 28×28 (3× nearest-neighbour + 2-pixel border) as IDX files."""
     for split, (img, lab) in data.MNIST_FILES.items():

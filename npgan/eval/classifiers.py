@@ -163,9 +163,12 @@ def load_classifier(path: str | os.PathLike) -> MLPClassifier:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             state = {k[len("param/"):]: z[k] for k in z.files if k.startswith("param/")}
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, RecursionError) as exc:  # RecursionError: JSON nested too deep
         raise ValueError(f"load_classifier: {path} is not a classifier file "
-                         f"({type(exc).__name__}: {exc})") from None
+                         f"({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"load_classifier: {path} is not a classifier file (its meta is a {type(meta).__name__}, "
+                         f"not an object)")
     if meta.get("format") != _FORMAT:
         raise ValueError(f"load_classifier: {path} has format {meta.get('format')!r}, expected {_FORMAT}")
     model = MLPClassifier(tuple(meta["image_shape"]), meta["hidden"], meta["n_classes"])
