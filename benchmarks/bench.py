@@ -182,6 +182,19 @@ def load_cases() -> list[Case]:
     return cases
 
 
+def thread_counts_of(text: str, prog: str) -> list[int] | None:
+    """``--threads``' value ("2" or "1,2") as a list of positive counts; None after one error line on stderr."""
+    try:
+        counts = [int(t) for t in text.split(",")]
+        if min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        print(f"{prog}: error: --threads must be positive integers separated by commas, got {text!r}",
+              file=sys.stderr)
+        return None
+    return counts
+
+
 def machine_line(torch: Any = None) -> str:
     """The CPU model, its SIMD flags, the BLAS (library, version, kernel, threads) and PyTorch's CPU capability:
     conv speed ratios move with these (AVX2 against AVX-512 changes PyTorch's by about 1.5x)."""
@@ -265,13 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_cpu and args.device != "gpu":
         ap.error("--compare-cpu needs --device gpu")
 
-    try:
-        thread_counts = [int(t) for t in args.threads.split(",")]
-        if min(thread_counts) < 1:
-            raise ValueError
-    except ValueError:
-        print(f"bench.py: error: --threads must be positive integers separated by commas, got {args.threads!r}",
-              file=sys.stderr)
+    thread_counts = thread_counts_of(args.threads, "bench.py")
+    if thread_counts is None:
         return 2
 
     import npgan

@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench import load_cases, machine_line, time_rounds, use_threads  # noqa: E402
+from bench import load_cases, machine_line, thread_counts_of, time_rounds, use_threads  # noqa: E402
 
 import npgan  # noqa: E402
 from npgan import conv_fast, parallel  # noqa: E402
@@ -180,13 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="time by the thread's CPU time (for --threads 1 on a busy machine)")
     ap.add_argument("--json", default=None, help="also write the rows here")
     args = ap.parse_args(argv)
-    try:
-        thread_counts = [int(t) for t in args.threads.split(",")]
-        if min(thread_counts) < 1:
-            raise ValueError
-    except ValueError:
-        print(f"floor.py: error: --threads must be positive integers separated by commas, got {args.threads!r}",
-              file=sys.stderr)
+    thread_counts = thread_counts_of(args.threads, "floor.py")
+    if thread_counts is None:
         return 2
     if args.cpu_clock and thread_counts != [1]:
         print(f"floor.py: error: --cpu-clock times one thread's CPU time; it needs --threads 1, got {args.threads!r}",

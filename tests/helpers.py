@@ -138,6 +138,29 @@ def run_cli(args, capsys):
     return rc, out, err
 
 
+def one_error_line(err):
+    """The one line ``npgan: error: ...`` that stderr ``err`` holds (asserted: nothing else, no traceback)."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("npgan: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def hand_adam(eta, b1, b2, eps):
+    """Adam written out by hand (PyTorch's bias-corrected update) as a function ``(p, g) -> next p`` that keeps its
+    own moments and step count, for tests that check an optimizer loop against it step by step."""
+    state = {"m": 0.0, "v": 0.0, "t": 0}
+
+    def step(p, g):
+        state["m"] = b1 * state["m"] + (1 - b1) * g
+        state["v"] = b2 * state["v"] + (1 - b2) * g * g
+        state["t"] += 1
+        t = state["t"]
+        return p - eta / (1 - b1 ** t) * state["m"] / (np.sqrt(state["v"]) / (1 - b2 ** t) ** 0.5 + eps)
+
+    return step
+
+
 def ring8_config(steps, **over):
     """ring8, batch 64, its lr 1e-3 -> 1e-4 and λ 0.1 -> 0 schedules over ``steps``; small intervals (log every
     5 steps, a checkpoint every 10, 200 evaluation samples, no sample images); ``over`` sets RunConfig fields."""

@@ -13,10 +13,9 @@ Against hand-written steps in float64:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+from helpers import hand_adam
 from test_extragradient import TOL, dirac, mlp, state
 
 import npgan
@@ -50,14 +49,7 @@ def test_consensus_with_adam_and_with_extragradient():
     for extra in (False, True):
         x = np.array([0.6, 0.7])
         tr, G, D = dirac(*x, eta, opt="adam", extragradient=extra, consensus=gamma)
-        m, v, t = np.zeros(2), np.zeros(2), 0
-
-        def adam(p, g):
-            nonlocal m, v, t
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g * g
-            t += 1
-            return p - eta / (1 - b1 ** t) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
+        adam = hand_adam(eta, b1, b2, eps)
 
         def g(y):
             return A @ y + gamma * y  # v + γ AᵀA y

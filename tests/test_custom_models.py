@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_error_line, run_cli
 
 import npgan
 from npgan import backend
@@ -68,17 +69,7 @@ SWISH_BACKWARD_GRAPH = '''
 '''
 
 
-def _cli(args, capsys):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
-
-def _one_error_line(err):
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("npgan: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def _error_after_banner(err):
@@ -110,9 +101,9 @@ def _tree(d: Path):
 def test_a_function_without_double_backward_is_refused_under_gp_before_anything_is_written(gp, tmp_path, capsys):
     f = _swish(tmp_path)
     out = tmp_path / "runs" / "swish"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--gp", gp, "--steps", "2", *FAST,
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--gp", gp, "--steps", "2", *FAST,
                        "--out", out], capsys)
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert rc == 2
     assert f"Swish (defined at {f}:{_line_of(f, 'class Swish')}) has no backward_graph" in line, line
     assert f"--gp {gp} needs" in line and "docs/extending.md" in line
@@ -121,11 +112,11 @@ def test_a_function_without_double_backward_is_refused_under_gp_before_anything_
 
 def test_the_same_op_trains_without_gp_and_with_its_backward_graph(tmp_path, capsys):
     f = _swish(tmp_path)
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST,
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST,
                        "--out", tmp_path / "plain"], capsys)
     assert rc == 0, err  # no penalty: backward is enough
     g = _swish(tmp_path, backward_graph=True, name="swish_gg.py")
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{g}:build", "--gp", "r1", "--steps", "3", *FAST,
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{g}:build", "--gp", "r1", "--steps", "3", *FAST,
                        "--out", tmp_path / "gp"], capsys)
     assert rc == 0, err
     rows = (tmp_path / "gp" / "history.csv").read_text().splitlines()
@@ -138,9 +129,9 @@ def test_a_function_without_backward_is_refused_naming_its_class(tmp_path, capsy
                                                                "        return gy * (s + self.x * s * (1 - s))\n",
                                                                ""))
     out = tmp_path / "r"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST, "--out", out],
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST, "--out", out],
                       capsys)
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert rc == 2 and "the backward pass of a training step on 2 samples (cpu) failed" in line, line
     assert f"NotImplementedError in Swish (defined at {f}:{_line_of(f, 'class Swish')})" in line
     assert not out.exists()
@@ -154,9 +145,9 @@ def test_numpy_inside_an_op_is_refused_on_the_gpu_before_anything_is_written(tmp
                  .replace("xp.exp(-x)", "xp.exp(-xp.asarray(x))"))  # a host copy of a device array: refused
     out = tmp_path / "r"
     with standin.installed(device=False), _back_to_cpu():
-        rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--device", "gpu", "--steps",
+        rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--device", "gpu", "--steps",
                            "2", *FAST, "--out", out], capsys)
-        line = _one_error_line(err)
+        line = one_error_line(err)
         assert rc == 2 and "G failed on a batch of 2 (StandinTypeError: " in line, line
         assert f"at {f}:{_line_of(f, 'self.x, self.s =')} (in Swish.forward)" in line
         assert "get_array_module(x), never numpy directly" in line
@@ -238,7 +229,7 @@ def _picky(tmp_path, fail_after=0, raise_="raise RuntimeError('no batches of 32 
 def test_an_exception_in_your_model_while_training_is_one_line_and_the_new_directory_goes(tmp_path, capsys):
     f = _picky(tmp_path)
     out = tmp_path / "new" / "deeper" / "run"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "5", *FAST, "--out", out],
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "5", *FAST, "--out", out],
                       capsys)
     line = _error_after_banner(err)
     assert rc == 2
@@ -256,7 +247,7 @@ def test_a_directory_that_was_there_before_keeps_everything_it_had(tmp_path, cap
     (out / "samples" / "mine.png").write_bytes(b"my own picture, not npgan's")
     (out / ".hidden.npgan.tmp").write_bytes(b"not a temporary file of this run")
     before = _tree(out)
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "5", *FAST, "--out", out],
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "5", *FAST, "--out", out],
                       capsys)
     line = _error_after_banner(err)
     assert rc == 2 and f"the files this run wrote in {out} were removed" in line and "the rest is kept" in line
@@ -264,7 +255,7 @@ def test_a_directory_that_was_there_before_keeps_everything_it_had(tmp_path, cap
     # and the directory takes a new run, as before
     g = tmp_path / "fine.py"
     g.write_text(PICKY.replace("FAIL_AFTER", "10**9").replace("RAISE", "pass"))
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{g}:build", "--steps", "2", *FAST, "--out", out],
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{g}:build", "--steps", "2", *FAST, "--out", out],
                       capsys)
     assert rc == 0, err
     assert (out / "notes.txt").read_text() == "my notes"
@@ -303,7 +294,7 @@ def test_a_helper_module_beside_the_model_is_blamed_at_its_own_line(tmp_path, ca
     path_before = list(sys.path)
     out = tmp_path / "r"
     try:
-        rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST,
+        rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST,
                            "--out", out], capsys)
     finally:
         sys.modules.pop("blocks_for_ux_test", None)
@@ -323,9 +314,9 @@ def test_your_code_cannot_choose_npgans_exit_status(where, tmp_path, capsys):
         f.write_text(("raise SystemExit(3)\n" if where == "import" else "") +
                      "def build(config):\n    raise SystemExit(3)\n")
     out = tmp_path / "r"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST, "--out", out],
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST, "--out", out],
                       capsys)
-    line = _error_after_banner(err) if where == "training" else _one_error_line(err)
+    line = _error_after_banner(err) if where == "training" else one_error_line(err)
     assert rc == 2 and "SystemExit: 3 at " in line and str(f) in line, line
     assert not out.exists()
 
@@ -359,7 +350,7 @@ def test_the_model_file_imports_modules_beside_it(tmp_path, capsys, monkeypatch)
                  "    return mlp(config.train.z_dim, H, 2), mlp(2, H, 1)\n")
     path_before = list(sys.path)
     try:
-        rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST,
+        rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST,
                            "--out", tmp_path / "r"], capsys)
         assert rc == 0, err
         assert sys.path == path_before  # put back after the import

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import hand_adam
 
 import npgan
 from npgan import backend, nn, optim
@@ -81,14 +82,7 @@ def test_extra_adam_updates_the_moments_at_both_half_steps():
     x = np.array([0.8, -0.3])
     tr, G, D = dirac(*x, eta, opt="adam")
     A = np.array([[0.0, -1.0], [1.0, 0.0]])
-    m, v, t = np.zeros(2), np.zeros(2), 0
-
-    def adam(p, g):
-        nonlocal m, v, t
-        m = b1 * m + (1 - b1) * g
-        v = b2 * v + (1 - b2) * g * g
-        t += 1
-        return p - eta / (1 - b1 ** t) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
+    adam = hand_adam(eta, b1, b2, eps)
 
     for _ in range(30):
         half = adam(x, A @ x)     # the look-ahead: an Adam step, moments and count updated

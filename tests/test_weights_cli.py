@@ -13,6 +13,7 @@ from pathlib import Path
 import error_bounds
 import numpy as np
 import pytest
+from helpers import one_error_line, run_cli
 
 import npgan
 from npgan import nn
@@ -26,16 +27,7 @@ from npgan.run.presets import build_models, check_models, make_config
 FAST = ["--no-progress"]
 
 
-def _cli(args, capsys):
-    rc = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
-
-def _one_error_line(err):
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("npgan: error: "), err
-    return lines[0]
 
 
 def _snapshot(d: Path):
@@ -67,7 +59,7 @@ def test_export_holds_the_checkpoint_weights_and_buffers(runs, preset, tmp_path,
     arrays, meta = load_arrays(run / "checkpoint.npz")
     for net in ("G", "D"):
         f = tmp_path / f"{net}.safetensors"
-        rc, _, err = _cli(["export", run, "--net", net, "--out", f], capsys)
+        rc, _, err = run_cli(["export", run, "--net", net, "--out", f], capsys)
         assert rc == 0, err
         state, md = npgan.load(f)
         want = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{net}/")}
@@ -80,7 +72,7 @@ def test_export_holds_the_checkpoint_weights_and_buffers(runs, preset, tmp_path,
         assert md["preset"] == preset and md["step"] == str(meta["step"]) and md["net"] == net
         assert md["npgan_version"] == npgan.__version__ and "Sequential(" in md["architecture"]
     both = tmp_path / "both.safetensors"
-    assert _cli(["export", run, "--net", "both", "--out", both], capsys)[0] == 0
+    assert run_cli(["export", run, "--net", "both", "--out", both], capsys)[0] == 0
     state, _ = npgan.load(both)
     assert sorted(state) == sorted(k.replace("/", ".", 1) for k in arrays if k[:2] in ("G/", "D/"))
 
@@ -94,7 +86,7 @@ def test_export_into_pytorch_gives_the_same_samples(runs, preset, tmp_path, caps
     from npgan.interop import to_torch
     run = runs[preset]
     f = tmp_path / "g.safetensors"
-    assert _cli(["export", run, "--out", f], capsys)[0] == 0
+    assert run_cli(["export", run, "--out", f], capsys)[0] == 0
     cfg = make_config(preset)
     G_fresh, _ = build_models(cfg)  # another G's weights: only the file can make the twin agree
     twin = to_torch(G_fresh)
@@ -113,29 +105,29 @@ def test_export_is_read_only(runs, tmp_path, capsys):
     run = runs["digits-dcgan"]
     before = _snapshot(run)
     for net in ("G", "D", "both"):
-        assert _cli(["export", run, "--net", net, "--out", tmp_path / f"{net}.safetensors"], capsys)[0] == 0
-    rc, _, err = _cli(["export", run, "--out", run / "inside.safetensors"], capsys)
-    assert rc == 2 and "inside the run directory" in _one_error_line(err)
+        assert run_cli(["export", run, "--net", net, "--out", tmp_path / f"{net}.safetensors"], capsys)[0] == 0
+    rc, _, err = run_cli(["export", run, "--out", run / "inside.safetensors"], capsys)
+    assert rc == 2 and "inside the run directory" in one_error_line(err)
     assert _snapshot(run) == before
 
 
 def test_export_refuses_an_existing_out_unless_force(runs, tmp_path, capsys):
     f = tmp_path / "g.safetensors"
     f.write_bytes(b"keep me")
-    rc, _, err = _cli(["export", runs["ring8"], "--out", f], capsys)
-    assert rc == 2 and "--force" in _one_error_line(err) and f.read_bytes() == b"keep me"
-    assert _cli(["export", runs["ring8"], "--out", f, "--force"], capsys)[0] == 0
+    rc, _, err = run_cli(["export", runs["ring8"], "--out", f], capsys)
+    assert rc == 2 and "--force" in one_error_line(err) and f.read_bytes() == b"keep me"
+    assert run_cli(["export", runs["ring8"], "--out", f, "--force"], capsys)[0] == 0
     assert set(npgan.load(f)[0]) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
     for bad, why in ((tmp_path / "g.npz", ".safetensors"), (tmp_path / "none" / "g.safetensors", None)):
-        rc, _, err = _cli(["export", tmp_path / "no-run", "--out", bad], capsys)
-        assert rc == 2 and (why or "does not exist") in _one_error_line(err)
+        rc, _, err = run_cli(["export", tmp_path / "no-run", "--out", bad], capsys)
+        assert rc == 2 and (why or "does not exist") in one_error_line(err)
         assert not bad.exists()
 
 
 # ============================================================================ --init-g / --init-d
 def test_init_g_from_an_exported_file_is_g_at_step_0_and_resume_keeps_training(runs, tmp_path, capsys):
     f = tmp_path / "g.safetensors"
-    assert _cli(["export", runs["ring8"], "--out", f], capsys)[0] == 0
+    assert run_cli(["export", runs["ring8"], "--out", f], capsys)[0] == 0
     want, _ = npgan.load(f)
     cfg = make_config("ring8")
     cfg.init_g = str(f)
@@ -146,7 +138,7 @@ def test_init_g_from_an_exported_file_is_g_at_step_0_and_resume_keeps_training(r
                               ["D/0.weight"])  # D is not touched
     # through the command line: the file's SHA-256 is recorded, resume continues from the checkpoint
     out = tmp_path / "cli"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--steps", "3", "--batch-size", "32", *FAST,
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--steps", "3", "--batch-size", "32", *FAST,
                        "--init-g", f, "--out", out], capsys)
     assert rc == 0, err
     cfg2 = read_config(out / "config.toml")
@@ -157,8 +149,8 @@ def test_init_g_from_an_exported_file_is_g_at_step_0_and_resume_keeps_training(r
     assert np.array_equal(resumed.G.state_dict()["0.weight"], trained)  # no re-init on resume
     # `train --config` of that run repeats the init, but not from a file that changed since
     npgan.save(want, f, {"edited": "yes"})  # same tensors, other bytes
-    rc, _, err = _cli(["train", "--config", out / "config.toml", *FAST, "--out", tmp_path / "again"], capsys)
-    assert rc == 2 and "has changed since the config recorded it" in _one_error_line(err)
+    rc, _, err = run_cli(["train", "--config", out / "config.toml", *FAST, "--out", tmp_path / "again"], capsys)
+    assert rc == 2 and "has changed since the config recorded it" in one_error_line(err)
     assert not (tmp_path / "again").exists()
 
 
@@ -169,16 +161,16 @@ def test_one_network_from_a_file_and_the_other_fresh_is_warned_about(runs, tmp_p
     files = {}
     for net in ("G", "D"):
         files[net] = tmp_path / f"{net}.safetensors"
-        assert _cli(["export", runs["ring8"], "--net", net, "--out", files[net]], capsys)[0] == 0
+        assert run_cli(["export", runs["ring8"], "--net", net, "--out", files[net]], capsys)[0] == 0
     common = ["train", "--preset", "ring8", "--steps", "1", "--batch-size", "32", *FAST]
     for given, other in (("g", "d"), ("d", "g")):
-        rc, _, err = _cli([*common, f"--init-{given}", files[given.upper()], "--out", tmp_path / given], capsys)
+        rc, _, err = run_cli([*common, f"--init-{given}", files[given.upper()], "--out", tmp_path / given], capsys)
         assert rc == 0, err
         warned = [ln for ln in err.splitlines() if ln.startswith("npgan: warning:")]
         assert warned == [f"npgan: warning: --init-{given} without --init-{other}: {ONE_SIDED_INIT[given]}; give "
                           f"--init-{other} the {other.upper()} trained with it to keep both"], err
     for extra in (["--init-g", files["G"], "--init-d", files["D"]], []):
-        rc, _, err = _cli([*common, *extra, "--out", tmp_path / f"x{len(extra)}"], capsys)
+        rc, _, err = run_cli([*common, *extra, "--out", tmp_path / f"x{len(extra)}"], capsys)
         assert rc == 0 and "warning" not in err, err
 
 
@@ -191,19 +183,19 @@ def test_init_file_that_does_not_fit_is_refused_in_one_line_and_nothing_is_writt
     f = tmp_path / "bad.safetensors"
     npgan.save(state, f)
     out = tmp_path / "r"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--steps", "2", *FAST, "--init-g", f, "--out", out], capsys)
-    line = _one_error_line(err)
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--steps", "2", *FAST, "--init-g", f, "--out", out], capsys)
+    line = one_error_line(err)
     assert rc == 2 and "--init-g" in line
     assert "missing [0.bias]" in line and "unexpected [5.weight]" in line
     assert "4.weight (file (3, 128), model (2, 128))" in line
     assert not out.exists()
     # another preset's D (a DCGAN's) as ring8's D; a file that is not there
     dfile = tmp_path / "d.safetensors"
-    assert _cli(["export", runs["digits-dcgan"], "--net", "D", "--out", dfile], capsys)[0] == 0
-    rc, _, err = _cli(["train", "--preset", "ring8", *FAST, "--init-d", dfile, "--out", out], capsys)
-    assert rc == 2 and "--init-d" in _one_error_line(err) and "missing" in err and not out.exists()
-    rc, _, err = _cli(["train", "--preset", "ring8", *FAST, "--init-d", tmp_path / "nope", "--out", out], capsys)
-    assert rc == 2 and "does not exist" in _one_error_line(err) and not out.exists()
+    assert run_cli(["export", runs["digits-dcgan"], "--net", "D", "--out", dfile], capsys)[0] == 0
+    rc, _, err = run_cli(["train", "--preset", "ring8", *FAST, "--init-d", dfile, "--out", out], capsys)
+    assert rc == 2 and "--init-d" in one_error_line(err) and "missing" in err and not out.exists()
+    rc, _, err = run_cli(["train", "--preset", "ring8", *FAST, "--init-d", tmp_path / "nope", "--out", out], capsys)
+    assert rc == 2 and "does not exist" in one_error_line(err) and not out.exists()
 
 
 def test_init_d_from_pytorch_safetensors(tmp_path, capsys):
@@ -222,7 +214,7 @@ def test_init_d_from_pytorch_safetensors(tmp_path, capsys):
     x = np.random.default_rng(1).standard_normal((8, 2)).astype(np.float32)
     error_bounds.check_twins(run.D, D_torch, x, "--init-d")  # each within its float32 bound of the float64 twin
     out = tmp_path / "cli"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--steps", "2", "--batch-size", "32", *FAST,
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--steps", "2", "--batch-size", "32", *FAST,
                        "--init-d", f, "--out", out], capsys)
     assert rc == 0, err
     assert read_config(out / "config.toml").init_d_sha256 == _sha(f)
@@ -246,20 +238,20 @@ def test_model_file_end_to_end(tmp_path, capsys):
     f = tmp_path / "my_gan.py"
     f.write_text(MODEL)
     out = tmp_path / "mine"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "3", "--batch-size", "32",
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "3", "--batch-size", "32",
                        *FAST, "--out", out], capsys)
     assert rc == 0, err
     cfg = read_config(out / "config.toml")
     assert cfg.model == "custom" and cfg.model_build == f"{f.resolve()}:build" and cfg.model_sha256 == _sha(f)
     assert load_arrays(out / "checkpoint.npz")[1]["arch"]["G"]["0.weight"] == [32, 16]
     assert not (tmp_path / "__pycache__").exists()  # the user's folder is left as it was
-    assert _cli(["resume", out, "--steps", "5", *FAST], capsys)[0] == 0
+    assert run_cli(["resume", out, "--steps", "5", *FAST], capsys)[0] == 0
     assert load_arrays(out / "checkpoint.npz")[1]["step"] == 5
-    rc, _, err = _cli(["sample", out, "--n", "7", "--out", tmp_path / "s.npy", "--trust-model"], capsys)
+    rc, _, err = run_cli(["sample", out, "--n", "7", "--out", tmp_path / "s.npy", "--trust-model"], capsys)
     assert rc == 0, err
     assert np.load(tmp_path / "s.npy").shape == (7, 2)
     g = tmp_path / "g.safetensors"
-    assert _cli(["export", out, "--out", g, "--trust-model"], capsys)[0] == 0
+    assert run_cli(["export", out, "--out", g, "--trust-model"], capsys)[0] == 0
     _, md = npgan.load(g)
     assert md["model_sha256"] == _sha(f) and md["model"] == "custom"
     torch_or_skip()
@@ -276,23 +268,23 @@ def test_model_file_end_to_end(tmp_path, capsys):
     # a changed file: refused (resume, export, sample) unless --allow-changed-model; the new hash is then recorded
     f.write_text(MODEL + "\n# a comment\n")
     before = _snapshot(out)
-    rc, _, err = _cli(["resume", out, "--steps", "6", *FAST], capsys)
-    assert rc == 2 and "has changed since the run was created" in _one_error_line(err)
-    rc, _, err = _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model"], capsys)
-    assert rc == 2 and "--allow-changed-model" in _one_error_line(err)
-    rc, _, err = _cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model"], capsys)
-    assert rc == 2 and "has changed" in _one_error_line(err) and not (tmp_path / "s2.npy").exists()
+    rc, _, err = run_cli(["resume", out, "--steps", "6", *FAST], capsys)
+    assert rc == 2 and "has changed since the run was created" in one_error_line(err)
+    rc, _, err = run_cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model"], capsys)
+    assert rc == 2 and "--allow-changed-model" in one_error_line(err)
+    rc, _, err = run_cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model"], capsys)
+    assert rc == 2 and "has changed" in one_error_line(err) and not (tmp_path / "s2.npy").exists()
     assert _snapshot(out) == before
-    assert _cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model", "--allow-changed-model"],
+    assert run_cli(["sample", out, "--out", tmp_path / "s2.npy", "--trust-model", "--allow-changed-model"],
                 capsys)[0] == 0  # the option the message names is accepted by every command that gives it
-    assert _cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model", "--allow-changed-model"],
+    assert run_cli(["export", out, "--out", tmp_path / "g2.safetensors", "--trust-model", "--allow-changed-model"],
                 capsys)[0] == 0
-    assert _cli(["resume", out, "--steps", "6", *FAST, "--allow-changed-model"], capsys)[0] == 0
+    assert run_cli(["resume", out, "--steps", "6", *FAST, "--allow-changed-model"], capsys)[0] == 0
     assert read_config(out / "config.toml").model_sha256 == _sha(f)
     # a changed architecture does not fit the checkpoint, allowed or not
     f.write_text(MODEL.replace("h = config.train.z_dim, 32", "h = config.train.z_dim, 48"))
-    rc, _, err = _cli(["resume", out, "--steps", "7", *FAST, "--allow-changed-model"], capsys)
-    assert rc == 2 and "another architecture" in _one_error_line(err)
+    rc, _, err = run_cli(["resume", out, "--steps", "7", *FAST, "--allow-changed-model"], capsys)
+    assert rc == 2 and "another architecture" in one_error_line(err)
 
 
 BAD_MODELS = {
@@ -322,9 +314,9 @@ def test_bad_model_file_is_one_line_exit_2_nothing_written(case, tmp_path, capsy
     if text is not None:
         f.write_text(text)
     out = tmp_path / "r"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST, "--out", out],
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", f"{f}:build", "--steps", "2", *FAST, "--out", out],
                       capsys)
-    line = _one_error_line(err)
+    line = one_error_line(err)
     assert rc == 2 and why in line, line
     assert not out.exists()
 
@@ -333,14 +325,14 @@ def test_model_as_module_function(tmp_path, capsys, monkeypatch):
     (tmp_path / "gan_mod_cli18.py").write_text(MODEL)
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "r"
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", "gan_mod_cli18:build", "--steps", "2",
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", "gan_mod_cli18:build", "--steps", "2",
                        "--batch-size", "32", *FAST, "--out", out], capsys)
     assert rc == 0, err
     cfg = read_config(out / "config.toml")
     assert cfg.model_build == "gan_mod_cli18:build" and cfg.model_sha256 == _sha(tmp_path / "gan_mod_cli18.py")
-    rc, _, err = _cli(["train", "--preset", "ring8", "--model", "no_such_mod_cli18:build", *FAST,
+    rc, _, err = run_cli(["train", "--preset", "ring8", "--model", "no_such_mod_cli18:build", *FAST,
                        "--out", tmp_path / "r2"], capsys)
-    assert rc == 2 and "no module named 'no_such_mod_cli18'" in _one_error_line(err)
+    assert rc == 2 and "no module named 'no_such_mod_cli18'" in one_error_line(err)
 
 
 def test_sigmoid_check_applies_to_every_model():
