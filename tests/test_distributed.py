@@ -399,6 +399,13 @@ def _long_run(tmp_path: Path, n: int, extra: list | None = None, env: dict | Non
                      "--out", "r", *(extra or [])], tmp_path, env)
 
 
+def _interrupted_step(rc, err):
+    """The step of the one "interrupted at step N" line a stopped run prints, after asserting exit 130."""
+    assert rc == 130, err
+    assert err.count("npgan: interrupted at step") == 1, err
+    return int(err.split("interrupted at step ")[1].split(":")[0])
+
+
 @needs_mpi
 def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     ranks = _long_run(tmp_path, 3)
@@ -408,9 +415,7 @@ def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
         rc, _, err = ranks.finish(timeout=300)
     finally:
         ranks.kill()
-    assert rc == 130, err
-    assert err.count("npgan: interrupted at step") == 1, err
-    step = int(err.split("interrupted at step ")[1].split(":")[0])
+    step = _interrupted_step(rc, err)
     _, meta = load_arrays(tmp_path / "r" / "checkpoint.npz")
     assert meta["step"] == step and read_history(tmp_path / "r" / "history.csv")[-1]["step"] == step
 
@@ -426,9 +431,7 @@ def test_ctrl_c_to_nproc_stops_every_rank_with_a_checkpoint(tmp_path):
         rc, _, err = ranks.finish(timeout=300)
     finally:
         ranks.kill()
-    assert rc == 130, err
-    assert err.count("npgan: interrupted at step") == 1, err
-    step = int(err.split("interrupted at step ")[1].split(":")[0])
+    step = _interrupted_step(rc, err)
     assert load_arrays(tmp_path / "r" / "checkpoint.npz")[1]["step"] == step
 
 

@@ -137,14 +137,19 @@ def _same_size_other_bytes(path):
     return buf.read_bytes()
 
 
-def test_an_in_place_edit_that_keeps_size_and_mtime_is_seen(tmp_path):
-    """cp -p: the same inode, new bytes, the old size and mtime put back (the ctime cannot be put back)."""
+def _a_cache_and_a_same_size_edit(tmp_path):
+    """A folder with its cache built: (root, the dataset, image 2's pixels, its path, its stat, the bytes of another
+    picture of the same file size, also left at im2.tmp.png)."""
     root = _folder(tmp_path / "photos")
     ds = _open(root)
-    want_old = np.array(ds.images[2])
     path = root / "im2.png"
     st = os.stat(path)
-    new = _same_size_other_bytes(path)
+    return root, ds, np.array(ds.images[2]), path, st, _same_size_other_bytes(path)
+
+
+def test_an_in_place_edit_that_keeps_size_and_mtime_is_seen(tmp_path):
+    """cp -p: the same inode, new bytes, the old size and mtime put back (the ctime cannot be put back)."""
+    root, ds, want_old, path, st, new = _a_cache_and_a_same_size_edit(tmp_path)
     (root / "im2.tmp.png").unlink()
     while True:  # the ctime moves on with the kernel's clock tick: write until it has (an event, not a wait)
         with open(path, "r+b") as f:
@@ -161,12 +166,7 @@ def test_an_in_place_edit_that_keeps_size_and_mtime_is_seen(tmp_path):
 
 def test_a_replaced_file_with_the_old_size_and_mtime_is_seen(tmp_path):
     """rsync -a: a new file renamed over the old one, size and mtime as they were."""
-    root = _folder(tmp_path / "photos")
-    ds = _open(root)
-    want_old = np.array(ds.images[2])
-    path = root / "im2.png"
-    st = os.stat(path)
-    new = _same_size_other_bytes(path)
+    root, ds, want_old, path, st, new = _a_cache_and_a_same_size_edit(tmp_path)
     tmp = root / "im2.tmp.png"
     assert len(new) == st.st_size
     os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
