@@ -413,7 +413,6 @@ def unpack_state(path: str | os.PathLike, arrays: dict[str, Any], meta: dict[str
                                           f"got {v!r}")
             st.setdefault(int(i), {}).update(sc)
         opt_sd[name] = {"state": st, "param_groups": info["param_groups"]}
-    _warn_env(path, meta.get("env"))
     return TrainingState(sds, opt_sd, step, float(lr_scale), skipped, rng)
 
 
@@ -452,7 +451,10 @@ def _check_arrays(path: Any, state: TrainingState, nets: dict[str, Any], opts: d
                     check(f"{n}/state/{i}/{k}", v, params[i].dtype)
 
 
-def _warn_env(path: Any, saved: Any) -> None:
+def warn_environment(path: Any, saved: Any) -> None:
+    """One warning line when a checkpoint's recorded environment (``meta["env"]``: npgan's threads, the BLAS) is
+    not this process's: a resume from it is not bit-exact. For resume only; a reader (sample, info, export) is
+    not affected by it and says nothing."""
     if not isinstance(saved, dict):
         return
     here = run_environment()

@@ -84,6 +84,7 @@ from .checkpoint import (
     pack_state,
     save_arrays,
     unpack_state,
+    warn_environment,
 )
 from .config import CONFIG_FILE, MIXTURE_DATASETS, RunConfig, read_config, write_config
 from .history import read_history
@@ -509,8 +510,11 @@ class Run:
         against the models and optimizers); the state is then applied as a whole and put back as it was if any
         part fails. ``read``: the file as :func:`_read_checkpoint` already read it.
         """
+        read = read if read is not None else _read_checkpoint(self.cfg, self.out, Path(path))
         total = _load_training_state(self.cfg, self.out, Path(path), self.G, self.D, self.opt_g, self.opt_d,
                                      self.trainer, read)
+        if distributed.world().is_root:  # training goes on from here: say when it cannot be bit-exact
+            warn_environment(path, read.meta.get("env"))
         self.total_steps = max(self.cfg.train.steps, total or 0)
         self.checkpoint_step = self.trainer.step_count
 
