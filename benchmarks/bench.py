@@ -122,29 +122,38 @@ def time_ms(step: Callable[[], Any], repeat: int, device: str, min_time: float =
 
 
 def time_pair_ms(step_a: Callable[[], Any], step_b: Callable[[], Any], repeat: int, device: str,
-                 min_time: float = 0.05, settle: float = 0.3) -> tuple[float, float, float]:
+                 min_time: float = 0.05, settle: float = 0.3, warm: float = 0.2) -> tuple[float, float, float]:
     """Median milliseconds of ``step_a`` and of ``step_b``, and the median of their per-round ratios a/b.
 
     The two are timed in alternation, a b b a, a b b a, ... (``repeat`` samples each; :func:`time_rounds`), so
     that a machine whose speed drifts during the run (other tenants, clocks) weighs on both alike: each round's
     ratio compares samples taken within a second of each other.
     """
-    a, b = time_rounds([step_a, step_b], repeat, device, min_time, settle)
+    a, b = time_rounds([step_a, step_b], repeat, device, min_time, settle, warm=warm)
     ratios = [x / y for x, y in zip(a, b)]
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
 def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_time: float = 0.05,
-                settle: float = 0.3, clock: Callable[[], float] = time.perf_counter) -> list[list[float]]:
+                settle: float = 0.3, clock: Callable[[], float] = time.perf_counter,
+                warm: float = 0.2) -> list[list[float]]:
     """``repeat`` rounds of one timed sample (milliseconds a call) of each step; the order is reversed every
     other round (a b c, c b a, ...). Returns the samples, one list per step, round by round.
 
     Before each sample the process sleeps ``settle`` seconds: OpenBLAS's and torch's worker threads spin for
     a while after their last task, and on a 2-core machine the other library's spinning threads would otherwise
     take cores from the one being timed (measured: torch's DCGAN step 86 → 140 ms right after npgan's without
-    the pause); then one untimed call wakes the threads of the library about to be timed and warms the caches
-    again. ``clock``: the wall clock by default; ``time.thread_time`` times one-thread work by the CPU time of the
-    calling thread, which other processes on a busy machine disturb far less (they still share caches and memory).
+    the pause). Then the step about to be timed runs untimed for ``warm`` seconds (at least once): it wakes
+    that library's threads, warms the caches, and brings the cores back from their idle state, so that the
+    sample times the steady state of a training loop, whose steps follow each other without a pause. One call
+    was not enough: after 0.3 s asleep the cores of this project's 2-core VM take tens of milliseconds to come
+    back to speed, and a library whose worker threads sleep between ops (npgan's) pays for it, one whose
+    threads spin (torch's OpenMP) hardly. Measured (``python benchmarks/bench.py --only conv2d --threads 2``'s
+    case, 7 rounds, quiet machine): npgan 20.1 ms a call against torch's 11.5 after one warming call, 14.9
+    against 10.0 after 0.2 s of them, and the same 15-16 ms in a loop with no pause at all; on one thread
+    the warming changes neither. ``clock``: the wall clock by default; ``time.thread_time`` times one-thread
+    work by the CPU time of the calling thread, which other processes on a busy machine disturb far less (they
+    still share caches and memory).
     """
     inner = [_inner_calls(s, device, min_time, clock) for s in steps]
     samples: list[list[float]] = [[] for _ in steps]
@@ -153,8 +162,12 @@ def time_rounds(steps: list[Callable[[], Any]], repeat: int, device: str, min_ti
         for k in (order if r % 2 == 0 else order[::-1]):
             if device == "cpu":
                 time.sleep(settle)
-            steps[k]()  # untimed: wakes this library's threads and warms the caches again
+            t0 = time.perf_counter()
+            steps[k]()  # untimed: wakes this library's threads and cores, and warms the caches again
             _sync(device)
+            while time.perf_counter() - t0 < warm:
+                steps[k]()
+                _sync(device)
             samples[k].append(_sample_ms(steps[k], inner[k], device, clock))
     return samples
 

@@ -642,7 +642,7 @@ def conv_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[Any, A
         if b is not None:
             add_bias(y[lo:hi], b)
 
-    parallel.parallel_chunks(chunk, N, N * P * K, xp)
+    parallel.parallel_chunks(chunk, N, N * P * K, xp, macs=N * P * K * O)
     return y, (pl, col, fill)
 
 
@@ -672,7 +672,7 @@ def conv_backward(gy: Any, w: Any, saved: Any, g: Geometry, x_shape: tuple, need
         gw2 = weight_grad_part(pl, gyc, col[lo * per:hi * per], gy2) if need_w else None
         return gw2, (bias_grad(gyc) if need_b else None)
 
-    parts = parallel.parallel_chunks(chunk, N, col.size, xp)
+    parts = parallel.parallel_chunks(chunk, N, col.size, xp, macs=col.size * w.shape[0])
     gw2, gb = (parallel.sum_parts([q[i] for q in parts]) for i in (0, 1))
     return gx, (None if gw2 is None else weight_from(pl, gw2, w.shape)), gb
 
@@ -693,7 +693,7 @@ def transpose_forward(x: Any, w: Any, b: Any, g: Geometry, out: Pair) -> tuple[A
         if b is not None:
             add_bias(y[lo:hi], b)
 
-    parallel.parallel_chunks(chunk, N, N * H * W * w[0].size, xp)  # the size of col2im's columns
+    parallel.parallel_chunks(chunk, N, N * H * W * w[0].size, xp, macs=x.size * w[0].size)  # col2im's columns
     return y, x
 
 
@@ -722,7 +722,8 @@ def transpose_backward(gy: Any, w: Any, saved: Any, g: Geometry, x_shape: tuple,
                     gw2 = _accumulate(gw2, weight_grad_part(pl, x[a:b], col))
         return gw2, (bias_grad(gy[lo:hi]) if need_b else None)
 
-    parts = parallel.parallel_chunks(chunk, N, N * H * W * w[0].size, xp)  # the size of the columns of gy
+    parts = parallel.parallel_chunks(chunk, N, N * H * W * w[0].size, xp,  # the size of the columns of gy
+                                     macs=N * H * W * w.size)
     gw2, gb = (parallel.sum_parts([q[i] for q in parts]) for i in (0, 1))
     return gx, (None if gw2 is None else weight_from(pl, gw2, w.shape)), gb
 
@@ -744,5 +745,6 @@ def weight_grad(x: Any, gy: Any, g: Geometry, k: Pair) -> Any:
             gw2 = _accumulate(gw2, weight_grad_part(pl, gy[a:b], columns(pl, x[a:b])))
         return gw2
 
-    parts = parallel.parallel_chunks(chunk, N, N * out[0] * out[1] * C * k[0] * k[1], xp)
+    parts = parallel.parallel_chunks(chunk, N, N * out[0] * out[1] * C * k[0] * k[1], xp,
+                                     macs=N * out[0] * out[1] * C * k[0] * k[1] * O)
     return weight_from(pl, parallel.sum_parts(parts), w_shape)

@@ -71,11 +71,12 @@ from typing import Any
 
 from . import backend
 
-__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK",
+__all__ = ["get_num_threads", "set_num_threads", "parallel_chunks", "chunk_bounds", "sum_parts", "MIN_WORK", "MIN_MACS",
            "gemm_work", "fit_blas", "GEMM_MIN_WORK", "chunk_slot", "blas_threads_now", "elementwise_bounds",
            "run_bounds", "ELEMENTWISE_MIN_WORK"]
 
 MIN_WORK = 1 << 16  # elements an op must touch before it is split (a hand-off has a fixed cost: threads.py)
+MIN_MACS = 1 << 24  # multiply-adds an op that says how many it takes must have before it is split (see parallel_chunks)
 ELEMENTWISE_MIN_WORK = 1 << 19  # the same for a pass without a matrix product (batch norm, activations)
 GEMM_MIN_WORK = 1 << 25  # multiply-adds of a model's largest product from which the BLAS keeps its own threads
 HOLD_BLAS_IN_SMALL_OPS = True  # small ops hold the BLAS to one thread while splitting is on (False: to measure why)
@@ -238,20 +239,28 @@ def blas_threads_now() -> int:
     return max((lc.get_num_threads() or 1 for lc in blas), default=0)
 
 
-def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = None) -> list:
+def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = None, macs: int | None = None) -> list:
     """[fn(lo, hi) for each chunk of range(n)], the chunks run on ``get_num_threads()`` threads at once.
 
     ``fn`` must only write to its own part of any shared output (rows lo..hi of the batch) and return what
     the caller combines (e.g. a partial weight gradient). ``work`` is the number of elements the whole op
-    touches: below :data:`MIN_WORK` ``fn(0, n)`` runs alone (with the BLAS held to one thread, see the
+    touches, ``macs`` (when given) the multiply-adds of its matrix products: below :data:`MIN_WORK` elements or
+    :data:`MIN_MACS` multiply-adds ``fn(0, n)`` runs alone (with the BLAS held to one thread, see the
     module's docstring); on the GPU (``xp`` not NumPy), with one thread, or when called from
     inside a chunk, it runs alone and untouched. Exceptions from any chunk propagate after all chunks finished.
+
+    Why both. A split saves at most half the op's time and costs a hand-off (0.1 ms or more on an idle VM). An
+    op whose columns are large but whose product is thin saves less than that: shapes-dcgan's last D layer
+    (64 images of 96×4×4 to one output: 98k elements, 98k multiply-adds) took 0.05 ms in one piece and 0.24 ms
+    split in two within the training step, and its first G layer as a transposed convolution (6.3M
+    multiply-adds) 0.31 against 0.43 ms. From 2^24 (16.8M) multiply-adds, about 0.13 ms of GEMM on one core of
+    the development machine (130 GFLOP/s), half the product saves about what a hand-off costs.
     """
     threads = get_num_threads()
     if (threads == 1 or getattr(_inside, "active", False) or (xp is not None and xp is not backend.np)
             or not _blas_controllers()):
         return [fn(0, n)]
-    small = n < 2 or work < MIN_WORK
+    small = n < 2 or work < MIN_WORK or (macs is not None and macs < MIN_MACS)
     if small and not HOLD_BLAS_IN_SMALL_OPS:
         return [fn(0, n)]
     _limit_blas(True)

@@ -88,17 +88,17 @@ def busy_bn_stats(module, seed=0, var_high=1.5, tracked=5):
 
 @contextmanager
 def split_ops(threads):
-    """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK and
-    ELEMENTWISE_MIN_WORK lifted); the thread count and both thresholds are restored afterwards."""
+    """CPU ops split over ``threads`` threads however small they are (npgan.parallel.MIN_WORK, MIN_MACS and
+    ELEMENTWISE_MIN_WORK lifted); the thread count and the thresholds are restored afterwards."""
     from npgan import parallel
-    saved = parallel.get_num_threads(), parallel.MIN_WORK, parallel.ELEMENTWISE_MIN_WORK
+    saved = parallel.get_num_threads(), parallel.MIN_WORK, parallel.ELEMENTWISE_MIN_WORK, parallel.MIN_MACS
     parallel.set_num_threads(threads)
-    parallel.MIN_WORK = parallel.ELEMENTWISE_MIN_WORK = 0
+    parallel.MIN_WORK = parallel.ELEMENTWISE_MIN_WORK = parallel.MIN_MACS = 0
     try:
         yield
     finally:
         parallel.set_num_threads(saved[0])
-        parallel.MIN_WORK, parallel.ELEMENTWISE_MIN_WORK = saved[1], saved[2]
+        parallel.MIN_WORK, parallel.ELEMENTWISE_MIN_WORK, parallel.MIN_MACS = saved[1], saved[2], saved[3]
 
 
 @contextmanager

@@ -115,6 +115,23 @@ def test_an_exception_in_a_chunk_propagates_after_every_chunk_finished():
     assert _blas_threads() == before
 
 
+
+def test_an_op_with_a_thin_product_runs_in_one_piece(monkeypatch):
+    """Many elements but few multiply-adds (``macs`` below MIN_MACS): one piece; at MIN_MACS: split."""
+    if not parallel._blas_controllers():
+        pytest.skip("no BLAS whose thread count threadpoolctl can set: npgan does not split")
+    monkeypatch.setattr(parallel, "MIN_MACS", 1000)
+    saved = parallel.get_num_threads()
+    parallel.set_num_threads(2)
+    try:
+        big = parallel.MIN_WORK + 1
+        assert parallel.parallel_chunks(lambda lo, hi: (lo, hi), 8, work=big, macs=999) == [(0, 8)]
+        assert parallel.parallel_chunks(lambda lo, hi: (lo, hi), 8, work=big, macs=1000) == [(0, 4), (4, 8)]
+        assert parallel.parallel_chunks(lambda lo, hi: (lo, hi), 8, work=big) == [(0, 4), (4, 8)]  # not given
+    finally:
+        parallel.set_num_threads(saved)
+
+
 _CHILD = """
 import os, sys
 import npgan
@@ -195,11 +212,12 @@ def test_split_conv_equals_whole_conv(transposed, data, threads):
 
 
 def test_conv_layers_are_split_by_image(monkeypatch):
-    """The conv Functions hand their batch to parallel_chunks (forward and backward), and the chunks differ."""
+    """The conv Functions hand their batch to parallel_chunks (forward and backward) with the multiply-adds of
+    the layer's product, and the chunks differ."""
     calls = []
 
-    def recording(fn, n, work, xp=None):
-        calls.append(n)
+    def recording(fn, n, work, xp=None, macs=None):
+        calls.append((n, macs))
         return [fn(lo, hi) for lo, hi in parallel.chunk_bounds(n, 2)]  # two chunks, one after the other
 
     for transposed in (False, True):
@@ -210,7 +228,9 @@ def test_conv_layers_are_split_by_image(monkeypatch):
         whole = _run(g, transposed, 1)
         for a, b in zip(whole, split):
             np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
-    assert calls == [5, 5, 5, 5]
+    # 5 images, 3×3 positions of a 4×4 kernel over 3 channels, 2 filters: conv_w's product both ways, and the
+    # transposed layer's (its input 6×6 is conv_w's output, 3 → 2 channels read as 2 × (3·4·4))
+    assert calls == [(5, 5 * 9 * 48 * 2)] * 2 + [(5, 5 * 36 * 2 * 48)] * 2
 
 
 
