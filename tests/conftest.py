@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import npgan
+from npgan import conv_fast
 
 settings.register_profile("ci", max_examples=int(os.environ.get("NPGAN_HYPOTHESIS_EXAMPLES", "40")),
                           deadline=None, print_blob=True,
@@ -87,3 +88,11 @@ def pytest_terminal_summary(terminalreporter):
     reasons = Counter(_skip_reason(r) for r in skipped)
     text = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common())
     terminalreporter.write_line(f"{len(skipped)} skipped: {text}", yellow=True)
+
+
+@pytest.fixture(params=["nchw", "channels-last"])
+def layout(request, monkeypatch):
+    """New image arrays NCHW, or channels-last however few their channels (conv_fast.CHANNELS_LAST_MIN lifted
+    to 1): the small test shapes take both sides of the layout choice."""
+    monkeypatch.setattr(conv_fast, "CHANNELS_LAST_MIN", 10**9 if request.param == "nchw" else 1)
+    return request.param

@@ -1,6 +1,7 @@
 """The house keeps its plan: the engine imports no wing, wings import only downward, no import circle (function-level
 imports included), at most 10 floors, no private name imported across modules, and ``import npgan`` loads the
-engine alone (docs/architecture.md states these rules)."""
+engine alone (docs/architecture.md states these rules); and no test file imports another (shared test code lives in
+its own module)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,17 @@ def test_import_npgan_loads_the_engine_only():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "[]", f"import npgan loaded wing modules {out[0]}"
     assert out[1] == "[]", f"import npgan loaded {out[1]}"
+
+
+def test_no_test_file_imports_another():
+    """What several test files share lives in a module of its own (helpers, conv_problems, small_games, ...), not
+    in one of them: a test file imported by another would run its tests' module-level code twice and hide the
+    dependency."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for f in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            found += [f"{f.name} imports {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not found, "; ".join(found)

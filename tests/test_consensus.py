@@ -3,7 +3,7 @@ docs/math.md §16): each optimizer follows g = v + γ Jᵀv, Jᵀv = ∇½‖v�
 
 Against hand-written steps in float64:
 
-* the Dirac-GAN under the Wasserstein loss (tests/test_extragradient.py): v = A x with A = [[0, −1], [1, 0]], so
+* the Dirac-GAN under the Wasserstein loss (tests/small_games.py): v = A x with A = [[0, −1], [1, 0]], so
   Jᵀv = AᵀA x = x and one SGD step is x ← ((1 − ηγ) I − η A) x: the eigenvalues γ ± i of J + γJᵀJ have positive
   real parts and the iteration contracts by |1 − ηγ − iη| a step, where simultaneous steps (γ = 0) spiral out;
   with Adam the same g goes through hand-written Adam;
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from helpers import hand_adam
-from test_extragradient import TOL, dirac, mlp, state
+from small_games import TOL, dirac, mlp, state
 
 import npgan
 from npgan import backend, optim

@@ -4,95 +4,37 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conv_problems import conv_arrays, geometry, leaf_tensors, np_conv, torch_conv
 from helpers import assert_close, torch_or_skip
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings
 
 import npgan
 import npgan.functional as F
-from npgan import conv_fast, nn
+from npgan import nn
 from npgan.conv import conv_output_size, conv_transpose_output_size
-
-
-@pytest.fixture(params=["nchw", "channels-last"])
-def layout(request, monkeypatch):
-    """New image arrays NCHW, or channels-last however few their channels (conv_fast.CHANNELS_LAST_MIN lifted
-    to 1): the small test shapes take both sides of the layout choice."""
-    monkeypatch.setattr(conv_fast, "CHANNELS_LAST_MIN", 10**9 if request.param == "nchw" else 1)
-    return request.param
-
-
-# ----------------------------------------------------------------------------- random geometry
-@st.composite
-def geometry(draw, transposed=False):
-    """A small valid (conv or transposed-conv) problem: shapes, kernel, stride, padding, dilation."""
-    pair = lambda lo, hi: (draw(st.integers(lo, hi)), draw(st.integers(lo, hi)))
-    g = dict(N=draw(st.integers(1, 4)), C=draw(st.integers(1, 3)), O=draw(st.integers(1, 3)),
-             k=pair(1, 3), s=pair(1, 3), d=pair(1, 2), bias=draw(st.booleans()))
-    g["p"] = (draw(st.integers(0, g["k"][0])), draw(st.integers(0, g["k"][1])))
-    if transposed:
-        g["op"] = tuple(draw(st.integers(0, max(g["s"][a], g["d"][a]) - 1)) for a in (0, 1))
-        g["HW"] = pair(1, 4)
-        out = [conv_transpose_output_size(g["HW"][a], g["k"][a], g["s"][a], g["p"][a], g["op"][a], g["d"][a])
-               for a in (0, 1)]
-        assume(min(out) >= 1)
-    else:
-        # the output has 1..3 pixels per side, the input any size that gives it (non-square included)
-        g["HW"] = tuple(max(1, (draw(st.integers(1, 3)) - 1) * g["s"][a] + g["d"][a] * (g["k"][a] - 1) + 1
-                            - 2 * g["p"][a] + draw(st.integers(0, g["s"][a] - 1))) for a in (0, 1))
-        out = [conv_output_size(g["HW"][a], g["k"][a], g["s"][a], g["p"][a], g["d"][a]) for a in (0, 1)]
-        assume(min(out) >= 1)
-    g["seed"] = draw(st.integers(0, 2**31 - 1))
-    return g
-
-
-def _arrays(g, transposed):
-    rng = np.random.default_rng(g["seed"])
-    cin, cout = g["C"], g["O"]
-    x = rng.standard_normal((g["N"], cin) + g["HW"])
-    w = rng.standard_normal(((cin, cout) if transposed else (cout, cin)) + g["k"])
-    b = rng.standard_normal(cout) if g["bias"] else None
-    return x, w, b
-
-
-def _np_call(g, transposed):
-    if transposed:
-        return lambda x, w, b=None: F.conv_transpose2d(x, w, b, g["s"], g["p"], g["op"], g["d"])
-    return lambda x, w, b=None: F.conv2d(x, w, b, g["s"], g["p"], g["d"])
-
-
-def _torch_call(g, transposed):
-    tF = torch_or_skip().nn.functional
-    if transposed:
-        return lambda x, w, b: tF.conv_transpose2d(x, w, b, g["s"], g["p"], g["op"], 1, g["d"])
-    return lambda x, w, b: tF.conv2d(x, w, b, g["s"], g["p"], g["d"])
-
-
-def _tensors(arrays):
-    return [npgan.tensor(a, requires_grad=True) for a in arrays if a is not None]  # on the current device
 
 
 # ----------------------------------------------------------------------------- gradcheck
 @settings(max_examples=25)
 @given(g=geometry())
 def test_conv2d_gradcheck(device, threads, layout, g):
-    npgan.gradcheck(_np_call(g, False), _tensors(_arrays(g, False)))
+    npgan.gradcheck(np_conv(g, False), leaf_tensors(conv_arrays(g, False)))
 
 
 @settings(max_examples=25)
 @given(g=geometry(transposed=True))
 def test_conv_transpose2d_gradcheck(device, threads, layout, g):
-    npgan.gradcheck(_np_call(g, True), _tensors(_arrays(g, True)))
+    npgan.gradcheck(np_conv(g, True), leaf_tensors(conv_arrays(g, True)))
 
 
 # ----------------------------------------------------------------------------- PyTorch parity (functional)
 def _parity(g, transposed):
     torch = torch_or_skip()
-    arrays = _arrays(g, transposed)
-    ours = _tensors(arrays)
+    arrays = conv_arrays(g, transposed)
+    ours = leaf_tensors(arrays)
     theirs = [torch.tensor(a, requires_grad=True) if a is not None else None for a in arrays]
-    y = _np_call(g, transposed)(*ours)
-    ty = _torch_call(g, transposed)(*theirs)
+    y = np_conv(g, transposed)(*ours)
+    ty = torch_conv(g, transposed)(*theirs)
     gy = np.random.default_rng(g["seed"] + 1).standard_normal(tuple(ty.shape))
     y.backward(gy)
     ty.backward(torch.tensor(gy))
@@ -159,10 +101,10 @@ def test_conv_transpose_is_adjoint_of_conv():
 @pytest.mark.parametrize("transposed", [False, True])
 def test_float32_stays_float32_and_inputs_untouched(transposed):
     g = dict(N=2, C=3, O=4, k=(3, 3), s=(2, 2), p=(1, 1), d=(1, 1), op=(1, 1), HW=(5, 6), bias=True, seed=3)
-    arrays = [a.astype(np.float32) for a in _arrays(g, transposed)]
+    arrays = [a.astype(np.float32) for a in conv_arrays(g, transposed)]
     before = [a.copy() for a in arrays]
-    ts = _tensors(arrays)
-    y = _np_call(g, transposed)(*ts)
+    ts = leaf_tensors(arrays)
+    y = np_conv(g, transposed)(*ts)
     y.backward(np.ones(y.shape, np.float32))
     assert y.dtype == np.float32 and y.data.flags.c_contiguous
     for t, b in zip(ts, before):
@@ -341,8 +283,8 @@ def test_leaf_gradients_are_their_own_arrays(transposed):
     """Conv gradients go to leaves without a copy (fresh_grads): each must still be an array of its own,
     so that changing one .grad in place changes nothing else — and a second backward still accumulates."""
     g = dict(N=3, C=2, O=3, k=(1, 1), s=(1, 1), p=(0, 0), d=(1, 1), op=(0, 0), HW=(4, 4), bias=True, seed=7)
-    ts = _tensors(_arrays(g, transposed))
-    y = _np_call(g, transposed)(*ts)
+    ts = leaf_tensors(conv_arrays(g, transposed))
+    y = np_conv(g, transposed)(*ts)
     gy = np.random.default_rng(0).standard_normal(y.shape)
     y.backward(gy, retain_graph=True)
     grads = [t.grad for t in ts]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conv_problems import conv_arrays, geometry, np_conv
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_conv import _arrays, _np_call, geometry
 
 import npgan
 from npgan import conv, conv_fast
@@ -59,9 +59,9 @@ def _compare(fn, arrays, gy, monkeypatch, knobs):
 @given(data=st.data())
 def test_fast_routes_match_the_reference(threads, transposed, knobs, data, monkeypatch):
     g = data.draw(geometry(transposed=transposed))
-    x, w, b = _arrays(g, transposed)
+    x, w, b = conv_arrays(g, transposed)
     x = _laid_out(x, data.draw(st.booleans()))
-    fn = _np_call(g, transposed)
+    fn = np_conv(g, transposed)
     y_shape = fn(npgan.tensor(x), npgan.tensor(w)).shape
     gy = _laid_out(np.random.default_rng(g["seed"] + 1).standard_normal(y_shape), data.draw(st.booleans()))
     _compare(fn, [a for a in (x, w, b) if a is not None], gy, monkeypatch, knobs)
@@ -96,7 +96,7 @@ def test_dense_kind_matches_the_reference(threads, transposed, knobs, channels_l
 def test_weight_grad_op_matches_the_reference(threads, knobs, data, monkeypatch):
     """Conv2dWeightGrad (the weight gradient as an op, for create_graph) by both routes."""
     g = data.draw(geometry())
-    x, _, _ = _arrays(g, False)
+    x, _, _ = conv_arrays(g, False)
     x = _laid_out(x, data.draw(st.booleans()))
     out = tuple(conv_output_size(g["HW"][a], g["k"][a], g["s"][a], g["p"][a], g["d"][a]) for a in (0, 1))
     gy = _laid_out(np.random.default_rng(g["seed"] + 1).standard_normal((g["N"], g["O"]) + out),
@@ -117,8 +117,8 @@ def test_dcgan_layer_geometries_match_the_reference(threads, knobs, monkeypatch)
                                          (False, 16, 1, 4, 1, 0, (4, 4)), (True, 20, 16, 4, 1, 0, (1, 1)),
                                          (False, 12, 2, 7, 1, 0, (7, 7))]:
         g = dict(N=3, C=C, O=O, k=(k, k), s=(s, s), p=(p, p), d=(1, 1), op=(0, 0), HW=hw, bias=True, seed=k)
-        x, w, b = _arrays(g, transposed)
-        fn = _np_call(g, transposed)
+        x, w, b = conv_arrays(g, transposed)
+        fn = np_conv(g, transposed)
         gy = rng.standard_normal(fn(npgan.tensor(x), npgan.tensor(w)).shape)
         _compare(fn, [x, w, b], gy, monkeypatch, knobs)
         monkeypatch.undo()

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conv_problems import conv_arrays, geometry, np_conv, torch_conv
 from helpers import assert_close, split_ops, torch_or_skip
 from hypothesis import given, settings
-from test_conv import _arrays, _np_call, _torch_call, geometry, layout  # noqa: F401  (a fixture)
 
 import npgan
 import npgan.functional as F
@@ -32,19 +32,19 @@ def leaves(arrays):
 @settings(max_examples=15)
 @given(g=geometry())
 def test_conv2d_gradgradcheck(threads, g):
-    assert npgan.gradgradcheck(_np_call(g, False), leaves(_arrays(g, False)), seed=g["seed"] % 1000)
+    assert npgan.gradgradcheck(np_conv(g, False), leaves(conv_arrays(g, False)), seed=g["seed"] % 1000)
 
 
 @pytest.mark.usefixtures("layout")
 @settings(max_examples=15)
 @given(g=geometry(transposed=True))
 def test_conv_transpose2d_gradgradcheck(threads, g):
-    assert npgan.gradgradcheck(_np_call(g, True), leaves(_arrays(g, True)), seed=g["seed"] % 1000)
+    assert npgan.gradgradcheck(np_conv(g, True), leaves(conv_arrays(g, True)), seed=g["seed"] % 1000)
 
 
 def _weight_grad_problem(g):
     """(x, gy) for conv2d's geometry g, and the op gw = Conv2dWeightGrad(x, gy)."""
-    x, w, _ = _arrays(g, False)
+    x, w, _ = conv_arrays(g, False)
     out = tuple(conv_output_size(g["HW"][a], g["k"][a], g["s"][a], g["p"][a], g["d"][a]) for a in (0, 1))
     gy = np.random.default_rng(g["seed"] + 1).standard_normal((g["N"], g["O"]) + out)
     return [x, gy], lambda x, gy: Conv2dWeightGrad(g["s"], g["p"], g["d"], g["k"])(x, gy)
@@ -58,7 +58,7 @@ def test_weight_grad_op_gradcheck_and_gradgradcheck(threads, g):
     match central differences (x and gy both checked)."""
     arrays, fn = _weight_grad_problem(g)
     x, gy = leaves(arrays)
-    w = npgan.tensor(_arrays(g, False)[1], requires_grad=True)
+    w = npgan.tensor(conv_arrays(g, False)[1], requires_grad=True)
     y = F.conv2d(npgan.tensor(arrays[0]), w, None, g["s"], g["p"], g["d"])
     y.backward(arrays[1])
     assert_close(fn(x, gy), w.grad, rtol=1e-12, atol=1e-12, what="Conv2dWeightGrad vs conv2d's weight gradient")
@@ -86,7 +86,7 @@ THIRD = [dict(N=2, C=2, O=3, k=(3, 2), s=(2, 1), d=(1, 2), p=(1, 2), bias=True, 
 def test_third_order(transposed, g):
     if transposed:
         g = dict(g, HW=(3, 3))
-    assert npgan.gradgradcheck(_third_order(_np_call(g, transposed)), leaves(_arrays(g, transposed)), seed=2)
+    assert npgan.gradgradcheck(_third_order(np_conv(g, transposed)), leaves(conv_arrays(g, transposed)), seed=2)
 
 
 # ============================================================================ PyTorch parity
@@ -121,8 +121,8 @@ def _second_order(grad, wrap, arrays, fn, v, us, second):
 def test_double_backward_parity_with_torch(transposed):
     torch = torch_or_skip()
     for g in _table(transposed):
-        arrays = [a for a in _arrays(g, transposed) if a is not None]
-        fn, tfn = _np_call(g, transposed), _torch_call(g, transposed)
+        arrays = [a for a in conv_arrays(g, transposed) if a is not None]
+        fn, tfn = np_conv(g, transposed), torch_conv(g, transposed)
         rng = np.random.default_rng(g["seed"] + 100)
         v = rng.standard_normal(fn(*leaves(arrays)).shape)
         us = [rng.standard_normal(a.shape) for a in arrays]
@@ -238,9 +238,9 @@ def test_split_and_whole_give_the_same_second_derivatives():
     g = THIRD[0]
 
     def run():
-        arrays = _arrays(g, False)
+        arrays = conv_arrays(g, False)
         xs = leaves(arrays)
-        out = _np_call(g, False)(*xs)
+        out = np_conv(g, False)(*xs)
         gs = npgan.grad(out, xs, np.ones(out.shape), create_graph=True)
         return [h.numpy() for h in npgan.grad(sum((q * q).sum() for q in gs), xs[:2])]  # x, w (the bias has none)
 
@@ -256,8 +256,8 @@ def test_split_and_whole_give_the_same_second_derivatives():
 def test_double_backward_on_every_device(transposed, device):
     """The second derivatives on the device equal the CPU's."""
     g = dict(THIRD[0], HW=(3, 3)) if transposed else THIRD[0]
-    arrays = [a for a in _arrays(g, transposed) if a is not None]
-    fn = _np_call(g, transposed)
+    arrays = [a for a in conv_arrays(g, transposed) if a is not None]
+    fn = np_conv(g, transposed)
 
     def run(dev):
         xs = [npgan.tensor(np.asarray(a, dtype=F64)).to(dev).requires_grad_() for a in arrays]

@@ -21,43 +21,13 @@ import math
 import numpy as np
 import pytest
 from helpers import hand_adam
+from small_games import TOL, dirac, mlp, state
 
 import npgan
-from npgan import backend, nn, optim
+from npgan import backend, optim
 from npgan.errors import DivergenceError
 from npgan.gan import TrainConfig, Trainer
 from npgan.gan.game import game_of
-
-TOL = 1e-13
-
-
-class Dirac(nn.Module):
-    """G(z) = f(θ) for every z (one number): the Dirac-GAN's generator; f = identity, or √ (to make NaNs)."""
-
-    def __init__(self, theta: float, sqrt: bool = False) -> None:
-        super().__init__()
-        self.theta = nn.Parameter(npgan.tensor([theta], dtype="float64"))
-        self.sqrt = sqrt
-
-    def forward(self, z):
-        t = self.theta.sqrt() if self.sqrt else self.theta
-        return npgan.ones(z.shape[0], 1, dtype="float64") * t.reshape(1, 1)
-
-
-def dirac(theta, psi, lr, opt="sgd", sqrt=False, **train):
-    npgan.set_default_dtype("float64")
-    G = Dirac(theta, sqrt)
-    D = nn.Linear(1, 1, bias=False)
-    D.weight.data[...] = psi
-    make = (lambda ps: optim.SGD(ps, lr=lr)) if opt == "sgd" else (lambda ps: optim.Adam(ps, lr=lr, betas=(0.5, 0.9)))
-    cfg = TrainConfig(**{"steps": 1000, "batch_size": 4, "z_dim": 1, "loss": "wasserstein", "lr": lr,
-                         "clip_value": 1e9, "extragradient": True, **train})
-    real = npgan.zeros(4, 1, dtype="float64")
-    return Trainer(G, D, make(G.parameters()), make(D.parameters()), lambda step: real, cfg), G, D
-
-
-def state(G, D):
-    return np.array([float(G.theta.data[0]), float(D.weight.data[0, 0])])
 
 
 def test_extragradient_with_sgd_is_korpelevichs_step_and_converges_on_the_dirac_gan():
@@ -129,12 +99,6 @@ def test_a_non_finite_look_ahead_restores_the_point_and_the_optimizers(on_nan):
 
 
 # ============================================================================ an MLP GAN against npgan.game
-def mlp(z_dim=3, h=8):
-    G = nn.Sequential(nn.Linear(z_dim, h), nn.Tanh(), nn.Linear(h, 2))
-    D = nn.Sequential(nn.Linear(2, h), nn.Tanh(), nn.Linear(h, 1))
-    return G, D
-
-
 @pytest.mark.parametrize("extra", [dict(entropy_weight=0.2, bandwidth=0.5, gp="r1", gp_weight=2.0),
                                    dict(loss="wasserstein", gp="wgan-gp", gp_weight=1.0),
                                    dict(consensus=0.3, entropy_weight=0.1, bandwidth=0.5)],

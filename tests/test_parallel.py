@@ -9,10 +9,10 @@ import threading
 
 import numpy as np
 import pytest
+from conv_problems import conv_arrays, geometry, leaf_tensors, np_conv
 from helpers import split_ops
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_conv import _arrays, _np_call, _tensors, geometry
 
 import npgan
 from npgan import parallel
@@ -192,8 +192,8 @@ def test_elementwise_bounds_split_only_large_cpu_passes(threads, monkeypatch):
 # ----------------------------------------------------------------------------- split ops = whole ops
 def _run(g, transposed, threads):
     with split_ops(threads):
-        ts = _tensors(_arrays(g, transposed))
-        y = _np_call(g, transposed)(*ts)
+        ts = leaf_tensors(conv_arrays(g, transposed))
+        y = np_conv(g, transposed)(*ts)
         y.backward(np.random.default_rng(g["seed"]).standard_normal(y.shape))
         return [y.numpy()] + [np.asarray(t.grad) for t in ts]
 
