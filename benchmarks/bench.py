@@ -258,7 +258,7 @@ def run_case(case: Case, args: Any, torch: Any) -> dict[str, Any]:
         except (RuntimeError, AssertionError) as exc:  # e.g. a torch built without CUDA
             notes["torch"] = f"failed ({str(exc).splitlines()[0][:60]})"
     if t_step is not None:
-        n_ms, t_ms, ratio = time_pair_ms(step, t_step, args.repeat, args.device)
+        n_ms, t_ms, ratio = time_pair_ms(step, t_step, args.repeat, args.device, warm=args.warm)
     else:
         n_ms = time_ms(step, args.repeat, args.device)
     del built, step, t_step
@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--warm", type=float, default=0.2, metavar="SECONDS",
+                    help="untimed calls for this long before each timed sample (0: one call; see time_rounds)")
     ap.add_argument("--json", default=None, help="also write {case: {npgan_ms, torch_ms, ratio}} here")
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     ap.add_argument("--threads", default=str(os.cpu_count() or 1),

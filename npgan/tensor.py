@@ -11,13 +11,15 @@ Graph semantics (the same as PyTorch's):
   * ``backward()`` frees what the graph saved for the backward pass; a second
     ``backward`` through the same graph raises unless the first one used
     ``retain_graph=True``;
-  * inside ``with no_grad():`` nothing is recorded.
+  * inside ``with no_grad():`` nothing is recorded; the mode is per thread (as PyTorch's), so a thread
+    that samples under ``no_grad`` leaves another thread's training recorded, and a new thread records.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -27,7 +29,7 @@ from .backend import get_array_module, is_array
 __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "tensor",
            "zeros", "ones", "randn", "rand", "as_tensor", "sum_to"]
 
-_grad_enabled = True
+_grad_mode = threading.local()  # .off: True inside no_grad on this thread (absent: recording, as in a new thread)
 # Key in a Function's __dict__: how many entries before it are options (set by __init__, before the first call).
 N_OPTIONS_KEY = "_n_options"
 
@@ -35,27 +37,28 @@ N_OPTIONS_KEY = "_n_options"
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
     """Context manager in which operations record no graph (inference, parameter updates)."""
-    global _grad_enabled
-    prev, _grad_enabled = _grad_enabled, False
+    prev = getattr(_grad_mode, "off", False)
+    _grad_mode.off = True
     try:
         yield
     finally:
-        _grad_enabled = prev
+        _grad_mode.off = prev
 
 
 @contextlib.contextmanager
 def enable_grad() -> Iterator[None]:
     """Context manager that turns recording back on inside ``no_grad``."""
-    global _grad_enabled
-    prev, _grad_enabled = _grad_enabled, True
+    prev = getattr(_grad_mode, "off", False)
+    _grad_mode.off = False
     try:
         yield
     finally:
-        _grad_enabled = prev
+        _grad_mode.off = prev
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether operations on this thread record the graph now (False inside ``no_grad``)."""
+    return not getattr(_grad_mode, "off", False)
 
 
 def _as_data(data: Any, dtype: Any = None) -> Any:
@@ -546,7 +549,7 @@ class Function:
         out.name = None
         out.creator = None
         out.requires_grad = False
-        if _grad_enabled:
+        if not getattr(_grad_mode, "off", False):
             needs = tuple(t.requires_grad for t in ts)
             if True in needs:
                 out.requires_grad = True

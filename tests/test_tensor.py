@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -91,6 +92,39 @@ def test_no_grad_is_restored_after_an_exception():
             raise KeyError("boom")
     assert npgan.is_grad_enabled()
 
+
+
+def test_no_grad_is_per_thread():
+    """As PyTorch's grad mode: a thread inside no_grad leaves another thread recording, and a thread started
+    inside no_grad records (each thread waits for the other's event, not for time)."""
+    x = leaf([1.0, 2.0])
+    inside, built = threading.Event(), threading.Event()
+    seen = {}
+
+    def sampler():
+        with npgan.no_grad():
+            inside.set()
+            built.wait(timeout=900)  # stays inside no_grad until the trainer has built its graph
+            seen["sampler"] = (x * 2.0).sum().requires_grad
+
+    def trainer():
+        inside.wait(timeout=900)
+        y = (x * 3.0).sum()
+        seen["trainer"] = (y.requires_grad, npgan.is_grad_enabled())
+        built.set()
+
+    threads = [threading.Thread(target=f) for f in (sampler, trainer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"sampler": False, "trainer": (True, True)}
+    with npgan.no_grad():  # a thread started inside no_grad records
+        t = threading.Thread(target=lambda: seen.__setitem__("new", (x * 2.0).sum().requires_grad))
+        t.start()
+        t.join()
+        assert not (x * 2.0).sum().requires_grad
+    assert seen["new"] is True
 
 def test_retain_graph_allows_a_second_backward():
     x = leaf([1.0, 2.0])
