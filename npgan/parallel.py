@@ -251,10 +251,11 @@ def parallel_chunks(fn: Callable[[int, int], Any], n: int, work: int, xp: Any = 
 
     Why both. A split saves at most half the op's time and costs a hand-off (0.1 ms or more on an idle VM). An
     op whose columns are large but whose product is thin saves less than that: shapes-dcgan's last D layer
-    (64 images of 96×4×4 to one output: 98k elements, 98k multiply-adds) took 0.05 ms in one piece and 0.24 ms
-    split in two within the training step, and its first G layer as a transposed convolution (6.3M
-    multiply-adds) 0.31 against 0.43 ms. From 2^24 (16.8M) multiply-adds, about 0.13 ms of GEMM on one core of
-    the development machine (130 GFLOP/s), half the product saves about what a hand-off costs.
+    (64 images of 96×4×4 to one output: 98k elements, 98k multiply-adds) takes 0.22 ms forward and backward in
+    one piece and 0.44 ms split over two threads, its first G layer as a transposed convolution (6.3M
+    multiply-adds) 0.57 against 1.03 ms (``python benchmarks/studies/threads.py --only thin``, the quiet
+    Sapphire Rapids machine, 2026-12-07). From 2^24 (16.8M) multiply-adds, about 0.13 ms of GEMM on one core of
+    that machine (130 GFLOP/s), half the product saves about what a hand-off costs.
     """
     threads = get_num_threads()
     if (threads == 1 or getattr(_inside, "active", False) or (xp is not None and xp is not backend.np)

@@ -57,8 +57,9 @@ def main(argv=None) -> None:
         ta, tb, tout = torch.from_numpy(a), torch.from_numpy(b), torch.empty(M, N)
         t_np, t_torch = [], []
         for _ in range(2):  # alternation: np, torch, np, torch
-            t_np.append(best_seconds(lambda: np.matmul(a, b, out=out), args.rounds))
-            t_torch.append(best_seconds(lambda: torch.matmul(ta, tb, out=tout), args.rounds))
+            t_np.append(best_seconds(lambda a=a, b=b, out=out: np.matmul(a, b, out=out), args.rounds))
+            t_torch.append(best_seconds(lambda ta=ta, tb=tb, tout=tout: torch.matmul(ta, tb, out=tout),
+                                        args.rounds))
         flop = 2 * M * K * N
         n, t = min(t_np), min(t_torch)
         print(f"{name:34s} {M:5d} {K:5d} {N:5d}  {flop / n / 1e9:13.1f}  {flop / t / 1e9:13.1f}  {n / t:16.2f}")

@@ -1,6 +1,6 @@
 """How npgan's convolutions use threads, measured: the figures quoted in benchmarks/README.md and docs/speed.md.
 
-    python benchmarks/studies/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp]
+    python benchmarks/studies/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp,thin]
 
 1. DCGAN training steps (the 28×28 DCGAN of bench.py, and the 8×8 one of the digits-dcgan preset) under four
    settings, taken in turn round after round (this machine's speed drifts within a minute), medians over rounds:
@@ -18,6 +18,9 @@
    hand-off costs about 0.1 ms (a VM whose idle cores halt at once), the split gains little or loses at 1 MB and
    pays at 16 MB:
    why batch norm and the activations split only from 2 MB (``npgan/parallel.py``).
+6. Thin products: shapes-dcgan's last D layer (64 images 96×4×4 → 1, 98k multiply-adds) and its first G layer
+   (64×64×1×1 → 96×4×4 transposed, 6.3M), forward + backward, in one piece (one thread) and split over --threads
+   with ``npgan.parallel.MIN_MACS`` lifted: why an op splits only from MIN_MACS multiply-adds.
 """
 
 from __future__ import annotations
@@ -181,17 +184,44 @@ def elementwise(np, threads, rounds):
               ", ".join(f"{t} thread{'s' * (t > 1)} {statistics.median(v):.2f} ms" for t, v in res.items()))
 
 
+def thin(threads, rounds):
+    import npgan
+    from npgan import nn
+    layers = {"last D layer, conv 96×4×4 → 1": (nn.Conv2d(96, 1, 4, 1, 0, bias=False), (64, 96, 4, 4)),
+              "first G layer, convT 64×1×1 → 96×4×4": (nn.ConvTranspose2d(64, 96, 4, 1, 0, bias=False), (64, 64, 1, 1))}
+    for name, (layer, shape) in layers.items():
+        x = npgan.randn(*shape, requires_grad=True)
+
+        def step(layer=layer, x=x):
+            layer.zero_grad()
+            x.grad = None
+            layer(x).sum().backward()
+
+        res: dict[str, list[float]] = {"one piece": [], f"split over {threads}": []}
+        saved = parallel.MIN_MACS
+        try:
+            for _ in range(rounds):
+                for k in res:
+                    parallel.set_num_threads(1 if k == "one piece" else threads)
+                    parallel.MIN_MACS = 0
+                    res[k].append(median_ms(step, 200, warm=20))
+        finally:
+            parallel.MIN_MACS = saved
+        print(f"{name}, forward + backward (median of rounds): " +
+              ", ".join(f"{k} {statistics.median(v):.3f} ms" for k, v in res.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="steps,floor,copies,handoff,exp", help="the parts to run, comma-separated")
+    ap.add_argument("--only", default="steps,floor,copies,handoff,exp,thin", help="the parts to run, comma-separated")
     a = ap.parse_args()
     parts = set(a.only.split(","))
-    unknown = parts - {"steps", "floor", "copies", "handoff", "exp"}
+    unknown = parts - {"steps", "floor", "copies", "handoff", "exp", "thin"}
     if unknown:
         ap.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; the parts are steps, floor, copies, "
-                 "handoff, exp")
+                 "handoff, exp, thin")
     print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     try:
         import torch
@@ -212,6 +242,8 @@ def main() -> int:
         handoff(a.threads)
     if "exp" in parts:
         elementwise(np, a.threads, a.rounds)
+    if "thin" in parts:
+        thin(a.threads, a.rounds)
     return 0
 
 
