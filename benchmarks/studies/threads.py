@@ -1,6 +1,6 @@
 """How npgan's convolutions use threads, measured: the figures quoted in benchmarks/README.md and docs/speed.md.
 
-    python benchmarks/studies/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp,thin]
+    python benchmarks/studies/threads.py [--rounds 6] [--threads 2] [--only steps,floor,copies,handoff,exp,thin,adam]
 
 1. DCGAN training steps (the 28×28 DCGAN of bench.py, and the 8×8 one of the digits-dcgan preset) under four
    settings, taken in turn round after round (this machine's speed drifts within a minute), medians over rounds:
@@ -21,6 +21,8 @@
 6. Thin products: shapes-dcgan's last D layer (64 images 96×4×4 → 1, 98k multiply-adds) and its first G layer
    (64×64×1×1 → 96×4×4 transposed, 6.3M), forward + backward, in one piece (one thread) and split over --threads
    with ``npgan.parallel.MIN_MACS`` lifted: why an op splits only from MIN_MACS multiply-adds.
+7. An Adam step over parameters of the shapes of DCGAN 32×32's convolutions (3.6M numbers), in one piece and
+   split over --threads (``optim._elementwise``).
 """
 
 from __future__ import annotations
@@ -211,17 +213,41 @@ def thin(threads, rounds):
               ", ".join(f"{k} {statistics.median(v):.3f} ms" for k, v in res.items()))
 
 
+def adam(np, threads, rounds):
+    import npgan
+    from npgan import optim
+    rng = np.random.default_rng(0)
+    shapes = [(512, 256, 4, 4), (256, 128, 4, 4), (128, 64, 4, 4), (100, 512, 4, 4), (64, 3, 4, 4)]
+    params = [npgan.Tensor(rng.standard_normal(s).astype(np.float32), requires_grad=True) for s in shapes]
+    for p in params:
+        p.grad = rng.standard_normal(p.shape).astype(np.float32)
+    opt = optim.Adam(params, lr=1e-4)
+    parallel.set_num_threads(threads)
+    res: dict[str, list[float]] = {"one piece": [], f"split over {threads}": []}
+    saved = parallel.ELEMENTWISE_MIN_WORK
+    try:
+        for _ in range(rounds):
+            for k in res:
+                parallel.ELEMENTWISE_MIN_WORK = 1 << 62 if k == "one piece" else saved
+                res[k].append(median_ms(opt.step, 20))
+    finally:
+        parallel.ELEMENTWISE_MIN_WORK = saved
+    print("Adam step, DCGAN 32×32's conv weights (median of rounds): " +
+          ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in res.items()))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", default="steps,floor,copies,handoff,exp,thin", help="the parts to run, comma-separated")
+    ap.add_argument("--only", default="steps,floor,copies,handoff,exp,thin,adam",
+                    help="the parts to run, comma-separated")
     a = ap.parse_args()
     parts = set(a.only.split(","))
-    unknown = parts - {"steps", "floor", "copies", "handoff", "exp", "thin"}
+    unknown = parts - {"steps", "floor", "copies", "handoff", "exp", "thin", "adam"}
     if unknown:
         ap.error(f"--only: unknown part(s) {', '.join(sorted(unknown))}; the parts are steps, floor, copies, "
-                 "handoff, exp, thin")
+                 "handoff, exp, thin, adam")
     print(machine_line())  # the CPU, its SIMD flags and the BLAS kernel beside the figures
     try:
         import torch
@@ -244,6 +270,8 @@ def main() -> int:
         elementwise(np, a.threads, a.rounds)
     if "thin" in parts:
         thin(a.threads, a.rounds)
+    if "adam" in parts:
+        adam(np, a.threads, a.rounds)
     return 0
 
 
