@@ -37,7 +37,7 @@ N_OPTIONS_KEY = "_n_options"
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
     """Context manager in which operations record no graph (inference, parameter updates)."""
-    prev = getattr(_grad_mode, "off", False)
+    prev = not is_grad_enabled()
     _grad_mode.off = True
     try:
         yield
@@ -48,7 +48,7 @@ def no_grad() -> Iterator[None]:
 @contextlib.contextmanager
 def enable_grad() -> Iterator[None]:
     """Context manager that turns recording back on inside ``no_grad``."""
-    prev = getattr(_grad_mode, "off", False)
+    prev = not is_grad_enabled()
     _grad_mode.off = False
     try:
         yield
@@ -549,7 +549,7 @@ class Function:
         out.name = None
         out.creator = None
         out.requires_grad = False
-        if not getattr(_grad_mode, "off", False):
+        if is_grad_enabled():
             needs = tuple(t.requires_grad for t in ts)
             if True in needs:
                 out.requires_grad = True
